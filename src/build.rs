@@ -1,0 +1,299 @@
+//! The build pipeline: base and compiler rootfs, wheelhouse, venv layers,
+//! runtime layer, image documents, OCI layout. Each stage is its own module;
+//! this one only passes data from one to the next.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::cache::Cache;
+use crate::digest::Digest;
+use crate::layer::Compression;
+use crate::oci::{self, ImageLayer, ImageSettings, Layout};
+use crate::output::Printer;
+use crate::python::{self, PythonContext};
+use crate::rootfs::{self, BaseSource, Definition, Rootfs};
+use crate::runtime::{self, Project};
+use crate::sandbox::Runner;
+use crate::spec::{PipSettings, ProjectConfig, Requirement};
+use crate::Error;
+
+/// Everything a build needs, validated.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// What to build.
+    pub requirement: Requirement,
+    /// `--python`, else assemble.toml's.
+    pub python: Option<String>,
+    /// pip's index settings.
+    pub pip: PipSettings,
+    /// `--base`.
+    pub base: BaseSource,
+    /// OCI layout directory.
+    pub output: PathBuf,
+    /// assemble.toml.
+    pub config: ProjectConfig,
+    /// SOURCE_DATE_EPOCH.
+    pub epoch: u64,
+    /// Ignore cached wheelhouses and layers (rootfs stay cached).
+    pub rebuild: bool,
+}
+
+/// What a build produced.
+#[derive(Clone, Debug)]
+pub struct BuildResult {
+    /// `oci:DIR:VERSION`.
+    pub reference: String,
+    /// Manifest digest.
+    pub digest: Digest,
+    /// Project name and version.
+    pub name: String,
+    /// The version, also the layout's tag.
+    pub version: String,
+}
+
+/// Gets the base rootfs from wherever the options say.
+pub fn base_rootfs(
+    cache: &Cache,
+    base: &BaseSource,
+    config: &ProjectConfig,
+    printer: &Printer,
+) -> Result<Rootfs, Error> {
+    Ok(match base {
+        BaseSource::Built => {
+            rootfs::built(cache, &Definition::base(&config.dependencies.run), printer)?
+        }
+        BaseSource::Tarball(p) => rootfs::from_tarball(cache, p, printer)?,
+        BaseSource::Layout(dir, tag) => rootfs::from_layout(cache, dir, tag.as_deref(), printer)?,
+    })
+}
+
+/// Gets the compiler rootfs.
+pub fn compiler_rootfs(
+    cache: &Cache,
+    config: &ProjectConfig,
+    printer: &Printer,
+) -> Result<Rootfs, Error> {
+    Ok(rootfs::built(
+        cache,
+        &Definition::compiler(&config.dependencies.run, &config.dependencies.build),
+        printer,
+    )?)
+}
+
+/// Runs the whole pipeline and writes the image into the OCI layout.
+pub fn build(
+    opts: &BuildOptions,
+    cache: &Cache,
+    runner: &dyn Runner,
+    printer: &Printer,
+) -> Result<BuildResult, Error> {
+    let base = base_rootfs(cache, &opts.base, &opts.config, printer)?;
+    let python = rootfs::choose_python(
+        &base.tree,
+        opts.python.as_deref().or(opts.config.python.as_deref()),
+    )?;
+    let compiler = compiler_rootfs(cache, &opts.config, printer)?;
+    rootfs::choose_python(&compiler.tree, Some(&python)).map_err(|e| {
+        Error::Usage(format!(
+            "the compiler rootfs cannot build for the base: {e}"
+        ))
+    })?;
+    let ctx = PythonContext {
+        cache,
+        runner,
+        printer,
+        python: python.clone(),
+        epoch: opts.epoch,
+        rebuild: opts.rebuild,
+    };
+    let wheelhouse = python::compile(&ctx, &opts.requirement, &opts.pip, &compiler)?;
+    let venv = python::install(&ctx, &opts.requirement, &wheelhouse, &base, &compiler)?;
+    let name = wheelhouse.project.name.clone();
+    let version = wheelhouse.project.version.clone();
+    let project = Project {
+        name: &name,
+        python: &python,
+        installed: &venv.installed,
+        services: &opts.config.services,
+    };
+    let runtime_blob =
+        runtime::layer(&project).write_blob(cache.blobs().dir(), Compression::Gzip, opts.epoch)?;
+
+    let mut layers: Vec<ImageLayer> = base
+        .layers
+        .iter()
+        .zip(&base.created_by)
+        .map(|(blob, by)| ImageLayer {
+            blob: blob.clone(),
+            created_by: by.clone(),
+        })
+        .collect();
+    let deps: Vec<String> = venv
+        .installed
+        .distributions
+        .iter()
+        .filter(|(d, _)| **d != crate::spec::normalise_name(&name))
+        .map(|(d, v)| format!("{d}=={v}"))
+        .collect();
+    layers.push(ImageLayer {
+        blob: venv.dependencies.clone(),
+        created_by: format!("assemble: venv dependencies ({})", deps.join(" ")),
+    });
+    layers.push(ImageLayer {
+        blob: runtime_blob,
+        created_by: "assemble: entrypoint, templates, default settings, volumes".into(),
+    });
+    layers.push(ImageLayer {
+        blob: venv.application.clone(),
+        created_by: format!("assemble: {name}=={version}"),
+    });
+    let settings = image_settings(&project, &version, &opts.config, opts.epoch);
+    let docs = oci::image_documents(&settings, &layers)?;
+    let digest = write_layout(&opts.output, cache, &layers, &docs, &version)?;
+    Ok(BuildResult {
+        reference: format!("oci:{}:{version}", opts.output.display()),
+        digest,
+        name,
+        version,
+    })
+}
+
+/// The image configuration of the contract: user, entrypoint, ports, volumes, labels.
+pub fn image_settings(
+    project: &Project,
+    version: &str,
+    config: &ProjectConfig,
+    epoch: u64,
+) -> ImageSettings {
+    let created = rfc3339(epoch);
+    let mut ports = vec!["8080/tcp".to_string(), "8081/tcp".to_string()];
+    ports.extend(config.ports.iter().map(|p| format!("{p}/tcp")));
+    ports.sort();
+    ports.dedup();
+    let mut volumes: Vec<String> = runtime::VOLUMES.iter().map(|v| v.to_string()).collect();
+    volumes.extend(config.volumes.iter().cloned());
+    volumes.sort();
+    volumes.dedup();
+    ImageSettings {
+        user: "blue".into(),
+        env: runtime::environment(project, version, &config.env),
+        entrypoint: vec![runtime::ENTRYPOINT_PATH.into()],
+        cmd: vec![],
+        working_dir: "/home/blue".into(),
+        exposed_ports: ports,
+        volumes,
+        labels: BTreeMap::from([
+            (
+                "org.opencontainers.image.title".to_string(),
+                project.name.to_string(),
+            ),
+            (
+                "org.opencontainers.image.version".to_string(),
+                version.to_string(),
+            ),
+            (
+                "org.opencontainers.image.created".to_string(),
+                created.clone(),
+            ),
+        ])
+        .into_iter()
+        .collect(),
+        created,
+        architecture: oci::host_architecture().into(),
+    }
+}
+
+/// Copies the blobs into the layout, then writes `index.json` last, so an
+/// interrupted build never leaves an index naming missing blobs.
+fn write_layout(
+    dir: &Path,
+    cache: &Cache,
+    layers: &[ImageLayer],
+    docs: &oci::ImageDocuments,
+    tag: &str,
+) -> Result<Digest, Error> {
+    let layout = Layout::create(dir)?;
+    for l in layers {
+        layout.blobs().import(cache.blobs(), &l.blob.digest)?;
+    }
+    layout.blobs().put_bytes(&docs.config)?;
+    let digest = layout.blobs().put_bytes(&docs.manifest)?;
+    layout.tag(&digest, docs.manifest.len() as u64, tag)?;
+    Ok(digest)
+}
+
+/// Seconds since the epoch as an RFC 3339 UTC timestamp.
+pub fn rfc3339(epoch: u64) -> String {
+    let days = (epoch / 86_400) as i64;
+    let secs = epoch % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::LayerBlob;
+    use crate::python::Installed;
+
+    #[test]
+    fn rfc3339_of_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn image_documents_of_a_fixed_input() {
+        let installed = Installed {
+            distributions: BTreeMap::from([
+                ("django".into(), "4.2.16".into()),
+                ("milborne".into(), "0.4.0".into()),
+            ]),
+            module: "milborne".into(),
+            django: true,
+            crontab: true,
+        };
+        let services = BTreeMap::new();
+        let project = Project {
+            name: "milborne",
+            python: "3.11",
+            installed: &installed,
+            services: &services,
+        };
+        let settings = image_settings(&project, "0.4.0", &ProjectConfig::default(), 1_700_000_000);
+        let blob = |n: &[u8]| LayerBlob {
+            digest: Digest::of(n),
+            diff_id: Digest::of(&[n, b"-tar"].concat()),
+            size: 100,
+            media_type: crate::layer::MEDIA_TYPE_TAR_GZIP.into(),
+        };
+        let layers: Vec<ImageLayer> = ["base", "deps", "runtime", "app"]
+            .iter()
+            .map(|n| ImageLayer {
+                blob: blob(n.as_bytes()),
+                created_by: format!("layer {n}"),
+            })
+            .collect();
+        let docs = oci::image_documents(&settings, &layers).unwrap();
+        let config: serde_json::Value = serde_json::from_slice(&docs.config).unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(&docs.manifest).unwrap();
+        insta::assert_json_snapshot!("image_config", config);
+        insta::assert_json_snapshot!("image_manifest", manifest);
+        insta::assert_snapshot!("manifest_digest", docs.manifest_digest().to_string());
+    }
+}

@@ -1,0 +1,203 @@
+//! The command line, defined in one place (clap derive). `main.rs` parses it,
+//! turns it into validated options, then builds the heavy objects.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Builds OCI images of Python web applications, without a container engine.
+#[derive(Debug, Parser)]
+#[command(
+    name = "assemble",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "`assemble REQUIREMENT` is the same as `assemble build REQUIREMENT`.\n\
+                  Exit codes: 0 success, 1 build or push failed, 2 bad usage or input."
+)]
+pub struct Cli {
+    /// Command (default: build).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Build options, when no command is given.
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Output options.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Show the output of pip and other sandboxed commands as they run.
+    #[arg(long, global = true)]
+    pub verbose: bool,
+    /// Print only results and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Cache directory (default: $ASSEMBLE_CACHE_DIR, else $XDG_CACHE_HOME/assemble).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a requirement (the default command).
+    Build(Box<BuildArgs>),
+    /// Push an OCI layout or archive to a registry.
+    Push {
+        /// oci:DIR[:TAG] or oci-archive:FILE.
+        source: String,
+        /// Destination reference.
+        reference: String,
+    },
+    /// Pull an image into an OCI layout.
+    Pull {
+        /// Image reference.
+        reference: String,
+        /// Destination directory.
+        dir: PathBuf,
+    },
+    /// List a repository's tags.
+    Tags {
+        /// Repository.
+        repository: String,
+    },
+    /// Store registry credentials in ~/.docker/config.json.
+    Login {
+        /// Registry host.
+        registry: String,
+        /// User name.
+        #[arg(short, long)]
+        username: String,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Fill vendor/ so that --offline builds need no network.
+    Vendor {
+        /// Requirement.
+        requirement: String,
+    },
+    /// Build or refresh the base and compiler rootfs.
+    Base {
+        /// assemble.toml (default ./assemble.toml when present).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Run an image from an OCI layout, rootless, without an engine.
+    Run(Box<RunArgs>),
+    /// Remove build outputs (./build).
+    Clean {
+        /// Output directory to remove.
+        #[arg(long, default_value = "build", value_name = "DIR")]
+        output: PathBuf,
+    },
+    /// Remove build outputs and the cache.
+    Purge {
+        /// Output directory to remove.
+        #[arg(long, default_value = "build", value_name = "DIR")]
+        output: PathBuf,
+    },
+}
+
+/// `assemble run`.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// oci:DIR[:TAG], or DIR[:TAG].
+    pub image: String,
+    /// Bind a host path: HOST:CONTAINER[:ro]. Repeatable.
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER")]
+    pub volumes: Vec<String>,
+    /// Set an environment variable: KEY=VALUE. Repeatable.
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Arguments for the entrypoint (start SERVICE, cron, COMMAND...).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+/// `assemble build`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct BuildArgs {
+    /// NAME[EXTRAS]==VERSION, a .whl path (optionally [EXTRAS]), or a project directory.
+    #[arg(required = true)]
+    pub requirement: Option<String>,
+    /// Interpreter in the base (default: the base's python3).
+    #[arg(long, value_name = "X.Y")]
+    pub python: Option<String>,
+    /// Base: oci:DIR[:TAG] | FILE.tar[.gz] | docker://REF (default: built from layers/base).
+    #[arg(long, value_name = "SOURCE")]
+    pub base: Option<String>,
+    /// pip index URL (beats PIP_INDEX_URL and pip.conf).
+    #[arg(long, value_name = "URL")]
+    pub index_url: Option<String>,
+    /// Extra pip index URL. Repeatable.
+    #[arg(long, value_name = "URL")]
+    pub extra_index_url: Vec<String>,
+    /// pip configuration file (default: the user's pip.conf).
+    #[arg(long, value_name = "FILE")]
+    pub pip_conf: Option<PathBuf>,
+    /// pip constraints file.
+    #[arg(long, value_name = "FILE")]
+    pub constraint: Option<PathBuf>,
+    /// Registry for the image name: HOST[/PREFIX].
+    #[arg(long, value_name = "HOST[/PREFIX]")]
+    pub registry: Option<String>,
+    /// Full image reference, overriding --registry.
+    #[arg(long, value_name = "REF")]
+    pub tag: Option<String>,
+    /// Push the image to the registry.
+    #[arg(long)]
+    pub push: bool,
+    /// OCI layout directory.
+    #[arg(long, default_value = "build/oci", value_name = "DIR")]
+    pub output: PathBuf,
+    /// Also write an archive: oci-archive:FILE | docker-archive:FILE.
+    #[arg(long, value_name = "KIND:FILE")]
+    pub archive: Option<String>,
+    /// Use only vendor/ (no network).
+    #[arg(long)]
+    pub offline: bool,
+    /// assemble.toml (default ./assemble.toml when present).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Write a JSON description of the result.
+    #[arg(long, value_name = "FILE")]
+    pub result_file: Option<PathBuf>,
+    /// Plain HTTP or unverified TLS for this registry host.
+    #[arg(long, value_name = "HOST")]
+    pub insecure_registry: Vec<String>,
+    /// Rebuild the wheelhouse and layers even when cached (the rootfs stay cached).
+    #[arg(long)]
+    pub rebuild: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bare_requirement_means_build() {
+        let cli = Cli::try_parse_from(["assemble", "milborne==0.4.0", "--python", "3.11"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.build.requirement.as_deref(), Some("milborne==0.4.0"));
+    }
+
+    #[test]
+    fn run_passes_entrypoint_arguments_through() {
+        let cli = Cli::try_parse_from(["assemble", "run", "build/oci", "start", "www"]).unwrap();
+        let Some(Command::Run(r)) = cli.command else {
+            panic!("run expected")
+        };
+        assert_eq!(r.args, ["start", "www"]);
+    }
+}

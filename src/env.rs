@@ -1,0 +1,22 @@
+//! Names of the environment variables `assemble` reads, in one place.
+
+/// Overrides the cache directory (default `$XDG_CACHE_HOME/assemble`).
+pub const ASSEMBLE_CACHE_DIR: &str = "ASSEMBLE_CACHE_DIR";
+/// Default registry (`HOST[/PREFIX]`), like `--registry`.
+pub const ASSEMBLE_REGISTRY: &str = "ASSEMBLE_REGISTRY";
+/// Debian mirror for mmdebstrap (default: mmdebstrap's own choice).
+pub const ASSEMBLE_DEBIAN_MIRROR: &str = "ASSEMBLE_DEBIAN_MIRROR";
+/// Log filter for `tracing` (`debug`, `assemble=trace`).
+pub const ASSEMBLE_LOG: &str = "ASSEMBLE_LOG";
+/// Fixed timestamp for reproducible builds (seconds since the epoch).
+pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+/// Base of the default cache directory.
+pub const XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
+/// pip's index URL.
+pub const PIP_INDEX_URL: &str = "PIP_INDEX_URL";
+/// pip's extra index URLs, space separated.
+pub const PIP_EXTRA_INDEX_URL: &str = "PIP_EXTRA_INDEX_URL";
+/// pip's trusted hosts, space separated.
+pub const PIP_TRUSTED_HOST: &str = "PIP_TRUSTED_HOST";
+/// pip's configuration file.
+pub const PIP_CONFIG_FILE: &str = "PIP_CONFIG_FILE";

@@ -1,0 +1,561 @@
+//! Deterministic layer tarballs, compressed and hashed in one streaming pass.
+//!
+//! Everything that reaches a digest is set explicitly: entry order (sorted by
+//! path bytes), mtime (`SOURCE_DATE_EPOCH` or 0), owners, modes, the gzip
+//! header (no name, mtime 0, OS "unknown") and the compression level. Long
+//! names and link targets use PAX records. Memory stays flat: file contents
+//! are streamed from disk.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use flate2::{Compression as Level, GzBuilder};
+
+use crate::digest::{Digest, HashingWriter};
+
+/// Media type of a gzip-compressed OCI layer.
+pub const MEDIA_TYPE_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// Media type of an uncompressed OCI layer.
+pub const MEDIA_TYPE_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// Failure while writing a layer.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// Reading a source file or writing the blob failed.
+    #[error("cannot write layer entry {path}")]
+    Io {
+        /// The entry (or blob) being written.
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A source tree could not be walked.
+    #[error("cannot read tree {path}")]
+    Walk {
+        /// The tree being walked.
+        path: PathBuf,
+        #[source]
+        source: walkdir::Error,
+    },
+    /// An entry's path is not representable in a layer.
+    #[error("path {0:?} cannot be stored in a layer: it must be valid UTF-8 and relative")]
+    BadPath(PathBuf),
+}
+
+/// Owner of an entry in the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Owner {
+    /// Numeric user id.
+    pub uid: u64,
+    /// Numeric group id.
+    pub gid: u64,
+}
+
+impl Owner {
+    /// uid 0, gid 0.
+    pub const ROOT: Owner = Owner { uid: 0, gid: 0 };
+}
+
+/// Where a regular file's bytes come from.
+#[derive(Clone, Debug)]
+pub enum Content {
+    /// Streamed from a file on the host.
+    File(PathBuf),
+    /// Held in memory (small generated files).
+    Bytes(Vec<u8>),
+}
+
+/// What an entry is.
+#[derive(Clone, Debug)]
+pub enum Kind {
+    /// A directory.
+    Dir,
+    /// A regular file and where its bytes come from.
+    File(Content),
+    /// A symbolic link to the given target.
+    Symlink(String),
+    /// A hard link to an earlier entry of the same layer (path without leading slash).
+    Hardlink(String),
+}
+
+/// One entry of a layer: a path relative to the image root, without leading slash.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// Path in the image, relative (`home/blue/app/bin/python`).
+    pub path: String,
+    /// What the entry is.
+    pub kind: Kind,
+    /// Permission bits, including setuid, setgid and sticky.
+    pub mode: u32,
+    /// Owner in the image.
+    pub owner: Owner,
+}
+
+impl Entry {
+    /// A directory entry.
+    pub fn dir(path: impl Into<String>, mode: u32, owner: Owner) -> Self {
+        Self {
+            path: path.into(),
+            kind: Kind::Dir,
+            mode,
+            owner,
+        }
+    }
+
+    /// A regular file held in memory.
+    pub fn bytes(
+        path: impl Into<String>,
+        bytes: impl Into<Vec<u8>>,
+        mode: u32,
+        owner: Owner,
+    ) -> Self {
+        Self {
+            path: path.into(),
+            kind: Kind::File(Content::Bytes(bytes.into())),
+            mode,
+            owner,
+        }
+    }
+}
+
+/// Compression of a layer blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// gzip at level 6, the peers' default.
+    Gzip,
+}
+
+/// A layer blob written to disk.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LayerBlob {
+    /// Digest of the compressed blob.
+    pub digest: Digest,
+    /// Digest of the uncompressed tar (the config's `rootfs.diff_ids`).
+    pub diff_id: Digest,
+    /// Size of the compressed blob in bytes.
+    pub size: u64,
+    /// OCI media type.
+    pub media_type: String,
+}
+
+/// The set of entries of one layer, kept sorted and unique by path.
+#[derive(Default, Debug)]
+pub struct Layer {
+    entries: BTreeMap<String, Entry>,
+}
+
+impl Layer {
+    /// An empty layer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an entry, replacing one at the same path, and adds the missing
+    /// parent directories with `dir_owner` and mode 0755.
+    pub fn add(&mut self, entry: Entry, dir_owner: Owner) {
+        let mut parent = Path::new(&entry.path).parent();
+        while let Some(p) = parent {
+            let s = p.to_str().unwrap_or_default();
+            if s.is_empty() {
+                break;
+            }
+            self.entries
+                .entry(s.to_string())
+                .or_insert_with(|| Entry::dir(s, 0o755, dir_owner));
+            parent = p.parent();
+        }
+        self.entries.insert(entry.path.clone(), entry);
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when the layer has no entry.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries in the order they will be written.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    /// Writes the layer as a tar stream to `out`, returns the stream's digest.
+    pub fn write_tar<W: Write>(&self, out: W, mtime: u64) -> Result<(W, Digest, u64), LayerError> {
+        let mut builder = tar::Builder::new(HashingWriter::new(out));
+        for entry in self.entries.values() {
+            append_entry(&mut builder, entry, mtime)?;
+        }
+        let hashing = builder.into_inner().map_err(|source| LayerError::Io {
+            path: "<end of archive>".into(),
+            source,
+        })?;
+        Ok(hashing.finish())
+    }
+
+    /// Writes the layer compressed into `dir` under a temporary name and
+    /// renames it to its digest once complete. Returns the blob's description.
+    pub fn write_blob(
+        &self,
+        dir: &Path,
+        compression: Compression,
+        mtime: u64,
+    ) -> Result<LayerBlob, LayerError> {
+        let io_err = |source| LayerError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        let tmp = crate::oci::temp_file(dir, ".layer-").map_err(io_err)?;
+        let file =
+            io::BufWriter::with_capacity(1 << 16, tmp.as_file().try_clone().map_err(io_err)?);
+        let compressed = HashingWriter::new(file);
+        let Compression::Gzip = compression;
+        let gz = GzBuilder::new()
+            .mtime(0)
+            .operating_system(255)
+            .write(compressed, Level::new(6));
+        let (gz, diff_id, _) = self.write_tar(gz, mtime)?;
+        let compressed = gz.finish().map_err(io_err)?;
+        let (mut file, digest, size) = compressed.finish();
+        file.flush().map_err(io_err)?;
+        let dest = dir.join(digest.hex());
+        tmp.persist(&dest).map_err(|e| io_err(e.error))?;
+        Ok(LayerBlob {
+            digest,
+            diff_id,
+            size,
+            media_type: MEDIA_TYPE_TAR_GZIP.to_string(),
+        })
+    }
+}
+
+fn append_entry<W: Write>(
+    builder: &mut tar::Builder<W>,
+    entry: &Entry,
+    mtime: u64,
+) -> Result<(), LayerError> {
+    let io_err = |source| LayerError::Io {
+        path: entry.path.clone(),
+        source,
+    };
+    let mut header = tar::Header::new_ustar();
+    header.set_mtime(mtime);
+    header.set_uid(entry.owner.uid);
+    header.set_gid(entry.owner.gid);
+    header.set_mode(entry.mode & 0o7777);
+    let mut pax: Vec<(&str, Vec<u8>)> = Vec::new();
+    let name = match entry.kind {
+        Kind::Dir => format!("{}/", entry.path),
+        _ => entry.path.clone(),
+    };
+    if header.set_path(&name).is_err() {
+        pax.push(("path", name.clone().into_bytes()));
+        header.set_path(truncate_name(&name)).map_err(io_err)?;
+    }
+    let link = match &entry.kind {
+        Kind::Symlink(t) | Kind::Hardlink(t) => Some(t.as_str()),
+        _ => None,
+    };
+    if let Some(target) = link {
+        if header.set_link_name(target).is_err() {
+            pax.push(("linkpath", target.as_bytes().to_vec()));
+            header
+                .set_link_name(truncate_name(target))
+                .map_err(io_err)?;
+        }
+    }
+    if !pax.is_empty() {
+        builder
+            .append_pax_extensions(pax.iter().map(|(k, v)| (*k, v.as_slice())))
+            .map_err(io_err)?;
+    }
+    match &entry.kind {
+        Kind::Dir => {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_size(0);
+            header.set_cksum();
+            builder.append(&header, io::empty()).map_err(io_err)
+        }
+        Kind::Symlink(_) | Kind::Hardlink(_) => {
+            let t = if matches!(entry.kind, Kind::Symlink(_)) {
+                tar::EntryType::Symlink
+            } else {
+                tar::EntryType::Link
+            };
+            header.set_entry_type(t);
+            header.set_size(0);
+            header.set_cksum();
+            builder.append(&header, io::empty()).map_err(io_err)
+        }
+        Kind::File(Content::Bytes(bytes)) => {
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(bytes.len() as u64);
+            header.set_cksum();
+            builder.append(&header, bytes.as_slice()).map_err(io_err)
+        }
+        Kind::File(Content::File(src)) => {
+            let file = fs_err::File::open(src).map_err(io_err)?;
+            let len = file.metadata().map_err(io_err)?.len();
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(len);
+            header.set_cksum();
+            // A file that shrinks while being read would corrupt the archive;
+            // `take` plus the length check below turns that into an error.
+            let mut limited = file.take(len);
+            let mut counted = CountingReader::new(&mut limited);
+            builder.append(&header, &mut counted).map_err(io_err)?;
+            if counted.count != len {
+                return Err(io_err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{} changed size while being archived", src.display()),
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A ustar-safe stand-in name for an entry whose real name is in a PAX record.
+fn truncate_name(name: &str) -> String {
+    let mut cut = name.len().min(99);
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    name[..cut].to_string()
+}
+
+struct CountingReader<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R> CountingReader<R> {
+    fn new(inner: R) -> Self {
+        Self { inner, count: 0 }
+    }
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Adds every file under `root` to `layer` at `prefix` (a path in the image),
+/// owned by `owner`, keeping permission bits; `keep` selects which paths
+/// (relative to `root`) go in. Files sharing an inode become hard links to
+/// the first of them in sorted order.
+pub fn add_tree(
+    layer: &mut Layer,
+    root: &Path,
+    prefix: &str,
+    owner: Owner,
+    mut keep: impl FnMut(&Path) -> bool,
+) -> Result<(), LayerError> {
+    let walker = walkdir::WalkDir::new(root).follow_links(false);
+    let mut found = Vec::new();
+    for item in walker {
+        let item = item.map_err(|source| LayerError::Walk {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let rel = item
+            .path()
+            .strip_prefix(root)
+            .expect("walkdir yields paths under its root");
+        if rel.as_os_str().is_empty() || !keep(rel) {
+            continue;
+        }
+        let rel_str = rel
+            .to_str()
+            .ok_or_else(|| LayerError::BadPath(rel.to_path_buf()))?;
+        let meta = item.metadata().map_err(|source| LayerError::Walk {
+            path: item.path().to_path_buf(),
+            source,
+        })?;
+        found.push((join_image_path(prefix, rel_str), item.into_path(), meta));
+    }
+    // Sorted as the tar will be, so that a hard link always follows its target.
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut seen_inodes: BTreeMap<(u64, u64), String> = BTreeMap::new();
+    for (path, src, meta) in found {
+        let ft = meta.file_type();
+        let kind = if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_symlink() {
+            let target = fs_err::read_link(&src).map_err(|source| LayerError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let target = target
+                .to_str()
+                .ok_or_else(|| LayerError::BadPath(target.clone()))?
+                .to_string();
+            Kind::Symlink(target)
+        } else if ft.is_file() {
+            let key = (meta.dev(), meta.ino());
+            match seen_inodes.get(&key) {
+                Some(first) if meta.nlink() > 1 => Kind::Hardlink(first.clone()),
+                _ => {
+                    if meta.nlink() > 1 {
+                        seen_inodes.insert(key, path.clone());
+                    }
+                    Kind::File(Content::File(src))
+                }
+            }
+        } else {
+            // Sockets, fifos and devices have no place in an application layer.
+            tracing::debug!(path = %src.display(), "skipping special file");
+            continue;
+        };
+        let mode = if matches!(kind, Kind::Symlink(_)) {
+            0o777
+        } else {
+            meta.mode() & 0o7777
+        };
+        layer.add(
+            Entry {
+                path,
+                kind,
+                mode,
+                owner,
+            },
+            owner,
+        );
+    }
+    Ok(())
+}
+
+/// Joins an image path prefix (`home/blue/app`) and a relative path.
+pub fn join_image_path(prefix: &str, rel: &str) -> String {
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        rel.to_string()
+    } else {
+        format!("{prefix}/{rel}")
+    }
+}
+
+/// Compresses an existing tar stream into a gzip blob in `dir`, computing the
+/// diff_id and digest in the same pass.
+pub fn compress_tar_blob(mut tar: impl Read, dir: &Path) -> Result<LayerBlob, LayerError> {
+    let io_err = |source| LayerError::Io {
+        path: dir.display().to_string(),
+        source,
+    };
+    let tmp = crate::oci::temp_file(dir, ".layer-").map_err(io_err)?;
+    let file = io::BufWriter::with_capacity(1 << 16, tmp.as_file().try_clone().map_err(io_err)?);
+    let gz = GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(HashingWriter::new(file), Level::new(6));
+    let mut plain = HashingWriter::new(gz);
+    io::copy(&mut tar, &mut plain).map_err(io_err)?;
+    let (gz, diff_id, _) = plain.finish();
+    let (mut file, digest, size) = gz.finish().map_err(io_err)?.finish();
+    file.flush().map_err(io_err)?;
+    tmp.persist(dir.join(digest.hex()))
+        .map_err(|e| io_err(e.error))?;
+    Ok(LayerBlob {
+        digest,
+        diff_id,
+        size,
+        media_type: MEDIA_TYPE_TAR_GZIP.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(tar_bytes: &[u8]) -> Vec<(String, u64, u64, u32, u64)> {
+        let mut archive = tar::Archive::new(tar_bytes);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    h.uid().unwrap(),
+                    h.gid().unwrap(),
+                    h.mode().unwrap(),
+                    h.mtime().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn entries_are_sorted_with_parents_and_fixed_metadata() {
+        let blue = Owner { uid: 1000, gid: 33 };
+        let mut layer = Layer::new();
+        layer.add(Entry::bytes("home/blue/z", "z", 0o644, blue), blue);
+        layer.add(Entry::bytes("home/blue/a", "a", 0o4755, blue), blue);
+        let (bytes, _, _) = layer.write_tar(Vec::new(), 42).unwrap();
+        let got = names(&bytes);
+        let paths: Vec<_> = got.iter().map(|g| g.0.as_str()).collect();
+        assert_eq!(paths, ["home/", "home/blue/", "home/blue/a", "home/blue/z"]);
+        assert!(got.iter().all(|g| g.1 == 1000 && g.2 == 33 && g.4 == 42));
+        assert_eq!(got[2].3, 0o4755, "setuid bit kept");
+    }
+
+    #[test]
+    fn long_names_use_pax_records() {
+        let long = format!("d/{}", "x".repeat(300));
+        let mut layer = Layer::new();
+        layer.add(
+            Entry::bytes(long.clone(), "x", 0o644, Owner::ROOT),
+            Owner::ROOT,
+        );
+        let (bytes, _, _) = layer.write_tar(Vec::new(), 0).unwrap();
+        let got = names(&bytes);
+        assert_eq!(got.last().unwrap().0, long);
+        assert!(
+            bytes.windows(7).any(|w| w == b"path=d/"),
+            "PAX path record present"
+        );
+    }
+
+    #[test]
+    fn same_entries_give_the_same_blob_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let build = || {
+            let mut layer = Layer::new();
+            layer.add(
+                Entry::bytes("etc/x", "hello", 0o600, Owner::ROOT),
+                Owner::ROOT,
+            );
+            layer.write_blob(dir.path(), Compression::Gzip, 0).unwrap()
+        };
+        let a = build();
+        let b = build();
+        assert_eq!(a, b);
+        let (on_disk, size) = crate::digest::digest_file(&dir.path().join(a.digest.hex())).unwrap();
+        assert_eq!(on_disk, a.digest);
+        assert_eq!(size, a.size);
+    }
+
+    #[test]
+    fn tree_hardlinks_become_link_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), "same").unwrap();
+        std::fs::hard_link(dir.path().join("a"), dir.path().join("b")).unwrap();
+        std::os::unix::fs::symlink("a", dir.path().join("c")).unwrap();
+        let mut layer = Layer::new();
+        add_tree(&mut layer, dir.path(), "app", Owner::ROOT, |_| true).unwrap();
+        let kinds: Vec<_> = layer
+            .entries()
+            .map(|e| (e.path.clone(), format!("{:?}", e.kind)))
+            .collect();
+        assert!(kinds[2].1.starts_with("Hardlink(\"app/a\""), "{kinds:?}");
+        assert!(kinds[3].1.starts_with("Symlink(\"a\""), "{kinds:?}");
+    }
+}

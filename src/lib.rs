@@ -1,0 +1,103 @@
+//! `assemble`: builds OCI images of Python web applications without a
+//! container engine and without root.
+//!
+//! One module per pipeline stage (see DESIGN.md):
+//!
+//! - [`spec`]: what to build: the requirement, `assemble.toml`, pip settings.
+//! - [`rootfs`]: the base and compiler root filesystems (mmdebstrap, tarball,
+//!   OCI layout), cached by what defines them.
+//! - [`sandbox`]: runs one command in a rootfs as an unprivileged user
+//!   (bubblewrap), behind a trait so mount plans are tested without privileges.
+//! - [`python`]: `pip wheel` in the compiler, the venv in the base, and the
+//!   split of the venv into per-distribution layers.
+//! - [`runtime`]: the entrypoint, templates and settings layer.
+//! - [`layer`]: deterministic tar, compressed and hashed in one pass.
+//! - [`unpack`]: safe extraction of untrusted tarballs.
+//! - [`oci`]: image config, manifest, index and the OCI layout.
+//! - [`cache`]: the content-addressed cache.
+//! - [`build`]: the pipeline, from options to layout.
+//! - [`run`]: `assemble run`, an image run rootless for smoke tests.
+//! - [`output`]: the one printer; [`digest`]: sha256 helpers; [`env`]: variable names.
+
+pub mod build;
+pub mod cache;
+pub mod cli;
+pub mod digest;
+pub mod env;
+pub mod housekeeping;
+pub mod layer;
+pub mod oci;
+pub mod output;
+pub mod python;
+pub mod rootfs;
+pub mod run;
+pub mod runtime;
+pub mod sandbox;
+pub mod spec;
+pub mod unpack;
+
+/// Any failure of a command, with its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad usage or input that the parser could not catch.
+    #[error("{0}")]
+    Usage(String),
+    /// Part of the command line that later work will implement.
+    #[error("{0} is not implemented yet")]
+    NotImplemented(String),
+    /// Requirement, configuration or pip settings.
+    #[error(transparent)]
+    Spec(#[from] spec::SpecError),
+    /// Base or compiler rootfs.
+    #[error(transparent)]
+    Rootfs(#[from] rootfs::RootfsError),
+    /// Sandbox.
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
+    /// Python stages.
+    #[error(transparent)]
+    Python(#[from] python::PythonError),
+    /// Layer writing.
+    #[error(transparent)]
+    Layer(#[from] layer::LayerError),
+    /// OCI documents and layouts.
+    #[error(transparent)]
+    Oci(#[from] oci::OciError),
+    /// Cache.
+    #[error(transparent)]
+    Cache(#[from] cache::CacheError),
+    /// Unpacking.
+    #[error(transparent)]
+    Unpack(#[from] unpack::UnpackError),
+    /// Other file access.
+    #[error("cannot access {path}")]
+    Io {
+        /// The path.
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// 2 for bad usage or input (and a machine that lacks what is needed), 1 for a failed build.
+    pub fn exit_code(&self) -> i32 {
+        use python::PythonError as P;
+        use sandbox::SandboxError as S;
+        let bad_input = match self {
+            Error::Usage(_) | Error::NotImplemented(_) | Error::Spec(_) => true,
+            Error::Rootfs(e) => e.is_bad_input(),
+            Error::Unpack(e) => e.is_bad_input(),
+            Error::Sandbox(e) | Error::Python(P::Sandbox(e)) => {
+                matches!(e, S::NoBubblewrap | S::NoUserNamespaces { .. })
+            }
+            Error::Oci(oci::OciError::BadLayout { .. }) => true,
+            _ => false,
+        };
+        if bad_input {
+            2
+        } else {
+            1
+        }
+    }
+}

@@ -1,0 +1,872 @@
+//! Python stages: compile the wheelhouse in the compiler rootfs, install it
+//! into a venv at `/home/blue/app` inside the base rootfs, and split the venv
+//! into layers by the distribution that owns each file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
+
+use crate::cache::{Cache, CacheError, KeyBuilder};
+use crate::layer::{self, Layer, LayerBlob, LayerError, Owner};
+use crate::output::Printer;
+use crate::rootfs::Rootfs;
+use crate::sandbox::{Mount, Output, Plan, Runner, SandboxError};
+use crate::spec::{normalise_name, wheel_name_version, PipSettings, Requirement, Source};
+
+/// Where the application lives in the image.
+pub const VENV: &str = "/home/blue/app";
+/// Owner of everything under /home/blue: blue, www-data.
+pub const BLUE: Owner = Owner { uid: 1000, gid: 33 };
+
+/// Failure of a Python stage.
+#[derive(Debug, thiserror::Error)]
+pub enum PythonError {
+    /// pip or venv failed in the sandbox.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// The wheelhouse does not hold what was asked for.
+    #[error("{0}")]
+    Wheelhouse(String),
+    /// The compiler rootfs lacks pip's wheel.
+    #[error("the compiler rootfs has no pip wheel in /usr/share/python-wheels; it needs python3-venv (python3-pip-whl)")]
+    NoPipWheel,
+    /// Files could not be read or written.
+    #[error("cannot access {path}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Cache failure.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// Layer writing failed.
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PythonError + '_ {
+    move |source| PythonError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The project's own wheel in a wheelhouse.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProjectWheel {
+    /// Name as in the wheel's file name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// File name in the wheelhouse.
+    pub file: String,
+}
+
+/// A compiled wheelhouse.
+#[derive(Clone, Debug)]
+pub struct Wheelhouse {
+    /// Cache key.
+    pub key: String,
+    /// Directory of wheels.
+    pub dir: PathBuf,
+    /// The project's wheel.
+    pub project: ProjectWheel,
+}
+
+/// Settings shared by the sandboxed pip runs.
+pub struct PythonContext<'a> {
+    /// The cache.
+    pub cache: &'a Cache,
+    /// Sandbox runner.
+    pub runner: &'a dyn Runner,
+    /// Progress output.
+    pub printer: &'a Printer,
+    /// `X.Y`.
+    pub python: String,
+    /// SOURCE_DATE_EPOCH.
+    pub epoch: u64,
+    /// Ignore cached wheelhouses and layers.
+    pub rebuild: bool,
+}
+
+fn base_env(ctx: &PythonContext) -> Vec<(String, String)> {
+    [
+        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        ("HOME", "/tmp"),
+        ("LANG", "C.UTF-8"),
+        ("PYTHONHASHSEED", "0"),
+        ("PYTHONDONTWRITEBYTECODE", "1"),
+        ("PIP_CONFIG_FILE", "/dev/null"),
+        ("PIP_NO_INPUT", "1"),
+        ("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
+        ("PIP_PROGRESS_BAR", "off"),
+        ("PIP_ROOT_USER_ACTION", "ignore"),
+        // No debug information: it embeds pip's random build directory and
+        // would make compiled extensions differ from one build to the next.
+        ("CFLAGS", "-g0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .chain([("SOURCE_DATE_EPOCH".to_string(), ctx.epoch.to_string())])
+    .collect()
+}
+
+/// Paths skipped when copying or hashing a project directory.
+fn skip_in_project(rel: &Path) -> bool {
+    rel.components().any(|c| match c {
+        Component::Normal(n) => {
+            let n = n.to_string_lossy();
+            matches!(
+                n.as_ref(),
+                ".git" | ".hg" | "__pycache__" | ".tox" | ".venv" | "build" | "dist" | ".eggs"
+            ) || n.ends_with(".egg-info")
+        }
+        _ => false,
+    })
+}
+
+fn hash_project_dir(dir: &Path, key: &mut KeyBuilder) -> Result<(), PythonError> {
+    let mut files = Vec::new();
+    for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let e = e.map_err(|e| PythonError::Io {
+            path: dir.to_path_buf(),
+            source: e.into(),
+        })?;
+        let rel = e.path().strip_prefix(dir).expect("under dir").to_path_buf();
+        if skip_in_project(&rel) || !e.file_type().is_file() {
+            continue;
+        }
+        files.push((rel, e.into_path()));
+    }
+    for (rel, path) in files {
+        let (digest, _) = crate::digest::digest_file(&path).map_err(io_err(&path))?;
+        key.part("file", rel.to_string_lossy().as_bytes())
+            .part("digest", digest.hex().as_bytes());
+    }
+    Ok(())
+}
+
+fn copy_project_dir(src: &Path, dest: &Path) -> Result<(), PythonError> {
+    for e in walkdir::WalkDir::new(src).sort_by_file_name() {
+        let e = e.map_err(|e| PythonError::Io {
+            path: src.to_path_buf(),
+            source: e.into(),
+        })?;
+        let rel = e.path().strip_prefix(src).expect("under src");
+        if rel.as_os_str().is_empty() || skip_in_project(rel) {
+            continue;
+        }
+        let to = dest.join(rel);
+        if e.file_type().is_dir() {
+            fs_err::create_dir_all(&to).map_err(io_err(&to))?;
+        } else if e.file_type().is_symlink() {
+            let t = fs_err::read_link(e.path()).map_err(io_err(e.path()))?;
+            std::os::unix::fs::symlink(t, &to).map_err(io_err(&to))?;
+        } else if e.file_type().is_file() {
+            fs_err::copy(e.path(), &to).map_err(io_err(&to))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `pip wheel` for the requirement and its dependencies inside the
+/// compiler rootfs. Only the project, the wheelhouse and the constraints are
+/// bound in; pip's index settings arrive as environment variables.
+pub fn compile(
+    ctx: &PythonContext,
+    req: &Requirement,
+    pip: &PipSettings,
+    compiler: &Rootfs,
+) -> Result<Wheelhouse, PythonError> {
+    let mut key = KeyBuilder::new("wheelhouse-v1");
+    key.part("compiler", compiler.key.as_bytes())
+        .part("python", ctx.python.as_bytes())
+        .part("extras", req.extras.join(",").as_bytes())
+        .part("index", pip.index_url.as_deref().unwrap_or("").as_bytes())
+        .part("extra-index", pip.extra_index_urls.join(" ").as_bytes())
+        .part("trusted", pip.trusted_hosts.join(" ").as_bytes())
+        .part("constraints", pip.constraints.as_deref().unwrap_or(b""))
+        .part("epoch", ctx.epoch.to_string().as_bytes());
+    match &req.source {
+        Source::Index { version, operator } => {
+            key.part(
+                "index-req",
+                format!(
+                    "{}{operator}{version}",
+                    normalise_name(req.name.as_deref().unwrap_or(""))
+                )
+                .as_bytes(),
+            );
+        }
+        Source::Wheel(path) => {
+            let (d, _) = crate::digest::digest_file(path).map_err(io_err(path))?;
+            key.part("wheel", d.hex().as_bytes());
+        }
+        Source::Directory(dir) => hash_project_dir(dir, &mut key)?,
+    }
+    let key = key.finish();
+    let entry = ctx.cache.entry("wheelhouse", &key);
+    if !ctx.rebuild {
+        if let Some(project) = read_project(&entry) {
+            ctx.printer.step(&format!(
+                "compile: cached wheelhouse for {} {}",
+                project.name, project.version
+            ));
+            return Ok(Wheelhouse {
+                key,
+                dir: entry.join("wheels"),
+                project,
+            });
+        }
+    }
+    let work = ctx.cache.work_dir("wheelhouse")?;
+    let wheels = work.path().join("wheels");
+    let project_dir = work.path().join("project");
+    for d in [&wheels, &project_dir] {
+        fs_err::create_dir(d).map_err(io_err(d))?;
+    }
+    let py = format!("python{}", ctx.python);
+    let mut env = base_env(ctx);
+    env.extend(pip.pip_env());
+    let plan = |what: &str, mounts: Vec<Mount>, argv: Vec<String>| Plan {
+        what: what.to_string(),
+        root: compiler.tree.clone(),
+        writable_root: false,
+        mounts,
+        env: env.clone(),
+        uid: BLUE.uid as u32,
+        gid: BLUE.gid as u32,
+        cwd: "/tmp".into(),
+        share_net: true,
+        argv,
+    };
+    let output = Output::Capture {
+        verbose: ctx.printer.verbose(),
+    };
+    let target = match &req.source {
+        Source::Index { version, operator } => format!(
+            "{}{}{operator}{version}",
+            req.name.as_deref().unwrap_or_default(),
+            req.extras_suffix()
+        ),
+        Source::Wheel(path) => {
+            let file = path.file_name().expect("wheel path has a file name");
+            fs_err::copy(path, project_dir.join(file)).map_err(io_err(path))?;
+            format!(
+                "/assemble/project/{}{}",
+                file.to_string_lossy(),
+                req.extras_suffix()
+            )
+        }
+        Source::Directory(dir) => {
+            let src = work.path().join("src");
+            copy_project_dir(dir, &src)?;
+            ctx.printer.step(&format!(
+                "compile: building the project's wheel from {}",
+                dir.display()
+            ));
+            ctx.runner.run(
+                &plan(
+                    "pip wheel of the project directory",
+                    vec![
+                        Mount::Bind(src.clone(), "/assemble/src".into()),
+                        Mount::Bind(project_dir.clone(), "/assemble/project".into()),
+                    ],
+                    vec![
+                        py.clone(),
+                        "-m".into(),
+                        "pip".into(),
+                        "wheel".into(),
+                        "--no-deps".into(),
+                        "--wheel-dir".into(),
+                        "/assemble/project".into(),
+                        "/assemble/src".into(),
+                    ],
+                ),
+                output,
+            )?;
+            let built = only_wheel(&project_dir)?;
+            format!("/assemble/project/{built}{}", req.extras_suffix())
+        }
+    };
+    let mut mounts = vec![
+        Mount::Bind(wheels.clone(), "/assemble/wheelhouse".into()),
+        Mount::ReadOnly(project_dir.clone(), "/assemble/project".into()),
+    ];
+    let mut argv = vec![
+        py.clone(),
+        "-m".into(),
+        "pip".into(),
+        "wheel".into(),
+        "--wheel-dir".into(),
+        "/assemble/wheelhouse".into(),
+    ];
+    if let Some(c) = &pip.constraints {
+        // Directories are bound, never single files: the read-only root has
+        // no file to mount a file onto.
+        let tools = work.path().join("tools");
+        fs_err::create_dir(&tools).map_err(io_err(&tools))?;
+        let path = tools.join("constraints.txt");
+        fs_err::write(&path, c).map_err(io_err(&path))?;
+        mounts.push(Mount::ReadOnly(tools, "/assemble/tools".into()));
+        argv.extend([
+            "--constraint".into(),
+            "/assemble/tools/constraints.txt".into(),
+        ]);
+    }
+    argv.push(target.clone());
+    ctx.printer.step(&format!(
+        "compile: pip wheel {} (python{})",
+        display_target(&target),
+        ctx.python
+    ));
+    ctx.runner.run(&plan("pip wheel", mounts, argv), output)?;
+    let project = find_project_wheel(&wheels, req)?;
+    let record = work.path().join("project.json");
+    fs_err::write(
+        &record,
+        serde_json::to_vec_pretty(&project).expect("serialises"),
+    )
+    .map_err(io_err(&record))?;
+    let _ = std::fs::remove_dir_all(work.path().join("src"));
+    let dir = ctx.cache.commit_dir(work, "wheelhouse", &key)?;
+    Ok(Wheelhouse {
+        key,
+        dir: dir.join("wheels"),
+        project,
+    })
+}
+
+fn display_target(t: &str) -> &str {
+    t.strip_prefix("/assemble/project/").unwrap_or(t)
+}
+
+fn read_project(entry: &Path) -> Option<ProjectWheel> {
+    let p: ProjectWheel =
+        serde_json::from_slice(&std::fs::read(entry.join("project.json")).ok()?).ok()?;
+    entry.join("wheels").join(&p.file).is_file().then_some(p)
+}
+
+fn wheels_in(dir: &Path) -> Result<Vec<String>, PythonError> {
+    let mut v: Vec<String> = fs_err::read_dir(dir)
+        .map_err(io_err(dir))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".whl"))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+fn only_wheel(dir: &Path) -> Result<String, PythonError> {
+    match wheels_in(dir)?.as_slice() {
+        [one] => Ok(one.clone()),
+        other => Err(PythonError::Wheelhouse(format!(
+            "building the project directory gave {} wheels instead of one: {other:?}",
+            other.len()
+        ))),
+    }
+}
+
+fn find_project_wheel(wheels: &Path, req: &Requirement) -> Result<ProjectWheel, PythonError> {
+    let all = wheels_in(wheels)?;
+    let wanted = req.name.as_deref().map(normalise_name);
+    let candidates: Vec<ProjectWheel> = all
+        .iter()
+        .filter_map(|f| {
+            let (name, version) = wheel_name_version(Path::new(f))?;
+            Some(ProjectWheel {
+                name,
+                version,
+                file: f.clone(),
+            })
+        })
+        .collect();
+    let found = match (&wanted, &req.source) {
+        (Some(w), _) => candidates.iter().find(|c| &normalise_name(&c.name) == w),
+        (None, Source::Directory(_)) => None,
+        _ => None,
+    };
+    let found = match found {
+        Some(f) => f.clone(),
+        None => {
+            // A directory build: its wheel was the one built first, in project/.
+            let project_dir = wheels
+                .parent()
+                .expect("wheels has a parent")
+                .join("project");
+            let built = only_wheel(&project_dir)?;
+            let (name, version) = wheel_name_version(Path::new(&built)).ok_or_else(|| {
+                PythonError::Wheelhouse(format!("{built} is not a wheel file name"))
+            })?;
+            candidates
+                .iter()
+                .find(|c| normalise_name(&c.name) == normalise_name(&name) && c.version == version)
+                .cloned()
+                .ok_or_else(|| {
+                    PythonError::Wheelhouse(format!(
+                        "pip wheel did not put {name} {version} into the wheelhouse"
+                    ))
+                })?
+        }
+    };
+    if let Source::Index { version, .. } = &req.source {
+        if &found.version != version && found.version.trim_start_matches('v') != version.as_str() {
+            return Err(PythonError::Wheelhouse(format!(
+                "asked for {} {version} but the index gave {}",
+                found.name, found.version
+            )));
+        }
+    }
+    Ok(found)
+}
+
+/// What the install found out about the project.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Installed {
+    /// Normalised names of every installed distribution, with versions.
+    pub distributions: BTreeMap<String, String>,
+    /// The project's import package (`milborne`).
+    pub module: String,
+    /// Django is installed and the project has a `settings` module.
+    pub django: bool,
+    /// The project ships a `crontab` file in its package.
+    pub crontab: bool,
+}
+
+/// The venv's layers and what they hold.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VenvLayers {
+    /// Third-party distributions and the venv scaffolding.
+    pub dependencies: LayerBlob,
+    /// The project's own distribution.
+    pub application: LayerBlob,
+    /// Facts about the install.
+    pub installed: Installed,
+}
+
+/// Creates the venv inside the base rootfs from the wheelhouse alone (no
+/// network, `--no-index`), compiles deterministic byte-code, and packs it
+/// into two layers: dependencies, then the application.
+pub fn install(
+    ctx: &PythonContext,
+    req: &Requirement,
+    wheelhouse: &Wheelhouse,
+    base: &Rootfs,
+    compiler: &Rootfs,
+) -> Result<VenvLayers, PythonError> {
+    let key = KeyBuilder::new("venv-layers-v1")
+        .part("base", base.key.as_bytes())
+        .part("wheelhouse", wheelhouse.key.as_bytes())
+        .part("python", ctx.python.as_bytes())
+        .part("extras", req.extras.join(",").as_bytes())
+        .part("epoch", ctx.epoch.to_string().as_bytes())
+        .finish();
+    if !ctx.rebuild {
+        if let Some(cached) = ctx.cache.get_json::<VenvLayers>("layers", &key) {
+            if ctx.cache.blobs().has(&cached.dependencies.digest)
+                && ctx.cache.blobs().has(&cached.application.digest)
+            {
+                ctx.printer.step("install: cached venv layers");
+                return Ok(cached);
+            }
+        }
+    }
+    let pip_whl = find_pip_wheel(&compiler.tree)?;
+    let work = ctx.cache.work_dir("venv")?;
+    let venv = work.path().join("app");
+    fs_err::create_dir(&venv).map_err(io_err(&venv))?;
+    let project = &wheelhouse.project;
+    let target = format!(
+        "{}{}=={}",
+        project.name,
+        req.extras_suffix(),
+        project.version
+    );
+    let script = format!(
+        "set -eu\numask 022\n\
+         python{py} -m venv --without-pip {VENV}\n\
+         {VENV}/bin/python /assemble/tools/{pip_whl}/pip install --no-index --find-links /assemble/wheelhouse \
+           --no-compile --no-cache-dir --no-warn-script-location \"$1\"\n\
+         {VENV}/bin/python -m compileall -q -j 1 --invalidation-mode unchecked-hash {VENV}/lib\n",
+        py = ctx.python,
+        pip_whl = pip_whl.file_name().expect("wheel has a name").to_string_lossy()
+    );
+    ctx.printer.step(&format!(
+        "install: venv at {VENV} with {target} (no network)"
+    ));
+    let plan = Plan {
+        what: "venv install".into(),
+        root: base.tree.clone(),
+        writable_root: false,
+        mounts: vec![
+            Mount::Bind(venv.clone(), VENV.into()),
+            Mount::ReadOnly(wheelhouse.dir.clone(), "/assemble/wheelhouse".into()),
+            Mount::ReadOnly(
+                pip_whl
+                    .parent()
+                    .expect("wheel has a directory")
+                    .to_path_buf(),
+                "/assemble/tools".into(),
+            ),
+        ],
+        env: base_env(ctx),
+        uid: BLUE.uid as u32,
+        gid: BLUE.gid as u32,
+        cwd: "/tmp".into(),
+        share_net: false,
+        argv: vec!["/bin/sh".into(), "-c".into(), script, "sh".into(), target],
+    };
+    ctx.runner.run(
+        &plan,
+        Output::Capture {
+            verbose: ctx.printer.verbose(),
+        },
+    )?;
+    let split = split_venv(&venv, &ctx.python, &project.name)?;
+    ctx.printer.step(&format!(
+        "layers: packing {} dependency files and {} application files",
+        split.dependencies.len(),
+        split.application.len()
+    ));
+    let pack = |files: &BTreeSet<PathBuf>| -> Result<LayerBlob, PythonError> {
+        let mut l = Layer::new();
+        blue_home_skeleton(&mut l);
+        layer::add_tree(&mut l, &venv, VENV, BLUE, |rel| files.contains(rel))?;
+        Ok(l.write_blob(ctx.cache.blobs().dir(), layer::Compression::Gzip, ctx.epoch)?)
+    };
+    let (dependencies, application) = std::thread::scope(|s| {
+        let deps = s.spawn(|| pack(&split.dependencies));
+        let app = pack(&split.application);
+        (deps.join().expect("layer thread"), app)
+    });
+    let layers = VenvLayers {
+        dependencies: dependencies?,
+        application: application?,
+        installed: split.installed,
+    };
+    ctx.cache.put_json("layers", &key, &layers)?;
+    Ok(layers)
+}
+
+/// `home` (root, 0755) and `home/blue` (blue, 0755) as in the base, so that a
+/// layer never changes their owner.
+pub fn blue_home_skeleton(l: &mut Layer) {
+    l.add(layer::Entry::dir("home", 0o755, Owner::ROOT), Owner::ROOT);
+    l.add(layer::Entry::dir("home/blue", 0o755, BLUE), BLUE);
+}
+
+fn find_pip_wheel(tree: &Path) -> Result<PathBuf, PythonError> {
+    let dir = tree.join("usr/share/python-wheels");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|_| PythonError::NoPipWheel)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                n.to_string_lossy().starts_with("pip-") && n.to_string_lossy().ends_with(".whl")
+            })
+        })
+        .collect();
+    found.sort();
+    found.pop().ok_or(PythonError::NoPipWheel)
+}
+
+/// The venv's files (relative paths) divided between the two layers.
+#[derive(Debug, Default)]
+pub struct Split {
+    /// Files of third-party distributions and the scaffolding.
+    pub dependencies: BTreeSet<PathBuf>,
+    /// Files of the project's distribution.
+    pub application: BTreeSet<PathBuf>,
+    /// Facts found on the way.
+    pub installed: Installed,
+}
+
+/// Assigns every file of a venv to the dependency or application layer by
+/// reading each distribution's RECORD. Byte-code goes with its source;
+/// files no RECORD names (pyvenv.cfg, bin/python) are scaffolding and go
+/// with the dependencies, which change least.
+pub fn split_venv(venv: &Path, python: &str, project: &str) -> Result<Split, PythonError> {
+    let site_rel = PathBuf::from(format!("lib/python{python}/site-packages"));
+    let site = venv.join(&site_rel);
+    let project_norm = normalise_name(project);
+    let mut owner: BTreeMap<PathBuf, String> = BTreeMap::new();
+    let mut split = Split::default();
+    let mut project_files: Vec<PathBuf> = Vec::new();
+    for e in fs_err::read_dir(&site).map_err(io_err(&site))?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".dist-info") else {
+            continue;
+        };
+        let (dist, version) = stem.split_once('-').unwrap_or((stem, ""));
+        let dist = normalise_name(dist);
+        split
+            .installed
+            .distributions
+            .insert(dist.clone(), version.to_string());
+        let record_path = e.path().join("RECORD");
+        let record = fs_err::read_to_string(&record_path).map_err(io_err(&record_path))?;
+        for line in record.lines() {
+            let Some(path) = first_csv_field(line) else {
+                continue;
+            };
+            let Some(rel) = normalise_rel(&site_rel.join(&path)) else {
+                continue;
+            };
+            if dist == project_norm {
+                project_files.push(rel.clone());
+            }
+            owner.insert(rel, dist.clone());
+        }
+    }
+    if !split.installed.distributions.contains_key(&project_norm) {
+        return Err(PythonError::Wheelhouse(format!(
+            "{project} is not installed in the venv (found: {:?})",
+            split.installed.distributions.keys()
+        )));
+    }
+    split.installed.django = split.installed.distributions.contains_key("django");
+    split.installed.module = project_module(&project_files, &site_rel, &project_norm);
+    let module_dir = site_rel.join(&split.installed.module);
+    split.installed.crontab = venv.join(module_dir.join("crontab")).is_file();
+    split.installed.django &= venv.join(module_dir.join("settings.py")).is_file()
+        || venv.join(module_dir.join("settings/__init__.py")).is_file();
+    for e in walkdir::WalkDir::new(venv).follow_links(false) {
+        let e = e.map_err(|e| PythonError::Io {
+            path: venv.to_path_buf(),
+            source: e.into(),
+        })?;
+        if e.file_type().is_dir() {
+            continue;
+        }
+        let rel = e
+            .path()
+            .strip_prefix(venv)
+            .expect("under venv")
+            .to_path_buf();
+        let source = pyc_source(&rel).unwrap_or_else(|| rel.clone());
+        match owner.get(&source) {
+            Some(d) if *d == project_norm => split.application.insert(rel),
+            _ => split.dependencies.insert(rel),
+        };
+    }
+    Ok(split)
+}
+
+fn first_csv_field(line: &str) -> Option<String> {
+    let line = line.trim_end_matches('\r');
+    if line.is_empty() {
+        return None;
+    }
+    if let Some(rest) = line.strip_prefix('"') {
+        let mut out = String::new();
+        let mut chars = rest.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '"' {
+                if chars.peek() == Some(&'"') {
+                    out.push('"');
+                    chars.next();
+                } else {
+                    return Some(out);
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        None
+    } else {
+        Some(line.split(',').next().unwrap_or("").to_string())
+    }
+}
+
+/// Lexically normalises a venv-relative path (RECORD paths may climb with `..`
+/// from site-packages to bin/); None if it leaves the venv.
+fn normalise_rel(p: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// `a/__pycache__/b.cpython-311.pyc` → `a/b.py`.
+fn pyc_source(rel: &Path) -> Option<PathBuf> {
+    let name = rel.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".pyc")?;
+    let parent = rel.parent()?;
+    if parent.file_name()? != "__pycache__" {
+        return None;
+    }
+    let module = stem.split('.').next()?;
+    Some(parent.parent()?.join(format!("{module}.py")))
+}
+
+fn project_module(files: &[PathBuf], site_rel: &Path, project_norm: &str) -> String {
+    let mut packages: BTreeSet<String> = BTreeSet::new();
+    for f in files {
+        if let Ok(inner) = f.strip_prefix(site_rel) {
+            let mut comps = inner.components();
+            if let (Some(Component::Normal(first)), Some(_)) = (comps.next(), comps.next()) {
+                let first = first.to_string_lossy();
+                if !first.ends_with(".dist-info") && !first.ends_with(".data") {
+                    packages.insert(first.into_owned());
+                }
+            }
+        }
+    }
+    let wanted = project_norm.replace('-', "_");
+    if packages.contains(&wanted) {
+        return wanted;
+    }
+    packages.into_iter().next().unwrap_or(wanted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(p: &Path, text: &str) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn venv_is_split_by_record_owner() {
+        let v = tempfile::tempdir().unwrap();
+        let v = v.path();
+        let sp = "lib/python3.11/site-packages";
+        write(&v.join("pyvenv.cfg"), "home = /usr/bin\n");
+        write(&v.join(format!("{sp}/milborne/__init__.py")), "");
+        write(&v.join(format!("{sp}/milborne/settings.py")), "");
+        write(
+            &v.join(format!("{sp}/milborne/crontab")),
+            "* * * * * true\n",
+        );
+        write(
+            &v.join(format!(
+                "{sp}/milborne/__pycache__/settings.cpython-311.pyc"
+            )),
+            "",
+        );
+        write(&v.join(format!("{sp}/milborne-0.4.0.dist-info/RECORD")), "milborne/__init__.py,,\nmilborne/settings.py,,\nmilborne/crontab,,\n\"milborne-0.4.0.dist-info/RECORD\",,\n../../../bin/milborne-manage,,\n");
+        write(&v.join("bin/milborne-manage"), "#!");
+        write(&v.join(format!("{sp}/django/__init__.py")), "");
+        write(
+            &v.join(format!("{sp}/Django-4.2.dist-info/RECORD")),
+            "django/__init__.py,sha256=x,0\nDjango-4.2.dist-info/RECORD,,\n",
+        );
+        let s = split_venv(v, "3.11", "Milborne").unwrap();
+        let app: Vec<_> = s
+            .application
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            app.contains(&format!(
+                "{sp}/milborne/__pycache__/settings.cpython-311.pyc"
+            )),
+            "{app:?}"
+        );
+        assert!(app.contains(&"bin/milborne-manage".to_string()));
+        assert!(s.dependencies.contains(Path::new("pyvenv.cfg")));
+        assert!(s
+            .dependencies
+            .contains(&PathBuf::from(format!("{sp}/django/__init__.py"))));
+        assert_eq!(s.installed.module, "milborne");
+        assert!(s.installed.django && s.installed.crontab);
+    }
+
+    #[test]
+    fn record_paths_leaving_the_venv_are_ignored() {
+        assert_eq!(
+            normalise_rel(Path::new(
+                "lib/python3.11/site-packages/../../../../etc/passwd"
+            )),
+            None
+        );
+        assert_eq!(
+            normalise_rel(Path::new("lib/x/../../bin/a")),
+            Some(PathBuf::from("bin/a"))
+        );
+    }
+
+    #[test]
+    fn quoted_record_fields_are_read() {
+        assert_eq!(
+            first_csv_field("\"a,b.py\",sha256=x,1").as_deref(),
+            Some("a,b.py")
+        );
+    }
+
+    #[test]
+    fn compile_mounts_only_the_wheelhouse_project_and_constraints() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let recorder = crate::sandbox::Recorder::default();
+        let printer = Printer::new(true, false);
+        let ctx = PythonContext {
+            cache: &cache,
+            runner: &recorder,
+            printer: &printer,
+            python: "3.11".into(),
+            epoch: 0,
+            rebuild: false,
+        };
+        let compiler = Rootfs {
+            key: "k".into(),
+            tree: dir.path().join("tree"),
+            layers: vec![],
+            created_by: vec![],
+        };
+        let req = Requirement::parse("milborne==0.4.0").unwrap();
+        let pip = PipSettings {
+            index_url: Some("http://u:secret@127.0.0.1:1/simple/".into()),
+            constraints: Some(b"django<5\n".to_vec()),
+            ..Default::default()
+        };
+        // The recorder builds nothing, so finding the project's wheel fails after the plan is recorded.
+        assert!(compile(&ctx, &req, &pip, &compiler).is_err());
+        let plans = recorder.plans.lock().unwrap();
+        let plan = plans.last().unwrap();
+        let targets: Vec<_> = plan
+            .mounts
+            .iter()
+            .map(|m| match m {
+                Mount::Bind(_, d) | Mount::ReadOnly(_, d) => d.clone(),
+                Mount::Tmpfs(d) => d.clone(),
+            })
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                "/assemble/wheelhouse",
+                "/assemble/project",
+                "/assemble/tools"
+            ]
+        );
+        assert!(plan
+            .env
+            .iter()
+            .any(|(k, v)| k == "PIP_INDEX_URL" && v.contains("127.0.0.1")));
+        assert!(!plan
+            .env
+            .iter()
+            .any(|(k, _)| k == "DOCKER_CONFIG" || k == "SSH_AUTH_SOCK"));
+        assert!(
+            plan.env.iter().any(|(k, v)| k == "HOME" && v == "/tmp"),
+            "the host's HOME is not visible"
+        );
+        assert_eq!(plan.argv.last().unwrap(), "milborne==0.4.0");
+    }
+}

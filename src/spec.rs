@@ -1,0 +1,648 @@
+//! What to build: the requirement, `assemble.toml`, and the pip settings that
+//! reach the compile sandbox. Command line beats file beats defaults.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::env;
+
+/// A requirement, a configuration file or a pip setting is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The requirement is in none of the accepted forms.
+    #[error(
+        "cannot understand requirement {given:?}: {why}.\nAccepted forms: NAME==VERSION or NAME===VERSION \
+         (with optional [EXTRA,...] after NAME), a path to a .whl file (optionally followed by [EXTRA,...]), \
+         or a local project directory containing pyproject.toml or setup.py"
+    )]
+    Requirement {
+        /// What the user typed.
+        given: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A file named on the command line or in the configuration is missing or unreadable.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `assemble.toml` is not valid.
+    #[error("invalid configuration file {path}: {message}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the key.
+        message: String,
+    },
+    /// A setting has a value that cannot work.
+    #[error("invalid {what}: {why}")]
+    Invalid {
+        /// The setting.
+        what: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// Where the application comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A pinned release from the package index.
+    Index {
+        /// The version, as written.
+        version: String,
+        /// `==` or `===`.
+        operator: String,
+    },
+    /// A built wheel on disk.
+    Wheel(PathBuf),
+    /// A project directory to build a wheel from.
+    Directory(PathBuf),
+}
+
+/// A parsed requirement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Requirement {
+    /// Project name as written (None for a directory until it is built).
+    pub name: Option<String>,
+    /// Extras, sorted and de-duplicated, normalised.
+    pub extras: Vec<String>,
+    /// Where it comes from.
+    pub source: Source,
+}
+
+impl Requirement {
+    /// Parses what the user typed.
+    pub fn parse(given: &str) -> Result<Self, SpecError> {
+        let err = |why: &str| SpecError::Requirement {
+            given: given.to_string(),
+            why: why.to_string(),
+        };
+        let text = given.trim();
+        if text.is_empty() {
+            return Err(err("it is empty"));
+        }
+        let (body, extras) = split_extras(text).map_err(|w| err(&w))?;
+        let body = body.as_str();
+        let path = Path::new(body);
+        if body.ends_with(".whl") {
+            let meta = std::fs::metadata(path)
+                .map_err(|e| err(&format!("wheel file {body} cannot be read ({e})")))?;
+            if !meta.is_file() {
+                return Err(err(&format!("{body} is not a file")));
+            }
+            let (name, _version) = wheel_name_version(path).ok_or_else(|| {
+                err("the wheel's file name is not NAME-VERSION-PY-ABI-PLATFORM.whl")
+            })?;
+            return Ok(Self {
+                name: Some(name),
+                extras,
+                source: Source::Wheel(path.to_path_buf()),
+            });
+        }
+        if path.is_dir() {
+            if !path.join("pyproject.toml").is_file() && !path.join("setup.py").is_file() {
+                return Err(err(&format!(
+                    "directory {body} has neither pyproject.toml nor setup.py"
+                )));
+            }
+            return Ok(Self {
+                name: None,
+                extras,
+                source: Source::Directory(path.to_path_buf()),
+            });
+        }
+        let (name, operator, version) = if let Some((n, v)) = body.split_once("===") {
+            (n, "===", v)
+        } else if let Some((n, v)) = body.split_once("==") {
+            (n, "==", v)
+        } else if body.contains(['/', '\\']) || body.starts_with('.') {
+            return Err(err(&format!("no file or directory at {body}")));
+        } else if body.contains(['<', '>', '~', '!', '=']) {
+            return Err(err("only an exact version (== or ===) can name an image"));
+        } else {
+            return Err(err("it has no version: write NAME==VERSION"));
+        };
+        let (name, version) = (name.trim(), version.trim());
+        if !valid_name(name) {
+            return Err(err(&format!("{name:?} is not a valid project name")));
+        }
+        let version_ok = !version.is_empty()
+            && version.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '!' | '-' | '_' | '*')
+            });
+        if !version_ok || version.contains('*') {
+            return Err(err(&format!("{version:?} is not an exact version")));
+        }
+        Ok(Self {
+            name: Some(name.to_string()),
+            extras,
+            source: Source::Index {
+                version: version.to_string(),
+                operator: operator.to_string(),
+            },
+        })
+    }
+
+    /// The `[a,b]` suffix for pip, or an empty string.
+    pub fn extras_suffix(&self) -> String {
+        if self.extras.is_empty() {
+            String::new()
+        } else {
+            format!("[{}]", self.extras.join(","))
+        }
+    }
+}
+
+fn split_extras(text: &str) -> Result<(String, Vec<String>), String> {
+    let Some(open) = text.find('[') else {
+        return Ok((text.to_string(), Vec::new()));
+    };
+    let close = text[open..]
+        .find(']')
+        .map(|i| i + open)
+        .ok_or("an extras list `[` is not closed")?;
+    let (before, rest) = (&text[..open], &text[close + 1..]);
+    let mut extras = Vec::new();
+    for e in text[open + 1..close]
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        if !valid_name(e) {
+            return Err(format!("{e:?} is not a valid extra name"));
+        }
+        extras.push(normalise_name(e));
+    }
+    extras.sort();
+    extras.dedup();
+    // Extras stand either at the end (`file.whl[x]`) or before the version (`name[x]==1.0`).
+    if rest.is_empty() || (rest.starts_with("==") && !before.is_empty()) {
+        Ok((format!("{before}{rest}"), extras))
+    } else {
+        Err(format!("unexpected text {rest:?} after the extras"))
+    }
+}
+
+/// True for a PEP 508 project or extra name.
+pub fn valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// PEP 503 normalisation: lowercase, runs of `-_.` become `-`.
+pub fn normalise_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut in_sep = false;
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !in_sep {
+                out.push('-');
+            }
+            in_sep = true;
+        } else {
+            out.push(c.to_ascii_lowercase());
+            in_sep = false;
+        }
+    }
+    out
+}
+
+/// Name and version from a wheel's file name (PEP 427).
+pub fn wheel_name_version(path: &Path) -> Option<(String, String)> {
+    let stem = path.file_name()?.to_str()?.strip_suffix(".whl")?;
+    let parts: Vec<&str> = stem.split('-').collect();
+    if !(5..=6).contains(&parts.len()) || !valid_name(parts[0]) || parts[1].is_empty() {
+        return None;
+    }
+    Some((parts[0].to_string(), parts[1].to_string()))
+}
+
+/// `assemble.toml`.
+#[derive(Clone, Debug, Default, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    /// Registry the image is pushed to (`HOST[/PREFIX]`).
+    pub registry: Option<String>,
+    /// Interpreter version in the base (`3.11`).
+    pub python: Option<String>,
+    /// Debian packages added to the base and compiler.
+    #[serde(default)]
+    pub dependencies: Dependencies,
+    /// Extra environment of the image.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Ports exposed, in addition to 8080 and 8081.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// Volumes, in addition to /media, /scripts and /config.
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// Service name to WSGI callable (`module:callable`).
+    #[serde(default)]
+    pub services: BTreeMap<String, String>,
+}
+
+/// `[dependencies]` of `assemble.toml`.
+#[derive(Clone, Debug, Default, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Dependencies {
+    /// Debian packages needed at run time (base and compiler).
+    #[serde(default)]
+    pub run: Vec<String>,
+    /// Debian packages needed to build wheels (compiler only).
+    #[serde(default)]
+    pub build: Vec<String>,
+}
+
+impl ProjectConfig {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Self, SpecError> {
+        let text = fs_err::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: ProjectConfig = toml::from_str(&text).map_err(|e| SpecError::Config {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })?;
+        config.check().map_err(|message| SpecError::Config {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for p in self.dependencies.run.iter().chain(&self.dependencies.build) {
+            let ok = !p.is_empty()
+                && p.chars().all(|c| {
+                    c.is_ascii_lowercase()
+                        || c.is_ascii_digit()
+                        || matches!(c, '.' | '+' | '-' | ':' | '=')
+                });
+            if !ok {
+                return Err(format!("{p:?} is not a Debian package name"));
+            }
+        }
+        for (service, callable) in &self.services {
+            if !valid_service(service) {
+                return Err(format!(
+                    "service name {service:?} may only use letters, digits, - and _"
+                ));
+            }
+            if !callable.contains(':') || callable.contains(char::is_whitespace) {
+                return Err(format!(
+                    "service {service} maps to {callable:?}; expected MODULE:CALLABLE"
+                ));
+            }
+        }
+        for k in self.env.keys() {
+            let ok = !k.is_empty()
+                && !k.starts_with(|c: char| c.is_ascii_digit())
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                return Err(format!("environment variable name {k:?} is invalid"));
+            }
+        }
+        for v in &self.volumes {
+            if !v.starts_with('/') || v.contains("..") {
+                return Err(format!("volume {v:?} must be an absolute path without .."));
+            }
+        }
+        if let Some(py) = &self.python {
+            check_python(py).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// True for a service name the entrypoint accepts.
+pub fn valid_service(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Checks an `X.Y` interpreter version.
+pub fn check_python(v: &str) -> Result<(), SpecError> {
+    let ok = matches!(v.split_once('.'), Some((a, b)) if !a.is_empty() && !b.is_empty() && a.chars().all(|c| c.is_ascii_digit()) && b.chars().all(|c| c.is_ascii_digit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::Invalid {
+            what: format!("python version {v:?}"),
+            why: "expected MAJOR.MINOR, such as 3.11".into(),
+        })
+    }
+}
+
+/// Where pip looks for packages, passed into the compile sandbox and nowhere else.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PipSettings {
+    /// `--index-url`.
+    pub index_url: Option<String>,
+    /// `--extra-index-url`, in order.
+    pub extra_index_urls: Vec<String>,
+    /// `--trusted-host`.
+    pub trusted_hosts: Vec<String>,
+    /// Contents of the constraints file, if any.
+    pub constraints: Option<Vec<u8>>,
+}
+
+impl PipSettings {
+    /// Resolves pip settings: command line, then `PIP_*` variables, then pip.conf.
+    pub fn resolve(
+        cli_index: Option<&str>,
+        cli_extra: &[String],
+        pip_conf: Option<&Path>,
+        constraint: Option<&Path>,
+    ) -> Result<Self, SpecError> {
+        let conf = match pip_conf {
+            Some(p) => read_pip_conf(p)?,
+            None => match user_pip_conf() {
+                Some(p) => read_pip_conf(&p)?,
+                None => BTreeMap::new(),
+            },
+        };
+        let env_var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let index_url = cli_index
+            .map(str::to_string)
+            .or_else(|| env_var(env::PIP_INDEX_URL))
+            .or_else(|| conf.get("index-url").cloned());
+        let extra_index_urls: Vec<String> = if !cli_extra.is_empty() {
+            cli_extra.to_vec()
+        } else if let Some(v) = env_var(env::PIP_EXTRA_INDEX_URL) {
+            v.split_whitespace().map(str::to_string).collect()
+        } else {
+            conf.get("extra-index-url")
+                .map(|v| v.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default()
+        };
+        let trusted_hosts = env_var(env::PIP_TRUSTED_HOST)
+            .or_else(|| conf.get("trusted-host").cloned())
+            .map(|v| v.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        for url in index_url.iter().chain(&extra_index_urls) {
+            if !(url.starts_with("http://")
+                || url.starts_with("https://")
+                || url.starts_with("file://"))
+            {
+                return Err(SpecError::Invalid {
+                    what: format!("index URL {}", redact_url(url)),
+                    why: "it must start with http://, https:// or file://".into(),
+                });
+            }
+        }
+        let constraints = match constraint {
+            Some(p) => Some(fs_err::read(p).map_err(|source| SpecError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            index_url,
+            extra_index_urls,
+            trusted_hosts,
+            constraints,
+        })
+    }
+
+    /// Environment variables that give these settings to pip.
+    pub fn pip_env(&self) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        if let Some(i) = &self.index_url {
+            v.push((env::PIP_INDEX_URL.to_string(), i.clone()));
+        }
+        if !self.extra_index_urls.is_empty() {
+            v.push((
+                env::PIP_EXTRA_INDEX_URL.to_string(),
+                self.extra_index_urls.join(" "),
+            ));
+        }
+        if !self.trusted_hosts.is_empty() {
+            v.push((
+                env::PIP_TRUSTED_HOST.to_string(),
+                self.trusted_hosts.join(" "),
+            ));
+        }
+        v
+    }
+}
+
+fn user_pip_conf() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env::PIP_CONFIG_FILE) {
+        let p = PathBuf::from(p);
+        return (p != Path::new("/dev/null") && p.is_file()).then_some(p);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from)?;
+    let xdg = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".config"));
+    [xdg.join("pip/pip.conf"), home.join(".pip/pip.conf")]
+        .into_iter()
+        .find(|p| p.is_file())
+}
+
+/// Reads the `[global]`, `[wheel]` and `[install]` keys of a pip.conf, later
+/// sections overriding earlier ones, continuation lines joined.
+fn read_pip_conf(path: &Path) -> Result<BTreeMap<String, String>, SpecError> {
+    let text = fs_err::read_to_string(path).map_err(|source| SpecError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut sections: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut section = String::new();
+    let mut last_key: Option<String> = None;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
+            continue;
+        }
+        if line.starts_with(char::is_whitespace) {
+            if let Some(k) = &last_key {
+                let entry = sections
+                    .entry(section.clone())
+                    .or_default()
+                    .entry(k.clone())
+                    .or_default();
+                entry.push(' ');
+                entry.push_str(trimmed);
+            }
+            continue;
+        }
+        if let Some(name) = trimmed.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            section = name.trim().to_string();
+            last_key = None;
+            continue;
+        }
+        let Some((k, v)) = trimmed.split_once(['=', ':']) else {
+            return Err(SpecError::Config {
+                path: path.to_path_buf(),
+                message: format!("line {trimmed:?} is not KEY = VALUE"),
+            });
+        };
+        let key = k.trim().replace('_', "-");
+        sections
+            .entry(section.clone())
+            .or_default()
+            .insert(key.clone(), v.trim().to_string());
+        last_key = Some(key);
+    }
+    let mut merged = BTreeMap::new();
+    for s in ["global", "wheel", "install"] {
+        if let Some(m) = sections.get(s) {
+            merged.extend(m.iter().map(|(k, v)| (k.clone(), v.trim().to_string())));
+        }
+    }
+    Ok(merged)
+}
+
+/// A URL with any user information replaced by `***`, for messages.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        if let Some((_, host)) = authority.rsplit_once('@') {
+            return format!("{scheme}://***@{host}{path}");
+        }
+    }
+    url.to_string()
+}
+
+/// Replaces every occurrence of the secrets' user information in `text`.
+pub fn redact_text(text: &str, urls: &[String]) -> String {
+    let mut out = text.to_string();
+    for url in urls {
+        if let Some((_, rest)) = url.split_once("://") {
+            let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+            if let Some((userinfo, _)) = authority.rsplit_once('@') {
+                if !userinfo.is_empty() {
+                    out = out.replace(userinfo, "***");
+                    if let Some((_, password)) = userinfo.split_once(':') {
+                        if password.len() >= 4 {
+                            out = out.replace(password, "***");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_requirement_with_extras_parses() {
+        let r = Requirement::parse("Milborne[Fast,cron]==0.4.0").unwrap();
+        assert_eq!(r.name.as_deref(), Some("Milborne"));
+        assert_eq!(r.extras, ["cron", "fast"]);
+        assert_eq!(
+            r.source,
+            Source::Index {
+                version: "0.4.0".into(),
+                operator: "==".into()
+            }
+        );
+        assert_eq!(r.extras_suffix(), "[cron,fast]");
+    }
+
+    #[test]
+    fn arbitrary_equality_is_accepted() {
+        let r = Requirement::parse("milborne===0.4.0.dev2015041600283").unwrap();
+        assert!(matches!(r.source, Source::Index { ref operator, .. } if operator == "==="));
+    }
+
+    #[test]
+    fn unpinned_and_ranges_are_refused_with_the_accepted_forms() {
+        for bad in [
+            "milborne",
+            "milborne>=1.0",
+            "milborne==",
+            "mil borne==1",
+            "-x==1",
+            "milborne==1.*",
+            "a[b==1",
+            "x==1;rm -rf",
+        ] {
+            let e = Requirement::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("Accepted forms"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn wheel_path_with_extras_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let whl = dir
+            .path()
+            .join("milborne-0.4.0-cp311-cp311-linux_x86_64.whl");
+        std::fs::write(&whl, b"").unwrap();
+        let r = Requirement::parse(&format!("{}[extra]", whl.display())).unwrap();
+        assert_eq!(r.name.as_deref(), Some("milborne"));
+        assert_eq!(r.extras, ["extra"]);
+        assert_eq!(r.source, Source::Wheel(whl));
+    }
+
+    #[test]
+    fn missing_wheel_is_refused() {
+        assert!(Requirement::parse("./nope-1.0-py3-none-any.whl").is_err());
+    }
+
+    #[test]
+    fn normalisation_follows_pep_503() {
+        assert_eq!(normalise_name("Foo.Bar__baz"), "foo-bar-baz");
+    }
+
+    #[test]
+    fn config_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("assemble.toml");
+        std::fs::write(&p, "registy = 'x'\n").unwrap();
+        let e = ProjectConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("registy"), "{e}");
+    }
+
+    #[test]
+    fn config_reads_services_and_dependencies() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("assemble.toml");
+        std::fs::write(&p, "python = '3.11'\n[dependencies]\nrun = ['libpq5']\n[services]\napi = 'milborne.api:app'\n").unwrap();
+        let c = ProjectConfig::load(&p).unwrap();
+        assert_eq!(c.dependencies.run, ["libpq5"]);
+        assert_eq!(c.services["api"], "milborne.api:app");
+    }
+
+    #[test]
+    fn pip_conf_sections_merge_and_cli_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pip.conf");
+        std::fs::write(&p, "[global]\nindex-url = http://127.0.0.1:1/simple\nextra-index-url =\n  http://127.0.0.1:2/a\n  http://127.0.0.1:3/b\n").unwrap();
+        let s = PipSettings::resolve(None, &[], Some(&p), None).unwrap();
+        assert_eq!(s.index_url.as_deref(), Some("http://127.0.0.1:1/simple"));
+        assert_eq!(s.extra_index_urls.len(), 2);
+        let s =
+            PipSettings::resolve(Some("http://127.0.0.1:9/simple"), &[], Some(&p), None).unwrap();
+        assert_eq!(s.index_url.as_deref(), Some("http://127.0.0.1:9/simple"));
+    }
+
+    #[test]
+    fn credentials_are_redacted() {
+        assert_eq!(
+            redact_url("https://user:s3cret@pkgs.local/simple/"),
+            "https://***@pkgs.local/simple/"
+        );
+        let urls = vec!["https://user:s3cret@pkgs.local/simple/".to_string()];
+        assert!(!redact_text("GET https://user:s3cret@pkgs.local/x", &urls).contains("s3cret"));
+    }
+}
