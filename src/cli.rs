@@ -10,18 +10,13 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "assemble",
     version,
-    args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true,
     after_help = "`assemble REQUIREMENT` is the same as `assemble build REQUIREMENT`.\n\
                   Exit codes: 0 success, 1 build or push failed, 2 bad usage or input."
 )]
 pub struct Cli {
     /// Command (default: build).
     #[command(subcommand)]
-    pub command: Option<Command>,
-    /// Build options, when no command is given.
-    #[command(flatten)]
-    pub build: BuildArgs,
+    pub command: Command,
     /// Output options.
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -39,6 +34,40 @@ pub struct GlobalArgs {
     /// Cache directory (default: $ASSEMBLE_CACHE_DIR, else $XDG_CACHE_HOME/assemble).
     #[arg(long, global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+}
+
+/// Names of the commands, for [`Cli::parse_with_default`].
+const COMMANDS: [&str; 11] = [
+    "build", "push", "pull", "tags", "login", "vendor", "base", "run", "clean", "purge", "help",
+];
+
+impl Cli {
+    /// Parses the command line; `assemble REQUIREMENT ...` means
+    /// `assemble build REQUIREMENT ...`. clap has no default subcommand that
+    /// also accepts global options first, so `build` is inserted when the first
+    /// positional argument names no command.
+    pub fn parse_with_default<I: IntoIterator<Item = std::ffi::OsString>>(
+        args: I,
+    ) -> Result<Self, clap::Error> {
+        let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
+        let mut i = 1;
+        while i < args.len() {
+            let a = args[i].to_string_lossy();
+            if a == "--cache-dir" {
+                i += 2;
+                continue;
+            }
+            if a.starts_with('-') {
+                i += 1;
+                continue;
+            }
+            if !COMMANDS.contains(&a.as_ref()) {
+                args.insert(1, "build".into());
+            }
+            break;
+        }
+        Self::try_parse_from(args)
+    }
 }
 
 /// The commands.
@@ -120,11 +149,10 @@ pub struct RunArgs {
 }
 
 /// `assemble build`.
-#[derive(Debug, Args, Clone, Default)]
+#[derive(Debug, Args, Clone)]
 pub struct BuildArgs {
     /// NAME[EXTRAS]==VERSION, a .whl path (optionally [EXTRAS]), or a project directory.
-    #[arg(required = true)]
-    pub requirement: Option<String>,
+    pub requirement: String,
     /// Interpreter in the base (default: the base's python3).
     #[arg(long, value_name = "X.Y")]
     pub python: Option<String>,
@@ -185,19 +213,57 @@ mod tests {
         Cli::command().debug_assert();
     }
 
-    #[test]
-    fn bare_requirement_means_build() {
-        let cli = Cli::try_parse_from(["assemble", "milborne==0.4.0", "--python", "3.11"]).unwrap();
-        assert!(cli.command.is_none());
-        assert_eq!(cli.build.requirement.as_deref(), Some("milborne==0.4.0"));
+    fn parse(args: &[&str]) -> Cli {
+        Cli::parse_with_default(args.iter().map(|a| a.into())).unwrap()
     }
 
     #[test]
-    fn run_passes_entrypoint_arguments_through() {
-        let cli = Cli::try_parse_from(["assemble", "run", "build/oci", "start", "www"]).unwrap();
-        let Some(Command::Run(r)) = cli.command else {
+    fn bare_requirement_means_build() {
+        let cli = parse(&[
+            "assemble",
+            "-q",
+            "--cache-dir",
+            "/c",
+            "milborne==0.4.0",
+            "--python",
+            "3.11",
+        ]);
+        let Command::Build(b) = cli.command else {
+            panic!("build expected")
+        };
+        assert_eq!(b.requirement, "milborne==0.4.0");
+        assert!(cli.global.quiet);
+    }
+
+    #[test]
+    fn global_options_may_precede_a_command() {
+        let cli = parse(&[
+            "assemble",
+            "--quiet",
+            "--cache-dir",
+            "/c",
+            "run",
+            "build/oci",
+            "start",
+            "www",
+        ]);
+        let Command::Run(r) = cli.command else {
             panic!("run expected")
         };
         assert_eq!(r.args, ["start", "www"]);
+        assert_eq!(
+            cli.global.cache_dir.as_deref(),
+            Some(std::path::Path::new("/c"))
+        );
+    }
+
+    #[test]
+    fn run_takes_docker_style_volume_flags() {
+        let cli = parse(&["assemble", "run", "-v", "/a:/b", "build/oci", "hello", "-v"]);
+        let Command::Run(r) = cli.command else {
+            panic!("run expected")
+        };
+        assert_eq!(r.volumes, ["/a:/b"]);
+        assert_eq!(r.args, ["hello", "-v"]);
     }
 }

@@ -20,3 +20,14 @@ pub const PIP_EXTRA_INDEX_URL: &str = "PIP_EXTRA_INDEX_URL";
 pub const PIP_TRUSTED_HOST: &str = "PIP_TRUSTED_HOST";
 /// pip's configuration file.
 pub const PIP_CONFIG_FILE: &str = "PIP_CONFIG_FILE";
+/// pip's CA bundle.
+pub const PIP_CERT: &str = "PIP_CERT";
+/// Proxy variables handed to pip in the compile sandbox.
+pub const PROXY_VARIABLES: [&str; 6] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];

@@ -4,8 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use assemble::build::{self, BuildOptions};
 use assemble::cache::Cache;
 use assemble::cli::{BuildArgs, Cli, Command};
@@ -16,7 +14,10 @@ use assemble::spec::{self, PipSettings, ProjectConfig, Requirement};
 use assemble::{env, housekeeping, run, Error};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::parse_with_default(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env(env::ASSEMBLE_LOG)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
@@ -59,14 +60,13 @@ fn load_config(path: Option<&Path>) -> Result<ProjectConfig, Error> {
 fn dispatch(cli: Cli, printer: &Printer) -> Result<i32, Error> {
     let cache_dir = cli.global.cache_dir.clone();
     match cli.command {
-        None => build_command(cli.build, cache_dir.as_deref(), printer),
-        Some(Command::Build(args)) => build_command(*args, cache_dir.as_deref(), printer),
-        Some(Command::Push { .. }) => Err(Error::NotImplemented("`assemble push`".into())),
-        Some(Command::Pull { .. }) => Err(Error::NotImplemented("`assemble pull`".into())),
-        Some(Command::Tags { .. }) => Err(Error::NotImplemented("`assemble tags`".into())),
-        Some(Command::Login { .. }) => Err(Error::NotImplemented("`assemble login`".into())),
-        Some(Command::Vendor { .. }) => Err(Error::NotImplemented("`assemble vendor`".into())),
-        Some(Command::Base { config }) => {
+        Command::Build(args) => build_command(*args, cache_dir.as_deref(), printer),
+        Command::Push { .. } => Err(Error::NotImplemented("`assemble push`".into())),
+        Command::Pull { .. } => Err(Error::NotImplemented("`assemble pull`".into())),
+        Command::Tags { .. } => Err(Error::NotImplemented("`assemble tags`".into())),
+        Command::Login { .. } => Err(Error::NotImplemented("`assemble login`".into())),
+        Command::Vendor { .. } => Err(Error::NotImplemented("`assemble vendor`".into())),
+        Command::Base { config } => {
             let config = load_config(config.as_deref())?;
             let cache = open_cache(cache_dir.as_deref())?;
             let base = build::base_rootfs(&cache, &BaseSource::Built, &config, printer)?;
@@ -78,7 +78,7 @@ fn dispatch(cli: Cli, printer: &Printer) -> Result<i32, Error> {
             ));
             Ok(0)
         }
-        Some(Command::Run(args)) => {
+        Command::Run(args) => {
             let cache = open_cache(cache_dir.as_deref())?;
             run::run(
                 &run::RunOptions {
@@ -91,11 +91,11 @@ fn dispatch(cli: Cli, printer: &Printer) -> Result<i32, Error> {
                 printer,
             )
         }
-        Some(Command::Clean { output }) => {
+        Command::Clean { output } => {
             housekeeping::clean(&[&output], printer)?;
             Ok(0)
         }
-        Some(Command::Purge { output }) => {
+        Command::Purge { output } => {
             let cache: PathBuf = match cache_dir {
                 Some(d) => d,
                 None => Cache::default_dir()?,
@@ -127,7 +127,7 @@ fn build_command(
             "{flag} (it comes with registry and CI work)"
         )));
     }
-    let requirement = Requirement::parse(args.requirement.as_deref().unwrap_or_default())?;
+    let requirement = Requirement::parse(&args.requirement)?;
     if let Some(p) = &args.python {
         spec::check_python(p)?;
     }

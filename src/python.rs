@@ -148,6 +148,7 @@ fn hash_project_dir(dir: &Path, key: &mut KeyBuilder) -> Result<(), PythonError>
 }
 
 fn copy_project_dir(src: &Path, dest: &Path) -> Result<(), PythonError> {
+    fs_err::create_dir_all(dest).map_err(io_err(dest))?;
     for e in walkdir::WalkDir::new(src).sort_by_file_name() {
         let e = e.map_err(|e| PythonError::Io {
             path: src.to_path_buf(),

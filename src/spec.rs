@@ -356,6 +356,10 @@ pub struct PipSettings {
     pub trusted_hosts: Vec<String>,
     /// Contents of the constraints file, if any.
     pub constraints: Option<Vec<u8>>,
+    /// CA bundle pip verifies the index with (`cert` in pip.conf, `PIP_CERT`).
+    pub cert: Option<Vec<u8>>,
+    /// Proxy variables of the host (`HTTPS_PROXY`...), passed to pip as they are.
+    pub proxies: Vec<(String, String)>,
 }
 
 impl PipSettings {
@@ -368,10 +372,14 @@ impl PipSettings {
     ) -> Result<Self, SpecError> {
         let conf = match pip_conf {
             Some(p) => read_pip_conf(p)?,
-            None => match user_pip_conf() {
-                Some(p) => read_pip_conf(&p)?,
-                None => BTreeMap::new(),
-            },
+            None => {
+                // As pip does: site-wide files first, the user's over them.
+                let mut merged = BTreeMap::new();
+                for p in pip_conf_files() {
+                    merged.extend(read_pip_conf(&p)?);
+                }
+                merged
+            }
         };
         let env_var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let index_url = cli_index
@@ -409,17 +417,40 @@ impl PipSettings {
             })?),
             None => None,
         };
+        let cert = match env_var(env::PIP_CERT).or_else(|| conf.get("cert").cloned()) {
+            Some(p) => Some(fs_err::read(&p).map_err(|source| SpecError::Read {
+                path: PathBuf::from(p),
+                source,
+            })?),
+            None => None,
+        };
+        let proxies = env::PROXY_VARIABLES
+            .iter()
+            .filter_map(|k| env_var(k).map(|v| (k.to_string(), v)))
+            .collect();
         Ok(Self {
             index_url,
             extra_index_urls,
             trusted_hosts,
             constraints,
+            cert,
+            proxies,
         })
+    }
+
+    /// Strings that must never be shown: URLs that may carry credentials.
+    pub fn secrets(&self) -> Vec<String> {
+        self.index_url
+            .iter()
+            .chain(&self.extra_index_urls)
+            .cloned()
+            .chain(self.proxies.iter().map(|(_, v)| v.clone()))
+            .collect()
     }
 
     /// Environment variables that give these settings to pip.
     pub fn pip_env(&self) -> Vec<(String, String)> {
-        let mut v = Vec::new();
+        let mut v = self.proxies.clone();
         if let Some(i) = &self.index_url {
             v.push((env::PIP_INDEX_URL.to_string(), i.clone()));
         }
@@ -439,18 +470,29 @@ impl PipSettings {
     }
 }
 
-fn user_pip_conf() -> Option<PathBuf> {
+/// pip's configuration files in the order pip reads them; `PIP_CONFIG_FILE`
+/// replaces them all (`/dev/null` meaning none).
+fn pip_conf_files() -> Vec<PathBuf> {
     if let Some(p) = std::env::var_os(env::PIP_CONFIG_FILE) {
         let p = PathBuf::from(p);
-        return (p != Path::new("/dev/null") && p.is_file()).then_some(p);
+        return if p != Path::new("/dev/null") && p.is_file() {
+            vec![p]
+        } else {
+            vec![]
+        };
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from)?;
-    let xdg = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(".config"));
-    [xdg.join("pip/pip.conf"), home.join(".pip/pip.conf")]
-        .into_iter()
-        .find(|p| p.is_file())
+    let mut files = vec![
+        PathBuf::from("/etc/xdg/pip/pip.conf"),
+        PathBuf::from("/etc/pip.conf"),
+    ];
+    if let Some(home) = std::env::var_os("HOME").map(PathBuf::from) {
+        files.push(home.join(".pip/pip.conf"));
+        let xdg = std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join(".config"));
+        files.push(xdg.join("pip/pip.conf"));
+    }
+    files.into_iter().filter(|p| p.is_file()).collect()
 }
 
 /// Reads the `[global]`, `[wheel]` and `[install]` keys of a pip.conf, later

@@ -182,9 +182,11 @@ pub fn unpack(reader: impl Read, target: &Path) -> Result<UnpackStats, UnpackErr
                 let source_path = real_path(target, &ldir).join(lname);
                 match fs_err::symlink_metadata(&source_path) {
                     Ok(m) if m.is_file() => {}
-                    _ => return Err(unsafe_entry(format!(
+                    _ => {
+                        return Err(unsafe_entry(format!(
                         "hard link target {link:?} is not a regular file already in the archive"
-                    ))),
+                    )))
+                    }
                 }
                 remove_any(&dest)?;
                 std::fs::hard_link(&source_path, &dest).map_err(|source| UnpackError::Write {

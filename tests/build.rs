@@ -1,0 +1,391 @@
+//! End-to-end builds against a real pypiserver, checked with tools nobody
+//! here wrote: skopeo, umoci and oci-image-tool.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+fn inspect(layout: &std::path::Path, tag: &str) -> serde_json::Value {
+    need("skopeo");
+    let out = run(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}:{tag}", layout.display())));
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn config_of(layout: &std::path::Path, tag: &str) -> serde_json::Value {
+    let out = run(Command::new("skopeo")
+        .arg("inspect")
+        .arg("--config")
+        .arg(format!("oci:{}:{tag}", layout.display())));
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn index_build_is_a_valid_layout_with_the_contract_config() {
+    let layout = image();
+    need("oci-image-tool");
+    // Debian's oci-image-tool names the image-layout check `--type image`.
+    let out = run(Command::new("oci-image-tool")
+        .args(["validate", "--type", "image", "--ref", "name=0.4.0"])
+        .arg(&layout));
+    assert!(out.status.success(), "oci-image-tool refused the layout");
+
+    let info = inspect(&layout, "0.4.0");
+    assert_eq!(
+        info["Digest"].as_str().unwrap(),
+        read(&layout.parent().unwrap().join("digest"))
+    );
+    let config = config_of(&layout, "0.4.0");
+    let c = &config["config"];
+    assert_eq!(c["User"], "blue");
+    assert_eq!(
+        c["Entrypoint"],
+        serde_json::json!(["/home/blue/bin/entrypoint"])
+    );
+    assert_eq!(c["WorkingDir"], "/home/blue");
+    for port in ["8080/tcp", "8081/tcp"] {
+        assert!(c["ExposedPorts"].get(port).is_some(), "{port} exposed");
+    }
+    for v in ["/media", "/scripts", "/config"] {
+        assert!(c["Volumes"].get(v).is_some(), "{v} is a volume");
+    }
+    let env: Vec<&str> = c["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    for want in [
+        "LANG=C.UTF-8",
+        "PROJECT_NAME=milborne",
+        "PROJECT_VERSION=0.4.0",
+        "PYTHON_VERSION=3.11",
+        "MILBORNE_CONFIG=/home/blue/config/app/*.ini",
+        "DJANGO_SETTINGS_MODULE=milborne.settings",
+    ] {
+        assert!(env.contains(&want), "{want} in {env:?}");
+    }
+    assert!(env
+        .iter()
+        .any(|e| e.starts_with("PATH=/home/blue/app/bin:")));
+    assert_eq!(c["Labels"]["org.opencontainers.image.title"], "milborne");
+    assert_eq!(c["Labels"]["org.opencontainers.image.version"], "0.4.0");
+    assert_eq!(
+        c["Labels"]["org.opencontainers.image.created"],
+        "2023-11-14T22:13:20Z"
+    );
+    assert_eq!(
+        config["history"].as_array().unwrap().len(),
+        config["rootfs"]["diff_ids"].as_array().unwrap().len()
+    );
+}
+
+#[test]
+fn umoci_unpacks_the_image_with_the_contract_layout() {
+    need("umoci");
+    let layout = image();
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("bundle");
+    let out = run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:0.4.0", layout.display()))
+        .arg(&bundle));
+    assert!(out.status.success());
+    let root = bundle.join("rootfs");
+    let site = root.join("home/blue/app/lib/python3.11/site-packages");
+    assert!(site.join("django/__init__.py").is_file());
+    assert!(
+        site.join("milborne/crontab").is_file(),
+        "the project's crontab ships in its package"
+    );
+    assert!(
+        std::fs::read_dir(site.join("milborne"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".so")),
+        "the C extension is compiled"
+    );
+    assert!(root.join("home/blue/bin/entrypoint").is_file());
+    assert!(root
+        .join("home/blue/config/app/50_default_settings.ini")
+        .is_file());
+    for d in ["media", "scripts", "config"] {
+        assert!(root.join(d).is_dir(), "/{d} exists");
+    }
+    // No wheels, pip caches or build tools shipped.
+    assert!(
+        !root.join("usr/bin/gcc").exists(),
+        "no compiler in the image"
+    );
+    assert!(!root.join("home/blue/.cache").exists(), "no pip cache");
+    assert!(!root.join("assemble").exists(), "no sandbox mount points");
+    // Owners as the contract says, read from the application layer's tar headers.
+    let listing = run(Command::new("tar")
+        .arg("-tvzf")
+        .arg(blob_of_layer(&layout, -1)));
+    let text = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        text.lines()
+            .filter(|l| l.contains("home/blue/app/"))
+            .all(|l| l.contains("1000/33")),
+        "application files owned by blue:www-data\n{text}"
+    );
+}
+
+/// Path of the n-th layer blob (negative from the end) of the layout's only image.
+fn blob_of_layer(layout: &std::path::Path, n: isize) -> std::path::PathBuf {
+    let index: serde_json::Value = serde_json::from_str(&read(&layout.join("index.json"))).unwrap();
+    let m = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&read(&layout.join("blobs/sha256").join(m))).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    let i = if n < 0 { layers.len() as isize + n } else { n } as usize;
+    let d = layers[i]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    layout.join("blobs/sha256").join(d)
+}
+
+#[test]
+fn rebuild_with_the_same_epoch_gives_the_same_digest() {
+    let first = image();
+    let tmp = tempfile::tempdir().unwrap();
+    // --rebuild recompiles the wheels and re-installs the venv: only the rootfs stay cached.
+    let out = run(assemble()
+        .arg("milborne==0.4.0")
+        .arg("--rebuild")
+        .arg("--index-url")
+        .arg(index())
+        .arg("--cache-dir")
+        .arg(cache())
+        .arg("--output")
+        .arg(tmp.path().join("oci")));
+    assert!(out.status.success());
+    assert_eq!(
+        digest_of(&out),
+        read(&first.parent().unwrap().join("digest")),
+        "same inputs, same manifest digest"
+    );
+}
+
+#[test]
+fn local_directory_builds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(assemble()
+        .arg(repo().join("tests/fixtures/milborne"))
+        .arg("--index-url")
+        .arg(index())
+        .arg("--cache-dir")
+        .arg(cache())
+        .arg("--output")
+        .arg(tmp.path().join("oci")));
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.trim().ends_with(&digest_of(&out)) && stdout.contains(":0.4.0 sha256:"),
+        "{stdout}"
+    );
+    let info = inspect(&tmp.path().join("oci"), "0.4.0");
+    assert_eq!(info["Labels"]["org.opencontainers.image.title"], "milborne");
+    assert!(
+        !repo().join("tests/fixtures/milborne/build").exists(),
+        "the checkout is not written to"
+    );
+}
+
+#[test]
+fn wheel_path_with_extras_builds_and_installs_the_extra() {
+    let wheel = std::fs::read_dir(data().join("wheels"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(assemble()
+        .arg(format!("{}[extra]", wheel.display()))
+        .arg("--index-url")
+        .arg(index())
+        .arg("--cache-dir")
+        .arg(cache())
+        .arg("--output")
+        .arg(tmp.path().join("oci")));
+    assert!(out.status.success());
+    let config = config_of(&tmp.path().join("oci"), "0.4.0");
+    let history: Vec<String> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["created_by"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        history.iter().any(|h| h.contains("six==")),
+        "the extra's dependency is installed: {history:?}"
+    );
+}
+
+#[test]
+fn malformed_requirement_exits_2_listing_the_accepted_forms() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = assemble()
+        .current_dir(tmp.path())
+        .arg("milborne>=0.4")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Accepted forms"), "{err}");
+    assert!(!err.contains("panicked"));
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
+
+#[test]
+fn unknown_version_fails_with_pips_reason_and_no_index_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = assemble()
+        .arg("milborne==9.9.9")
+        .arg("--index-url")
+        .arg(index())
+        .arg("--cache-dir")
+        .arg(cache())
+        .arg("--output")
+        .arg(tmp.path().join("oci"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pip wheel failed") && err.contains("9.9.9"),
+        "{err}"
+    );
+    assert!(
+        !tmp.path().join("oci/index.json").exists(),
+        "no output that looks complete"
+    );
+}
+
+#[test]
+fn index_that_does_not_answer_fails_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = assemble()
+        .arg("milborne==0.4.0")
+        .arg("--index-url")
+        .arg(format!("http://127.0.0.1:{port}/simple/"))
+        .arg("--cache-dir")
+        .arg(cache())
+        .arg("--output")
+        .arg(tmp.path().join("oci"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pip wheel failed") && err.contains(&port.to_string()),
+        "{err}"
+    );
+    assert!(!tmp.path().join("oci/index.json").exists());
+}
+
+#[test]
+fn python_the_base_lacks_exits_2_naming_what_it_has() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = assemble()
+        .arg("milborne==0.4.0")
+        .args(["--python", "3.7"])
+        .arg("--index-url")
+        .arg(index())
+        .arg("--cache-dir")
+        .arg(cache())
+        .arg("--output")
+        .arg(tmp.path().join("oci"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("python3.7") && err.contains("python3.11"),
+        "{err}"
+    );
+}
+
+#[test]
+fn base_tarball_with_parent_entries_is_refused_and_nothing_escapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("evil.tar");
+    // A tar entry named ../escaped-marker, written byte by byte: tar tools refuse to make one.
+    let mut header = [0u8; 512];
+    let name = b"../escaped-marker";
+    header[..name.len()].copy_from_slice(name);
+    header[100..108].copy_from_slice(b"0000644\0");
+    header[108..116].copy_from_slice(b"0000000\0");
+    header[116..124].copy_from_slice(b"0000000\0");
+    header[124..136].copy_from_slice(b"00000000002\0");
+    header[136..148].copy_from_slice(b"00000000000\0");
+    header[156] = b'0';
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|b| *b as u32).sum();
+    header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut tar = header.to_vec();
+    let mut data = b"x\n".to_vec();
+    data.resize(512, 0);
+    tar.extend(data);
+    tar.extend([0u8; 1024]);
+    std::fs::write(&base, tar).unwrap();
+    let cache_dir = tmp.path().join("cache");
+    let out = assemble()
+        .arg("milborne==0.4.0")
+        .arg("--base")
+        .arg(&base)
+        .arg("--index-url")
+        .arg(index())
+        .arg("--cache-dir")
+        .arg(&cache_dir)
+        .arg("--output")
+        .arg(tmp.path().join("oci"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("../escaped-marker"), "{err}");
+    assert!(
+        !cache_dir.join("rootfs/escaped-marker").exists()
+            && !cache_dir.join("escaped-marker").exists()
+    );
+    let escaped: Vec<_> = walkdir::WalkDir::new(tmp.path())
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_name() == "escaped-marker")
+        .collect();
+    assert!(escaped.is_empty(), "{escaped:?}");
+    assert!(!tmp.path().join("oci/index.json").exists());
+}
+
+#[test]
+fn not_yet_implemented_flags_say_so_with_exit_2() {
+    for args in [
+        &["milborne==0.4.0", "--push"][..],
+        &["push", "oci:x", "127.0.0.1:5000/x:1"],
+        &["vendor", "milborne==0.4.0"],
+    ] {
+        let out = assemble().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
+    }
+}
