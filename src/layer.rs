@@ -91,6 +91,8 @@ pub struct Entry {
     pub mode: u32,
     /// Owner in the image.
     pub owner: Owner,
+    /// Extended attributes, written as PAX `SCHILY.xattr.NAME` records.
+    pub xattrs: Vec<(String, Vec<u8>)>,
 }
 
 impl Entry {
@@ -101,6 +103,7 @@ impl Entry {
             kind: Kind::Dir,
             mode,
             owner,
+            xattrs: Vec::new(),
         }
     }
 
@@ -116,6 +119,7 @@ impl Entry {
             kind: Kind::File(Content::Bytes(bytes.into())),
             mode,
             owner,
+            xattrs: Vec::new(),
         }
     }
 }
@@ -247,13 +251,18 @@ fn append_entry<W: Write>(
     header.set_uid(entry.owner.uid);
     header.set_gid(entry.owner.gid);
     header.set_mode(entry.mode & 0o7777);
-    let mut pax: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut xattrs = entry.xattrs.clone();
+    xattrs.sort();
+    for (name, value) in xattrs {
+        pax.push((format!("SCHILY.xattr.{name}"), value));
+    }
     let name = match entry.kind {
         Kind::Dir => format!("{}/", entry.path),
         _ => entry.path.clone(),
     };
     if header.set_path(&name).is_err() {
-        pax.push(("path", name.clone().into_bytes()));
+        pax.push(("path".into(), name.clone().into_bytes()));
         header.set_path(truncate_name(&name)).map_err(io_err)?;
     }
     let link = match &entry.kind {
@@ -262,7 +271,7 @@ fn append_entry<W: Write>(
     };
     if let Some(target) = link {
         if header.set_link_name(target).is_err() {
-            pax.push(("linkpath", target.as_bytes().to_vec()));
+            pax.push(("linkpath".into(), target.as_bytes().to_vec()));
             header
                 .set_link_name(truncate_name(target))
                 .map_err(io_err)?;
@@ -270,7 +279,7 @@ fn append_entry<W: Write>(
     }
     if !pax.is_empty() {
         builder
-            .append_pax_extensions(pax.iter().map(|(k, v)| (*k, v.as_slice())))
+            .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
             .map_err(io_err)?;
     }
     match &entry.kind {
@@ -419,12 +428,15 @@ pub fn add_tree(
         } else {
             meta.mode() & 0o7777
         };
+        // Host xattrs are left out on purpose: labels such as
+        // security.selinux describe the build machine, not the image.
         layer.add(
             Entry {
                 path,
                 kind,
                 mode,
                 owner,
+                xattrs: Vec::new(),
             },
             owner,
         );
@@ -522,6 +534,32 @@ mod tests {
             bytes.windows(7).any(|w| w == b"path=d/"),
             "PAX path record present"
         );
+    }
+
+    #[test]
+    fn xattrs_are_written_as_pax_records() {
+        let mut layer = Layer::new();
+        let mut e = Entry::bytes("usr/bin/ping", "x", 0o755, Owner::ROOT);
+        e.xattrs
+            .push(("security.capability".into(), vec![1, 0, 0, 2]));
+        layer.add(e, Owner::ROOT);
+        let (bytes, _, _) = layer.write_tar(Vec::new(), 0).unwrap();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let mut entries = archive.entries().unwrap();
+        let mut found = None;
+        for e in entries.by_ref() {
+            let mut e = e.unwrap();
+            if e.path().unwrap().to_str() == Some("usr/bin/ping") {
+                found = e
+                    .pax_extensions()
+                    .unwrap()
+                    .unwrap()
+                    .flatten()
+                    .find(|x| x.key() == Ok("SCHILY.xattr.security.capability"))
+                    .map(|x| x.value_bytes().to_vec());
+            }
+        }
+        assert_eq!(found, Some(vec![1, 0, 0, 2]));
     }
 
     #[test]

@@ -161,15 +161,7 @@ fn rebuild_with_the_same_epoch_gives_the_same_digest() {
     let first = image();
     let tmp = tempfile::tempdir().unwrap();
     // --rebuild recompiles the wheels and re-installs the venv: only the rootfs stay cached.
-    let out = run(assemble()
-        .arg("milborne==0.4.0")
-        .arg("--rebuild")
-        .arg("--index-url")
-        .arg(index())
-        .arg("--cache-dir")
-        .arg(cache())
-        .arg("--output")
-        .arg(tmp.path().join("oci")));
+    let out = run(&mut build_cmd("milborne==0.4.0", &tmp.path().join("oci")).arg("--rebuild"));
     assert!(out.status.success());
     assert_eq!(
         digest_of(&out),
@@ -181,14 +173,10 @@ fn rebuild_with_the_same_epoch_gives_the_same_digest() {
 #[test]
 fn local_directory_builds() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = run(assemble()
-        .arg(repo().join("tests/fixtures/milborne"))
-        .arg("--index-url")
-        .arg(index())
-        .arg("--cache-dir")
-        .arg(cache())
-        .arg("--output")
-        .arg(tmp.path().join("oci")));
+    let out = run(&mut build_cmd(
+        repo().join("tests/fixtures/milborne"),
+        &tmp.path().join("oci"),
+    ));
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -212,14 +200,10 @@ fn wheel_path_with_extras_builds_and_installs_the_extra() {
         .unwrap()
         .path();
     let tmp = tempfile::tempdir().unwrap();
-    let out = run(assemble()
-        .arg(format!("{}[extra]", wheel.display()))
-        .arg("--index-url")
-        .arg(index())
-        .arg("--cache-dir")
-        .arg(cache())
-        .arg("--output")
-        .arg(tmp.path().join("oci")));
+    let out = run(&mut build_cmd(
+        format!("{}[extra]", wheel.display()),
+        &tmp.path().join("oci"),
+    ));
     assert!(out.status.success());
     let config = config_of(&tmp.path().join("oci"), "0.4.0");
     let history: Vec<String> = config["history"]
@@ -256,14 +240,7 @@ fn malformed_requirement_exits_2_listing_the_accepted_forms() {
 #[test]
 fn unknown_version_fails_with_pips_reason_and_no_index_json() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = assemble()
-        .arg("milborne==9.9.9")
-        .arg("--index-url")
-        .arg(index())
-        .arg("--cache-dir")
-        .arg(cache())
-        .arg("--output")
-        .arg(tmp.path().join("oci"))
+    let out = build_cmd("milborne==9.9.9", &tmp.path().join("oci"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -304,15 +281,8 @@ fn index_that_does_not_answer_fails_clearly() {
 #[test]
 fn python_the_base_lacks_exits_2_naming_what_it_has() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = assemble()
-        .arg("milborne==0.4.0")
+    let out = build_cmd("milborne==0.4.0", &tmp.path().join("oci"))
         .args(["--python", "3.7"])
-        .arg("--index-url")
-        .arg(index())
-        .arg("--cache-dir")
-        .arg(cache())
-        .arg("--output")
-        .arg(tmp.path().join("oci"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -388,4 +358,81 @@ fn not_yet_implemented_flags_say_so_with_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
     }
+}
+
+fn manifest_layers(layout: &std::path::Path, tag: &str) -> Vec<String> {
+    let info = inspect(layout, tag);
+    info["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn base_tarball_goes_into_the_image_byte_for_byte() {
+    let first = image();
+    let base_layer = manifest_layers(&first, "0.4.0")[0].clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base.tar.gz");
+    std::fs::copy(
+        first
+            .join("blobs/sha256")
+            .join(base_layer.trim_start_matches("sha256:")),
+        &base,
+    )
+    .unwrap();
+    let out = run(&mut build_cmd("milborne==0.4.0", &tmp.path().join("oci"))
+        .arg("--base")
+        .arg(&base));
+    assert!(out.status.success());
+    assert_eq!(
+        manifest_layers(&tmp.path().join("oci"), "0.4.0")[0],
+        base_layer,
+        "the tarball is the first layer, unchanged"
+    );
+}
+
+#[test]
+fn base_layout_layers_go_into_the_image_byte_for_byte() {
+    let first = image();
+    let base_layers = manifest_layers(&first, "0.4.0");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(&mut build_cmd("milborne==0.4.0", &tmp.path().join("oci"))
+        .arg("--base")
+        .arg(format!("oci:{}:0.4.0", first.display())));
+    assert!(out.status.success());
+    let layers = manifest_layers(&tmp.path().join("oci"), "0.4.0");
+    assert_eq!(
+        layers[..base_layers.len()],
+        base_layers[..],
+        "every base layer kept as it was"
+    );
+    assert_eq!(layers.len(), base_layers.len() + 3);
+}
+
+#[test]
+fn without_user_namespaces_the_error_says_what_to_enable() {
+    // A user namespace of our own in which no further one may be created:
+    // the host's settings stay untouched.
+    let tmp = tempfile::tempdir().unwrap();
+    let script = format!(
+        "echo 0 > /proc/sys/user/max_user_namespaces && exec {} milborne==0.4.0 --index-url {} --cache-dir {} --output {}",
+        bin().display(),
+        index(),
+        tmp.path().join("cache").display(),
+        tmp.path().join("oci").display()
+    );
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("user namespace") && err.contains("max_user_namespaces"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("oci").exists());
 }

@@ -15,7 +15,10 @@ if [ ! -x "$out/venv/bin/pypi-server" ]; then
     "$py" -m venv "$out/venv"
     "$out/venv/bin/pip" install -q --disable-pip-version-check -r "$here/tools-requirements.txt"
 fi
-if [ ! -f "$out/index/.complete" ]; then
+# The index is remade whenever the fixture or the pins change.
+stamp=$(cd "$here" && find fixtures/milborne index-requirements.txt -type f -print0 | sort -z \
+        | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$out/index/.complete" 2>/dev/null)" != "$stamp" ]; then
     rm -rf "$out/index" "$out/wheels" "$out/src"
     mkdir -p "$out/index" "$out/wheels"
     "$out/venv/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary :all: \
@@ -26,5 +29,5 @@ if [ ! -f "$out/index/.complete" ]; then
     "$out/venv/bin/pip" wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
         -w "$out/wheels" "$out/src"
     rm -rf "$out/src"
-    touch "$out/index/.complete"
+    echo "$stamp" > "$out/index/.complete"
 fi

@@ -172,6 +172,19 @@ pub fn assemble() -> Command {
     c
 }
 
+/// `assemble REQUIREMENT` against the test index and the run's cache, into `output`.
+pub fn build_cmd(requirement: impl AsRef<std::ffi::OsStr>, output: &Path) -> Command {
+    let mut c = assemble();
+    c.arg(requirement)
+        .arg("--index-url")
+        .arg(index())
+        .arg("--cache-dir")
+        .arg(cache())
+        .arg("--output")
+        .arg(output);
+    c
+}
+
 /// Runs and returns the output, printing stderr on failure for the test log.
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap();
@@ -202,14 +215,7 @@ pub fn image() -> PathBuf {
         let dir = shared().join("image");
         let marker = dir.join("digest");
         if !marker.exists() {
-            let out = run(assemble()
-                .arg("milborne==0.4.0")
-                .arg("--index-url")
-                .arg(index())
-                .arg("--cache-dir")
-                .arg(cache())
-                .arg("--output")
-                .arg(dir.join("oci")));
+            let out = run(&mut build_cmd("milborne==0.4.0", &dir.join("oci")));
             assert!(out.status.success());
             std::fs::write(&marker, digest_of(&out)).unwrap();
         }
@@ -218,13 +224,19 @@ pub fn image() -> PathBuf {
     .clone()
 }
 
-/// A plain HTTP GET on 127.0.0.1: (status, body).
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+/// A plain HTTP GET on 127.0.0.1: the whole response, headers included.
+pub fn http_raw(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// A plain HTTP GET on 127.0.0.1: (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let buf = http_raw(port, path)?;
     let status = buf.split_whitespace().nth(1)?.parse().ok()?;
     let body = buf
         .split_once("\r\n\r\n")
