@@ -230,17 +230,35 @@ pub fn compile(
     let py = format!("python{}", ctx.python);
     let mut env = base_env(ctx);
     env.extend(pip.pip_env());
-    let plan = |what: &str, mounts: Vec<Mount>, argv: Vec<String>| Plan {
-        what: what.to_string(),
-        root: compiler.tree.clone(),
-        writable_root: false,
-        mounts,
-        env: env.clone(),
-        uid: BLUE.uid as u32,
-        gid: BLUE.gid as u32,
-        cwd: "/tmp".into(),
-        share_net: true,
-        argv,
+    // Directories are bound, never single files: the read-only root has no
+    // file to mount a file onto.
+    let tools = work.path().join("tools");
+    fs_err::create_dir(&tools).map_err(io_err(&tools))?;
+    if let Some(c) = &pip.constraints {
+        let path = tools.join("constraints.txt");
+        fs_err::write(&path, c).map_err(io_err(&path))?;
+    }
+    if let Some(cert) = &pip.cert {
+        let path = tools.join("cert.pem");
+        fs_err::write(&path, cert).map_err(io_err(&path))?;
+        env.push(("PIP_CERT".into(), "/assemble/tools/cert.pem".into()));
+    }
+    let tools_mount = (pip.constraints.is_some() || pip.cert.is_some())
+        .then(|| Mount::ReadOnly(tools.clone(), "/assemble/tools".into()));
+    let plan = |what: &str, mut mounts: Vec<Mount>, argv: Vec<String>| {
+        mounts.extend(tools_mount.clone());
+        Plan {
+            what: what.to_string(),
+            root: compiler.tree.clone(),
+            writable_root: false,
+            mounts,
+            env: env.clone(),
+            uid: BLUE.uid as u32,
+            gid: BLUE.gid as u32,
+            cwd: "/tmp".into(),
+            share_net: true,
+            argv,
+        }
     };
     let output = Output::Capture {
         verbose: ctx.printer.verbose(),
@@ -291,7 +309,7 @@ pub fn compile(
             format!("/assemble/project/{built}{}", req.extras_suffix())
         }
     };
-    let mut mounts = vec![
+    let mounts = vec![
         Mount::Bind(wheels.clone(), "/assemble/wheelhouse".into()),
         Mount::ReadOnly(project_dir.clone(), "/assemble/project".into()),
     ];
@@ -303,14 +321,7 @@ pub fn compile(
         "--wheel-dir".into(),
         "/assemble/wheelhouse".into(),
     ];
-    if let Some(c) = &pip.constraints {
-        // Directories are bound, never single files: the read-only root has
-        // no file to mount a file onto.
-        let tools = work.path().join("tools");
-        fs_err::create_dir(&tools).map_err(io_err(&tools))?;
-        let path = tools.join("constraints.txt");
-        fs_err::write(&path, c).map_err(io_err(&path))?;
-        mounts.push(Mount::ReadOnly(tools, "/assemble/tools".into()));
+    if pip.constraints.is_some() {
         argv.extend([
             "--constraint".into(),
             "/assemble/tools/constraints.txt".into(),

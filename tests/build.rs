@@ -161,7 +161,7 @@ fn rebuild_with_the_same_epoch_gives_the_same_digest() {
     let first = image();
     let tmp = tempfile::tempdir().unwrap();
     // --rebuild recompiles the wheels and re-installs the venv: only the rootfs stay cached.
-    let out = run(&mut build_cmd("milborne==0.4.0", &tmp.path().join("oci")).arg("--rebuild"));
+    let out = run(build_cmd("milborne==0.4.0", &tmp.path().join("oci")).arg("--rebuild"));
     assert!(out.status.success());
     assert_eq!(
         digest_of(&out),
@@ -173,7 +173,7 @@ fn rebuild_with_the_same_epoch_gives_the_same_digest() {
 #[test]
 fn local_directory_builds() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = run(&mut build_cmd(
+    let out = run(build_cmd(
         repo().join("tests/fixtures/milborne"),
         &tmp.path().join("oci"),
     ));
@@ -200,7 +200,7 @@ fn wheel_path_with_extras_builds_and_installs_the_extra() {
         .unwrap()
         .path();
     let tmp = tempfile::tempdir().unwrap();
-    let out = run(&mut build_cmd(
+    let out = run(build_cmd(
         format!("{}[extra]", wheel.display()),
         &tmp.path().join("oci"),
     ));
@@ -383,7 +383,7 @@ fn base_tarball_goes_into_the_image_byte_for_byte() {
         &base,
     )
     .unwrap();
-    let out = run(&mut build_cmd("milborne==0.4.0", &tmp.path().join("oci"))
+    let out = run(build_cmd("milborne==0.4.0", &tmp.path().join("oci"))
         .arg("--base")
         .arg(&base));
     assert!(out.status.success());
@@ -399,7 +399,7 @@ fn base_layout_layers_go_into_the_image_byte_for_byte() {
     let first = image();
     let base_layers = manifest_layers(&first, "0.4.0");
     let tmp = tempfile::tempdir().unwrap();
-    let out = run(&mut build_cmd("milborne==0.4.0", &tmp.path().join("oci"))
+    let out = run(build_cmd("milborne==0.4.0", &tmp.path().join("oci"))
         .arg("--base")
         .arg(format!("oci:{}:0.4.0", first.display())));
     assert!(out.status.success());

@@ -264,11 +264,9 @@ fn a_service_mapped_in_assemble_toml_serves_its_callable() {
     )
     .unwrap();
     let layout = tmp.path().join("oci");
-    let out = run(
-        &mut build_cmd(repo().join("tests/fixtures/milborne"), &layout)
-            .arg("--config")
-            .arg(&config),
-    );
+    let out = run(build_cmd(repo().join("tests/fixtures/milborne"), &layout)
+        .arg("--config")
+        .arg(&config));
     assert!(out.status.success());
     let _port = lock("port-8080");
     let mut cmd = assemble();

@@ -186,7 +186,8 @@ pub fn build_cmd(requirement: impl AsRef<std::ffi::OsStr>, output: &Path) -> Com
 }
 
 /// Runs and returns the output, printing stderr on failure for the test log.
-pub fn run(cmd: &mut Command) -> Output {
+pub fn run(mut cmd: impl std::borrow::BorrowMut<Command>) -> Output {
+    let cmd = cmd.borrow_mut();
     let out = cmd.output().unwrap();
     if !out.status.success() {
         eprintln!(
