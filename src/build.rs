@@ -11,6 +11,8 @@ use crate::layer::Compression;
 use crate::oci::{self, ImageLayer, ImageSettings, Layout};
 use crate::output::Printer;
 use crate::python::{self, PythonContext};
+use crate::registry::transfer::{self, PushOptions, PushReport};
+use crate::registry::{Client, ClientOptions, Reference};
 use crate::rootfs::{self, BaseSource, Definition, Rootfs};
 use crate::runtime::{self, Project};
 use crate::sandbox::Runner;
@@ -36,6 +38,20 @@ pub struct BuildOptions {
     pub epoch: u64,
     /// Ignore cached wheelhouses and layers (rootfs stay cached).
     pub rebuild: bool,
+    /// How registries are reached (base pulls, push).
+    pub registry: ClientOptions,
+    /// Where to push the image, if anywhere: a full reference, or a registry
+    /// (`HOST[/PREFIX]`) under which the image is named.
+    pub push: Option<PushTarget>,
+}
+
+/// Where a build pushes its image.
+#[derive(Clone, Debug)]
+pub enum PushTarget {
+    /// `--tag REF`.
+    Reference(Reference),
+    /// `--registry HOST[/PREFIX]`: the name is `<project>[-<extras>]:<version>` under it.
+    Registry(String),
 }
 
 /// What a build produced.
@@ -49,6 +65,8 @@ pub struct BuildResult {
     pub name: String,
     /// The version, also the layout's tag.
     pub version: String,
+    /// What the push did, when asked to push.
+    pub pushed: Option<PushReport>,
 }
 
 /// Gets the base rootfs from wherever the options say.
@@ -56,6 +74,7 @@ pub fn base_rootfs(
     cache: &Cache,
     base: &BaseSource,
     config: &ProjectConfig,
+    registry: &ClientOptions,
     printer: &Printer,
 ) -> Result<Rootfs, Error> {
     Ok(match base {
@@ -64,6 +83,23 @@ pub fn base_rootfs(
         }
         BaseSource::Tarball(p) => rootfs::from_tarball(cache, p, printer)?,
         BaseSource::Layout(dir, tag) => rootfs::from_layout(cache, dir, tag.as_deref(), printer)?,
+        BaseSource::Registry(reference) => {
+            let dir = cache
+                .root()
+                .join("pulled")
+                .join(reference.to_string().replace(['/', ':', '@'], "_"));
+            let layout = Layout::create(&dir)?;
+            let client = Client::new(registry.clone())?;
+            printer.step(&format!("base rootfs: pulling {reference}"));
+            transfer::pull(&client, reference, &layout, "base", printer)?;
+            let (_, manifest) = layout.resolve(Some("base"))?;
+            let mut blobs = vec![oci::descriptor_digest(manifest.config())?];
+            for l in manifest.layers() {
+                blobs.push(oci::descriptor_digest(l)?);
+            }
+            crate::registry::remember(cache, reference.api_host(), &reference.repository, &blobs);
+            rootfs::from_layout(cache, &dir, Some("base"), printer)?
+        }
     })
 }
 
@@ -87,7 +123,7 @@ pub fn build(
     runner: &dyn Runner,
     printer: &Printer,
 ) -> Result<BuildResult, Error> {
-    let base = base_rootfs(cache, &opts.base, &opts.config, printer)?;
+    let base = base_rootfs(cache, &opts.base, &opts.config, &opts.registry, printer)?;
     let python = rootfs::choose_python(
         &base.tree,
         opts.python.as_deref().or(opts.config.python.as_deref()),
@@ -150,12 +186,65 @@ pub fn build(
     let settings = image_settings(&project, &version, &opts.config, opts.epoch);
     let docs = oci::image_documents(&settings, &layers)?;
     let digest = write_layout(&opts.output, cache, &layers, &docs, &version)?;
+    let pushed = match &opts.push {
+        None => None,
+        Some(target) => {
+            let reference = match target {
+                PushTarget::Reference(r) => r.clone(),
+                PushTarget::Registry(prefix) => {
+                    Reference::for_build(prefix, &name, &opts.requirement.extras, &version)
+                        .map_err(crate::registry::RegistryError::from)?
+                }
+            };
+            let layout = Layout::open(&opts.output)?;
+            Some(push_layout(
+                cache,
+                &layout,
+                &digest,
+                &reference,
+                &opts.registry,
+                &PushOptions::default(),
+                printer,
+            )?)
+        }
+    };
     Ok(BuildResult {
         reference: format!("oci:{}:{version}", opts.output.display()),
         digest,
         name,
         version,
+        pushed,
     })
+}
+
+/// Pushes an image of a layout, mounting blobs that other repositories of
+/// the same registry are known to hold, and remembers where they now are.
+pub fn push_layout(
+    cache: &Cache,
+    layout: &Layout,
+    digest: &Digest,
+    target: &Reference,
+    registry: &ClientOptions,
+    options: &PushOptions,
+    printer: &Printer,
+) -> Result<PushReport, Error> {
+    let (_, manifest) = layout.resolve_digest(digest)?;
+    let mut blobs = vec![oci::descriptor_digest(manifest.config())?];
+    for l in manifest.layers() {
+        blobs.push(oci::descriptor_digest(l)?);
+    }
+    let host = target.api_host().to_string();
+    let mut options = options.clone();
+    options.mount_from.extend(
+        crate::registry::known_sources(cache, &host, &blobs)
+            .into_iter()
+            .filter(|r| *r != target.repository),
+    );
+    let client = Client::new(registry.clone())?;
+    printer.step(&format!("push: {} blobs to {target}", blobs.len()));
+    let report = transfer::push(&client, layout, digest, target, &options, printer)?;
+    crate::registry::remember(cache, &host, &target.repository, &blobs);
+    Ok(report)
 }
 
 /// The image configuration of the contract: user, entrypoint, ports, volumes, labels.

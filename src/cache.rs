@@ -5,6 +5,8 @@
 //! rootfs/<key>/              an unpacked base or compiler rootfs and its layer list
 //! wheelhouse/<key>/          wheels compiled for one set of inputs
 //! layers/<key>.json          a built layer's description, keyed by its inputs
+//! registry/<host>.json       which repositories of a registry hold which blobs (mount sources)
+//! pulled/<reference>/        OCI layouts of base images pulled from registries
 //! tmp/                       work in progress; renamed into place when complete
 //! ```
 //!
@@ -62,7 +64,14 @@ impl Cache {
 
     /// Opens (creating) the cache at `root`.
     pub fn open(root: &Path) -> Result<Self, CacheError> {
-        for sub in ["tmp", "rootfs", "wheelhouse", "layers"] {
+        for sub in [
+            "tmp",
+            "rootfs",
+            "wheelhouse",
+            "layers",
+            "registry",
+            "pulled",
+        ] {
             let p = root.join(sub);
             fs_err::create_dir_all(&p).map_err(|source| CacheError::Io { path: p, source })?;
         }

@@ -75,35 +75,47 @@ impl Cli {
 pub enum Command {
     /// Build an image from a requirement (the default command).
     Build(Box<BuildArgs>),
-    /// Push an OCI layout or archive to a registry.
+    /// Push an image of an OCI layout (oci:DIR[:TAG]) to a registry.
     Push {
-        /// oci:DIR[:TAG] or oci-archive:FILE.
+        /// oci:DIR[:TAG].
         source: String,
-        /// Destination reference.
+        /// Destination reference, HOST[:PORT]/PATH[:TAG].
         reference: String,
+        /// Registry options.
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
-    /// Pull an image into an OCI layout.
+    /// Pull an image into an OCI layout, tagged with the reference's tag.
     Pull {
         /// Image reference.
         reference: String,
         /// Destination directory.
         dir: PathBuf,
+        /// Registry options.
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
-    /// List a repository's tags.
+    /// List a repository's tags, one a line.
     Tags {
-        /// Repository.
+        /// Repository, HOST[:PORT]/PATH.
         repository: String,
+        /// Registry options.
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
-    /// Store registry credentials in ~/.docker/config.json.
+    /// Check credentials against a registry and store them in the Docker config (mode 0600).
     Login {
-        /// Registry host.
+        /// Registry host[:port].
         registry: String,
         /// User name.
         #[arg(short, long)]
         username: String,
-        /// Read the password from standard input.
-        #[arg(long)]
+        /// Read the password from standard input (the only way: never on the command line).
+        #[arg(long, required = true)]
         password_stdin: bool,
+        /// Registry options.
+        #[command(flatten)]
+        registry_args: RegistryArgs,
     },
     /// Fill vendor/ so that --offline builds need no network.
     Vendor {
@@ -132,6 +144,26 @@ pub enum Command {
     },
 }
 
+/// How registries are reached.
+#[derive(Debug, Args, Clone)]
+pub struct RegistryArgs {
+    /// Plain HTTP or unverified TLS for this registry host (HOST[:PORT]). Repeatable.
+    #[arg(long, value_name = "HOST")]
+    pub insecure_registry: Vec<String>,
+    /// PEM file of CA certificates to trust besides the system's.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Blobs larger than this are sent in chunks of this many bytes.
+    #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
+    pub chunk_size: u64,
+    /// Blobs sent at once.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub parallel: usize,
+    /// Attempts per request before giving up.
+    #[arg(long, default_value_t = 6, value_name = "N")]
+    pub attempts: u32,
+}
+
 /// `assemble run`.
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
@@ -156,7 +188,7 @@ pub struct BuildArgs {
     /// Interpreter in the base (default: the base's python3).
     #[arg(long, value_name = "X.Y")]
     pub python: Option<String>,
-    /// Base: oci:DIR[:TAG] | FILE.tar[.gz] | docker://REF (default: built from layers/base).
+    /// Base: docker://REF | oci:DIR[:TAG] | FILE.tar[.gz] (default: built from layers/base).
     #[arg(long, value_name = "SOURCE")]
     pub base: Option<String>,
     /// pip index URL (beats PIP_INDEX_URL and pip.conf).
@@ -171,7 +203,7 @@ pub struct BuildArgs {
     /// pip constraints file.
     #[arg(long, value_name = "FILE")]
     pub constraint: Option<PathBuf>,
-    /// Registry for the image name: HOST[/PREFIX].
+    /// Registry for the image name: HOST[/PREFIX] (else $ASSEMBLE_REGISTRY, else assemble.toml's).
     #[arg(long, value_name = "HOST[/PREFIX]")]
     pub registry: Option<String>,
     /// Full image reference, overriding --registry.
@@ -195,9 +227,9 @@ pub struct BuildArgs {
     /// Write a JSON description of the result.
     #[arg(long, value_name = "FILE")]
     pub result_file: Option<PathBuf>,
-    /// Plain HTTP or unverified TLS for this registry host.
-    #[arg(long, value_name = "HOST")]
-    pub insecure_registry: Vec<String>,
+    /// Registry options.
+    #[command(flatten)]
+    pub registry_args: RegistryArgs,
     /// Rebuild the wheelhouse and layers even when cached (the rootfs stay cached).
     #[arg(long)]
     pub rebuild: bool,

@@ -16,6 +16,7 @@
 //! - [`oci`]: image config, manifest, index and the OCI layout.
 //! - [`cache`]: the content-addressed cache.
 //! - [`build`]: the pipeline, from options to layout.
+//! - [`registry`]: references, credentials and the v2 client: push, pull, tags.
 //! - [`run`]: `assemble run`, an image run rootless for smoke tests.
 //! - [`output`]: the one printer; [`digest`]: sha256 helpers; [`env`]: variable names.
 
@@ -29,6 +30,7 @@ pub mod layer;
 pub mod oci;
 pub mod output;
 pub mod python;
+pub mod registry;
 pub mod rootfs;
 pub mod run;
 pub mod runtime;
@@ -69,6 +71,9 @@ pub enum Error {
     /// Unpacking.
     #[error(transparent)]
     Unpack(#[from] unpack::UnpackError),
+    /// Registry.
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
     /// Other file access.
     #[error("cannot access {path}")]
     Io {
@@ -92,6 +97,7 @@ impl Error {
                 matches!(e, S::NoBubblewrap | S::NoUserNamespaces { .. })
             }
             Error::Oci(oci::OciError::BadLayout { .. }) => true,
+            Error::Registry(e) => e.is_bad_input(),
             _ => false,
         };
         if bad_input {

@@ -4,10 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use assemble::build::{self, BuildOptions};
+use assemble::build::{self, BuildOptions, PushTarget};
 use assemble::cache::Cache;
-use assemble::cli::{BuildArgs, Cli, Command};
+use assemble::cli::{BuildArgs, Cli, Command, RegistryArgs};
+use assemble::oci::Layout;
 use assemble::output::Printer;
+use assemble::registry::transfer::{self, PushOptions};
+use assemble::registry::{Client, ClientOptions, Reference, RegistryError};
 use assemble::rootfs::BaseSource;
 use assemble::sandbox::Bubblewrap;
 use assemble::spec::{self, PipSettings, ProjectConfig, Requirement};
@@ -61,15 +64,93 @@ fn dispatch(cli: Cli, printer: &Printer) -> Result<i32, Error> {
     let cache_dir = cli.global.cache_dir.clone();
     match cli.command {
         Command::Build(args) => build_command(*args, cache_dir.as_deref(), printer),
-        Command::Push { .. } => Err(Error::NotImplemented("`assemble push`".into())),
-        Command::Pull { .. } => Err(Error::NotImplemented("`assemble pull`".into())),
-        Command::Tags { .. } => Err(Error::NotImplemented("`assemble tags`".into())),
-        Command::Login { .. } => Err(Error::NotImplemented("`assemble login`".into())),
+        Command::Push {
+            source,
+            reference,
+            registry,
+        } => {
+            let target = Reference::parse(&reference).map_err(RegistryError::from)?;
+            let spec = source.strip_prefix("oci:").ok_or_else(|| {
+                Error::Usage(format!("push source {source:?} is not oci:DIR[:TAG]"))
+            })?;
+            let (dir, tag) = assemble::rootfs::split_layout_ref(spec);
+            let layout = Layout::open(&dir)?;
+            let (digest, _) = layout.resolve(tag.as_deref())?;
+            let cache = open_cache(cache_dir.as_deref())?;
+            let report = build::push_layout(
+                &cache,
+                &layout,
+                &digest,
+                &target,
+                &client_options(&registry),
+                &push_options(&registry),
+                printer,
+            )?;
+            printer.result(&report.pushed.to_string());
+            Ok(0)
+        }
+        Command::Pull {
+            reference,
+            dir,
+            registry,
+        } => {
+            let source = Reference::parse(&reference).map_err(RegistryError::from)?;
+            let client = Client::new(client_options(&registry))?;
+            let layout = Layout::create(&dir)?;
+            let tag = source.tag.clone().unwrap_or_else(|| "latest".into());
+            let digest = transfer::pull(&client, &source, &layout, &tag, printer)?;
+            printer.result(&format!("oci:{}:{tag} {digest}", dir.display()));
+            Ok(0)
+        }
+        Command::Tags {
+            repository,
+            registry,
+        } => {
+            let repo = Reference::parse(&repository).map_err(RegistryError::from)?;
+            let client = Client::new(client_options(&registry))?;
+            for t in transfer::tags(&client, &repo)? {
+                printer.result(&t);
+            }
+            Ok(0)
+        }
+        Command::Login {
+            registry,
+            username,
+            password_stdin: _,
+            registry_args,
+        } => {
+            let mut password = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut password).map_err(
+                |source| Error::Io {
+                    path: "<stdin>".into(),
+                    source,
+                },
+            )?;
+            let password = password.trim_end_matches(['\n', '\r']).to_string();
+            if password.is_empty() {
+                return Err(Error::Usage("no password on standard input".into()));
+            }
+            let client = Client::new(client_options(&registry_args))?;
+            transfer::check_login(&client, &registry, &username, &password)?;
+            let path = assemble::registry::auth::store(&registry, &username, &password)
+                .map_err(RegistryError::from)?;
+            printer.step(&format!(
+                "login to {registry} succeeded; credentials stored in {}",
+                path.display()
+            ));
+            Ok(0)
+        }
         Command::Vendor { .. } => Err(Error::NotImplemented("`assemble vendor`".into())),
         Command::Base { config } => {
             let config = load_config(config.as_deref())?;
             let cache = open_cache(cache_dir.as_deref())?;
-            let base = build::base_rootfs(&cache, &BaseSource::Built, &config, printer)?;
+            let base = build::base_rootfs(
+                &cache,
+                &BaseSource::Built,
+                &config,
+                &Default::default(),
+                printer,
+            )?;
             let compiler = build::compiler_rootfs(&cache, &config, printer)?;
             printer.result(&format!(
                 "base {}\ncompiler {}",
@@ -114,13 +195,9 @@ fn build_command(
     printer: &Printer,
 ) -> Result<i32, Error> {
     let not_yet = [
-        (args.push, "--push"),
-        (args.registry.is_some(), "--registry"),
-        (args.tag.is_some(), "--tag"),
         (args.archive.is_some(), "--archive"),
         (args.offline, "--offline"),
         (args.result_file.is_some(), "--result-file"),
-        (!args.insecure_registry.is_empty(), "--insecure-registry"),
     ];
     if let Some((_, flag)) = not_yet.iter().find(|(set, _)| *set) {
         return Err(Error::NotImplemented(format!(
@@ -159,6 +236,28 @@ fn build_command(
         })?,
         _ => 0,
     };
+    let push = if !args.push {
+        if args.tag.is_some() || args.registry.is_some() {
+            return Err(Error::Usage(
+                "--tag and --registry name the pushed image: add --push".into(),
+            ));
+        }
+        None
+    } else if let Some(t) = &args.tag {
+        Some(PushTarget::Reference(
+            Reference::parse(t).map_err(RegistryError::from)?,
+        ))
+    } else {
+        let registry = args
+            .registry
+            .clone()
+            .or_else(|| std::env::var(env::ASSEMBLE_REGISTRY).ok().filter(|r| !r.is_empty()))
+            .or_else(|| config.registry.clone())
+            .ok_or_else(|| Error::Usage(format!("--push needs a registry: --registry HOST[/PREFIX], {} or registry in assemble.toml, or a full --tag REF", env::ASSEMBLE_REGISTRY)))?;
+        // Checked now, with a stand-in name, so a bad registry fails before the build.
+        Reference::for_build(&registry, "x", &[], "0").map_err(RegistryError::from)?;
+        Some(PushTarget::Registry(registry))
+    };
     let opts = BuildOptions {
         requirement,
         python: args.python,
@@ -168,6 +267,8 @@ fn build_command(
         config,
         epoch,
         rebuild: args.rebuild,
+        registry: client_options(&args.registry_args),
+        push,
     };
     let cache = open_cache(cache_dir)?;
     let mut runner = Bubblewrap::probe()?;
@@ -184,6 +285,25 @@ fn build_command(
         result.version,
         opts.output.display()
     ));
-    printer.result(&format!("{} {}", result.reference, result.digest));
+    match &result.pushed {
+        Some(report) => printer.result(&report.pushed.to_string()),
+        None => printer.result(&format!("{} {}", result.reference, result.digest)),
+    }
     Ok(0)
+}
+
+fn client_options(args: &RegistryArgs) -> ClientOptions {
+    ClientOptions {
+        insecure: args.insecure_registry.clone(),
+        ca_file: args.ca_file.clone(),
+        attempts: args.attempts,
+    }
+}
+
+fn push_options(args: &RegistryArgs) -> PushOptions {
+    PushOptions {
+        chunk_size: args.chunk_size.max(1),
+        parallel: args.parallel.max(1),
+        mount_from: Vec::new(),
+    }
 }

@@ -476,6 +476,16 @@ impl Layout {
         Ok((digest, manifest))
     }
 
+    /// Reads the manifest with this digest.
+    pub fn resolve_digest(&self, digest: &Digest) -> Result<(Digest, ImageManifest), OciError> {
+        let bytes = self.blobs.read_verified(digest)?;
+        let manifest = serde_json::from_slice(&bytes).map_err(|e| OciError::BadLayout {
+            path: self.root.clone(),
+            reason: format!("manifest {digest} is not an OCI image manifest: {e}"),
+        })?;
+        Ok((digest.clone(), manifest))
+    }
+
     /// Reads and parses an image configuration blob.
     pub fn config(&self, manifest: &ImageManifest) -> Result<ImageConfiguration, OciError> {
         let digest: Digest = manifest

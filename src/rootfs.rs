@@ -127,6 +127,8 @@ pub enum BaseSource {
     Tarball(PathBuf),
     /// An OCI layout and an optional tag.
     Layout(PathBuf, Option<String>),
+    /// An image in a registry (`docker://REF`).
+    Registry(crate::registry::Reference),
 }
 
 impl BaseSource {
@@ -137,9 +139,9 @@ impl BaseSource {
             return Ok(BaseSource::Layout(dir, tag));
         }
         if s.starts_with("docker://") {
-            return Err("--base docker://REF is not implemented yet (it comes with registry pulls); \
-                 pull the base into an OCI layout with `skopeo copy docker://REF oci:DIR:TAG` and pass --base oci:DIR:TAG"
-                .into());
+            return crate::registry::Reference::parse(s)
+                .map(BaseSource::Registry)
+                .map_err(|e| e.to_string());
         }
         let lower = s.to_ascii_lowercase();
         if [".tar", ".tar.gz", ".tgz"]
@@ -512,6 +514,12 @@ pub fn from_layout(
                 "layer {digest} unpacks to {diff_id}, but the config says {expected_diff}"
             )));
         }
+        // Docker's layer media type names the same bytes: OCI's name goes in our manifest.
+        let media_type = if media_type == "application/vnd.docker.image.rootfs.diff.tar.gzip" {
+            layer::MEDIA_TYPE_TAR_GZIP.to_string()
+        } else {
+            media_type
+        };
         layers.push(LayerBlob {
             digest,
             diff_id,
@@ -606,9 +614,10 @@ mod tests {
             BaseSource::Tarball("b.tar.gz".into())
         );
         assert!(BaseSource::parse("b.zip").is_err());
-        assert!(BaseSource::parse("docker://x/y")
-            .unwrap_err()
-            .contains("not implemented yet"));
+        assert!(
+            matches!(BaseSource::parse("docker://127.0.0.1:5000/x/y:1").unwrap(), BaseSource::Registry(r) if r.repository == "x/y")
+        );
+        assert!(BaseSource::parse("docker://127.0.0.1:5000/X").is_err());
     }
 
     #[test]
