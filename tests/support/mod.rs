@@ -166,6 +166,8 @@ pub fn assemble() -> Command {
     c.env_remove("ASSEMBLE_CACHE_DIR")
         .env_remove("PIP_INDEX_URL")
         .env_remove("PIP_EXTRA_INDEX_URL")
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("DOCKER_CONFIG")
         .env("PIP_CONFIG_FILE", "/dev/null")
         .env("SOURCE_DATE_EPOCH", "1700000000")
         .stdin(Stdio::null());
@@ -293,4 +295,76 @@ pub fn need(tool: &str) -> PathBuf {
 /// Reads a file to a string, empty when missing.
 pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// A real CNCF distribution registry (Debian's docker-registry) on a free
+/// loopback port, with its own storage; killed when dropped.
+pub struct Registry {
+    pub host: String,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Registry {
+    /// Starts one; `extra` is YAML appended to the configuration (auth, tls).
+    pub fn start(extra: &str, http_extra: &str) -> Registry {
+        need("docker-registry");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: test-only-secret\n{http_extra}{extra}",
+            dir.path().join("data").display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let log = File::create(dir.path().join("registry.log")).unwrap();
+        let child = spawn_with_deathsig(
+            Command::new("docker-registry")
+                .arg("serve")
+                .arg(dir.path().join("config.yml"))
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+        );
+        assert!(
+            wait_port(port, Duration::from_secs(20)),
+            "docker-registry did not start"
+        );
+        Registry {
+            host: format!("127.0.0.1:{port}"),
+            dir,
+            child,
+        }
+    }
+
+    /// The registry's log (access lines included).
+    pub fn log(&self) -> String {
+        read(&self.dir.path().join("registry.log"))
+    }
+
+    /// How many access-log lines contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.log().lines().filter(|l| l.contains(needle)).count()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The shared image's manifest digest.
+pub fn image_digest() -> String {
+    let _ = image();
+    read(&shared().join("image/digest"))
+}
+
+/// `skopeo inspect` of a registry image: the JSON.
+pub fn skopeo_inspect(reference: &str, tls_verify: bool) -> serde_json::Value {
+    let out = run(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("--tls-verify={tls_verify}"))
+        .arg(format!("docker://{reference}")));
+    assert!(out.status.success(), "skopeo inspect {reference}");
+    serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -1,0 +1,226 @@
+//! Push, pull and tags against a real registry (CNCF distribution) over
+//! plain HTTP on loopback.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+fn push(
+    reg: &Registry,
+    cache: &std::path::Path,
+    target: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    run(assemble()
+        .arg("push")
+        .arg(format!("oci:{}:0.4.0", image().display()))
+        .arg(format!("{}/{target}", reg.host))
+        .arg("--insecure-registry")
+        .arg(&reg.host)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(extra))
+}
+
+#[test]
+fn push_prints_the_digest_skopeo_sees_and_a_second_push_uploads_nothing() {
+    let reg = Registry::start("", "");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = push(&reg, tmp.path(), "team/milborne:0.4.0", &[]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        stdout,
+        format!("{}/team/milborne@{}", reg.host, image_digest()),
+        "stdout holds only the pushed reference"
+    );
+    let info = skopeo_inspect(&format!("{}/team/milborne:0.4.0", reg.host), false);
+    assert_eq!(info["Digest"].as_str().unwrap(), image_digest());
+
+    let copy = tmp.path().join("copy");
+    let out = run(Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{}/team/milborne:0.4.0", reg.host))
+        .arg(format!("oci:{}:back", copy.display())));
+    assert!(out.status.success(), "skopeo copy reads the image back");
+
+    let uploads = reg.count("PUT /v2/team/milborne/blobs/uploads/");
+    assert!(
+        uploads >= 5,
+        "the first push uploaded every blob ({uploads})"
+    );
+    let out = push(&reg, tmp.path(), "team/milborne:0.4.0", &[]);
+    assert!(out.status.success());
+    assert_eq!(
+        reg.count("PUT /v2/team/milborne/blobs/uploads/"),
+        uploads,
+        "the second push uploads no blob"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipped"));
+
+    let out = run(assemble()
+        .arg("tags")
+        .arg(format!("{}/team/milborne", reg.host))
+        .arg("--insecure-registry")
+        .arg(&reg.host));
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0.4.0");
+}
+
+#[test]
+fn the_same_image_in_a_second_repository_is_mounted_not_uploaded() {
+    let reg = Registry::start("", "");
+    let cache = tempfile::tempdir().unwrap();
+    assert!(push(&reg, cache.path(), "team/first:1", &[])
+        .status
+        .success());
+    let out = push(&reg, cache.path(), "team/second:1", &[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mounted from team/first"));
+    assert_eq!(
+        reg.count("PUT /v2/team/second/blobs/uploads/"),
+        0,
+        "nothing uploaded to the second repository"
+    );
+    assert!(reg.count("POST /v2/team/second/blobs/uploads/?mount=") >= 5);
+    assert_eq!(
+        skopeo_inspect(&format!("{}/team/second:1", reg.host), false)["Digest"]
+            .as_str()
+            .unwrap(),
+        image_digest()
+    );
+}
+
+#[test]
+fn large_blobs_go_in_chunks_and_arrive_intact() {
+    let reg = Registry::start("", "");
+    let cache = tempfile::tempdir().unwrap();
+    let out = push(
+        &reg,
+        cache.path(),
+        "team/chunked:1",
+        &["--chunk-size", "1048576"],
+    );
+    assert!(out.status.success());
+    assert!(
+        reg.count("PATCH /v2/team/chunked/blobs/uploads/") > 5,
+        "PATCH chunks were sent"
+    );
+    assert_eq!(
+        skopeo_inspect(&format!("{}/team/chunked:1", reg.host), false)["Digest"]
+            .as_str()
+            .unwrap(),
+        image_digest()
+    );
+}
+
+#[test]
+fn build_with_push_names_the_image_after_project_and_version() {
+    let reg = Registry::start("", "");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(build_cmd("milborne==0.4.0", &tmp.path().join("oci")).args([
+        "--push",
+        "--registry",
+        &format!("{}/team", reg.host),
+        "--insecure-registry",
+        &reg.host,
+    ]));
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{}/team/milborne@{}", reg.host, image_digest())
+    );
+    let out = run(assemble()
+        .arg("tags")
+        .arg(format!("{}/team/milborne", reg.host))
+        .arg("--insecure-registry")
+        .arg(&reg.host));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0.4.0");
+}
+
+#[test]
+fn a_base_pulled_from_the_registry_keeps_its_layer_digests() {
+    let reg = Registry::start("", "");
+    let cache = tempfile::tempdir().unwrap();
+    assert!(push(&reg, cache.path(), "team/base:1", &[])
+        .status
+        .success());
+    let base_layers = skopeo_inspect(&format!("{}/team/base:1", reg.host), false)["Layers"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(build_cmd("milborne==0.4.0", &tmp.path().join("oci")).args([
+        "--base",
+        &format!("docker://{}/team/base:1", reg.host),
+        "--push",
+        "--tag",
+        &format!("{}/team/app:1", reg.host),
+        "--insecure-registry",
+        &reg.host,
+    ]));
+    assert!(out.status.success());
+    let app_layers = skopeo_inspect(&format!("{}/team/app:1", reg.host), false)["Layers"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        app_layers[..base_layers.len()],
+        base_layers[..],
+        "base layers unchanged"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("mounted from team/base"),
+        "base layers are mounted from the base's repository"
+    );
+}
+
+#[test]
+fn plain_http_without_insecure_registry_says_how_to_fix() {
+    let reg = Registry::start("", "");
+    let out = assemble()
+        .arg("push")
+        .arg(format!("oci:{}:0.4.0", image().display()))
+        .arg(format!("{}/team/x:1", reg.host))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("--insecure-registry {}", reg.host)),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_registry_that_stays_down_fails_with_the_last_error() {
+    let port = free_port();
+    let host = format!("127.0.0.1:{port}");
+    let out = assemble()
+        .arg("push")
+        .arg(format!("oci:{}:0.4.0", image().display()))
+        .arg(format!("{host}/team/x:1"))
+        .args(["--insecure-registry", &host, "--attempts", "3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot reach registry {host}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_references_exit_2_with_the_accepted_form() {
+    let out = assemble()
+        .arg("push")
+        .arg(format!("oci:{}:0.4.0", image().display()))
+        .arg("127.0.0.1:5000/UPPER:1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected [HOST[:PORT]/]PATH"));
+}
