@@ -10,10 +10,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: tests/prepare.sh OUTDIR}
 py=/usr/bin/python3
 mkdir -p "$out"
-if [ ! -x "$out/venv/bin/pypi-server" ]; then
+tools_stamp=$(sha256sum "$here/tools-requirements.txt" | cut -d" " -f1)
+if [ "$(cat "$out/venv/.complete" 2>/dev/null)" != "$tools_stamp" ]; then
     rm -rf "$out/venv"
     "$py" -m venv "$out/venv"
     "$out/venv/bin/pip" install -q --disable-pip-version-check -r "$here/tools-requirements.txt"
+    echo "$tools_stamp" > "$out/venv/.complete"
 fi
 # The index is remade whenever the fixture or the pins change.
 stamp=$(cd "$here" && find fixtures/milborne index-requirements.txt -type f -print0 | sort -z \

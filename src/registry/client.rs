@@ -47,6 +47,9 @@ pub struct Client {
     schemes: Mutex<HashMap<String, &'static str>>,
     modes: Mutex<HashMap<String, AuthMode>>,
     tokens: Mutex<HashMap<(String, String), Token>>,
+    /// Held while a token is fetched, so parallel requests wait for it
+    /// instead of each asking for one.
+    token_fetch: Mutex<()>,
     credentials: Mutex<HashMap<String, Option<Credentials>>>,
 }
 
@@ -125,6 +128,7 @@ impl Client {
             schemes: Mutex::new(HashMap::new()),
             modes: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
+            token_fetch: Mutex::new(()),
             credentials: Mutex::new(HashMap::new()),
         })
     }
@@ -208,6 +212,11 @@ impl Client {
             let retry_after = match result {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !authenticated_once => {
                     authenticated_once = true;
+                    // The token we sent, if any, is not enough: forget it.
+                    self.tokens
+                        .lock()
+                        .expect("lock")
+                        .remove(&(host.to_string(), scopes.key()));
                     self.learn_challenge(host, resp.headers())?;
                     attempt -= 1;
                     continue;
@@ -376,10 +385,18 @@ impl Client {
             }
             Some(AuthMode::Bearer { realm, service }) => {
                 let key = (host.to_string(), scopes.key());
-                if let Some(t) = self.tokens.lock().expect("lock").get(&key) {
-                    if t.expires > Instant::now() {
-                        return Ok(Some(format!("Bearer {}", t.value)));
-                    }
+                let cached = |tokens: &HashMap<(String, String), Token>| {
+                    tokens
+                        .get(&key)
+                        .filter(|t| t.expires > Instant::now())
+                        .map(|t| format!("Bearer {}", t.value))
+                };
+                if let Some(h) = cached(&self.tokens.lock().expect("lock")) {
+                    return Ok(Some(h));
+                }
+                let _fetching = self.token_fetch.lock().expect("lock");
+                if let Some(h) = cached(&self.tokens.lock().expect("lock")) {
+                    return Ok(Some(h));
                 }
                 let token = self.fetch_token(host, &realm, &service, scopes)?;
                 let header = format!("Bearer {}", token.value);

@@ -1,0 +1,153 @@
+//! The registry in `auth: token` mode, with the token server of
+//! tests/token_server.py: tokens carry every scope an operation needs (pull on
+//! a mount's source, pull,push on the target) and are reused.
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use support::*;
+
+const USER: &str = "tokenuser";
+const PASSWORD: &str = "t0ken-Pa55";
+
+#[test]
+fn bearer_tokens_carry_every_scope_an_operation_needs() {
+    need("openssl");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=assemble test token issuer",
+            "-keyout",
+        ])
+        .arg(d.join("token.key"))
+        .arg("-out")
+        .arg(d.join("token.pem")));
+    assert!(out.status.success());
+    let tport = free_port();
+    let log = d.join("tokens.log");
+    let _server = Running(spawn_with_deathsig(
+        Command::new(data().join("venv/bin/python"))
+            .arg(repo().join("tests/token_server.py"))
+            .args([
+                "--port",
+                &tport.to_string(),
+                "--service",
+                "assemble-test-registry",
+                "--issuer",
+                "assemble-test-issuer",
+                "--user",
+                USER,
+                "--password",
+                PASSWORD,
+            ])
+            .arg("--key")
+            .arg(d.join("token.key"))
+            .arg("--cert")
+            .arg(d.join("token.pem"))
+            .arg("--log")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    ));
+    assert!(
+        wait_port(tport, std::time::Duration::from_secs(20)),
+        "token server did not start"
+    );
+    let reg = Registry::start(
+        &format!(
+            "auth:\n  token:\n    realm: http://127.0.0.1:{tport}/token\n    service: assemble-test-registry\n    issuer: assemble-test-issuer\n    rootcertbundle: {}\n",
+            d.join("token.pem").display()
+        ),
+        "",
+    );
+    let config = d.join("docker");
+    std::fs::create_dir_all(&config).unwrap();
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    std::fs::write(
+        config.join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.host),
+    )
+    .unwrap();
+    let push = |repo: &str| {
+        assemble()
+            .env("DOCKER_CONFIG", &config)
+            .arg("push")
+            .arg(format!("oci:{}:0.4.0", image().display()))
+            .arg(format!("{}/{repo}:1", reg.host))
+            .arg("--insecure-registry")
+            .arg(&reg.host)
+            .arg("--cache-dir")
+            .arg(d.join("cache"))
+            .output()
+            .unwrap()
+    };
+    let out = push("team/first");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first_grants = read(&log)
+        .lines()
+        .filter(|l| l.starts_with("GRANTED"))
+        .count();
+    assert!(
+        (1..=2).contains(&first_grants),
+        "one token for the whole push (plus one if it expired): {first_grants}\n{}",
+        read(&log)
+    );
+
+    let out = push("team/second");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mounted from team/first"));
+    let log_text = read(&log);
+    assert!(
+        log_text.lines().any(|l| l.starts_with("GRANTED")
+            && l.contains("repository:team/first:pull")
+            && l.contains("repository:team/second:pull,push")),
+        "the mount's token carries pull on the source and pull,push on the target:\n{log_text}"
+    );
+    assert!(!log_text.contains("REFUSED"), "{log_text}");
+
+    let out = run(assemble()
+        .env("DOCKER_CONFIG", &config)
+        .arg("tags")
+        .arg(format!("{}/team/second", reg.host))
+        .arg("--insecure-registry")
+        .arg(&reg.host));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+
+    std::fs::write(
+        config.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+            reg.host,
+            base64::engine::general_purpose::STANDARD.encode(format!("{USER}:wrong"))
+        ),
+    )
+    .unwrap();
+    let out = push("team/third");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&reg.host) && err.contains("not accepted"),
+        "{err}"
+    );
+}
