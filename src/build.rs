@@ -40,6 +40,8 @@ pub struct BuildOptions {
     pub rebuild: bool,
     /// How registries are reached (base pulls, push).
     pub registry: ClientOptions,
+    /// How blobs are pushed.
+    pub push_options: PushOptions,
     /// Where to push the image, if anywhere: a full reference, or a registry
     /// (`HOST[/PREFIX]`) under which the image is named.
     pub push: Option<PushTarget>,
@@ -203,7 +205,7 @@ pub fn build(
                 &digest,
                 &reference,
                 &opts.registry,
-                &PushOptions::default(),
+                &opts.push_options,
                 printer,
             )?)
         }

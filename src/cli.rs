@@ -162,6 +162,9 @@ pub struct RegistryArgs {
     /// Attempts per request before giving up.
     #[arg(long, default_value_t = 6, value_name = "N")]
     pub attempts: u32,
+    /// Manifest format pushed: oci, or docker (schema 2) for registries that want it.
+    #[arg(long, value_enum, default_value = "oci")]
+    pub format: crate::registry::transfer::ManifestFormat,
 }
 
 /// `assemble run`.

@@ -268,6 +268,7 @@ fn build_command(
         epoch,
         rebuild: args.rebuild,
         registry: client_options(&args.registry_args),
+        push_options: push_options(&args.registry_args),
         push,
     };
     let cache = open_cache(cache_dir)?;
@@ -305,5 +306,6 @@ fn push_options(args: &RegistryArgs) -> PushOptions {
         chunk_size: args.chunk_size.max(1),
         parallel: args.parallel.max(1),
         mount_from: Vec::new(),
+        format: args.format,
     }
 }

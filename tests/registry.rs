@@ -224,3 +224,54 @@ fn bad_references_exit_2_with_the_accepted_form() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected [HOST[:PORT]/]PATH"));
 }
+
+#[test]
+fn format_docker_pushes_a_schema_2_manifest_with_the_same_blobs() {
+    let reg = Registry::start("", "");
+    let cache = tempfile::tempdir().unwrap();
+    let out = push(&reg, cache.path(), "team/docker:1", &["--format", "docker"]);
+    assert!(out.status.success());
+    let pushed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let raw = run(Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{}/team/docker:1", reg.host)));
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    let info = skopeo_inspect(&format!("{}/team/docker:1", reg.host), false);
+    assert!(
+        pushed.ends_with(info["Digest"].as_str().unwrap()),
+        "{pushed}"
+    );
+    assert_ne!(
+        info["Digest"].as_str().unwrap(),
+        image_digest(),
+        "new bytes, new digest"
+    );
+    let oci_layers = skopeo_inspect_layout_layers();
+    assert_eq!(
+        info["Layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap().to_string())
+            .collect::<Vec<_>>(),
+        oci_layers,
+        "the same blobs"
+    );
+}
+
+fn skopeo_inspect_layout_layers() -> Vec<String> {
+    let out = run(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}:0.4.0", image().display())));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect()
+}

@@ -279,6 +279,10 @@ impl Client {
             }
             match req.send() {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
+                    self.tokens
+                        .lock()
+                        .expect("lock")
+                        .remove(&(host.to_string(), scopes.key()));
                     self.learn_challenge(host, resp.headers())
                         .map_err(SendError::Fatal)?;
                 }

@@ -65,6 +65,74 @@ pub struct PushOptions {
     pub parallel: usize,
     /// Repositories of the same registry that may hold the blobs (mount sources).
     pub mount_from: Vec<String>,
+    /// Manifest format sent to the registry.
+    pub format: ManifestFormat,
+}
+
+/// The manifest format of a push.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ManifestFormat {
+    /// OCI image manifest, as written in the layout.
+    #[default]
+    Oci,
+    /// Docker image manifest v2 schema 2, for registries that refuse OCI media types.
+    Docker,
+}
+
+/// Rewrites an OCI image manifest as a Docker schema 2 manifest: same
+/// blobs, Docker media types (the digest changes with the bytes).
+pub fn to_docker_manifest(oci_manifest: &[u8]) -> Result<Vec<u8>, RegistryError> {
+    let mut v: serde_json::Value = serde_json::from_slice(oci_manifest)
+        .map_err(|e| RegistryError::Protocol(format!("manifest is not JSON: {e}")))?;
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| RegistryError::Protocol("manifest is not a JSON object".into()))?;
+    obj.insert(
+        "mediaType".into(),
+        "application/vnd.docker.distribution.manifest.v2+json".into(),
+    );
+    for k in ["annotations", "artifactType", "subject"] {
+        obj.remove(k);
+    }
+    if let Some(c) = obj.get_mut("config").and_then(|c| c.as_object_mut()) {
+        c.insert(
+            "mediaType".into(),
+            "application/vnd.docker.container.image.v1+json".into(),
+        );
+        c.remove("annotations");
+    }
+    for l in obj
+        .get_mut("layers")
+        .and_then(|l| l.as_array_mut())
+        .into_iter()
+        .flatten()
+    {
+        let l = l
+            .as_object_mut()
+            .ok_or_else(|| RegistryError::Protocol("a layer descriptor is not an object".into()))?;
+        let media = l
+            .get("mediaType")
+            .and_then(|m| m.as_str())
+            .unwrap_or("")
+            .to_string();
+        let docker = match media.as_str() {
+            crate::layer::MEDIA_TYPE_TAR_GZIP
+            | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+                "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            }
+            crate::layer::MEDIA_TYPE_TAR | "application/vnd.docker.image.rootfs.diff.tar" => {
+                "application/vnd.docker.image.rootfs.diff.tar"
+            }
+            other => {
+                return Err(RegistryError::Usage(format!(
+                    "--format docker cannot carry a layer of media type {other}"
+                )))
+            }
+        };
+        l.insert("mediaType".into(), docker.into());
+        l.remove("annotations");
+    }
+    Ok(oci::canonical_json(&v))
 }
 
 impl Default for PushOptions {
@@ -73,6 +141,7 @@ impl Default for PushOptions {
             chunk_size: 16 << 20,
             parallel: 4,
             mount_from: Vec::new(),
+            format: ManifestFormat::Oci,
         }
     }
 }
@@ -187,11 +256,27 @@ pub fn push(
     if let Some(e) = failure.into_inner().expect("lock") {
         return Err(e);
     }
-    let media_type = parsed
-        .media_type()
-        .as_ref()
-        .map(|m| m.to_string())
-        .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".into());
+    let (manifest_bytes, manifest, media_type) = match options.format {
+        ManifestFormat::Oci => (
+            manifest_bytes,
+            manifest.clone(),
+            parsed
+                .media_type()
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".into()),
+        ),
+        ManifestFormat::Docker => {
+            let bytes = to_docker_manifest(&manifest_bytes)?;
+            let digest = Digest::of(&bytes);
+            (
+                bytes,
+                digest,
+                "application/vnd.docker.distribution.manifest.v2+json".to_string(),
+            )
+        }
+    };
+    let manifest = &manifest;
     let reference = target.manifest_ref();
     let what = format!("manifest PUT to {target}");
     let resp = client.send(&host, &scopes, &what, &|http, base| {
@@ -803,6 +888,27 @@ pub fn tags(client: &Client, repository: &Reference) -> Result<Vec<String>, Regi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_manifests_keep_the_blobs_and_change_the_media_types() {
+        let oci = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:aa","size":1},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:bb","size":2}],"annotations":{"a":"b"}}"#;
+        let d: serde_json::Value =
+            serde_json::from_slice(&to_docker_manifest(oci).unwrap()).unwrap();
+        assert_eq!(
+            d["mediaType"],
+            "application/vnd.docker.distribution.manifest.v2+json"
+        );
+        assert_eq!(
+            d["config"]["mediaType"],
+            "application/vnd.docker.container.image.v1+json"
+        );
+        assert_eq!(
+            d["layers"][0]["mediaType"],
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        );
+        assert_eq!(d["layers"][0]["digest"], "sha256:bb");
+        assert!(d.get("annotations").is_none());
+    }
 
     #[test]
     fn locations_are_made_absolute_and_queries_appended() {
