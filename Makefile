@@ -3,7 +3,7 @@ PACKAGE ?= milborne
 VERSION ?= 0.4.0
 ASSEMBLE := target/release/assemble
 
-.PHONY: all setup assemble build example test clean purge
+.PHONY: all setup assemble build example test bench clean purge
 
 all: assemble
 
@@ -23,6 +23,11 @@ example:
 
 test:
 	bash .ci/run
+
+# Benchmarks against peer tools measured in the same run (needs build/oci:
+# bash .ci/example makes it). Prints ratios; never part of the test suite.
+bench: assemble
+	bash benches/push.sh build/oci
 
 clean: assemble
 	$(ASSEMBLE) clean

@@ -138,7 +138,7 @@ pub fn to_docker_manifest(oci_manifest: &[u8]) -> Result<Vec<u8>, RegistryError>
 impl Default for PushOptions {
     fn default() -> Self {
         Self {
-            chunk_size: 16 << 20,
+            chunk_size: 128 << 20,
             parallel: 4,
             mount_from: Vec::new(),
             format: ManifestFormat::Oci,
