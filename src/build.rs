@@ -69,6 +69,46 @@ pub struct BuildResult {
     pub version: String,
     /// What the push did, when asked to push.
     pub pushed: Option<PushReport>,
+    /// The image's layers, bottom first, and whether each was built or cached.
+    pub layers: Vec<ResultLayer>,
+}
+
+/// One layer in the result file.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ResultLayer {
+    /// Blob digest.
+    pub digest: Digest,
+    /// Uncompressed digest.
+    pub diff_id: Digest,
+    /// Blob size in bytes.
+    pub size: u64,
+    /// Media type.
+    pub media_type: String,
+    /// The history line.
+    pub created_by: String,
+    /// `built` by this run or `cached`.
+    pub build: &'static str,
+}
+
+/// The `--result-file` document: what was built and, if asked, pushed. It
+/// names no credential (references never carry one).
+pub fn result_document(result: &BuildResult) -> serde_json::Value {
+    let push = result.pushed.as_ref().map(|p| {
+        serde_json::json!({
+            "reference": p.pushed.to_string(),
+            "digest": p.digest,
+            "blobs": p.blobs,
+        })
+    });
+    serde_json::json!({
+        "reference": result.reference,
+        "digest": result.digest,
+        "name": result.name,
+        "version": result.version,
+        "platform": {"os": "linux", "architecture": oci::host_architecture()},
+        "layers": result.layers,
+        "push": push,
+    })
 }
 
 /// Gets the base rootfs from wherever the options say.
@@ -154,8 +194,7 @@ pub fn build(
         installed: &venv.installed,
         services: &opts.config.services,
     };
-    let runtime_blob =
-        runtime::layer(&project).write_blob(cache.blobs().dir(), Compression::Gzip, opts.epoch)?;
+    let (runtime_blob, runtime_cached) = runtime_layer(cache, &project, opts.epoch)?;
 
     let mut layers: Vec<ImageLayer> = base
         .layers
@@ -185,6 +224,25 @@ pub fn build(
         blob: venv.application.clone(),
         created_by: format!("assemble: {name}=={version}"),
     });
+    let origin = |cached: bool| if cached { "cached" } else { "built" };
+    let mut origins: Vec<&'static str> = vec![origin(base.cached); base.layers.len()];
+    origins.extend([
+        origin(venv.cached),
+        origin(runtime_cached),
+        origin(venv.cached),
+    ]);
+    let result_layers: Vec<ResultLayer> = layers
+        .iter()
+        .zip(&origins)
+        .map(|(l, o)| ResultLayer {
+            digest: l.blob.digest.clone(),
+            diff_id: l.blob.diff_id.clone(),
+            size: l.blob.size,
+            media_type: l.blob.media_type.clone(),
+            created_by: l.created_by.clone(),
+            build: o,
+        })
+        .collect();
     let settings = image_settings(&project, &version, &opts.config, opts.epoch);
     let docs = oci::image_documents(&settings, &layers)?;
     let digest = write_layout(&opts.output, cache, &layers, &docs, &version)?;
@@ -216,7 +274,39 @@ pub fn build(
         name,
         version,
         pushed,
+        layers: result_layers,
     })
+}
+
+/// The runtime layer, cached under the hash of what it is made of.
+fn runtime_layer(
+    cache: &Cache,
+    project: &Project,
+    epoch: u64,
+) -> Result<(crate::layer::LayerBlob, bool), Error> {
+    let layer = runtime::layer(project);
+    let mut key = crate::cache::KeyBuilder::new("runtime-layer-v1");
+    key.part("epoch", epoch.to_string().as_bytes());
+    for e in layer.entries() {
+        key.part("path", e.path.as_bytes())
+            .part("mode", &e.mode.to_le_bytes())
+            .part(
+                "owner",
+                format!("{}:{}", e.owner.uid, e.owner.gid).as_bytes(),
+            );
+        if let crate::layer::Kind::File(crate::layer::Content::Bytes(b)) = &e.kind {
+            key.part("bytes", b);
+        }
+    }
+    let key = key.finish();
+    if let Some(blob) = cache.get_json::<crate::layer::LayerBlob>("layers", &key) {
+        if cache.blobs().has(&blob.digest) {
+            return Ok((blob, true));
+        }
+    }
+    let blob = layer.write_blob(cache.blobs().dir(), Compression::Gzip, epoch)?;
+    cache.put_json("layers", &key, &blob)?;
+    Ok((blob, false))
 }
 
 /// Pushes an image of a layout, mounting blobs that other repositories of
@@ -386,5 +476,56 @@ mod tests {
         insta::assert_json_snapshot!("image_config", config);
         insta::assert_json_snapshot!("image_manifest", manifest);
         insta::assert_snapshot!("manifest_digest", docs.manifest_digest().to_string());
+    }
+
+    #[test]
+    fn result_file_schema() {
+        let blob = |n: &[u8]| LayerBlob {
+            digest: Digest::of(n),
+            diff_id: Digest::of(&[n, b"-tar"].concat()),
+            size: 100,
+            media_type: crate::layer::MEDIA_TYPE_TAR_GZIP.into(),
+        };
+        let layers = ["base", "app"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let b = blob(n.as_bytes());
+                ResultLayer {
+                    digest: b.digest,
+                    diff_id: b.diff_id,
+                    size: b.size,
+                    media_type: b.media_type,
+                    created_by: format!("layer {n}"),
+                    build: if i == 0 { "cached" } else { "built" },
+                }
+            })
+            .collect();
+        let pushed_ref = Reference::parse("127.0.0.1:5000/team/milborne:0.4.0").unwrap();
+        let digest = Digest::of(b"manifest");
+        let result = BuildResult {
+            reference: "oci:build/oci:0.4.0".into(),
+            digest: digest.clone(),
+            name: "milborne".into(),
+            version: "0.4.0".into(),
+            pushed: Some(PushReport {
+                pushed: pushed_ref.with_digest(&digest),
+                digest: digest.clone(),
+                blobs: vec![
+                    transfer::BlobReport {
+                        digest: Digest::of(b"base"),
+                        size: 100,
+                        outcome: transfer::Outcome::Mounted,
+                    },
+                    transfer::BlobReport {
+                        digest: Digest::of(b"app"),
+                        size: 100,
+                        outcome: transfer::Outcome::Uploaded,
+                    },
+                ],
+            }),
+            layers,
+        };
+        insta::assert_json_snapshot!("result_file", result_document(&result));
     }
 }

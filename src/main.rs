@@ -197,7 +197,6 @@ fn build_command(
     let not_yet = [
         (args.archive.is_some(), "--archive"),
         (args.offline, "--offline"),
-        (args.result_file.is_some(), "--result-file"),
     ];
     if let Some((_, flag)) = not_yet.iter().find(|(set, _)| *set) {
         return Err(Error::NotImplemented(format!(
@@ -286,6 +285,11 @@ fn build_command(
         result.version,
         opts.output.display()
     ));
+    if let Some(path) = &args.result_file {
+        let doc =
+            serde_json::to_vec_pretty(&build::result_document(&result)).expect("result serialises");
+        assemble::oci::write_atomic(path, &doc)?;
+    }
     match &result.pushed {
         Some(report) => printer.result(&report.pushed.to_string()),
         None => printer.result(&format!("{} {}", result.reference, result.digest)),

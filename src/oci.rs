@@ -511,7 +511,10 @@ pub fn temp_file(dir: &Path, prefix: &str) -> io::Result<tempfile::NamedTempFile
 
 /// Writes a file under a temporary name in the same directory, then renames it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     let io_err = |source| OciError::Io {
         path: path.to_path_buf(),
         source,

@@ -456,6 +456,9 @@ pub struct VenvLayers {
     pub application: LayerBlob,
     /// Facts about the install.
     pub installed: Installed,
+    /// True when the layers came from the cache (not part of the record).
+    #[serde(skip)]
+    pub cached: bool,
 }
 
 /// Creates the venv inside the base rootfs from the wheelhouse alone (no
@@ -481,7 +484,10 @@ pub fn install(
                 && ctx.cache.blobs().has(&cached.application.digest)
             {
                 ctx.printer.step("install: cached venv layers");
-                return Ok(cached);
+                return Ok(VenvLayers {
+                    cached: true,
+                    ..cached
+                });
             }
         }
     }
@@ -557,6 +563,7 @@ pub fn install(
         dependencies: dependencies?,
         application: application?,
         installed: split.installed,
+        cached: false,
     };
     ctx.cache.put_json("layers", &key, &layers)?;
     Ok(layers)
@@ -840,6 +847,7 @@ mod tests {
             tree: dir.path().join("tree"),
             layers: vec![],
             created_by: vec![],
+            cached: true,
         };
         let req = Requirement::parse("milborne==0.4.0").unwrap();
         let pip = PipSettings {

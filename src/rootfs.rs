@@ -177,6 +177,8 @@ pub struct Rootfs {
     pub layers: Vec<LayerBlob>,
     /// One history line per layer.
     pub created_by: Vec<String>,
+    /// True when it came from the cache, false when made by this run.
+    pub cached: bool,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -257,6 +259,7 @@ fn load_cached(cache: &Cache, key: &str) -> Option<Rootfs> {
         tree: dir.join("tree"),
         layers: meta.layers,
         created_by: meta.created_by,
+        cached: true,
     })
 }
 
@@ -279,10 +282,12 @@ fn commit(
     )
     .map_err(io_err(&meta_path))?;
     let dir = cache.commit_dir(work, "rootfs", key)?;
-    load_cached(cache, key).ok_or_else(|| RootfsError::Io {
-        path: dir,
-        source: io::Error::other("cache entry vanished after it was written"),
-    })
+    load_cached(cache, key)
+        .map(|r| Rootfs { cached: false, ..r })
+        .ok_or_else(|| RootfsError::Io {
+            path: dir,
+            source: io::Error::other("cache entry vanished after it was written"),
+        })
 }
 
 /// Creates the mount points the sandbox binds onto, so that the read-only

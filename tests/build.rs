@@ -436,3 +436,33 @@ fn without_user_namespaces_the_error_says_what_to_enable() {
     );
     assert!(!tmp.path().join("oci").exists());
 }
+
+#[test]
+fn result_file_names_the_index_digest_and_a_no_change_rebuild_is_all_cached() {
+    let _ = image();
+    let tmp = tempfile::tempdir().unwrap();
+    let result = tmp.path().join("result.json");
+    // The second of two identical builds is the no-change rebuild.
+    for _ in 0..2 {
+        let out = run(build_cmd("milborne==0.4.0", &tmp.path().join("oci"))
+            .arg("--result-file")
+            .arg(&result));
+        assert!(out.status.success());
+    }
+    let doc: serde_json::Value = serde_json::from_str(&read(&result)).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_str(&read(&tmp.path().join("oci/index.json"))).unwrap();
+    assert_eq!(doc["digest"], index["manifests"][0]["digest"]);
+    assert_eq!(doc["platform"]["os"], "linux");
+    assert!(doc["push"].is_null());
+    let layers = doc["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 4);
+    assert!(
+        layers.iter().all(|l| l["build"] == "cached"),
+        "a no-change rebuild reads keys, not trees: {layers:?}"
+    );
+    assert!(layers
+        .iter()
+        .all(|l| l["digest"].as_str().unwrap().starts_with("sha256:")
+            && l["size"].as_u64().unwrap() > 0));
+}

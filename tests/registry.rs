@@ -126,11 +126,27 @@ fn build_with_push_names_the_image_after_project_and_version() {
         &format!("{}/team", reg.host),
         "--insecure-registry",
         &reg.host,
+        "--result-file",
+        tmp.path().join("result.json").to_str().unwrap(),
     ]));
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("{}/team/milborne@{}", reg.host, image_digest())
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&read(&tmp.path().join("result.json"))).unwrap();
+    assert_eq!(
+        doc["push"]["reference"],
+        format!("{}/team/milborne@{}", reg.host, image_digest())
+    );
+    let blobs = doc["push"]["blobs"].as_array().unwrap();
+    assert_eq!(blobs.len(), 5, "config and four layers");
+    assert!(
+        blobs
+            .iter()
+            .all(|b| b["outcome"] == "uploaded" && b["size"].as_u64().unwrap() > 0),
+        "{blobs:?}"
     );
     let out = run(assemble()
         .arg("tags")
