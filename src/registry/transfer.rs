@@ -13,7 +13,7 @@ use super::client::{backoff, SendError};
 use super::{Client, Reference, RegistryError, Scopes};
 use crate::digest::{Digest, HashingWriter};
 use crate::oci::{self, BlobStore, Layout};
-use crate::output::Printer;
+use crate::output::{Printer, Transfer};
 
 /// Media types accepted for manifests, most wanted first.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
@@ -343,6 +343,8 @@ fn blob_exists(
     }
 }
 
+// The push's shared context, spelled out: a struct for it would only be
+// built here and taken apart in the next line.
 #[allow(clippy::too_many_arguments)]
 fn push_blob(
     client: &Client,
@@ -396,35 +398,36 @@ fn push_blob(
         }
     }
     printer.step(&format!("push: {} uploading {} bytes", short(digest), size));
-    let path = store.path(digest);
+    let up = Upload {
+        client,
+        host,
+        scopes,
+        base: &base,
+        path: store.path(digest),
+        digest,
+        size,
+        progress: printer.transfer(&short(digest), size),
+    };
     for attempt in 1..=client.attempts() {
         let start = match location.take() {
             Some(l) => l,
             None => start_upload(client, host, repo, scopes, &base)?,
         };
         let result = if size <= options.chunk_size {
-            upload_whole(client, host, scopes, &start, &path, digest, size)
+            up.whole(&start)
         } else {
-            upload_chunks(
-                client,
-                host,
-                scopes,
-                &base,
-                start,
-                &path,
-                digest,
-                size,
-                options.chunk_size,
-            )
+            up.chunks(start, options.chunk_size)
         };
         match result {
             Ok(()) => {
+                up.progress.finish("uploaded");
                 printer.step(&format!("push: {} uploaded", short(digest)));
                 return Ok(Outcome::Uploaded);
             }
             Err(SendError::Retry { wait, error }) => {
                 // The final PUT may have been stored even if its answer was lost.
                 if blob_exists(client, host, repo, scopes, digest, size)? {
+                    up.progress.finish("uploaded");
                     printer.step(&format!(
                         "push: {} uploaded (confirmed after a lost answer)",
                         short(digest)
@@ -465,38 +468,81 @@ fn start_upload(
     Ok(absolute(base, &location_of(&resp, &what)?))
 }
 
-fn file_part(path: &Path, offset: u64, len: u64) -> Result<Body, RegistryError> {
+fn file_part(
+    path: &Path,
+    offset: u64,
+    len: u64,
+    progress: &Transfer,
+) -> Result<Body, RegistryError> {
     let mut f = std::fs::File::open(path).map_err(io_err(path))?;
     f.seek(SeekFrom::Start(offset)).map_err(io_err(path))?;
-    Ok(Body::sized(f.take(len), len))
+    progress.restart_at(offset);
+    Ok(Body::sized(
+        Counted {
+            inner: f.take(len),
+            progress: progress.clone(),
+        },
+        len,
+    ))
 }
 
-fn upload_whole(
-    client: &Client,
-    host: &str,
-    scopes: &Scopes,
-    location: &str,
-    path: &Path,
-    digest: &Digest,
-    size: u64,
-) -> Result<(), SendError> {
-    let url = with_query(location, "digest", &digest.to_string());
-    let what = format!("upload of {digest}");
-    let body_error: Mutex<Option<RegistryError>> = Mutex::new(None);
-    let resp = client.send_once(host, scopes, &what, &|http, _| {
-        let body = file_part(path, 0, size).unwrap_or_else(|e| {
-            *body_error.lock().expect("lock") = Some(e);
-            Body::from(Vec::new())
-        });
-        http.put(&url)
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .header(CONTENT_LENGTH, size)
-            .body(body)
-    })?;
-    if let Some(e) = body_error.into_inner().expect("lock") {
-        return Err(SendError::Fatal(e));
+/// A reader that reports what it reads to a progress bar.
+struct Counted<R> {
+    inner: R,
+    progress: Transfer,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.add(n as u64);
+        Ok(n)
     }
-    finish_status(resp, &what)
+}
+
+/// One blob being uploaded.
+struct Upload<'a> {
+    client: &'a Client,
+    host: &'a str,
+    scopes: &'a Scopes,
+    base: &'a str,
+    path: std::path::PathBuf,
+    digest: &'a Digest,
+    size: u64,
+    progress: Transfer,
+}
+
+impl Upload<'_> {
+    /// The whole blob in one PUT.
+    fn whole(&self, location: &str) -> Result<(), SendError> {
+        let Upload {
+            client,
+            host,
+            scopes,
+            path,
+            digest,
+            size,
+            ..
+        } = self;
+        let (host, size, path) = (*host, *size, path.as_path());
+        let url = with_query(location, "digest", &digest.to_string());
+        let what = format!("upload of {digest}");
+        let body_error: Mutex<Option<RegistryError>> = Mutex::new(None);
+        let resp = client.send_once(host, scopes, &what, &|http, _| {
+            let body = file_part(path, 0, size, &self.progress).unwrap_or_else(|e| {
+                *body_error.lock().expect("lock") = Some(e);
+                Body::from(Vec::new())
+            });
+            http.put(&url)
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, size)
+                .body(body)
+        })?;
+        if let Some(e) = body_error.into_inner().expect("lock") {
+            return Err(SendError::Fatal(e));
+        }
+        finish_status(resp, &what)
+    }
 }
 
 fn finish_status(resp: reqwest::blocking::Response, what: &str) -> Result<(), SendError> {
@@ -533,104 +579,108 @@ fn next_offset(resp: &reqwest::blocking::Response) -> Option<u64> {
     Some(end + 1)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn upload_chunks(
-    client: &Client,
-    host: &str,
-    scopes: &Scopes,
-    base: &str,
-    mut location: String,
-    path: &Path,
-    digest: &Digest,
-    size: u64,
-    chunk: u64,
-) -> Result<(), SendError> {
-    let mut offset = 0u64;
-    let mut failures = 0;
-    while offset < size {
-        let len = chunk.min(size - offset);
-        let what = format!("chunk {offset}-{} of {digest}", offset + len - 1);
-        let body_error: Mutex<Option<RegistryError>> = Mutex::new(None);
-        let result = client.send_once(host, scopes, &what, &|http, _| {
-            let body = file_part(path, offset, len).unwrap_or_else(|e| {
-                *body_error.lock().expect("lock") = Some(e);
-                Body::from(Vec::new())
+impl Upload<'_> {
+    /// PATCH chunks, resuming from the registry's offset after a failure,
+    /// then the final PUT.
+    fn chunks(&self, mut location: String, chunk: u64) -> Result<(), SendError> {
+        let Upload {
+            client,
+            host,
+            scopes,
+            base,
+            path,
+            digest,
+            size,
+            ..
+        } = self;
+        let (host, base, size, path) = (*host, *base, *size, path.as_path());
+        let mut offset = 0u64;
+        let mut failures = 0;
+        while offset < size {
+            let len = chunk.min(size - offset);
+            let what = format!("chunk {offset}-{} of {digest}", offset + len - 1);
+            let body_error: Mutex<Option<RegistryError>> = Mutex::new(None);
+            let result = client.send_once(host, scopes, &what, &|http, _| {
+                let body = file_part(path, offset, len, &self.progress).unwrap_or_else(|e| {
+                    *body_error.lock().expect("lock") = Some(e);
+                    Body::from(Vec::new())
+                });
+                http.patch(&location)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_RANGE, format!("{offset}-{}", offset + len - 1))
+                    .header(CONTENT_LENGTH, len)
+                    .body(body)
             });
-            http.patch(&location)
-                .header(CONTENT_TYPE, "application/octet-stream")
-                .header(CONTENT_RANGE, format!("{offset}-{}", offset + len - 1))
-                .header(CONTENT_LENGTH, len)
-                .body(body)
-        });
-        if let Some(e) = body_error.into_inner().expect("lock") {
-            return Err(SendError::Fatal(e));
-        }
-        match result {
-            Ok(resp)
-                if resp.status() == StatusCode::ACCEPTED
-                    || resp.status() == StatusCode::NO_CONTENT =>
-            {
-                if let Ok(l) = location_of(&resp, &what) {
-                    location = absolute(base, &l);
-                }
-                offset = next_offset(&resp).unwrap_or(offset + len);
-                failures = 0;
+            if let Some(e) = body_error.into_inner().expect("lock") {
+                return Err(SendError::Fatal(e));
             }
-            Ok(resp)
-                if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE
-                    || resp.status() == StatusCode::NOT_FOUND =>
-            {
-                return Err(SendError::Retry {
-                    wait: None,
-                    error: RegistryError::Status {
+            match result {
+                Ok(resp)
+                    if resp.status() == StatusCode::ACCEPTED
+                        || resp.status() == StatusCode::NO_CONTENT =>
+                {
+                    if let Ok(l) = location_of(&resp, &what) {
+                        location = absolute(base, &l);
+                    }
+                    offset = next_offset(&resp).unwrap_or(offset + len);
+                    failures = 0;
+                }
+                Ok(resp)
+                    if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE
+                        || resp.status() == StatusCode::NOT_FOUND =>
+                {
+                    return Err(SendError::Retry {
+                        wait: None,
+                        error: RegistryError::Status {
+                            what,
+                            status: resp.status().as_u16(),
+                            body: String::new(),
+                        },
+                    })
+                }
+                Ok(resp) => {
+                    return Err(SendError::Fatal(RegistryError::Status {
                         what,
                         status: resp.status().as_u16(),
-                        body: String::new(),
-                    },
-                })
-            }
-            Ok(resp) => {
-                return Err(SendError::Fatal(RegistryError::Status {
-                    what,
-                    status: resp.status().as_u16(),
-                    body: resp.text().unwrap_or_default().chars().take(300).collect(),
-                }))
-            }
-            Err(SendError::Retry { wait, error }) => {
-                failures += 1;
-                if failures >= client.attempts() {
-                    return Err(SendError::Fatal(error));
+                        body: resp.text().unwrap_or_default().chars().take(300).collect(),
+                    }))
                 }
-                std::thread::sleep(wait.unwrap_or_else(|| backoff(failures)));
-                // Resume where the registry says it is, not from zero.
-                match client.send_once(host, scopes, "upload status", &|http, _| {
-                    http.get(&location)
-                }) {
-                    Ok(resp)
-                        if resp.status() == StatusCode::NO_CONTENT
-                            || resp.status().is_success() =>
-                    {
-                        offset = next_offset(&resp).unwrap_or(0);
-                        if let Ok(l) = location_of(&resp, "upload status") {
-                            location = absolute(base, &l);
-                        }
+                Err(SendError::Retry { wait, error }) => {
+                    failures += 1;
+                    if failures >= client.attempts() {
+                        return Err(SendError::Fatal(error));
                     }
-                    Ok(_) => return Err(SendError::Retry { wait: None, error }),
-                    Err(SendError::Fatal(e)) => return Err(SendError::Fatal(e)),
-                    Err(SendError::Retry { .. }) => {}
+                    std::thread::sleep(wait.unwrap_or_else(|| backoff(failures)));
+                    // Resume where the registry says it is, not from zero.
+                    match client.send_once(host, scopes, "upload status", &|http, _| {
+                        http.get(&location)
+                    }) {
+                        Ok(resp)
+                            if resp.status() == StatusCode::NO_CONTENT
+                                || resp.status().is_success() =>
+                        {
+                            offset = next_offset(&resp).unwrap_or(0);
+                            if let Ok(l) = location_of(&resp, "upload status") {
+                                location = absolute(base, &l);
+                            }
+                        }
+                        Ok(_) => return Err(SendError::Retry { wait: None, error }),
+                        Err(SendError::Fatal(e)) => return Err(SendError::Fatal(e)),
+                        Err(SendError::Retry { .. }) => {}
+                    }
                 }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         }
+        let url = with_query(&location, "digest", &digest.to_string());
+        let what = format!("upload of {digest}");
+        let resp = client.send_once(host, scopes, &what, &|http, _| {
+            http.put(&url)
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, "0")
+        })?;
+        finish_status(resp, &what)
     }
-    let url = with_query(&location, "digest", &digest.to_string());
-    let what = format!("upload of {digest}");
-    let resp = client.send_once(host, scopes, &what, &|http, _| {
-        http.put(&url)
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .header(CONTENT_LENGTH, "0")
-    })?;
-    finish_status(resp, &what)
 }
 
 fn short(d: &Digest) -> String {
