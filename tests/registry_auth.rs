@@ -110,6 +110,24 @@ fn push_with_config_json_credentials_and_the_ca() {
     );
     let digest = String::from_utf8_lossy(&out.stdout);
     assert!(digest.trim().ends_with(&image_digest()));
+    // The same file named by REGISTRY_AUTH_FILE (podman's variable) instead.
+    let out = assemble()
+        .env("REGISTRY_AUTH_FILE", config.join("config.json"))
+        .arg("push")
+        .arg(format!("oci:{}:0.4.0", image().display()))
+        .arg(format!("{}/team/authfile:1", s.reg.host))
+        .arg("--ca-file")
+        .arg(&s.ca)
+        .arg("--cache-dir")
+        .arg(s.dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -49,6 +49,8 @@ fn bearer_tokens_carry_every_scope_an_operation_needs() {
                 USER,
                 "--password",
                 PASSWORD,
+                "--refresh-token",
+                "refresh-t0ken",
             ])
             .arg("--key")
             .arg(d.join("token.key"))
@@ -149,5 +151,32 @@ fn bearer_tokens_carry_every_scope_an_operation_needs() {
     assert!(
         err.contains(&reg.host) && err.contains("not accepted"),
         "{err}"
+    );
+
+    // An identity token (OAuth2 refresh token) from config.json is exchanged
+    // with a POST to the realm; the secret never shows.
+    std::fs::write(
+        config.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"identitytoken":"refresh-t0ken"}}}}}}"#,
+            reg.host
+        ),
+    )
+    .unwrap();
+    let out = push("team/fourth");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("refresh-t0ken"));
+    assert!(
+        read(&log)
+            .lines()
+            .any(|l| l.starts_with("GRANTED(refresh)")
+                && l.contains("repository:team/fourth:pull,push")),
+        "{}",
+        read(&log)
     );
 }

@@ -36,6 +36,7 @@ def main():
     p.add_argument("--user", required=True)
     p.add_argument("--password", required=True)
     p.add_argument("--log", required=True)
+    p.add_argument("--refresh-token", required=True, help="identity token accepted by POST (OAuth2 refresh_token grant)")
     a = p.parse_args()
     key = serialization.load_pem_private_key(open(a.key, "rb").read(), password=None)
     cert = x509.load_pem_x509_certificate(open(a.cert, "rb").read())
@@ -49,15 +50,28 @@ def main():
             self.send_response(code)
             self.end_headers()
 
+        def do_POST(self):
+            url = urllib.parse.urlparse(self.path)
+            if url.path != "/token":
+                return self.refuse(404, "realm path %s" % url.path)
+            length = int(self.headers.get("Content-Length", "0"))
+            form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+            if form.get("grant_type") != ["refresh_token"] or form.get("refresh_token") != [a.refresh_token]:
+                return self.refuse(401, "refresh token")
+            self.grant(form, "GRANTED(refresh)")
+
         def do_GET(self):
             url = urllib.parse.urlparse(self.path)
             if url.path != "/token":
                 return self.refuse(404, "realm path %s" % url.path)
             q = urllib.parse.parse_qs(url.query)
-            if q.get("service") != [a.service]:
-                return self.refuse(400, "service %r" % q.get("service"))
             if self.headers.get("Authorization") != expected_auth:
                 return self.refuse(401, "credentials")
+            self.grant(q, "GRANTED")
+
+        def grant(self, q, word):
+            if q.get("service") != [a.service]:
+                return self.refuse(400, "service %r" % q.get("service"))
             access = []
             for scope in q.get("scope", []):
                 for one in scope.split(" "):
@@ -72,7 +86,7 @@ def main():
             signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
             token = signing_input + "." + b64url(signature)
             with open(a.log, "a") as f:
-                f.write("GRANTED %s\n" % " ".join(sorted(s for s in q.get("scope", []))))
+                f.write("%s %s\n" % (word, " ".join(sorted(s for s in q.get("scope", [])))))
             body = json.dumps({"token": token, "access_token": token, "expires_in": 300}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
