@@ -75,9 +75,9 @@ impl Cli {
 pub enum Command {
     /// Build an image from a requirement (the default command).
     Build(Box<BuildArgs>),
-    /// Push an image of an OCI layout (oci:DIR[:TAG]) to a registry.
+    /// Push an image of an OCI layout (oci:DIR[:TAG]) or oci-archive:FILE to a registry.
     Push {
-        /// oci:DIR[:TAG].
+        /// oci:DIR[:TAG] or oci-archive:FILE.
         source: String,
         /// Destination reference, HOST[:PORT]/PATH[:TAG].
         reference: String,
@@ -220,9 +220,9 @@ pub struct BuildArgs {
     /// OCI layout directory.
     #[arg(long, default_value = "build/oci", value_name = "DIR")]
     pub output: PathBuf,
-    /// Also write an archive: oci-archive:FILE | docker-archive:FILE.
+    /// Also write an archive: oci-archive:FILE | docker-archive:FILE. Repeatable.
     #[arg(long, value_name = "KIND:FILE")]
-    pub archive: Option<String>,
+    pub archive: Vec<String>,
     /// Use only vendor/ (no network).
     #[arg(long)]
     pub offline: bool,

@@ -18,8 +18,10 @@
 //! - [`build`]: the pipeline, from options to layout.
 //! - [`registry`]: references, credentials and the v2 client: push, pull, tags.
 //! - [`run`]: `assemble run`, an image run rootless for smoke tests.
+//! - [`archive`]: oci-archive and docker-archive files.
 //! - [`output`]: the one printer; [`digest`]: sha256 helpers; [`env`]: variable names.
 
+pub mod archive;
 pub mod build;
 pub mod cache;
 pub mod cli;

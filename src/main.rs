@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use assemble::archive::{self, ArchiveSpec};
 use assemble::build::{self, BuildOptions, PushTarget};
 use assemble::cache::Cache;
 use assemble::cli::{BuildArgs, Cli, Command, RegistryArgs};
@@ -70,13 +71,22 @@ fn dispatch(cli: Cli, printer: &Printer) -> Result<i32, Error> {
             registry,
         } => {
             let target = Reference::parse(&reference).map_err(RegistryError::from)?;
-            let spec = source.strip_prefix("oci:").ok_or_else(|| {
-                Error::Usage(format!("push source {source:?} is not oci:DIR[:TAG]"))
-            })?;
-            let (dir, tag) = assemble::rootfs::split_layout_ref(spec);
-            let layout = Layout::open(&dir)?;
-            let (digest, _) = layout.resolve(tag.as_deref())?;
             let cache = open_cache(cache_dir.as_deref())?;
+            let unpacked;
+            let (layout, tag) = if let Some(file) = source.strip_prefix("oci-archive:") {
+                unpacked = cache.work_dir("archive")?;
+                let layout = assemble::archive::open_oci_archive(Path::new(file), unpacked.path())?;
+                (layout, None)
+            } else {
+                let spec = source.strip_prefix("oci:").ok_or_else(|| {
+                    Error::Usage(format!(
+                        "push source {source:?} is not oci:DIR[:TAG] or oci-archive:FILE"
+                    ))
+                })?;
+                let (dir, tag) = assemble::rootfs::split_layout_ref(spec);
+                (Layout::open(&dir)?, tag)
+            };
+            let (digest, _) = layout.resolve(tag.as_deref())?;
             let report = build::push_layout(
                 &cache,
                 &layout,
@@ -194,10 +204,12 @@ fn build_command(
     cache_dir: Option<&Path>,
     printer: &Printer,
 ) -> Result<i32, Error> {
-    let not_yet = [
-        (args.archive.is_some(), "--archive"),
-        (args.offline, "--offline"),
-    ];
+    let not_yet = [(args.offline, "--offline")];
+    let archives = args
+        .archive
+        .iter()
+        .map(|a| ArchiveSpec::parse(a))
+        .collect::<Result<Vec<_>, _>>()?;
     if let Some((_, flag)) = not_yet.iter().find(|(set, _)| *set) {
         return Err(Error::NotImplemented(format!(
             "{flag} (it comes with registry and CI work)"
@@ -285,6 +297,29 @@ fn build_command(
         result.version,
         opts.output.display()
     ));
+    if !archives.is_empty() {
+        let layout = Layout::open(&opts.output)?;
+        let repo_tag = match &result.pushed {
+            Some(p) => {
+                let mut r = p.pushed.clone();
+                r.digest = None;
+                r.tag = Some(result.version.clone());
+                r.to_string()
+            }
+            None => format!("{}:{}", spec::normalise_name(&result.name), result.version),
+        };
+        for a in &archives {
+            archive::write(
+                a,
+                &layout,
+                &result.digest,
+                &result.version,
+                &repo_tag,
+                opts.epoch,
+            )?;
+            printer.step(&format!("wrote {}", a.path.display()));
+        }
+    }
     if let Some(path) = &args.result_file {
         let doc =
             serde_json::to_vec_pretty(&build::result_document(&result)).expect("result serialises");

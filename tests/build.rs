@@ -350,8 +350,7 @@ fn base_tarball_with_parent_entries_is_refused_and_nothing_escapes() {
 #[test]
 fn not_yet_implemented_flags_say_so_with_exit_2() {
     for args in [
-        &["milborne==0.4.0", "--archive", "oci-archive:x.tar"][..],
-        &["milborne==0.4.0", "--offline"],
+        &["milborne==0.4.0", "--offline"][..],
         &["vendor", "milborne==0.4.0"],
     ] {
         let out = assemble().args(args).output().unwrap();
@@ -465,4 +464,68 @@ fn result_file_names_the_index_digest_and_a_no_change_rebuild_is_all_cached() {
         .iter()
         .all(|l| l["digest"].as_str().unwrap().starts_with("sha256:")
             && l["size"].as_u64().unwrap() > 0));
+}
+
+#[test]
+fn archives_are_read_by_skopeo() {
+    let _ = image();
+    let tmp = tempfile::tempdir().unwrap();
+    let oci_archive = tmp.path().join("image.oci.tar");
+    let docker_archive = tmp.path().join("image.docker.tar");
+    let out = run(build_cmd("milborne==0.4.0", &tmp.path().join("oci"))
+        .arg("--archive")
+        .arg(format!("oci-archive:{}", oci_archive.display()))
+        .arg("--archive")
+        .arg(format!("docker-archive:{}", docker_archive.display())));
+    assert!(out.status.success());
+    let built = digest_of(&out);
+    let inspect = |r: String| {
+        let out = run(Command::new("skopeo").arg("inspect").arg(r));
+        assert!(out.status.success());
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let oci = inspect(format!("oci-archive:{}", oci_archive.display()));
+    assert_eq!(
+        oci["Digest"].as_str().unwrap(),
+        built,
+        "the oci-archive holds the built manifest"
+    );
+    let docker = inspect(format!("docker-archive:{}", docker_archive.display()));
+    assert_eq!(docker["Layers"].as_array().unwrap().len(), 4);
+    for (src, name) in [
+        (format!("oci-archive:{}", oci_archive.display()), "a"),
+        (format!("docker-archive:{}", docker_archive.display()), "b"),
+    ] {
+        let out = run(Command::new("skopeo")
+            .arg("copy")
+            .arg(src)
+            .arg(format!("oci:{}:x", tmp.path().join(name).display())));
+        assert!(
+            out.status.success(),
+            "skopeo copy reads every blob with its digest checked"
+        );
+    }
+    let listing = run(Command::new("tar").arg("-tf").arg(&docker_archive));
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("manifest.json"));
+    let manifest = run(Command::new("tar")
+        .arg("-xOf")
+        .arg(&docker_archive)
+        .arg("manifest.json"));
+    let m: serde_json::Value = serde_json::from_slice(&manifest.stdout).unwrap();
+    assert_eq!(
+        m[0]["RepoTags"][0], "milborne:0.4.0",
+        "docker load will tag it"
+    );
+}
+
+#[test]
+fn bad_archive_specs_exit_2() {
+    let out = assemble()
+        .args(["milborne==0.4.0", "--archive", "zip:x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("oci-archive:FILE or docker-archive:FILE")
+    );
 }

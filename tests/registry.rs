@@ -291,3 +291,29 @@ fn skopeo_inspect_layout_layers() -> Vec<String> {
         .map(|l| l.as_str().unwrap().to_string())
         .collect()
 }
+
+#[test]
+fn an_oci_archive_is_pushed() {
+    let reg = Registry::start("", "");
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = tmp.path().join("image.oci.tar");
+    let out = run(build_cmd("milborne==0.4.0", &tmp.path().join("oci"))
+        .arg("--archive")
+        .arg(format!("oci-archive:{}", archive.display())));
+    assert!(out.status.success());
+    let out = run(assemble()
+        .arg("push")
+        .arg(format!("oci-archive:{}", archive.display()))
+        .arg(format!("{}/team/fromarchive:1", reg.host))
+        .arg("--insecure-registry")
+        .arg(&reg.host)
+        .arg("--cache-dir")
+        .arg(tmp.path().join("cache")));
+    assert!(out.status.success());
+    assert_eq!(
+        skopeo_inspect(&format!("{}/team/fromarchive:1", reg.host), false)["Digest"]
+            .as_str()
+            .unwrap(),
+        image_digest()
+    );
+}
