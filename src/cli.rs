@@ -31,6 +31,9 @@ pub struct GlobalArgs {
     /// Print only results and errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Progress, results and errors as JSON lines on stderr (for CI dashboards).
+    #[arg(long, global = true, conflicts_with = "quiet")]
+    pub json: bool,
     /// Cache directory (default: $ASSEMBLE_CACHE_DIR, else $XDG_CACHE_HOME/assemble).
     #[arg(long, global = true, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,

@@ -9,7 +9,7 @@ use assemble::build::{self, BuildOptions, PushTarget};
 use assemble::cache::Cache;
 use assemble::cli::{BuildArgs, Cli, Command, RegistryArgs};
 use assemble::oci::Layout;
-use assemble::output::Printer;
+use assemble::output::{Mode, Printer};
 use assemble::registry::transfer::{self, PushOptions};
 use assemble::registry::{Client, ClientOptions, Reference, RegistryError};
 use assemble::rootfs::BaseSource;
@@ -28,16 +28,24 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(filter)
         .init();
-    let printer = Printer::new(cli.global.quiet, cli.global.verbose);
+    let mode = if cli.global.json {
+        Mode::Json
+    } else if cli.global.quiet {
+        Mode::Quiet
+    } else {
+        Mode::Human
+    };
+    let printer = Printer::new(mode, cli.global.verbose);
     match dispatch(cli, &printer) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            eprintln!("error: {e}");
+            let mut causes = Vec::new();
             let mut source = std::error::Error::source(&e);
             while let Some(s) = source {
-                eprintln!("  caused by: {s}");
+                causes.push(s.to_string());
                 source = s.source();
             }
+            printer.error(&e.to_string(), &causes, e.exit_code());
             ExitCode::from(e.exit_code() as u8)
         }
     }

@@ -1,16 +1,29 @@
 //! The one printer for user-facing output: progress on stderr, results on stdout.
 //!
-//! On a terminal, steps are shown with a leading arrow; elsewhere (CI) they are
-//! plain lines with a timestamp offset, so a log shows where time went.
+//! On a terminal, steps are shown with a leading arrow and transfers as
+//! bars; elsewhere (CI) steps are plain lines with the elapsed seconds, so a
+//! log shows where time went; with `--json`, every event is one JSON object
+//! a line on stderr, for dashboards. stdout carries only results.
 
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
+
+/// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Arrows and bars on a terminal, timed lines elsewhere.
+    Human,
+    /// JSON lines on stderr.
+    Json,
+    /// Nothing but results and errors.
+    Quiet,
+}
 
 /// Prints progress to stderr and results to stdout.
 #[derive(Debug)]
 pub struct Printer {
     terminal: bool,
-    quiet: bool,
+    mode: Mode,
     verbose: bool,
     start: Instant,
     bars: indicatif::MultiProgress,
@@ -31,7 +44,7 @@ impl Transfer {
         }
     }
 
-    /// Starts counting again (a retried upload).
+    /// Starts counting again from `n` (a resumed upload).
     pub fn restart_at(&self, n: u64) {
         if let Some(b) = &self.bar {
             b.set_position(n);
@@ -47,11 +60,11 @@ impl Transfer {
 }
 
 impl Printer {
-    /// A printer; `quiet` drops progress, `verbose` echoes sandbox output.
-    pub fn new(quiet: bool, verbose: bool) -> Self {
+    /// A printer; `verbose` echoes sandbox output as it comes.
+    pub fn new(mode: Mode, verbose: bool) -> Self {
         Self {
             terminal: std::io::stderr().is_terminal(),
-            quiet,
+            mode,
             verbose,
             start: Instant::now(),
             bars: indicatif::MultiProgress::with_draw_target(
@@ -62,7 +75,7 @@ impl Printer {
 
     /// A progress bar for a transfer of `total` bytes, on a terminal only.
     pub fn transfer(&self, label: &str, total: u64) -> Transfer {
-        if !self.terminal || self.quiet {
+        if !self.terminal || self.mode != Mode::Human {
             return Transfer { bar: None };
         }
         let bar = self.bars.add(indicatif::ProgressBar::new(total));
@@ -82,27 +95,54 @@ impl Printer {
         self.verbose
     }
 
-    /// One progress line.
-    pub fn step(&self, msg: &str) {
-        if self.quiet {
-            return;
-        }
-        if self.terminal {
-            // Above any bars, which redraw below.
-            let _ = self.bars.println(format!("\x1b[1m==>\x1b[0m {msg}"));
-            return;
-        }
+    fn json_event(&self, value: serde_json::Value) {
         let mut err = std::io::stderr().lock();
-        if self.terminal {
-            let _ = writeln!(err, "\x1b[1m==>\x1b[0m {msg}");
-        } else {
-            let _ = writeln!(err, "[{:7.1}s] {msg}", self.start.elapsed().as_secs_f64());
+        let _ = writeln!(err, "{value}");
+    }
+
+    fn elapsed(&self) -> f64 {
+        (self.start.elapsed().as_secs_f64() * 10.0).round() / 10.0
+    }
+
+    /// One progress step.
+    pub fn step(&self, msg: &str) {
+        match self.mode {
+            Mode::Quiet => {}
+            Mode::Json => self.json_event(
+                serde_json::json!({"event": "step", "elapsed": self.elapsed(), "message": msg}),
+            ),
+            Mode::Human if self.terminal => {
+                // Above any bars, which redraw below.
+                let _ = self.bars.println(format!("\x1b[1m==>\x1b[0m {msg}"));
+            }
+            Mode::Human => {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "[{:7.1}s] {msg}", self.start.elapsed().as_secs_f64());
+            }
         }
     }
 
-    /// One result line on stdout.
+    /// One result line on stdout (and a `result` event with `--json`).
     pub fn result(&self, line: &str) {
+        if self.mode == Mode::Json {
+            self.json_event(
+                serde_json::json!({"event": "result", "elapsed": self.elapsed(), "result": line}),
+            );
+        }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");
+    }
+
+    /// The error that ends the command.
+    pub fn error(&self, message: &str, causes: &[String], exit_code: i32) {
+        if self.mode == Mode::Json {
+            self.json_event(serde_json::json!({"event": "error", "elapsed": self.elapsed(), "message": message, "causes": causes, "exit_code": exit_code}));
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "error: {message}");
+        for c in causes {
+            let _ = writeln!(err, "  caused by: {c}");
+        }
     }
 }

@@ -833,7 +833,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path()).unwrap();
         let recorder = crate::sandbox::Recorder::default();
-        let printer = Printer::new(true, false);
+        let printer = Printer::new(crate::output::Mode::Quiet, false);
         let ctx = PythonContext {
             cache: &cache,
             runner: &recorder,

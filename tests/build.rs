@@ -529,3 +529,27 @@ fn bad_archive_specs_exit_2() {
         String::from_utf8_lossy(&out.stderr).contains("oci-archive:FILE or docker-archive:FILE")
     );
 }
+
+#[test]
+fn json_mode_streams_one_event_a_line_on_stderr() {
+    let _ = image();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(build_cmd("milborne==0.4.0", &tmp.path().join("oci")).arg("--json"));
+    assert!(out.status.success());
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
+        .collect();
+    assert!(events.iter().any(|e| e["event"] == "step"));
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "result");
+    assert!(last["result"].as_str().unwrap().ends_with(&digest_of(&out)));
+    let bad = assemble().args(["--json", "milborne>=1"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let e: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&bad.stderr).trim()).unwrap();
+    assert_eq!(
+        (e["event"].as_str(), e["exit_code"].as_i64()),
+        (Some("error"), Some(2))
+    );
+}
