@@ -38,6 +38,8 @@ pub struct BuildOptions {
     pub epoch: u64,
     /// Ignore cached wheelhouses and layers (rootfs stay cached).
     pub rebuild: bool,
+    /// Build from an offline store only.
+    pub offline: Option<Offline>,
     /// How registries are reached (base pulls, push).
     pub registry: ClientOptions,
     /// How blobs are pushed.
@@ -165,26 +167,53 @@ pub fn build(
     runner: &dyn Runner,
     printer: &Printer,
 ) -> Result<BuildResult, Error> {
-    let base = base_rootfs(cache, &opts.base, &opts.config, &opts.registry, printer)?;
-    let python = rootfs::choose_python(
-        &base.tree,
-        opts.python.as_deref().or(opts.config.python.as_deref()),
-    )?;
-    let compiler = compiler_rootfs(cache, &opts.config, printer)?;
-    rootfs::choose_python(&compiler.tree, Some(&python)).map_err(|e| {
-        Error::Usage(format!(
-            "the compiler rootfs cannot build for the base: {e}"
-        ))
-    })?;
-    let ctx = PythonContext {
-        cache,
-        runner,
-        printer,
-        python: python.clone(),
-        epoch: opts.epoch,
-        rebuild: opts.rebuild,
-    };
-    let wheelhouse = python::compile(&ctx, &opts.requirement, &opts.pip, &compiler)?;
+    let (base, compiler, python, wheelhouse);
+    if let Some(off) = &opts.offline {
+        let blobs = off.store.blobs()?;
+        let lock = &off.lock;
+        base = rootfs::from_blobs(
+            cache,
+            &lock.base.key,
+            &lock.base.layers,
+            &lock.base.created_by,
+            &blobs,
+            "base rootfs",
+            printer,
+        )?;
+        compiler = rootfs::from_blobs(
+            cache,
+            &lock.compiler.key,
+            &lock.compiler.layers,
+            &lock.compiler.created_by,
+            &blobs,
+            "compiler rootfs",
+            printer,
+        )?;
+        python = lock.python.clone();
+        let ctx = python_context(cache, runner, printer, &python, opts);
+        wheelhouse = python::wheelhouse_from_store(
+            &ctx,
+            &off.store.wheels(),
+            &lock.wheels,
+            &lock.project,
+            &compiler,
+        )?;
+    } else {
+        base = base_rootfs(cache, &opts.base, &opts.config, &opts.registry, printer)?;
+        python = rootfs::choose_python(
+            &base.tree,
+            opts.python.as_deref().or(opts.config.python.as_deref()),
+        )?;
+        compiler = compiler_rootfs(cache, &opts.config, printer)?;
+        rootfs::choose_python(&compiler.tree, Some(&python)).map_err(|e| {
+            Error::Usage(format!(
+                "the compiler rootfs cannot build for the base: {e}"
+            ))
+        })?;
+        let ctx = python_context(cache, runner, printer, &python, opts);
+        wheelhouse = python::compile(&ctx, &opts.requirement, &opts.pip, &compiler)?;
+    }
+    let ctx = python_context(cache, runner, printer, &python, opts);
     let venv = python::install(&ctx, &opts.requirement, &wheelhouse, &base, &compiler)?;
     let name = wheelhouse.project.name.clone();
     let version = wheelhouse.project.version.clone();
@@ -276,6 +305,60 @@ pub fn build(
         pushed,
         layers: result_layers,
     })
+}
+
+fn python_context<'a>(
+    cache: &'a Cache,
+    runner: &'a dyn Runner,
+    printer: &'a Printer,
+    python: &str,
+    opts: &BuildOptions,
+) -> PythonContext<'a> {
+    PythonContext {
+        cache,
+        runner,
+        printer,
+        python: python.to_string(),
+        epoch: opts.epoch,
+        rebuild: opts.rebuild,
+    }
+}
+
+/// The offline store a build uses instead of the network.
+#[derive(Clone, Debug)]
+pub struct Offline {
+    /// The store.
+    pub store: crate::vendor::Store,
+    /// Its verified lock.
+    pub lock: crate::vendor::Lock,
+}
+
+/// What `assemble vendor` put in the store.
+pub fn vendor(
+    opts: &BuildOptions,
+    requirement_text: &str,
+    store: &crate::vendor::Store,
+    cache: &Cache,
+    runner: &dyn Runner,
+    printer: &Printer,
+) -> Result<crate::vendor::Lock, Error> {
+    let base = base_rootfs(cache, &opts.base, &opts.config, &opts.registry, printer)?;
+    let python = rootfs::choose_python(
+        &base.tree,
+        opts.python.as_deref().or(opts.config.python.as_deref()),
+    )?;
+    let compiler = compiler_rootfs(cache, &opts.config, printer)?;
+    let ctx = python_context(cache, runner, printer, &python, opts);
+    let wheelhouse = python::compile(&ctx, &opts.requirement, &opts.pip, &compiler)?;
+    printer.step(&format!("vendor: filling {}", store.dir().display()));
+    store.fill(
+        cache.blobs(),
+        requirement_text,
+        &python,
+        &base,
+        &compiler,
+        &wheelhouse,
+    )
 }
 
 /// The runtime layer, cached under the hash of what it is made of.

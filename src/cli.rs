@@ -120,10 +120,14 @@ pub enum Command {
         #[command(flatten)]
         registry_args: RegistryArgs,
     },
-    /// Fill vendor/ so that --offline builds need no network.
+    /// Fill the offline store (vendor/) so that --offline builds need no network.
     Vendor {
-        /// Requirement.
-        requirement: String,
+        /// The requirement and build options, as for `assemble build`.
+        #[command(flatten)]
+        build: Box<BuildArgs>,
+        /// Also write the store as one file, to carry across an air gap.
+        #[arg(long, value_name = "FILE")]
+        bundle: Option<PathBuf>,
     },
     /// Build or refresh the base and compiler rootfs.
     Base {
@@ -226,9 +230,15 @@ pub struct BuildArgs {
     /// Also write an archive: oci-archive:FILE | docker-archive:FILE. Repeatable.
     #[arg(long, value_name = "KIND:FILE")]
     pub archive: Vec<String>,
-    /// Use only vendor/ (no network).
+    /// Build from the offline store alone (no network, no mmdebstrap).
     #[arg(long)]
     pub offline: bool,
+    /// The offline store.
+    #[arg(long = "vendor", default_value = "vendor", value_name = "DIR")]
+    pub vendor: PathBuf,
+    /// Verify and use an offline store bundled by `assemble vendor --bundle` (implies --offline).
+    #[arg(long, value_name = "FILE")]
+    pub from_bundle: Option<PathBuf>,
     /// assemble.toml (default ./assemble.toml when present).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -19,6 +19,7 @@
 //! - [`registry`]: references, credentials and the v2 client: push, pull, tags.
 //! - [`run`]: `assemble run`, an image run rootless for smoke tests.
 //! - [`archive`]: oci-archive and docker-archive files.
+//! - [`vendor`]: the offline store and its one-file bundle.
 //! - [`output`]: the one printer; [`digest`]: sha256 helpers; [`env`]: variable names.
 
 pub mod archive;
@@ -39,6 +40,7 @@ pub mod runtime;
 pub mod sandbox;
 pub mod spec;
 pub mod unpack;
+pub mod vendor;
 
 /// Any failure of a command, with its exit code.
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,7 @@ use assemble::registry::{Client, ClientOptions, Reference, RegistryError};
 use assemble::rootfs::BaseSource;
 use assemble::sandbox::Bubblewrap;
 use assemble::spec::{self, PipSettings, ProjectConfig, Requirement};
+use assemble::vendor::Store;
 use assemble::{env, housekeeping, run, Error};
 
 fn main() -> ExitCode {
@@ -158,7 +159,9 @@ fn dispatch(cli: Cli, printer: &Printer) -> Result<i32, Error> {
             ));
             Ok(0)
         }
-        Command::Vendor { .. } => Err(Error::NotImplemented("`assemble vendor`".into())),
+        Command::Vendor { build, bundle } => {
+            vendor_command(*build, bundle, cache_dir.as_deref(), printer)
+        }
         Command::Base { config } => {
             let config = load_config(config.as_deref())?;
             let cache = open_cache(cache_dir.as_deref())?;
@@ -207,22 +210,7 @@ fn dispatch(cli: Cli, printer: &Printer) -> Result<i32, Error> {
 
 /// Parse, then validate, then build: nothing heavy starts before every
 /// option is known to be usable.
-fn build_command(
-    args: BuildArgs,
-    cache_dir: Option<&Path>,
-    printer: &Printer,
-) -> Result<i32, Error> {
-    let not_yet = [(args.offline, "--offline")];
-    let archives = args
-        .archive
-        .iter()
-        .map(|a| ArchiveSpec::parse(a))
-        .collect::<Result<Vec<_>, _>>()?;
-    if let Some((_, flag)) = not_yet.iter().find(|(set, _)| *set) {
-        return Err(Error::NotImplemented(format!(
-            "{flag} (it comes with registry and CI work)"
-        )));
-    }
+fn build_options(args: &BuildArgs, cache: &Cache) -> Result<BuildOptions, Error> {
     let requirement = Requirement::parse(&args.requirement)?;
     if let Some(p) = &args.python {
         spec::check_python(p)?;
@@ -277,28 +265,118 @@ fn build_command(
         Reference::for_build(&registry, "x", &[], "0").map_err(RegistryError::from)?;
         Some(PushTarget::Registry(registry))
     };
-    let opts = BuildOptions {
+    let offline = if args.offline || args.from_bundle.is_some() {
+        if args.base.is_some() || args.index_url.is_some() || !args.extra_index_url.is_empty() {
+            return Err(Error::Usage("--offline builds from the store alone: --base and index options belong to `assemble vendor`".into()));
+        }
+        let (store, lock) = match &args.from_bundle {
+            Some(bundle) => {
+                // Unpacked into the cache and kept for the build's duration.
+                let dir = cache.work_dir("bundle")?.keep();
+                Store::from_bundle(bundle, &dir)?
+            }
+            None => {
+                let store = Store::at(&args.vendor);
+                let lock = store.verify()?;
+                (store, lock)
+            }
+        };
+        if lock.requirement != args.requirement {
+            return Err(Error::Usage(format!(
+                "the offline store at {} was made for {:?}, not {:?}; run `assemble vendor {}` where the network is reachable",
+                store.dir().display(),
+                lock.requirement,
+                args.requirement,
+                args.requirement
+            )));
+        }
+        if let Some(p) = &args.python {
+            if *p != lock.python {
+                return Err(Error::Usage(format!(
+                    "the offline store holds python{} wheels, not python{p}",
+                    lock.python
+                )));
+            }
+        }
+        Some(build::Offline { store, lock })
+    } else {
+        None
+    };
+    Ok(BuildOptions {
         requirement,
-        python: args.python,
-        pip: pip.clone(),
+        python: args.python.clone(),
+        pip,
         base,
-        output: args.output,
+        output: args.output.clone(),
         config,
         epoch,
         rebuild: args.rebuild,
+        offline,
         registry: client_options(&args.registry_args),
         push_options: push_options(&args.registry_args),
         push,
-    };
-    let cache = open_cache(cache_dir)?;
+    })
+}
+
+fn sandbox_for(opts: &BuildOptions) -> Result<Bubblewrap, Error> {
     let mut runner = Bubblewrap::probe()?;
-    runner.secrets = pip
-        .index_url
+    runner.secrets = opts.pip.secrets();
+    Ok(runner)
+}
+
+fn vendor_command(
+    args: BuildArgs,
+    bundle: Option<PathBuf>,
+    cache_dir: Option<&Path>,
+    printer: &Printer,
+) -> Result<i32, Error> {
+    let cache = open_cache(cache_dir)?;
+    let opts = build_options(&args, &cache)?;
+    if opts.offline.is_some() || opts.push.is_some() {
+        return Err(Error::Usage("`assemble vendor` fills the store from the network: --offline, --from-bundle and --push do not apply".into()));
+    }
+    let runner = sandbox_for(&opts)?;
+    let store = Store::at(&args.vendor);
+    let lock = build::vendor(&opts, &args.requirement, &store, &cache, &runner, printer)?;
+    printer.step(&format!(
+        "vendor: {} wheels and {} rootfs layers in {}",
+        lock.wheels.len(),
+        lock.base.layers.len() + lock.compiler.layers.len(),
+        store.dir().display()
+    ));
+    if let Some(file) = &bundle {
+        store.write_bundle(&lock, file, opts.epoch)?;
+        printer.step(&format!("vendor: bundle written to {}", file.display()));
+    }
+    printer.result(
+        &store
+            .dir()
+            .join(assemble::vendor::LOCK)
+            .display()
+            .to_string(),
+    );
+    Ok(0)
+}
+
+fn build_command(
+    args: BuildArgs,
+    cache_dir: Option<&Path>,
+    printer: &Printer,
+) -> Result<i32, Error> {
+    let archives = args
+        .archive
         .iter()
-        .chain(&pip.extra_index_urls)
-        .cloned()
-        .collect();
-    let result = build::build(&opts, &cache, &runner, printer)?;
+        .map(|a| ArchiveSpec::parse(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cache = open_cache(cache_dir)?;
+    let opts = build_options(&args, &cache)?;
+    let runner = sandbox_for(&opts)?;
+    let result = build::build(&opts, &cache, &runner, printer);
+    if let (Some(off), Some(_)) = (&opts.offline, &args.from_bundle) {
+        // The bundle was unpacked for this build only.
+        housekeeping::remove_tree(off.store.dir())?;
+    }
+    let result = result?;
     printer.step(&format!(
         "built {} {} into {}",
         result.name,

@@ -350,6 +350,117 @@ pub fn compile(
     })
 }
 
+/// Makes the wheelhouse from an offline store's wheels: `pip wheel` with
+/// `--no-index`, `--no-deps` and every file's sha256 required, in the
+/// compiler rootfs, without network. The wheels were compiled when the store
+/// was filled, so no build dependency is needed here.
+pub fn wheelhouse_from_store(
+    ctx: &PythonContext,
+    store_wheels: &Path,
+    wheels: &BTreeMap<String, String>,
+    project: &ProjectWheel,
+    compiler: &Rootfs,
+) -> Result<Wheelhouse, PythonError> {
+    let mut key = KeyBuilder::new("wheelhouse-store-v1");
+    key.part("compiler", compiler.key.as_bytes())
+        .part("python", ctx.python.as_bytes());
+    for (file, sha) in wheels {
+        key.part("wheel", file.as_bytes())
+            .part("sha256", sha.as_bytes());
+    }
+    let key = key.finish();
+    let entry = ctx.cache.entry("wheelhouse", &key);
+    if let Some(p) = read_project(&entry) {
+        ctx.printer.step(&format!(
+            "compile: cached wheelhouse for {} {} (offline)",
+            p.name, p.version
+        ));
+        return Ok(Wheelhouse {
+            key,
+            dir: entry.join("wheels"),
+            project: p,
+        });
+    }
+    let work = ctx.cache.work_dir("wheelhouse")?;
+    let out = work.path().join("wheels");
+    let tools = work.path().join("tools");
+    for d in [&out, &tools] {
+        fs_err::create_dir(d).map_err(io_err(d))?;
+    }
+    let mut requirements = String::new();
+    for (file, sha) in wheels {
+        let (name, version) = wheel_name_version(Path::new(file)).ok_or_else(|| {
+            PythonError::Wheelhouse(format!(
+                "{file} in the offline store is not a wheel file name"
+            ))
+        })?;
+        requirements.push_str(&format!("{name}=={version} --hash=sha256:{sha}\n"));
+    }
+    let req_path = tools.join("requirements.txt");
+    fs_err::write(&req_path, requirements).map_err(io_err(&req_path))?;
+    ctx.printer.step(&format!(
+        "compile: {} wheels from the offline store, hashes checked (no network)",
+        wheels.len()
+    ));
+    let plan = Plan {
+        what: "pip wheel from the offline store".into(),
+        root: compiler.tree.clone(),
+        writable_root: false,
+        mounts: vec![
+            Mount::Bind(out.clone(), "/assemble/wheelhouse".into()),
+            Mount::ReadOnly(store_wheels.to_path_buf(), "/assemble/project".into()),
+            Mount::ReadOnly(tools.clone(), "/assemble/tools".into()),
+        ],
+        env: base_env(ctx),
+        uid: BLUE.uid as u32,
+        gid: BLUE.gid as u32,
+        cwd: "/tmp".into(),
+        share_net: false,
+        argv: [
+            &format!("python{}", ctx.python)[..],
+            "-m",
+            "pip",
+            "wheel",
+            "--no-index",
+            "--find-links",
+            "/assemble/project",
+            "--no-deps",
+            "--require-hashes",
+            "-r",
+            "/assemble/tools/requirements.txt",
+            "--wheel-dir",
+            "/assemble/wheelhouse",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    };
+    ctx.runner.run(
+        &plan,
+        Output::Capture {
+            verbose: ctx.printer.verbose(),
+        },
+    )?;
+    if !out.join(&project.file).is_file() {
+        return Err(PythonError::Wheelhouse(format!(
+            "the offline store gave no {} wheel",
+            project.file
+        )));
+    }
+    let record = work.path().join("project.json");
+    fs_err::write(
+        &record,
+        serde_json::to_vec_pretty(project).expect("serialises"),
+    )
+    .map_err(io_err(&record))?;
+    let dir = ctx.cache.commit_dir(work, "wheelhouse", &key)?;
+    Ok(Wheelhouse {
+        key,
+        dir: dir.join("wheels"),
+        project: project.clone(),
+    })
+}
+
 fn display_target(t: &str) -> &str {
     t.strip_prefix("/assemble/project/").unwrap_or(t)
 }

@@ -540,6 +540,60 @@ pub fn from_layout(
     commit(cache, work, &key, layers, created_by)
 }
 
+/// Gets a rootfs from layer blobs known by digest (an offline store): the
+/// blobs go into the cache as they are and are unpacked under `key`, the
+/// key the online build used, so both builds share one cache entry.
+pub fn from_blobs(
+    cache: &Cache,
+    key: &str,
+    layers: &[LayerBlob],
+    created_by: &[String],
+    source: &crate::oci::BlobStore,
+    name: &str,
+    printer: &Printer,
+) -> Result<Rootfs, RootfsError> {
+    if let Some(r) = load_cached(cache, key) {
+        printer.step(&format!("{name}: cached ({})", &key[..12.min(key.len())]));
+        return Ok(r);
+    }
+    printer.step(&format!(
+        "{name}: unpacking {} layers from the offline store",
+        layers.len()
+    ));
+    let work = cache.work_dir("rootfs-store")?;
+    let tree = work.path().join("tree");
+    fs_err::create_dir(&tree).map_err(io_err(&tree))?;
+    for blob in layers {
+        cache.blobs().import(source, &blob.digest)?;
+        let path = cache.blobs().path(&blob.digest);
+        let file = io::BufReader::new(fs_err::File::open(&path).map_err(io_err(&path))?);
+        let diff_id = match blob.media_type.as_str() {
+            layer::MEDIA_TYPE_TAR_GZIP => unpack_hashing(GzDecoder::new(file), &tree, name)?,
+            layer::MEDIA_TYPE_TAR => unpack_hashing(file, &tree, name)?,
+            other => {
+                return Err(RootfsError::BadBase {
+                    source_name: name.to_string(),
+                    reason: format!(
+                        "layer {} has media type {other}, which assemble cannot unpack",
+                        blob.digest
+                    ),
+                })
+            }
+        };
+        if diff_id != blob.diff_id {
+            return Err(RootfsError::BadBase {
+                source_name: name.to_string(),
+                reason: format!(
+                    "layer {} unpacks to {diff_id}, not {}",
+                    blob.digest, blob.diff_id
+                ),
+            });
+        }
+    }
+    let r = commit(cache, work, key, layers.to_vec(), created_by.to_vec())?;
+    Ok(Rootfs { cached: false, ..r })
+}
+
 /// Interpreter versions (`3.11`) the tree has in /usr/bin.
 pub fn python_versions(tree: &Path) -> Vec<String> {
     let mut found: Vec<String> = std::fs::read_dir(tree.join("usr/bin"))

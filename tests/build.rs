@@ -347,18 +347,6 @@ fn base_tarball_with_parent_entries_is_refused_and_nothing_escapes() {
     assert!(!tmp.path().join("oci/index.json").exists());
 }
 
-#[test]
-fn not_yet_implemented_flags_say_so_with_exit_2() {
-    for args in [
-        &["milborne==0.4.0", "--offline"][..],
-        &["vendor", "milborne==0.4.0"],
-    ] {
-        let out = assemble().args(args).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
-    }
-}
-
 fn manifest_layers(layout: &std::path::Path, tag: &str) -> Vec<String> {
     let info = inspect(layout, tag);
     info["Layers"]
