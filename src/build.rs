@@ -353,11 +353,14 @@ pub fn vendor(
     printer.step(&format!("vendor: filling {}", store.dir().display()));
     store.fill(
         cache.blobs(),
-        requirement_text,
-        &python,
-        &base,
-        &compiler,
-        &wheelhouse,
+        &crate::vendor::Contents {
+            requirement: requirement_text,
+            python: &python,
+            base: &base,
+            compiler: &compiler,
+            wheelhouse: &wheelhouse,
+            constraints: opts.pip.constraints.as_deref(),
+        },
     )
 }
 

@@ -6,6 +6,7 @@
 //!                             the project's wheel, and every file's sha256
 //! vendor/blobs/sha256/<hex>   the rootfs layer blobs, the same bytes as the cache
 //! vendor/wheels/*.whl         every wheel the image installs, compiled online
+//! vendor/constraints.txt      the pip constraints used, when there were any
 //! ```
 //!
 //! The wheels are stored compiled (the output of `pip wheel` in the compiler
@@ -52,8 +53,29 @@ pub struct Lock {
     pub compiler: LockedRootfs,
     /// The project's own wheel.
     pub project: ProjectWheel,
+    /// The constraints the wheels were resolved with (kept as a record: the
+    /// wheels already satisfy them), and the file's sha256.
+    #[serde(default)]
+    pub constraints: Option<String>,
     /// Every wheel, by file name, with its sha256 (hex).
     pub wheels: BTreeMap<String, String>,
+}
+
+/// What a build used, to be kept in the store.
+#[derive(Clone, Copy)]
+pub struct Contents<'a> {
+    /// The requirement as given.
+    pub requirement: &'a str,
+    /// Interpreter version.
+    pub python: &'a str,
+    /// Base rootfs.
+    pub base: &'a Rootfs,
+    /// Compiler rootfs.
+    pub compiler: &'a Rootfs,
+    /// The compiled wheels.
+    pub wheelhouse: &'a Wheelhouse,
+    /// The constraints file, if any.
+    pub constraints: Option<&'a [u8]>,
 }
 
 /// An offline store on disk.
@@ -94,16 +116,23 @@ impl Store {
 
     /// Adds what a build used to the store, copying only what is missing,
     /// then writes the lock (last, atomically).
-    pub fn fill(
-        &self,
-        cache_blobs: &BlobStore,
-        requirement: &str,
-        python: &str,
-        base: &Rootfs,
-        compiler: &Rootfs,
-        wheelhouse: &Wheelhouse,
-    ) -> Result<Lock, Error> {
+    pub fn fill(&self, cache_blobs: &BlobStore, what: &Contents) -> Result<Lock, Error> {
+        let Contents {
+            requirement,
+            python,
+            base,
+            compiler,
+            wheelhouse,
+            constraints,
+        } = *what;
         let blobs = self.blobs()?;
+        let constraints = match constraints {
+            Some(c) => {
+                oci::write_atomic(&self.dir.join("constraints.txt"), c)?;
+                Some(Digest::of(c).hex().to_string())
+            }
+            None => None,
+        };
         for l in base.layers.iter().chain(&compiler.layers) {
             blobs.import(cache_blobs, &l.digest)?;
         }
@@ -143,6 +172,7 @@ impl Store {
             base: locked(base),
             compiler: locked(compiler),
             project: wheelhouse.project.clone(),
+            constraints,
             wheels,
         };
         let bytes = serde_json::to_vec_pretty(&lock).expect("the lock serialises");
