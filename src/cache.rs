@@ -76,6 +76,8 @@ impl Cache {
             fs_err::create_dir_all(&p).map_err(|source| CacheError::Io { path: p, source })?;
         }
         let blobs = BlobStore::open(root.join("blobs").join("sha256"))?;
+        remove_stale(&root.join("tmp"), STALE_AFTER);
+        remove_stale(blobs.dir(), STALE_AFTER);
         Ok(Self {
             root: root.to_path_buf(),
             blobs,
@@ -147,6 +149,40 @@ impl Cache {
     }
 }
 
+/// Work left by a killed run is removed once it is this old: no live build
+/// keeps a temporary entry for a day.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Removes temporary entries (work directories, `.`-prefixed temporary
+/// files) older than `age`; final names are never touched.
+fn remove_stale(dir: &Path, age: std::time::Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let is_tmp_dir = dir.ends_with("tmp");
+        let is_tmp_file = e.file_name().to_string_lossy().starts_with('.');
+        if !(is_tmp_dir || is_tmp_file) {
+            continue;
+        }
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|a| a > age);
+        if old {
+            let p = e.path();
+            if p.is_dir() {
+                crate::unpack::make_writable(&p);
+                let _ = std::fs::remove_dir_all(&p);
+            } else {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+}
+
 /// Builds a cache key from labelled parts; each part is length-prefixed so
 /// that no two different lists of parts give the same key.
 #[derive(Default)]
@@ -180,6 +216,18 @@ impl KeyBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_temporary_entries_go_and_final_names_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = dir.path().join("blobs");
+        std::fs::create_dir(&blobs).unwrap();
+        std::fs::write(blobs.join(".layer-x"), "partial").unwrap();
+        std::fs::write(blobs.join("ab"), "final").unwrap();
+        remove_stale(&blobs, std::time::Duration::ZERO);
+        assert!(!blobs.join(".layer-x").exists());
+        assert!(blobs.join("ab").exists());
+    }
 
     #[test]
     fn key_parts_are_not_ambiguous() {
