@@ -97,6 +97,7 @@ impl Error {
             Error::Usage(_) | Error::NotImplemented(_) | Error::Spec(_) => true,
             Error::Rootfs(e) => e.is_bad_input(),
             Error::Unpack(e) => e.is_bad_input(),
+            Error::Python(P::HostileWheel { .. }) => true,
             Error::Sandbox(e) | Error::Python(P::Sandbox(e)) => {
                 matches!(e, S::NoBubblewrap | S::NoUserNamespaces { .. })
             }

@@ -26,6 +26,14 @@ pub enum PythonError {
     /// The wheelhouse does not hold what was asked for.
     #[error("{0}")]
     Wheelhouse(String),
+    /// A wheel would write outside the venv.
+    #[error("refusing wheel {wheel}: its entry {entry:?} points outside the virtualenv")]
+    HostileWheel {
+        /// The wheel file.
+        wheel: String,
+        /// The member or RECORD entry.
+        entry: String,
+    },
     /// The compiler rootfs lacks pip's wheel.
     #[error("the compiler rootfs has no pip wheel in /usr/share/python-wheels; it needs python3-venv (python3-pip-whl)")]
     NoPipWheel,
@@ -602,6 +610,7 @@ pub fn install(
             }
         }
     }
+    check_wheelhouse(&wheelhouse.dir)?;
     let pip_whl = find_pip_wheel(&compiler.tree)?;
     let work = ctx.cache.work_dir("venv")?;
     let venv = work.path().join("app");
@@ -743,7 +752,10 @@ pub fn split_venv(venv: &Path, python: &str, project: &str) -> Result<Split, Pyt
                 continue;
             };
             let Some(rel) = normalise_rel(&site_rel.join(&path)) else {
-                continue;
+                return Err(PythonError::HostileWheel {
+                    wheel: name.clone(),
+                    entry: path,
+                });
             };
             if dist == project_norm {
                 project_files.push(rel.clone());
@@ -783,6 +795,71 @@ pub fn split_venv(venv: &Path, python: &str, project: &str) -> Result<Split, Pyt
         };
     }
     Ok(split)
+}
+
+/// Refuses wheels whose member names are absolute or climb with `..`:
+/// whatever pip would do with them, they have no business in an image.
+fn check_wheelhouse(dir: &Path) -> Result<(), PythonError> {
+    for e in fs_err::read_dir(dir).map_err(io_err(dir))?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".whl") {
+            continue;
+        }
+        let members = zip_member_names(&e.path()).map_err(|err| {
+            PythonError::Wheelhouse(format!("{name} is not a readable wheel (zip): {err}"))
+        })?;
+        for m in members {
+            let bad = m.starts_with('/') || m.contains('\\') || m.split('/').any(|c| c == "..");
+            if bad {
+                return Err(PythonError::HostileWheel {
+                    wheel: name,
+                    entry: m,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Member names of a zip file, from its central directory.
+pub fn zip_member_names(path: &Path) -> std::io::Result<Vec<String>> {
+    use std::io::{Error, ErrorKind};
+    let data = std::fs::read(path)?;
+    let bad = |what: &str| Error::new(ErrorKind::InvalidData, what.to_string());
+    let u16_at = |i: usize| -> std::io::Result<usize> {
+        data.get(i..i + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+            .ok_or_else(|| bad("truncated"))
+    };
+    let u32_at = |i: usize| -> std::io::Result<usize> {
+        data.get(i..i + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or_else(|| bad("truncated"))
+    };
+    // The end-of-central-directory record sits in the last 64 KiB + 22 bytes.
+    let floor = data.len().saturating_sub(65_535 + 22);
+    let eocd = (floor..data.len().saturating_sub(21))
+        .rev()
+        .find(|&i| data[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])
+        .ok_or_else(|| bad("no end of central directory"))?;
+    let count = u16_at(eocd + 10)?;
+    let mut at = u32_at(eocd + 16)?;
+    if at == 0xffff_ffff {
+        return Err(bad("zip64 archives are not supported"));
+    }
+    let mut names = Vec::with_capacity(count);
+    for _ in 0..count {
+        if data.get(at..at + 4) != Some(&[0x50, 0x4b, 0x01, 0x02][..]) {
+            return Err(bad("bad central directory entry"));
+        }
+        let (n, x, c) = (u16_at(at + 28)?, u16_at(at + 30)?, u16_at(at + 32)?);
+        let name = data
+            .get(at + 46..at + 46 + n)
+            .ok_or_else(|| bad("truncated name"))?;
+        names.push(String::from_utf8_lossy(name).into_owned());
+        at += 46 + n + x + c;
+    }
+    Ok(names)
 }
 
 fn first_csv_field(line: &str) -> Option<String> {
@@ -918,7 +995,19 @@ mod tests {
     }
 
     #[test]
-    fn record_paths_leaving_the_venv_are_ignored() {
+    fn record_paths_leaving_the_venv_are_refused() {
+        let v = tempfile::tempdir().unwrap();
+        let sp = "lib/python3.11/site-packages";
+        write(
+            &v.path().join(format!("{sp}/evil-1.0.dist-info/RECORD")),
+            "../../../../../etc/passwd,,\n",
+        );
+        let e = split_venv(v.path(), "3.11", "evil").unwrap_err();
+        assert!(matches!(e, PythonError::HostileWheel { .. }), "{e}");
+    }
+
+    #[test]
+    fn record_paths_leaving_the_venv_normalise_to_none() {
         assert_eq!(
             normalise_rel(Path::new(
                 "lib/python3.11/site-packages/../../../../etc/passwd"
@@ -928,6 +1017,44 @@ mod tests {
         assert_eq!(
             normalise_rel(Path::new("lib/x/../../bin/a")),
             Some(PathBuf::from("bin/a"))
+        );
+    }
+
+    fn zip_with(names: &[&str]) -> tempfile::NamedTempFile {
+        // Built by Python's zipfile, which writes any member name it is given.
+        let f = tempfile::Builder::new().suffix(".whl").tempfile().unwrap();
+        let script = format!(
+            "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1], 'w')\nfor n in {names:?}:\n    z.writestr(n, 'x')\nz.close()"
+        );
+        let ok = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(f.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        f
+    }
+
+    #[test]
+    fn zip_member_names_are_read_from_the_central_directory() {
+        let f = zip_with(&["a/b.py", "a-1.0.dist-info/RECORD"]);
+        assert_eq!(
+            zip_member_names(f.path()).unwrap(),
+            ["a/b.py", "a-1.0.dist-info/RECORD"]
+        );
+    }
+
+    #[test]
+    fn wheels_with_members_outside_the_venv_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = zip_with(&["ok.py", "../../etc/cron.d/evil"]);
+        std::fs::copy(f.path(), dir.path().join("evil-1.0-py3-none-any.whl")).unwrap();
+        let e = check_wheelhouse(dir.path()).unwrap_err();
+        assert!(
+            matches!(e, PythonError::HostileWheel { ref entry, .. } if entry == "../../etc/cron.d/evil"),
+            "{e}"
         );
     }
 

@@ -183,3 +183,33 @@ fn a_full_filesystem_fails_with_exit_1_and_leaves_nothing_that_looks_complete() 
         "no temporary file left:\n{listing}"
     );
 }
+
+#[test]
+fn a_wheel_with_a_member_outside_the_venv_is_refused_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wheel = tmp.path().join("evil-1.0-py3-none-any.whl");
+    let script = "import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1], 'w')
+z.writestr('evil/__init__.py', '')
+z.writestr('evil-1.0.dist-info/METADATA', 'Metadata-Version: 2.1\\nName: evil\\nVersion: 1.0\\n')
+z.writestr('evil-1.0.dist-info/WHEEL', 'Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n')
+z.writestr('../../../../tmp/escaped-by-wheel', 'x')
+z.writestr('evil-1.0.dist-info/RECORD', '')
+z.close()";
+    assert!(Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&wheel)
+        .status()
+        .unwrap()
+        .success());
+    let out = build_cmd(&wheel, &tmp.path().join("oci")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("../../../../tmp/escaped-by-wheel") && err.contains("outside the virtualenv"),
+        "{err}"
+    );
+    assert!(!std::path::Path::new("/tmp/escaped-by-wheel").exists());
+    assert!(!tmp.path().join("oci/index.json").exists());
+}
