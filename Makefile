@@ -28,6 +28,7 @@ test:
 # bash .ci/example makes it). Prints ratios; never part of the test suite.
 bench: assemble
 	bash benches/push.sh build/oci
+	bash benches/pack.sh
 
 clean: assemble
 	$(ASSEMBLE) clean
