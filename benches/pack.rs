@@ -10,7 +10,10 @@ use std::time::Instant;
 use assemble::layer::{add_tree, Compression, Layer, Owner};
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let [dir, out] = args.as_slice() else {
         eprintln!("usage: pack DIR OUTDIR");
         std::process::exit(2);
@@ -19,7 +22,14 @@ fn main() {
     std::fs::create_dir_all(&out).expect("output directory");
     let start = Instant::now();
     let mut layer = Layer::new();
-    add_tree(&mut layer, &dir, "home/blue/app", Owner { uid: 1000, gid: 33 }, |_| true).expect("walk");
+    add_tree(
+        &mut layer,
+        &dir,
+        "home/blue/app",
+        Owner { uid: 1000, gid: 33 },
+        |_| true,
+    )
+    .expect("walk");
     let blob = layer.write_blob(&out, Compression::Gzip, 0).expect("pack");
     let secs = start.elapsed().as_secs_f64();
     println!("{secs:.3} {} {} {}", blob.size, layer.len(), blob.digest);

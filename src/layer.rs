@@ -2,7 +2,8 @@
 //!
 //! Everything that reaches a digest is set explicitly: entry order (sorted by
 //! path bytes), mtime (`SOURCE_DATE_EPOCH` or 0), owners, modes, the gzip
-//! header (no name, mtime 0, OS "unknown") and the compression level. Long
+//! header (no name, mtime 0, OS "unknown"), the compression level and the
+//! gzip member size (see [`crate::compress`]). Long
 //! names and link targets use PAX records. Memory stays flat: file contents
 //! are streamed from disk.
 
@@ -10,8 +11,6 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-
-use flate2::{Compression as Level, GzBuilder};
 
 use crate::digest::{Digest, HashingWriter};
 
@@ -127,7 +126,9 @@ impl Entry {
 /// Compression of a layer blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
-    /// gzip at level 6, the peers' default.
+    /// gzip at level 5 in 2 MiB members on every core ([`crate::compress`]):
+    /// measured against level 6, 8% faster for 0.3% more bytes, and still
+    /// smaller than umoci's output (benches/pack.sh).
     Gzip,
 }
 
@@ -218,10 +219,7 @@ impl Layer {
             io::BufWriter::with_capacity(1 << 16, tmp.as_file().try_clone().map_err(io_err)?);
         let compressed = HashingWriter::new(file);
         let Compression::Gzip = compression;
-        let gz = GzBuilder::new()
-            .mtime(0)
-            .operating_system(255)
-            .write(compressed, Level::new(6));
+        let gz = crate::compress::ParallelGzip::new(compressed);
         let (gz, diff_id, _) = self.write_tar(gz, mtime)?;
         let compressed = gz.finish().map_err(io_err)?;
         let (mut file, digest, size) = compressed.finish();
@@ -463,10 +461,7 @@ pub fn compress_tar_blob(mut tar: impl Read, dir: &Path) -> Result<LayerBlob, La
     };
     let tmp = crate::oci::temp_file(dir, ".layer-").map_err(io_err)?;
     let file = io::BufWriter::with_capacity(1 << 16, tmp.as_file().try_clone().map_err(io_err)?);
-    let gz = GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(HashingWriter::new(file), Level::new(6));
+    let gz = crate::compress::ParallelGzip::new(HashingWriter::new(file));
     let mut plain = HashingWriter::new(gz);
     io::copy(&mut tar, &mut plain).map_err(io_err)?;
     let (gz, diff_id, _) = plain.finish();

@@ -11,7 +11,8 @@
 //! - [`python`]: `pip wheel` in the compiler, the venv in the base, and the
 //!   split of the venv into per-distribution layers.
 //! - [`runtime`]: the entrypoint, templates and settings layer.
-//! - [`layer`]: deterministic tar, compressed and hashed in one pass.
+//! - [`layer`]: deterministic tar, compressed and hashed in one pass;
+//!   [`compress`]: deterministic gzip on every core.
 //! - [`unpack`]: safe extraction of untrusted tarballs.
 //! - [`oci`]: image config, manifest, index and the OCI layout.
 //! - [`cache`]: the content-addressed cache.
@@ -26,6 +27,7 @@ pub mod archive;
 pub mod build;
 pub mod cache;
 pub mod cli;
+pub mod compress;
 pub mod digest;
 pub mod env;
 pub mod housekeeping;

@@ -11,7 +11,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder as GzDecoder;
 
 use crate::cache::{Cache, CacheError, KeyBuilder};
 use crate::digest::{Digest, HashingReader};

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder as GzDecoder;
 
 use crate::cache::Cache;
 use crate::layer;
