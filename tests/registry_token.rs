@@ -84,6 +84,7 @@ fn bearer_tokens_carry_every_scope_an_operation_needs() {
     let push = |repo: &str| {
         assemble()
             .env("DOCKER_CONFIG", &config)
+            .env("ASSEMBLE_LOG", "assemble=debug")
             .arg("push")
             .arg(format!("oci:{}:0.4.0", image().display()))
             .arg(format!("{}/{repo}:1", reg.host))
@@ -107,8 +108,9 @@ fn bearer_tokens_carry_every_scope_an_operation_needs() {
         .count();
     assert!(
         (1..=2).contains(&first_grants),
-        "one token for the whole push (plus one if it expired): {first_grants}\n{}",
-        read(&log)
+        "one token for the whole push (plus one if it expired): {first_grants}\n{}\n{}",
+        read(&log),
+        String::from_utf8_lossy(&out.stderr)
     );
 
     let out = push("team/second");

@@ -165,6 +165,21 @@ impl Client {
         Ok(format!("{scheme}://{host}"))
     }
 
+    /// Forgets the cached token for these scopes, but only if it is the one
+    /// that was refused: a request sent before any token existed must not
+    /// throw away the token another thread has just fetched.
+    fn forget_token(&self, host: &str, scopes: &Scopes, sent: Option<&str>) {
+        let Some(sent) = sent else { return };
+        let mut tokens = self.tokens.lock().expect("lock");
+        let key = (host.to_string(), scopes.key());
+        if tokens
+            .get(&key)
+            .is_some_and(|t| sent == format!("Bearer {}", t.value))
+        {
+            tokens.remove(&key);
+        }
+    }
+
     /// Uses these credentials for a host instead of the stored ones (login).
     pub fn use_credentials(&self, host: &str, username: &str, password: &str) {
         self.credentials.lock().expect("lock").insert(
@@ -205,7 +220,8 @@ impl Client {
         loop {
             attempt += 1;
             let mut req = build(self.http(host), &base);
-            if let Some(h) = self.auth_header(host, scopes)? {
+            let sent = self.auth_header(host, scopes)?;
+            if let Some(h) = &sent {
                 req = req.header(AUTHORIZATION, h);
             }
             let result = req.send();
@@ -213,10 +229,8 @@ impl Client {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !authenticated_once => {
                     authenticated_once = true;
                     // The token we sent, if any, is not enough: forget it.
-                    self.tokens
-                        .lock()
-                        .expect("lock")
-                        .remove(&(host.to_string(), scopes.key()));
+                    tracing::debug!(host, what, sent_token = sent.is_some(), "401");
+                    self.forget_token(host, scopes, sent.as_deref());
                     self.learn_challenge(host, resp.headers())?;
                     attempt -= 1;
                     continue;
@@ -274,15 +288,14 @@ impl Client {
         let base = self.base_url(host).map_err(SendError::Fatal)?;
         for _ in 0..2 {
             let mut req = build(self.http(host), &base);
-            if let Some(h) = self.auth_header(host, scopes).map_err(SendError::Fatal)? {
+            let sent = self.auth_header(host, scopes).map_err(SendError::Fatal)?;
+            if let Some(h) = &sent {
                 req = req.header(AUTHORIZATION, h);
             }
             match req.send() {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
-                    self.tokens
-                        .lock()
-                        .expect("lock")
-                        .remove(&(host.to_string(), scopes.key()));
+                    tracing::debug!(host, what, sent_token = sent.is_some(), "401");
+                    self.forget_token(host, scopes, sent.as_deref());
                     self.learn_challenge(host, resp.headers())
                         .map_err(SendError::Fatal)?;
                 }
@@ -360,11 +373,6 @@ impl Client {
             .lock()
             .expect("lock")
             .insert(host.to_string(), mode);
-        // A fresh challenge means any token we had for this host is not enough.
-        self.tokens
-            .lock()
-            .expect("lock")
-            .retain(|(h, _), _| h != host);
         Ok(())
     }
 
@@ -402,6 +410,7 @@ impl Client {
                 if let Some(h) = cached(&self.tokens.lock().expect("lock")) {
                     return Ok(Some(h));
                 }
+                tracing::debug!(host, scopes = %scopes.key(), "fetching a token");
                 let token = self.fetch_token(host, &realm, &service, scopes)?;
                 let header = format!("Bearer {}", token.value);
                 self.tokens.lock().expect("lock").insert(key, token);
