@@ -2,7 +2,7 @@
 //! prints the wall time, the blob size and its digest. Driven by
 //! benches/pack.sh, which measures a peer on the same tree in the same run.
 //!
-//!     cargo bench --bench pack -- DIR OUTDIR
+//!     cargo bench --bench pack -- DIR OUTDIR [gzip|zstd]
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -14,9 +14,14 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    let [dir, out] = args.as_slice() else {
-        eprintln!("usage: pack DIR OUTDIR");
-        std::process::exit(2);
+    let (dir, out, compression) = match args.as_slice() {
+        [d, o] => (d, o, Compression::Gzip),
+        [d, o, c] if c == "zstd" => (d, o, Compression::Zstd),
+        [d, o, c] if c == "gzip" => (d, o, Compression::Gzip),
+        _ => {
+            eprintln!("usage: pack DIR OUTDIR [gzip|zstd]");
+            std::process::exit(2);
+        }
     };
     let (dir, out) = (PathBuf::from(dir), PathBuf::from(out));
     std::fs::create_dir_all(&out).expect("output directory");
@@ -30,7 +35,7 @@ fn main() {
         |_| true,
     )
     .expect("walk");
-    let blob = layer.write_blob(&out, Compression::Gzip, 0).expect("pack");
+    let blob = layer.write_blob(&out, compression, 0).expect("pack");
     let secs = start.elapsed().as_secs_f64();
     println!("{secs:.3} {} {} {}", blob.size, layer.len(), blob.digest);
 }

@@ -38,6 +38,8 @@ pub struct BuildOptions {
     pub epoch: u64,
     /// Ignore cached wheelhouses and layers (rootfs stay cached).
     pub rebuild: bool,
+    /// Compression of the layers built (a given base keeps its own).
+    pub compression: Compression,
     /// Build from an offline store only.
     pub offline: Option<Offline>,
     /// How registries are reached (base pulls, push).
@@ -223,7 +225,8 @@ pub fn build(
         installed: &venv.installed,
         services: &opts.config.services,
     };
-    let (runtime_blob, runtime_cached) = runtime_layer(cache, &project, opts.epoch)?;
+    let (runtime_blob, runtime_cached) =
+        runtime_layer(cache, &project, opts.epoch, opts.compression)?;
 
     let mut layers: Vec<ImageLayer> = base
         .layers
@@ -321,6 +324,7 @@ fn python_context<'a>(
         python: python.to_string(),
         epoch: opts.epoch,
         rebuild: opts.rebuild,
+        compression: opts.compression,
     }
 }
 
@@ -369,10 +373,12 @@ fn runtime_layer(
     cache: &Cache,
     project: &Project,
     epoch: u64,
+    compression: Compression,
 ) -> Result<(crate::layer::LayerBlob, bool), Error> {
     let layer = runtime::layer(project);
     let mut key = crate::cache::KeyBuilder::new("runtime-layer-v1");
-    key.part("epoch", epoch.to_string().as_bytes());
+    key.part("epoch", epoch.to_string().as_bytes())
+        .part("compression", compression.name().as_bytes());
     for e in layer.entries() {
         key.part("path", e.path.as_bytes())
             .part("mode", &e.mode.to_le_bytes())
@@ -390,7 +396,7 @@ fn runtime_layer(
             return Ok((blob, true));
         }
     }
-    let blob = layer.write_blob(cache.blobs().dir(), Compression::Gzip, epoch)?;
+    let blob = layer.write_blob(cache.blobs().dir(), compression, epoch)?;
     cache.put_json("layers", &key, &blob)?;
     Ok((blob, false))
 }

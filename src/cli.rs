@@ -251,6 +251,9 @@ pub struct BuildArgs {
     /// Rebuild the wheelhouse and layers even when cached (the rootfs stay cached).
     #[arg(long)]
     pub rebuild: bool,
+    /// Compression of the layers assemble builds: gzip (every engine) or zstd.
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub compression: crate::layer::Compression,
 }
 
 #[cfg(test)]

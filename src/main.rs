@@ -311,6 +311,7 @@ fn build_options(args: &BuildArgs, cache: &Cache) -> Result<BuildOptions, Error>
         config,
         epoch,
         rebuild: args.rebuild,
+        compression: args.compression,
         offline,
         registry: client_options(&args.registry_args),
         push_options: push_options(&args.registry_args),

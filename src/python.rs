@@ -96,6 +96,8 @@ pub struct PythonContext<'a> {
     pub epoch: u64,
     /// Ignore cached wheelhouses and layers.
     pub rebuild: bool,
+    /// Compression of the layers built.
+    pub compression: layer::Compression,
 }
 
 fn base_env(ctx: &PythonContext) -> Vec<(String, String)> {
@@ -596,6 +598,7 @@ pub fn install(
         .part("python", ctx.python.as_bytes())
         .part("extras", req.extras.join(",").as_bytes())
         .part("epoch", ctx.epoch.to_string().as_bytes())
+        .part("compression", ctx.compression.name().as_bytes())
         .finish();
     if !ctx.rebuild {
         if let Some(cached) = ctx.cache.get_json::<VenvLayers>("layers", &key) {
@@ -672,7 +675,7 @@ pub fn install(
         let mut l = Layer::new();
         blue_home_skeleton(&mut l);
         layer::add_tree(&mut l, &venv, VENV, BLUE, |rel| files.contains(rel))?;
-        Ok(l.write_blob(ctx.cache.blobs().dir(), layer::Compression::Gzip, ctx.epoch)?)
+        Ok(l.write_blob(ctx.cache.blobs().dir(), ctx.compression, ctx.epoch)?)
     };
     let (dependencies, application) = std::thread::scope(|s| {
         let deps = s.spawn(|| pack(&split.dependencies));
@@ -1079,6 +1082,7 @@ mod tests {
             python: "3.11".into(),
             epoch: 0,
             rebuild: false,
+            compression: layer::Compression::Gzip,
         };
         let compiler = Rootfs {
             key: "k".into(),

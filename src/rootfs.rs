@@ -509,11 +509,9 @@ pub fn from_layout(
         let file = io::BufReader::new(
             fs_err::File::open(cache.blobs().path(&digest)).map_err(io_err(dir))?,
         );
-        let diff_id = match media_type.as_str() {
-            layer::MEDIA_TYPE_TAR_GZIP | "application/vnd.docker.image.rootfs.diff.tar.gzip" => unpack_hashing(GzDecoder::new(file), &tree, &name)?,
-            layer::MEDIA_TYPE_TAR => unpack_hashing(file, &tree, &name)?,
-            other => return Err(bad(format!("layer {digest} has media type {other}, which assemble cannot unpack yet (gzip and plain tar are supported)"))),
-        };
+        let reader =
+            layer::decoder(&media_type, file).map_err(|e| bad(format!("layer {digest}: {e}")))?;
+        let diff_id = unpack_hashing(reader, &tree, &name)?;
         if diff_id.to_string() != *expected_diff {
             return Err(bad(format!(
                 "layer {digest} unpacks to {diff_id}, but the config says {expected_diff}"
@@ -567,19 +565,11 @@ pub fn from_blobs(
         cache.blobs().import(source, &blob.digest)?;
         let path = cache.blobs().path(&blob.digest);
         let file = io::BufReader::new(fs_err::File::open(&path).map_err(io_err(&path))?);
-        let diff_id = match blob.media_type.as_str() {
-            layer::MEDIA_TYPE_TAR_GZIP => unpack_hashing(GzDecoder::new(file), &tree, name)?,
-            layer::MEDIA_TYPE_TAR => unpack_hashing(file, &tree, name)?,
-            other => {
-                return Err(RootfsError::BadBase {
-                    source_name: name.to_string(),
-                    reason: format!(
-                        "layer {} has media type {other}, which assemble cannot unpack",
-                        blob.digest
-                    ),
-                })
-            }
-        };
+        let reader = layer::decoder(&blob.media_type, file).map_err(|e| RootfsError::BadBase {
+            source_name: name.to_string(),
+            reason: format!("layer {}: {e}", blob.digest),
+        })?;
+        let diff_id = unpack_hashing(reader, &tree, name)?;
         if diff_id != blob.diff_id {
             return Err(RootfsError::BadBase {
                 source_name: name.to_string(),

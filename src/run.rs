@@ -8,8 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use flate2::read::MultiGzDecoder as GzDecoder;
-
 use crate::cache::Cache;
 use crate::layer;
 use crate::oci::{self, Layout};
@@ -128,17 +126,9 @@ pub fn unpack_image(
             source,
         })?);
         let media = desc.media_type().to_string();
-        match media.as_str() {
-            layer::MEDIA_TYPE_TAR_GZIP | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
-                crate::unpack::unpack(GzDecoder::new(file), tree)?
-            }
-            layer::MEDIA_TYPE_TAR => crate::unpack::unpack(file, tree)?,
-            other => {
-                return Err(Error::Usage(format!(
-                    "layer {digest} has media type {other}, which assemble run cannot unpack yet"
-                )))
-            }
-        };
+        let reader = layer::decoder(&media, file)
+            .map_err(|e| Error::Usage(format!("layer {digest}: {e}")))?;
+        crate::unpack::unpack(reader, tree)?;
     }
     Ok(())
 }

@@ -566,3 +566,56 @@ fn clean_and_purge_say_what_they_freed() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("freed 2.0 KiB"));
     assert!(!cache_dir.exists());
 }
+
+#[test]
+fn zstd_layers_are_deterministic_read_by_skopeo_and_run() {
+    let _ = image();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("oci");
+    let first = run(build_cmd("milborne==0.4.0", &layout).args(["--compression", "zstd"]));
+    assert!(first.status.success());
+    let again = run(
+        build_cmd("milborne==0.4.0", &tmp.path().join("again")).args([
+            "--compression",
+            "zstd",
+            "--rebuild",
+        ]),
+    );
+    assert!(again.status.success());
+    assert_eq!(
+        digest_of(&first),
+        digest_of(&again),
+        "zstd output does not depend on timing"
+    );
+    assert_ne!(digest_of(&first), image_digest());
+    let raw = run(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:0.4.0", layout.display())));
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let types: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types[1..],
+        ["application/vnd.oci.image.layer.v1.tar+zstd"; 3],
+        "the layers assemble builds are zstd; the base keeps gzip"
+    );
+    let copy = run(Command::new("skopeo")
+        .arg("copy")
+        .arg(format!("oci:{}:0.4.0", layout.display()))
+        .arg(format!("oci:{}:x", tmp.path().join("copy").display())));
+    assert!(copy.status.success());
+    let out = run(assemble()
+        .args(["-q", "run", "--cache-dir"])
+        .arg(cache())
+        .arg(&layout)
+        .args([
+            "python",
+            "-c",
+            "import milborne._speedups as s; print(s.checksum(b'milborne'))",
+        ]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1122270825");
+}
