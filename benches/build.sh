@@ -17,7 +17,9 @@ if ! command -v buildah >/dev/null; then
     echo "build: buildah is not installed (apt-get install buildah): the buildah comparison is skipped" >&2
     exit 0
 fi
-work=$(mktemp -d /tmp/assemble-bench.XXXXXX)
+# Lowercase: buildah names images pulled from oci: paths after the path.
+work=/tmp/assemble-bench-$$-$(date +%s)
+mkdir -p "$work"
 index_pid=
 cleanup() { kill "$index_pid" 2>/dev/null || true; buildah --storage-driver vfs --root "$work/storage" --runroot "$work/run" rm -a >/dev/null 2>&1 || true; chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
@@ -47,7 +49,8 @@ for key in os.listdir(f"{cache}/rootfs"):
         h = l["digest"].split(":")[1]
         os.link(f"{cache}/blobs/sha256/{h}", f"{d}/blobs/sha256/{h}")
     cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
-                      "rootfs": {"type": "layers", "diff_ids": [l["diff_id"] for l in meta["layers"]]}}).encode()
+                      "rootfs": {"type": "layers", "diff_ids": [l["diff_id"] for l in meta["layers"]]},
+                      "history": [{"created": "1970-01-01T00:00:00Z", "created_by": c} for c in meta["created_by"]]}).encode()
     man = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + put(cfg), "size": len(cfg)},
                       "layers": [{"mediaType": l["media_type"], "digest": l["digest"], "size": l["size"]} for l in meta["layers"]]}).encode()

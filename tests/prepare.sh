@@ -10,6 +10,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=${1:?usage: tests/prepare.sh OUTDIR}
 py=/usr/bin/python3
 mkdir -p "$out"
+out=$(cd "$out" && pwd)   # the builds below change directory
 tools_stamp=$(sha256sum "$here/tools-requirements.txt" | cut -d" " -f1)
 if [ "$(cat "$out/venv/.complete" 2>/dev/null)" != "$tools_stamp" ]; then
     rm -rf "$out/venv"
