@@ -1,7 +1,7 @@
 //! gzip on every core, deterministically.
 //!
 //! The stream is cut into fixed-size chunks and each chunk becomes a complete
-//! gzip member (no name, mtime 0, OS "unknown", level 5), compressed on its
+//! gzip member (no name, mtime 0, OS "unknown", level 4), compressed on its
 //! own thread and written in order. Concatenated members are one valid gzip
 //! file (RFC 1952, section 2.2): Go's readers (containerd, skopeo, umoci,
 //! the registry) and `gzip -d` read them whole; in Rust, `MultiGzDecoder`.
@@ -85,7 +85,7 @@ fn member(data: &[u8]) -> io::Result<Vec<u8>> {
     let mut gz = GzBuilder::new()
         .mtime(0)
         .operating_system(255)
-        .write(Vec::with_capacity(data.len() / 3 + 64), Compression::new(5));
+        .write(Vec::with_capacity(data.len() / 3 + 64), Compression::new(4));
     gz.write_all(data)?;
     gz.finish()
 }
