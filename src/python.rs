@@ -217,18 +217,9 @@ pub fn compile(
         Source::Directory(dir) => hash_project_dir(dir, &mut key)?,
     }
     let key = key.finish();
-    let entry = ctx.cache.entry("wheelhouse", &key);
     if !ctx.rebuild {
-        if let Some(project) = read_project(&entry) {
-            ctx.printer.step(&format!(
-                "compile: cached wheelhouse for {} {}",
-                project.name, project.version
-            ));
-            return Ok(Wheelhouse {
-                key,
-                dir: entry.join("wheels"),
-                project,
-            });
+        if let Some(w) = cached_wheelhouse(ctx, &key, "") {
+            return Ok(w);
         }
     }
     let work = ctx.cache.work_dir("wheelhouse")?;
@@ -379,17 +370,8 @@ pub fn wheelhouse_from_store(
             .part("sha256", sha.as_bytes());
     }
     let key = key.finish();
-    let entry = ctx.cache.entry("wheelhouse", &key);
-    if let Some(p) = read_project(&entry) {
-        ctx.printer.step(&format!(
-            "compile: cached wheelhouse for {} {} (offline)",
-            p.name, p.version
-        ));
-        return Ok(Wheelhouse {
-            key,
-            dir: entry.join("wheels"),
-            project: p,
-        });
+    if let Some(w) = cached_wheelhouse(ctx, &key, " (offline)") {
+        return Ok(w);
     }
     let work = ctx.cache.work_dir("wheelhouse")?;
     let out = work.path().join("wheels");
@@ -473,6 +455,21 @@ pub fn wheelhouse_from_store(
 
 fn display_target(t: &str) -> &str {
     t.strip_prefix("/assemble/project/").unwrap_or(t)
+}
+
+/// The wheelhouse cached under `key`, if complete, with a progress line.
+fn cached_wheelhouse(ctx: &PythonContext, key: &str, note: &str) -> Option<Wheelhouse> {
+    let entry = ctx.cache.entry("wheelhouse", key);
+    let project = read_project(&entry)?;
+    ctx.printer.step(&format!(
+        "compile: cached wheelhouse for {} {}{note}",
+        project.name, project.version
+    ));
+    Some(Wheelhouse {
+        key: key.to_string(),
+        dir: entry.join("wheels"),
+        project,
+    })
 }
 
 fn read_project(entry: &Path) -> Option<ProjectWheel> {
