@@ -27,9 +27,7 @@ test:
 # Benchmarks against peer tools measured in the same run (needs build/oci:
 # bash .ci/example makes it). Prints ratios; never part of the test suite.
 bench: assemble
-	bash benches/build.sh
-	bash benches/push.sh build/oci
-	bash benches/pack.sh
+	bash benches/all.sh build/oci
 
 clean: assemble
 	$(ASSEMBLE) clean

@@ -15,6 +15,7 @@ assemble=$PWD/target/release/assemble
 [ -x "$assemble" ] || cargo build --release --locked
 if ! command -v buildah >/dev/null; then
     echo "build: buildah is not installed (apt-get install buildah): the buildah comparison is skipped" >&2
+    echo "summary: skipped build (buildah is not installed)"
     exit 0
 fi
 # Lowercase: buildah names images pulled from oci: paths after the path.
@@ -82,4 +83,5 @@ warm=$(awk -v b="$bw" -v a="$aw" 'BEGIN {printf "%.1f", b / a}')
 echo "build: cold (base cached): assemble ${ac}s, buildah bud ${bc}s, ${cold}x faster (target >= 3)"
 echo "build: no-change rebuild: assemble ${aw}s (target < 2 s), buildah bud ${bw}s, ${warm}x faster (target >= 30)"
 size=$(bah inspect --format '{{.OCIv1.RootFS.DiffIDs}}' bench >/dev/null 2>&1 && bah images --format '{{.Size}}' bench || echo '?')
-echo "summary: build cold ${cold}x (>= 3), no-change ${warm}x (>= 30), no-change ${aw}s (< 2); buildah image ${size}"
+echo "build: buildah image ${size}"
+echo "summary: build-cold-speedup ${cold} >= 3; no-change-speedup ${warm} >= 30; no-change-seconds ${aw} < 2"

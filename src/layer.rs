@@ -126,18 +126,33 @@ impl Entry {
 /// Media type of a zstd-compressed OCI layer.
 pub const MEDIA_TYPE_TAR_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
+/// zstd's level for `--compression zstd`: 2 packs the benchmark's tree 12%
+/// faster than zstd's default 3 (0.53 s against 0.60 s on 2 cores) into
+/// 66.3 MB against 61.3 MB, still 5% smaller than gzip; level 1 is no faster
+/// there (the tar and hashing work is the rest) and larger than gzip.
+const ZSTD_LEVEL: i32 = 2;
+
+/// A zstd writer at [`ZSTD_LEVEL`] with `workers` threads. zstd's
+/// multi-threaded output does not depend on the number of workers, only on
+/// there being at least one (a unit test checks it), so the layer writer
+/// takes one per core.
+fn zstd_encoder<W: Write>(out: W, workers: usize) -> io::Result<zstd::Encoder<'static, W>> {
+    let mut z = zstd::Encoder::new(out, ZSTD_LEVEL)?;
+    z.multithread(workers.clamp(1, 64) as u32)?;
+    Ok(z)
+}
+
 /// Compression of a layer blob.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Compression {
-    /// gzip at level 4 in 2 MiB members on every core ([`crate::compress`]):
-    /// the fastest level whose output stays no larger than umoci's on the
-    /// pack benchmark (71.0 MB against 71.7 MB; level 3 gives 72.7 MB).
-    /// Every engine reads it.
+    /// gzip in 2 MiB members on every core by libdeflate at level 4
+    /// ([`crate::compress`]): the fastest level whose output stays no larger
+    /// than umoci's on the pack benchmark. Every engine reads it.
     #[default]
     Gzip,
-    /// zstd at level 3 with two worker threads (a fixed count: zstd's
-    /// output depends on it, never on the machine). For registries and
-    /// engines that take `tar+zstd` layers (containerd 1.5+, podman).
+    /// zstd at level 2 on every core (the output is the same whatever the
+    /// number of cores). For registries and engines that take `tar+zstd`
+    /// layers (containerd 1.5+, podman).
     Zstd,
 }
 
@@ -145,8 +160,8 @@ impl Compression {
     /// The name used in cache keys.
     pub fn name(self) -> &'static str {
         match self {
-            Compression::Gzip => "gzip-members-2MiB-4",
-            Compression::Zstd => "zstd-3-mt2",
+            Compression::Gzip => "gzip-members-2MiB-libdeflate-1.26-4",
+            Compression::Zstd => "zstd-2-mt",
         }
     }
 }
@@ -204,12 +219,12 @@ impl Layer {
         let mut parent = Path::new(&entry.path).parent();
         while let Some(p) = parent {
             let s = p.to_str().unwrap_or_default();
-            if s.is_empty() {
+            // A parent already present has its own parents too.
+            if s.is_empty() || self.entries.contains_key(s) {
                 break;
             }
             self.entries
-                .entry(s.to_string())
-                .or_insert_with(|| Entry::dir(s, 0o755, dir_owner));
+                .insert(s.to_string(), Entry::dir(s, 0o755, dir_owner));
             parent = p.parent();
         }
         self.entries.insert(entry.path.clone(), entry);
@@ -232,15 +247,20 @@ impl Layer {
 
     /// Writes the layer as a tar stream to `out`, returns the stream's digest.
     pub fn write_tar<W: Write>(&self, out: W, mtime: u64) -> Result<(W, Digest, u64), LayerError> {
-        let mut builder = tar::Builder::new(HashingWriter::new(out));
+        Ok(self.write_entries(HashingWriter::new(out), mtime)?.finish())
+    }
+
+    /// Writes the layer as a tar stream to `out` and returns `out`.
+    fn write_entries<W: Write>(&self, out: W, mtime: u64) -> Result<W, LayerError> {
+        let mut builder = tar::Builder::new(out);
+        let mut scratch = Vec::new();
         for entry in self.entries.values() {
-            append_entry(&mut builder, entry, mtime)?;
+            append_entry(&mut builder, entry, mtime, &mut scratch)?;
         }
-        let hashing = builder.into_inner().map_err(|source| LayerError::Io {
+        builder.into_inner().map_err(|source| LayerError::Io {
             path: "<end of archive>".into(),
             source,
-        })?;
-        Ok(hashing.finish())
+        })
     }
 
     /// Writes the layer compressed into `dir` under a temporary name and
@@ -266,8 +286,8 @@ impl Layer {
                 (gz.finish().map_err(io_err)?, diff_id, MEDIA_TYPE_TAR_GZIP)
             }
             Compression::Zstd => {
-                let mut z = zstd::stream::write::Encoder::new(compressed, 3).map_err(io_err)?;
-                z.multithread(2).map_err(io_err)?;
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let z = zstd_encoder(compressed, cores).map_err(io_err)?;
                 let (z, diff_id, _) = self.write_tar(z, mtime)?;
                 (z.finish().map_err(io_err)?, diff_id, MEDIA_TYPE_TAR_ZSTD)
             }
@@ -289,6 +309,7 @@ fn append_entry<W: Write>(
     builder: &mut tar::Builder<W>,
     entry: &Entry,
     mtime: u64,
+    scratch: &mut Vec<u8>,
 ) -> Result<(), LayerError> {
     let io_err = |source| LayerError::Io {
         path: entry.path.clone(),
@@ -355,25 +376,53 @@ fn append_entry<W: Write>(
             builder.append(&header, bytes.as_slice()).map_err(io_err)
         }
         Kind::File(Content::File(src)) => {
-            let file = fs_err::File::open(src).map_err(io_err)?;
+            let mut file = fs_err::File::open(src).map_err(io_err)?;
             let len = file.metadata().map_err(io_err)?.len();
             header.set_entry_type(tar::EntryType::Regular);
             header.set_size(len);
             header.set_cksum();
-            // A file that shrinks while being read would corrupt the archive;
-            // `take` plus the length check below turns that into an error.
-            let mut limited = file.take(len);
-            let mut counted = CountingReader::new(&mut limited);
-            builder.append(&header, &mut counted).map_err(io_err)?;
-            if counted.count != len {
-                return Err(io_err(io::Error::new(
+            // What tar::Builder::append does, with reads of up to 1 MiB
+            // (one read for most files) instead of io::copy's 8 KiB.
+            let out = builder.get_mut();
+            out.write_all(header.as_bytes()).map_err(io_err)?;
+            copy_exactly(&mut file, len, out, scratch).map_err(|e| match e.kind() {
+                // A file that shrinks while being read would corrupt the archive.
+                io::ErrorKind::UnexpectedEof => io_err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!("{} changed size while being archived", src.display()),
-                )));
-            }
-            Ok(())
+                )),
+                _ => io_err(e),
+            })?;
+            let padding = (512 - len % 512) % 512;
+            out.write_all(&[0; 512][..padding as usize]).map_err(io_err)
         }
     }
+}
+
+/// Copies exactly `len` bytes of `from` to `to` through `scratch`.
+fn copy_exactly(
+    from: &mut impl Read,
+    len: u64,
+    to: &mut impl Write,
+    scratch: &mut Vec<u8>,
+) -> io::Result<()> {
+    const MAX: u64 = 1 << 20;
+    if scratch.len() < MAX as usize {
+        scratch.resize(MAX as usize, 0);
+    }
+    let mut left = len;
+    while left > 0 {
+        let want = left.min(scratch.len() as u64) as usize;
+        let n = match from.read(&mut scratch[..want]) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&scratch[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
 }
 
 /// A ustar-safe stand-in name for an entry whose real name is in a PAX record.
@@ -383,25 +432,6 @@ fn truncate_name(name: &str) -> String {
         cut -= 1;
     }
     name[..cut].to_string()
-}
-
-struct CountingReader<R> {
-    inner: R,
-    count: u64,
-}
-
-impl<R> CountingReader<R> {
-    fn new(inner: R) -> Self {
-        Self { inner, count: 0 }
-    }
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
 }
 
 /// Adds every file under `root` to `layer` at `prefix` (a path in the image),
@@ -531,6 +561,35 @@ pub fn compress_tar_blob(mut tar: impl Read, dir: &Path) -> Result<LayerBlob, La
 mod tests {
     use super::*;
 
+    #[test]
+    fn zstd_output_does_not_depend_on_the_number_of_workers() {
+        // Compressible and larger than several zstd jobs (4 MiB at level 2).
+        let mut x: u32 = 7;
+        let data: Vec<u8> = (0..20 << 20)
+            .map(|i: u32| {
+                x = x.wrapping_mul(1103515245).wrapping_add(12345);
+                if i % 5 == 0 {
+                    (x >> 24) as u8
+                } else {
+                    b'a' + (i % 11) as u8
+                }
+            })
+            .collect();
+        let compress = |workers| {
+            let mut z = zstd_encoder(Vec::new(), workers).unwrap();
+            z.write_all(&data).unwrap();
+            z.finish().unwrap()
+        };
+        let one = compress(1);
+        for workers in [2, 3, 8] {
+            assert!(
+                compress(workers) == one,
+                "{workers} workers changed the bytes"
+            );
+        }
+        assert_eq!(zstd::decode_all(one.as_slice()).unwrap(), data);
+    }
+
     fn names(tar_bytes: &[u8]) -> Vec<(String, u64, u64, u32, u64)> {
         let mut archive = tar::Archive::new(tar_bytes);
         archive
@@ -640,5 +699,50 @@ mod tests {
             .collect();
         assert!(kinds[2].1.starts_with("Hardlink(\"app/a\""), "{kinds:?}");
         assert!(kinds[3].1.starts_with("Symlink(\"a\""), "{kinds:?}");
+    }
+
+    #[test]
+    fn file_contents_of_any_size_are_copied_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        // Empty, one byte, exactly one read buffer, and several reads plus a tail.
+        let sizes = [0usize, 1, 1 << 20, (3 << 20) + 17];
+        for (i, size) in sizes.iter().enumerate() {
+            let body: Vec<u8> = (0..*size).map(|j| (j * 7 + i) as u8).collect();
+            std::fs::write(dir.path().join(format!("f{i}")), body).unwrap();
+        }
+        let mut layer = Layer::new();
+        add_tree(&mut layer, dir.path(), "app", Owner::ROOT, |_| true).unwrap();
+        let (bytes, _, _) = layer.write_tar(Vec::new(), 0).unwrap();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let mut seen = 0;
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            if let Some(name) = path.strip_prefix("app/") {
+                let mut body = Vec::new();
+                entry.read_to_end(&mut body).unwrap();
+                assert_eq!(
+                    body,
+                    std::fs::read(dir.path().join(name)).unwrap(),
+                    "{name}"
+                );
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, sizes.len());
+    }
+
+    #[test]
+    fn data_that_ends_before_the_size_in_its_header_is_an_error() {
+        // What a file shrinking between its header and its last read gives.
+        let mut short = &[b'x'; 100][..];
+        let mut out = Vec::new();
+        let err = copy_exactly(&mut short, 5000, &mut out, &mut Vec::new()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        let mut exact = &[b'x'; 100][..];
+        copy_exactly(&mut exact, 100, &mut out, &mut Vec::new()).unwrap();
     }
 }
