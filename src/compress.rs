@@ -5,8 +5,9 @@
 //! libdeflate at level 4 on its own thread and written in order. libdeflate
 //! rather than flate2 here: it compresses a whole buffer in one call, which
 //! is all a member needs, 30% faster than zlib-rs at level 4 and with 1%
-//! smaller output (measured on the pack benchmark's 240 MB tar, one core:
-//! 1.34 s and 70.4 MB against 1.89 s and 71.3 MB). Concatenated members are one valid gzip
+//! smaller output (measured on one core on a GNU tar of the pack
+//! benchmark's tree, 240 MB: 1.34 s and 70.4 MB against 1.89 s and
+//! 71.3 MB). Concatenated members are one valid gzip
 //! file (RFC 1952, section 2.2): Go's readers (containerd, skopeo, umoci,
 //! the registry) and `gzip -d` read them whole; in Rust, `MultiGzDecoder`.
 //! The output depends only on the input bytes and the chunk size, never on
@@ -86,8 +87,8 @@ impl<W: Write> ParallelGzip<W> {
 }
 
 /// libdeflate's level: the fastest whose output stays no larger than
-/// umoci's on the pack benchmark (70.4 MB against 71.7 MB; level 3 gives
-/// 71.2 MB, too close to call on other trees).
+/// umoci's on the pack benchmark (70.1 MB against 71.7 MB; level 3 gives
+/// 71.2 MB on the GNU tar above, too close to call on other trees).
 pub const LEVEL: i32 = 4;
 
 fn member(data: &[u8]) -> io::Result<Vec<u8>> {

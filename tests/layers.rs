@@ -100,3 +100,95 @@ fn a_changed_constraint_rebuilds_the_wheels_and_venv_but_not_the_rootfs() {
     assert_eq!(changed[1].1, "built", "the wheels and venv are");
     assert_eq!(changed[0].0, layers(&first)[0].0);
 }
+
+#[test]
+fn a_changed_base_reinstalls_the_venv_but_keeps_the_wheels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("src/milborne");
+    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    copy_fixture(&dir, "0.4.0");
+    // Base A: the base layer of the shared image, as a tarball. Base B: the
+    // same tree plus one file, rewritten by Python's tarfile.
+    let first = image();
+    let blob = |digest: &serde_json::Value| {
+        let hex = digest.as_str().unwrap().trim_start_matches("sha256:");
+        first.join("blobs/sha256").join(hex)
+    };
+    let index: serde_json::Value = serde_json::from_str(&read(&first.join("index.json"))).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&read(&blob(&index["manifests"][0]["digest"]))).unwrap();
+    let a = tmp.path().join("a.tar.gz");
+    std::fs::copy(blob(&manifest["layers"][0]["digest"]), &a).unwrap();
+    let b = tmp.path().join("b.tar.gz");
+    // It also prints the base's interpreters (usr/bin/python3.X).
+    let script = r#"
+import io, re, sys, tarfile
+with tarfile.open(sys.argv[1], "r:gz") as src, \
+        tarfile.open(sys.argv[2], "w:gz", compresslevel=1, format=tarfile.PAX_FORMAT) as dst:
+    for m in src:
+        dst.addfile(m, src.extractfile(m) if m.isfile() else None)
+        found = re.fullmatch(r"(\./)?usr/bin/python(3\.[0-9]+)", m.name)
+        if found:
+            print(found.group(2))
+    marker = tarfile.TarInfo("etc/assemble-test-marker")
+    marker.size, marker.mode = 2, 0o644
+    dst.addfile(marker, io.BytesIO(b"B\n"))
+"#;
+    let out = run(Command::new("python3").args(["-c", script]).arg(&a).arg(&b));
+    assert!(out.status.success());
+    let pythons = String::from_utf8(out.stdout).unwrap();
+    let python = pythons
+        .lines()
+        .next()
+        .expect("the base has a python3.X")
+        .to_string();
+
+    let build = |base: &Path, extra: &[&str], name: &str| {
+        let result = tmp.path().join(name);
+        let out = run(build_cmd(&dir, &tmp.path().join("oci"))
+            .arg("--base")
+            .arg(base)
+            .arg("--result-file")
+            .arg(&result)
+            .args(extra));
+        assert!(out.status.success());
+        let doc: serde_json::Value = serde_json::from_str(&read(&result)).unwrap();
+        (
+            layers(&doc),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (on_a, _) = build(&a, &[], "a.json");
+    let (on_b, log_b) = build(&b, &[], "b.json");
+    assert_eq!(
+        on_b.len(),
+        4,
+        "base, dependencies, runtime, application: {on_b:?}"
+    );
+    assert_ne!(on_a[0].0, on_b[0].0, "the new base is the first layer");
+    assert!(
+        !log_b.contains("compile: pip wheel"),
+        "the wheels come from the cache (the compiler did not change):\n{log_b}"
+    );
+    assert_eq!(
+        (on_b[1].1.as_str(), on_b[3].1.as_str()),
+        ("built", "built"),
+        "the venv is installed again, in the new base"
+    );
+    assert_eq!(
+        (&on_b[1].0, &on_b[3].0),
+        (&on_a[1].0, &on_a[3].0),
+        "and, the base's python being the same, into the same bytes"
+    );
+    assert_eq!(
+        on_b[2].1, "cached",
+        "the runtime layer does not depend on the base"
+    );
+
+    // Naming the python the build chose by itself changes nothing.
+    let (named, _) = build(&b, &["--python", &python], "named.json");
+    assert!(
+        named.iter().skip(1).all(|l| l.1 == "cached"),
+        "--python {python} is what the build used already: {named:?}"
+    );
+}
