@@ -686,6 +686,39 @@ mod tests {
     }
 
     #[test]
+    fn compressed_bytes_are_pinned_for_a_fixed_layer() {
+        // Every layer digest depends on the compressors' exact output. When
+        // this fails after a dependency update, the new bytes are valid but
+        // different: rename the key in Compression::name (so caches do not
+        // mix the two) and update the digests here, in one commit.
+        let dir = tempfile::tempdir().unwrap();
+        let mut layer = Layer::new();
+        // Three gzip members and several zstd jobs.
+        let body: Vec<u8> = (0u32..5 << 20)
+            .map(|i| (i.wrapping_mul(2654435761) >> 29) as u8 + b'a')
+            .collect();
+        layer.add(
+            Entry::bytes("data/a", body, 0o644, Owner::ROOT),
+            Owner::ROOT,
+        );
+        let digest = |c| {
+            layer
+                .write_blob(dir.path(), c, 0)
+                .unwrap()
+                .digest
+                .to_string()
+        };
+        assert_eq!(
+            digest(Compression::Gzip),
+            "sha256:2880ba53056058e5eb62145446e6d5d9c29d7e6b5c825bc816fda5c8d2487b4a"
+        );
+        assert_eq!(
+            digest(Compression::Zstd),
+            "sha256:b36c8c46b251e81fb6b46830e3348e3e63fa108b299916f1d65eb51554989174"
+        );
+    }
+
+    #[test]
     fn tree_hardlinks_become_link_entries() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a"), "same").unwrap();
