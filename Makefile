@@ -24,10 +24,10 @@ example:
 test:
 	bash .ci/run
 
-# Benchmarks against peer tools measured in the same run (needs build/oci:
-# bash .ci/example makes it). Prints ratios; never part of the test suite.
+# Benchmarks against peer tools measured in the same run; each script builds
+# what it needs. Prints ratios; never part of the test suite.
 bench: assemble
-	bash benches/all.sh build/oci
+	bash benches/all.sh
 
 clean: assemble
 	$(ASSEMBLE) clean

@@ -38,10 +38,14 @@ start_registry() {
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 : > "$work/assemble.times"; : > "$work/skopeo.times"; : > "$work/assemble.rss"
 for i in $(seq "$runs"); do
+    # Each tool starts with no dirty pages of earlier work being written back
+    # (after benches/build.sh, gigabytes of them slowed whichever ran first).
+    sync
     start_registry
     /usr/bin/time -f '%e %M' -o "$work/t" "$assemble" -q --cache-dir "$work/cache$i" \
         push "oci:$image" "$host/bench/assemble$i:1" --insecure-registry "$host" ${ASSEMBLE_PUSH_ARGS:-} >/dev/null
     read -r secs rss < "$work/t"; echo "$secs" >> "$work/assemble.times"; echo "$rss" >> "$work/assemble.rss"
+    sync
     start_registry
     /usr/bin/time -f '%e %M' -o "$work/t" skopeo copy -q --dest-tls-verify=false \
         "oci:$image" "docker://$host/bench/skopeo$i:1" >/dev/null
