@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use assemble::layer::{add_tree, Compression, Layer, Owner};
+use assemble::layer::{Compression, Layer, Owner, Select};
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -27,15 +27,13 @@ fn main() {
     std::fs::create_dir_all(&out).expect("output directory");
     let start = Instant::now();
     let mut layer = Layer::new();
-    add_tree(
-        &mut layer,
+    layer.add_tree(
         &dir,
         "home/blue/app",
         Owner { uid: 1000, gid: 33 },
-        |_| true,
-    )
-    .expect("walk");
+        Select::All,
+    );
     let blob = layer.write_blob(&out, compression, 0).expect("pack");
     let secs = start.elapsed().as_secs_f64();
-    println!("{secs:.3} {} {} {}", blob.size, layer.len(), blob.digest);
+    println!("{secs:.3} {} {}", blob.size, blob.digest);
 }

@@ -34,7 +34,7 @@ pub enum Compression {
     #[default]
     Gzip,
     /// zstd frames of [`ZSTD_CHUNK`] bytes with the settings of
-    /// [`zstd_compressor`]: faster than gzip and smaller. For registries and
+    /// `zstd_compressor`: faster than gzip and smaller. For registries and
     /// engines that take `tar+zstd` layers (containerd 1.5+, podman).
     Zstd,
 }

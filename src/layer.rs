@@ -5,15 +5,20 @@
 //! header (no name, mtime 0, OS "unknown"), the compression level and the
 //! gzip member size (see [`crate::compress`]). Long
 //! names and link targets use PAX records. Memory stays flat: file contents
-//! are streamed from disk.
+//! are streamed from disk, and host trees are walked in tar order while the
+//! layer is written (`src/layer/tree.rs`), never held whole.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::compress::Encoder;
 use crate::digest::{Digest, HashingWriter};
+
+mod tree;
+pub use tree::Select;
+use tree::{Found, FoundKind, Tree, Walk};
 
 /// Media type of a gzip-compressed OCI layer.
 pub const MEDIA_TYPE_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -31,13 +36,13 @@ pub enum LayerError {
         #[source]
         source: io::Error,
     },
-    /// A source tree could not be walked.
-    #[error("cannot read tree {path}")]
+    /// A directory or entry of a source tree could not be read.
+    #[error("cannot read {path}")]
     Walk {
-        /// The tree being walked.
+        /// The directory or entry being read.
         path: PathBuf,
         #[source]
-        source: walkdir::Error,
+        source: io::Error,
     },
     /// An entry's path is not representable in a layer.
     #[error("path {0:?} cannot be stored in a layer: it must be valid UTF-8 and relative")]
@@ -164,10 +169,12 @@ pub struct LayerBlob {
     pub media_type: String,
 }
 
-/// The set of entries of one layer, kept sorted and unique by path.
+/// The entries of one layer: explicit entries, kept sorted and unique by
+/// path, and host trees, read while the layer is written.
 #[derive(Default, Debug)]
 pub struct Layer {
     entries: BTreeMap<String, Entry>,
+    trees: Vec<Tree>,
 }
 
 impl Layer {
@@ -179,7 +186,14 @@ impl Layer {
     /// Adds an entry, replacing one at the same path, and adds the missing
     /// parent directories with `dir_owner` and mode 0755.
     pub fn add(&mut self, entry: Entry, dir_owner: Owner) {
-        let mut parent = Path::new(&entry.path).parent();
+        self.add_parents(&entry.path, dir_owner);
+        self.entries.insert(entry.path.clone(), entry);
+    }
+
+    /// Adds the directories that lead to `path` and are missing, with
+    /// `owner` and mode 0755.
+    fn add_parents(&mut self, path: &str, owner: Owner) {
+        let mut parent = Path::new(path).parent();
         while let Some(p) = parent {
             let s = p.to_str().unwrap_or_default();
             // A parent already present has its own parents too.
@@ -187,23 +201,36 @@ impl Layer {
                 break;
             }
             self.entries
-                .insert(s.to_string(), Entry::dir(s, 0o755, dir_owner));
+                .insert(s.to_string(), Entry::dir(s, 0o755, owner));
             parent = p.parent();
         }
-        self.entries.insert(entry.path.clone(), entry);
     }
 
-    /// Number of entries.
-    pub fn len(&self) -> usize {
-        self.entries.len()
+    /// Adds the entries of the host tree at `root` that `select` names, at
+    /// `prefix` (a path in the image), owned by `owner`, keeping their
+    /// permission bits; the directories that lead to `prefix`, and `prefix`
+    /// itself, are added with mode 0755 where missing. Files sharing an inode
+    /// become hard links to the first of them in path order. The tree is
+    /// read when the layer is written, so errors reading it come from
+    /// [`Layer::write_blob`]; an explicit entry at the same path as one of
+    /// the tree's wins.
+    pub fn add_tree(&mut self, root: &Path, prefix: &str, owner: Owner, select: Select) {
+        if select.is_nothing() {
+            return;
+        }
+        let prefix = prefix.trim_matches('/').to_string();
+        if !prefix.is_empty() && !self.entries.contains_key(&prefix) {
+            self.add(Entry::dir(prefix.clone(), 0o755, owner), owner);
+        }
+        self.trees.push(Tree {
+            root: root.to_path_buf(),
+            prefix,
+            owner,
+            select,
+        });
     }
 
-    /// True when the layer has no entry.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// The entries in the order they will be written.
+    /// The explicit entries, in path order (trees are read when written).
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.entries.values()
     }
@@ -213,17 +240,61 @@ impl Layer {
         Ok(self.write_entries(HashingWriter::new(out), mtime)?.finish())
     }
 
-    /// Writes the layer as a tar stream to `out` and returns `out`.
+    /// Writes the layer as a tar stream to `out` and returns `out`: the
+    /// explicit entries and the trees' entries merged in path order.
     fn write_entries<W: Write>(&self, out: W, mtime: u64) -> Result<W, LayerError> {
-        let mut builder = tar::Builder::new(out);
-        let mut scratch = Vec::new();
-        for entry in self.entries.values() {
-            append_entry(&mut builder, entry, mtime, &mut scratch)?;
+        let mut writer = EntryWriter {
+            builder: tar::Builder::new(out),
+            mtime,
+            scratch: Vec::new(),
+            inodes: HashMap::new(),
+        };
+        let mut explicit = self.entries.values().peekable();
+        let mut walks: Vec<Walk> = self.trees.iter().map(Walk::new).collect();
+        let mut heads = walks
+            .iter_mut()
+            .map(Walk::next)
+            .collect::<Result<Vec<_>, _>>()?;
+        loop {
+            let tree_first = heads
+                .iter()
+                .enumerate()
+                .filter_map(|(i, h)| h.as_ref().map(|f| (i, f.path.as_str())))
+                .min_by(|a, b| a.1.cmp(b.1));
+            let path = match (explicit.peek(), tree_first) {
+                (None, None) => break,
+                (Some(e), Some((_, p))) if e.path.as_str() <= p => {
+                    writer.explicit(e)?;
+                    e.path.clone()
+                }
+                (Some(e), None) => {
+                    writer.explicit(e)?;
+                    e.path.clone()
+                }
+                (_, Some((i, _))) => {
+                    let found = heads[i].take().expect("a head was found");
+                    writer.found(&found, self.trees[i].owner)?;
+                    heads[i] = walks[i].next()?;
+                    found.path
+                }
+            };
+            if explicit.peek().is_some_and(|e| e.path == path) {
+                explicit.next();
+            }
+            // Whatever else has the path just written is left out.
+            for (head, walk) in heads.iter_mut().zip(&mut walks) {
+                while head.as_ref().is_some_and(|f| f.path == path) {
+                    *head = walk.next()?;
+                }
+            }
         }
-        builder.into_inner().map_err(|source| LayerError::Io {
-            path: "<end of archive>".into(),
-            source,
-        })
+        writer
+            .builder
+            .into_inner()
+            .map_err(|source| LayerError::Io {
+                path: "<end of archive>".into(),
+                source,
+            })
     }
 
     /// Writes the layer compressed into `dir` under a temporary name and
@@ -259,96 +330,154 @@ impl Layer {
     }
 }
 
-fn append_entry<W: Write>(
-    builder: &mut tar::Builder<W>,
-    entry: &Entry,
+/// What follows an entry's header.
+enum Body<'a> {
+    Dir,
+    Symlink(&'a str),
+    Hardlink(&'a str),
+    Bytes(&'a [u8]),
+    /// An open file, its size, and its path on the host (for errors).
+    File(&'a mut fs_err::File, u64, &'a Path),
+}
+
+/// Appends entries to a tar stream, with the state they share: the mtime,
+/// a read buffer, and the first path of each multiply-linked inode met.
+struct EntryWriter<W: Write> {
+    builder: tar::Builder<W>,
     mtime: u64,
-    scratch: &mut Vec<u8>,
-) -> Result<(), LayerError> {
-    let io_err = |source| LayerError::Io {
-        path: entry.path.clone(),
-        source,
-    };
-    let mut header = tar::Header::new_ustar();
-    header.set_mtime(mtime);
-    header.set_uid(entry.owner.uid);
-    header.set_gid(entry.owner.gid);
-    header.set_mode(entry.mode & 0o7777);
-    let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut xattrs = entry.xattrs.clone();
-    xattrs.sort();
-    for (name, value) in xattrs {
-        pax.push((format!("SCHILY.xattr.{name}"), value));
+    scratch: Vec<u8>,
+    inodes: HashMap<(u64, u64), String>,
+}
+
+impl<W: Write> EntryWriter<W> {
+    fn explicit(&mut self, entry: &Entry) -> Result<(), LayerError> {
+        let io_err = |source| LayerError::Io {
+            path: entry.path.clone(),
+            source,
+        };
+        let mut file;
+        let body = match &entry.kind {
+            Kind::Dir => Body::Dir,
+            Kind::Symlink(target) => Body::Symlink(target),
+            Kind::Hardlink(target) => Body::Hardlink(target),
+            Kind::File(Content::Bytes(bytes)) => Body::Bytes(bytes),
+            Kind::File(Content::File(src)) => {
+                file = fs_err::File::open(src).map_err(io_err)?;
+                let len = file.metadata().map_err(io_err)?.len();
+                Body::File(&mut file, len, src)
+            }
+        };
+        let (path, mode, owner) = (&entry.path, entry.mode, entry.owner);
+        self.append(path, mode, owner, &entry.xattrs, body)
     }
-    let name = match entry.kind {
-        Kind::Dir => format!("{}/", entry.path),
-        _ => entry.path.clone(),
-    };
-    if header.set_path(&name).is_err() {
-        pax.push(("path".into(), name.clone().into_bytes()));
-        header.set_path(truncate_name(&name)).map_err(io_err)?;
+
+    fn found(&mut self, found: &Found, owner: Owner) -> Result<(), LayerError> {
+        let io_err = |source| LayerError::Io {
+            path: found.path.clone(),
+            source,
+        };
+        match found.kind {
+            FoundKind::Dir(mode) => self.append(&found.path, mode, owner, &[], Body::Dir),
+            FoundKind::Symlink => {
+                let target = fs_err::read_link(&found.src).map_err(io_err)?;
+                let target = target
+                    .to_str()
+                    .ok_or_else(|| LayerError::BadPath(target.clone()))?;
+                self.append(&found.path, 0o777, owner, &[], Body::Symlink(target))
+            }
+            FoundKind::File => {
+                let mut file = fs_err::File::open(&found.src).map_err(io_err)?;
+                let meta = file.metadata().map_err(io_err)?;
+                let mode = meta.mode() & 0o7777;
+                if meta.nlink() > 1 {
+                    let key = (meta.dev(), meta.ino());
+                    if let Some(first) = self.inodes.get(&key).cloned() {
+                        return self.append(&found.path, mode, owner, &[], Body::Hardlink(&first));
+                    }
+                    self.inodes.insert(key, found.path.clone());
+                }
+                let body = Body::File(&mut file, meta.len(), &found.src);
+                self.append(&found.path, mode, owner, &[], body)
+            }
+        }
     }
-    let link = match &entry.kind {
-        Kind::Symlink(t) | Kind::Hardlink(t) => Some(t.as_str()),
-        _ => None,
-    };
-    if let Some(target) = link {
-        if header.set_link_name(target).is_err() {
-            pax.push(("linkpath".into(), target.as_bytes().to_vec()));
-            header
-                .set_link_name(truncate_name(target))
+
+    fn append(
+        &mut self,
+        path: &str,
+        mode: u32,
+        owner: Owner,
+        xattrs: &[(String, Vec<u8>)],
+        body: Body,
+    ) -> Result<(), LayerError> {
+        let io_err = |source| LayerError::Io {
+            path: path.to_string(),
+            source,
+        };
+        let mut header = tar::Header::new_ustar();
+        header.set_mtime(self.mtime);
+        header.set_uid(owner.uid);
+        header.set_gid(owner.gid);
+        header.set_mode(mode & 0o7777);
+        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut xattrs = xattrs.to_vec();
+        xattrs.sort();
+        for (name, value) in xattrs {
+            pax.push((format!("SCHILY.xattr.{name}"), value));
+        }
+        let name = match body {
+            Body::Dir => format!("{path}/"),
+            _ => path.to_string(),
+        };
+        if header.set_path(&name).is_err() {
+            pax.push(("path".into(), name.clone().into_bytes()));
+            header.set_path(truncate_name(&name)).map_err(io_err)?;
+        }
+        if let Body::Symlink(target) | Body::Hardlink(target) = body {
+            if header.set_link_name(target).is_err() {
+                pax.push(("linkpath".into(), target.as_bytes().to_vec()));
+                header
+                    .set_link_name(truncate_name(target))
+                    .map_err(io_err)?;
+            }
+        }
+        let builder = &mut self.builder;
+        if !pax.is_empty() {
+            builder
+                .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
                 .map_err(io_err)?;
         }
-    }
-    if !pax.is_empty() {
-        builder
-            .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
-            .map_err(io_err)?;
-    }
-    match &entry.kind {
-        Kind::Dir => {
-            header.set_entry_type(tar::EntryType::Directory);
-            header.set_size(0);
-            header.set_cksum();
-            builder.append(&header, io::empty()).map_err(io_err)
-        }
-        Kind::Symlink(_) | Kind::Hardlink(_) => {
-            let t = if matches!(entry.kind, Kind::Symlink(_)) {
-                tar::EntryType::Symlink
-            } else {
-                tar::EntryType::Link
-            };
-            header.set_entry_type(t);
-            header.set_size(0);
-            header.set_cksum();
-            builder.append(&header, io::empty()).map_err(io_err)
-        }
-        Kind::File(Content::Bytes(bytes)) => {
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_size(bytes.len() as u64);
-            header.set_cksum();
-            builder.append(&header, bytes.as_slice()).map_err(io_err)
-        }
-        Kind::File(Content::File(src)) => {
-            let mut file = fs_err::File::open(src).map_err(io_err)?;
-            let len = file.metadata().map_err(io_err)?.len();
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_size(len);
-            header.set_cksum();
-            // What tar::Builder::append does, with reads of up to 1 MiB
-            // (one read for most files) instead of io::copy's 8 KiB.
-            let out = builder.get_mut();
-            out.write_all(header.as_bytes()).map_err(io_err)?;
-            copy_exactly(&mut file, len, out, scratch).map_err(|e| match e.kind() {
-                // A file that shrinks while being read would corrupt the archive.
-                io::ErrorKind::UnexpectedEof => io_err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("{} changed size while being archived", src.display()),
-                )),
-                _ => io_err(e),
-            })?;
-            let padding = (512 - len % 512) % 512;
-            out.write_all(&[0; 512][..padding as usize]).map_err(io_err)
+        let (entry_type, size) = match &body {
+            Body::Dir => (tar::EntryType::Directory, 0),
+            Body::Symlink(_) => (tar::EntryType::Symlink, 0),
+            Body::Hardlink(_) => (tar::EntryType::Link, 0),
+            Body::Bytes(bytes) => (tar::EntryType::Regular, bytes.len() as u64),
+            Body::File(_, len, _) => (tar::EntryType::Regular, *len),
+        };
+        header.set_entry_type(entry_type);
+        header.set_size(size);
+        header.set_cksum();
+        match body {
+            Body::Dir | Body::Symlink(_) | Body::Hardlink(_) => {
+                builder.append(&header, io::empty()).map_err(io_err)
+            }
+            Body::Bytes(bytes) => builder.append(&header, bytes).map_err(io_err),
+            Body::File(file, len, src) => {
+                // What tar::Builder::append does, with reads of up to 1 MiB
+                // (one read for most files) instead of io::copy's 8 KiB.
+                let out = builder.get_mut();
+                out.write_all(header.as_bytes()).map_err(io_err)?;
+                copy_exactly(file, len, out, &mut self.scratch).map_err(|e| match e.kind() {
+                    // A file that shrinks while being read would corrupt the archive.
+                    io::ErrorKind::UnexpectedEof => io_err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("{} changed size while being archived", src.display()),
+                    )),
+                    _ => io_err(e),
+                })?;
+                let padding = (512 - len % 512) % 512;
+                out.write_all(&[0; 512][..padding as usize]).map_err(io_err)
+            }
         }
     }
 }
@@ -386,94 +515,6 @@ fn truncate_name(name: &str) -> String {
         cut -= 1;
     }
     name[..cut].to_string()
-}
-
-/// Adds every file under `root` to `layer` at `prefix` (a path in the image),
-/// owned by `owner`, keeping permission bits; `keep` selects which paths
-/// (relative to `root`) go in. Files sharing an inode become hard links to
-/// the first of them in sorted order.
-pub fn add_tree(
-    layer: &mut Layer,
-    root: &Path,
-    prefix: &str,
-    owner: Owner,
-    mut keep: impl FnMut(&Path) -> bool,
-) -> Result<(), LayerError> {
-    let walker = walkdir::WalkDir::new(root).follow_links(false);
-    let mut found = Vec::new();
-    for item in walker {
-        let item = item.map_err(|source| LayerError::Walk {
-            path: root.to_path_buf(),
-            source,
-        })?;
-        let rel = item
-            .path()
-            .strip_prefix(root)
-            .expect("walkdir yields paths under its root");
-        if rel.as_os_str().is_empty() || !keep(rel) {
-            continue;
-        }
-        let rel_str = rel
-            .to_str()
-            .ok_or_else(|| LayerError::BadPath(rel.to_path_buf()))?;
-        let meta = item.metadata().map_err(|source| LayerError::Walk {
-            path: item.path().to_path_buf(),
-            source,
-        })?;
-        found.push((join_image_path(prefix, rel_str), item.into_path(), meta));
-    }
-    // Sorted as the tar will be, so that a hard link always follows its target.
-    found.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut seen_inodes: BTreeMap<(u64, u64), String> = BTreeMap::new();
-    for (path, src, meta) in found {
-        let ft = meta.file_type();
-        let kind = if ft.is_dir() {
-            Kind::Dir
-        } else if ft.is_symlink() {
-            let target = fs_err::read_link(&src).map_err(|source| LayerError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            let target = target
-                .to_str()
-                .ok_or_else(|| LayerError::BadPath(target.clone()))?
-                .to_string();
-            Kind::Symlink(target)
-        } else if ft.is_file() {
-            let key = (meta.dev(), meta.ino());
-            match seen_inodes.get(&key) {
-                Some(first) if meta.nlink() > 1 => Kind::Hardlink(first.clone()),
-                _ => {
-                    if meta.nlink() > 1 {
-                        seen_inodes.insert(key, path.clone());
-                    }
-                    Kind::File(Content::File(src))
-                }
-            }
-        } else {
-            // Sockets, fifos and devices have no place in an application layer.
-            tracing::debug!(path = %src.display(), "skipping special file");
-            continue;
-        };
-        let mode = if matches!(kind, Kind::Symlink(_)) {
-            0o777
-        } else {
-            meta.mode() & 0o7777
-        };
-        // Host xattrs are left out on purpose: labels such as
-        // security.selinux describe the build machine, not the image.
-        layer.add(
-            Entry {
-                path,
-                kind,
-                mode,
-                owner,
-                xattrs: Vec::new(),
-            },
-            owner,
-        );
-    }
-    Ok(())
 }
 
 /// Joins an image path prefix (`home/blue/app`) and a relative path.
@@ -654,6 +695,29 @@ mod tests {
         );
     }
 
+    /// Path, entry type, link target and mode of every entry of a tar.
+    fn headers(tar_bytes: &[u8]) -> Vec<(String, tar::EntryType, Option<String>, u32)> {
+        let mut archive = tar::Archive::new(tar_bytes);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let link = e
+                    .link_name()
+                    .unwrap()
+                    .map(|l| l.to_string_lossy().into_owned());
+                let h = e.header();
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    h.entry_type(),
+                    link,
+                    h.mode().unwrap(),
+                )
+            })
+            .collect()
+    }
+
     #[test]
     fn tree_hardlinks_become_link_entries() {
         let dir = tempfile::tempdir().unwrap();
@@ -661,13 +725,165 @@ mod tests {
         std::fs::hard_link(dir.path().join("a"), dir.path().join("b")).unwrap();
         std::os::unix::fs::symlink("a", dir.path().join("c")).unwrap();
         let mut layer = Layer::new();
-        add_tree(&mut layer, dir.path(), "app", Owner::ROOT, |_| true).unwrap();
-        let kinds: Vec<_> = layer
-            .entries()
-            .map(|e| (e.path.clone(), format!("{:?}", e.kind)))
+        layer.add_tree(dir.path(), "app", Owner::ROOT, Select::All);
+        let (bytes, _, _) = layer.write_tar(Vec::new(), 0).unwrap();
+        let got = headers(&bytes);
+        let kinds: Vec<_> = got
+            .iter()
+            .map(|h| (h.0.as_str(), h.1, h.2.as_deref()))
             .collect();
-        assert!(kinds[2].1.starts_with("Hardlink(\"app/a\""), "{kinds:?}");
-        assert!(kinds[3].1.starts_with("Symlink(\"a\""), "{kinds:?}");
+        assert_eq!(
+            kinds,
+            [
+                ("app/", tar::EntryType::Directory, None),
+                ("app/a", tar::EntryType::Regular, None),
+                ("app/b", tar::EntryType::Link, Some("app/a")),
+                ("app/c", tar::EntryType::Symlink, Some("a")),
+            ]
+        );
+    }
+
+    /// A tree whose names sort differently by name and by full path: `a`
+    /// is a directory, and `a-b`, `a.c`, `a b` sort between `a` and `a/`.
+    fn tricky_tree() -> tempfile::TempDir {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["a/b/c", "a-b", "a/b-", "é/x", "empty"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for f in [
+            "a/b/c/f", "a/b/g", "a/b-/h", "a-b/i", "a.c", "a b", "ab", "é/x/j", "z",
+        ] {
+            std::fs::write(root.join(f), f).unwrap();
+        }
+        std::fs::set_permissions(root.join("a/b"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(root.join("z"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+        std::os::unix::fs::symlink("../z", root.join("a/link")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_tree_is_written_as_its_entries_added_one_by_one_would_be() {
+        // The reference: every entry found by a plain recursive walk, added
+        // explicitly, so that the layer sorts them itself.
+        fn add_all(layer: &mut Layer, root: &Path, dir: &Path) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let e = e.unwrap();
+                let meta = std::fs::symlink_metadata(e.path()).unwrap();
+                let rel = e
+                    .path()
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                let path = join_image_path("srv/app", &rel);
+                let kind = if meta.is_dir() {
+                    add_all(layer, root, &e.path());
+                    Kind::Dir
+                } else if meta.file_type().is_symlink() {
+                    let target = std::fs::read_link(e.path()).unwrap();
+                    Kind::Symlink(target.to_str().unwrap().to_string())
+                } else {
+                    Kind::File(Content::File(e.path()))
+                };
+                let mode = if matches!(kind, Kind::Symlink(_)) {
+                    0o777
+                } else {
+                    meta.mode() & 0o7777
+                };
+                let owner = Owner { uid: 1000, gid: 33 };
+                let xattrs = Vec::new();
+                layer.add(
+                    Entry {
+                        path,
+                        kind,
+                        mode,
+                        owner,
+                        xattrs,
+                    },
+                    owner,
+                );
+            }
+        }
+        let tree = tricky_tree();
+        let blue = Owner { uid: 1000, gid: 33 };
+        let mut expected = Layer::new();
+        add_all(&mut expected, tree.path(), tree.path());
+        let mut streamed = Layer::new();
+        streamed.add_tree(tree.path(), "/srv/app/", blue, Select::All);
+        let (want, _, _) = expected.write_tar(Vec::new(), 7).unwrap();
+        let (got, _, _) = streamed.write_tar(Vec::new(), 7).unwrap();
+        let names = |b: &[u8]| headers(b).into_iter().map(|h| h.0).collect::<Vec<_>>();
+        assert_eq!(names(&got), names(&want));
+        assert!(got == want, "same names, different bytes");
+        let got = names(&got);
+        let mut sorted = got.clone();
+        sorted.sort_by(|a, b| a.trim_end_matches('/').cmp(b.trim_end_matches('/')));
+        assert_eq!(got, sorted, "full paths in byte order");
+    }
+
+    #[test]
+    fn a_selection_keeps_what_it_names_and_the_directories_leading_there() {
+        let tree = tricky_tree();
+        let only = ["a/b/c/f", "a/b", "a-b/i", "z"].map(PathBuf::from);
+        let mut layer = Layer::new();
+        layer.add_tree(
+            tree.path(),
+            "app",
+            Owner::ROOT,
+            Select::Only(only.into_iter().collect()),
+        );
+        let (bytes, _, _) = layer.write_tar(Vec::new(), 0).unwrap();
+        let got: Vec<_> = headers(&bytes).into_iter().map(|h| (h.0, h.3)).collect();
+        let want = [
+            ("app/", 0o755),
+            ("app/a/", 0o755),
+            ("app/a-b/", 0o755),
+            ("app/a-b/i", 0o644),
+            ("app/a/b/", 0o700),
+            ("app/a/b/c/", 0o755),
+            ("app/a/b/c/f", 0o644),
+            ("app/z", 0o4755),
+        ];
+        let want: Vec<_> = want.iter().map(|(p, m)| (p.to_string(), *m)).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn an_explicit_entry_wins_over_a_tree_entry_at_the_same_path() {
+        let tree = tricky_tree();
+        let mut layer = Layer::new();
+        layer.add_tree(tree.path(), "app", Owner::ROOT, Select::All);
+        layer.add(
+            Entry::bytes("app/a.c", "mine", 0o600, Owner::ROOT),
+            Owner::ROOT,
+        );
+        let (bytes, _, _) = layer.write_tar(Vec::new(), 0).unwrap();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let mut found = Vec::new();
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path().unwrap().to_str() == Some("app/a.c") {
+                let mut body = String::new();
+                e.read_to_string(&mut body).unwrap();
+                found.push((body, e.header().mode().unwrap()));
+            }
+        }
+        assert_eq!(found, [("mine".to_string(), 0o600)]);
+    }
+
+    #[test]
+    fn a_missing_tree_fails_when_written_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        let mut layer = Layer::new();
+        layer.add_tree(&gone, "app", Owner::ROOT, Select::All);
+        match layer.write_tar(Vec::new(), 0) {
+            Err(LayerError::Walk { path, .. }) => assert_eq!(path, gone),
+            other => panic!("expected a walk error, got {other:?}"),
+        }
     }
 
     #[test]
@@ -680,7 +896,7 @@ mod tests {
             std::fs::write(dir.path().join(format!("f{i}")), body).unwrap();
         }
         let mut layer = Layer::new();
-        add_tree(&mut layer, dir.path(), "app", Owner::ROOT, |_| true).unwrap();
+        layer.add_tree(dir.path(), "app", Owner::ROOT, Select::All);
         let (bytes, _, _) = layer.write_tar(Vec::new(), 0).unwrap();
         let mut archive = tar::Archive::new(bytes.as_slice());
         let mut seen = 0;

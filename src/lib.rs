@@ -11,8 +11,9 @@
 //! - [`python`]: `pip wheel` in the compiler, the venv in the base, and the
 //!   split of the venv into per-distribution layers.
 //! - [`runtime`]: the entrypoint, templates and settings layer.
-//! - [`layer`]: deterministic tar, compressed and hashed in one pass;
-//!   [`compress`]: deterministic gzip on every core.
+//! - [`layer`]: deterministic tar, compressed and hashed in one pass, host
+//!   trees walked in tar order as they are written;
+//!   [`compress`]: gzip members or zstd frames on every core, deterministically.
 //! - [`unpack`]: safe extraction of untrusted tarballs.
 //! - [`oci`]: image config, manifest, index and the OCI layout.
 //! - [`cache`]: the content-addressed cache.

@@ -668,21 +668,26 @@ pub fn install(
         split.dependencies.len(),
         split.application.len()
     ));
-    let pack = |files: &BTreeSet<PathBuf>| -> Result<LayerBlob, PythonError> {
+    let pack = |files: BTreeSet<PathBuf>| -> Result<LayerBlob, PythonError> {
         let mut l = Layer::new();
         blue_home_skeleton(&mut l);
-        layer::add_tree(&mut l, &venv, VENV, BLUE, |rel| files.contains(rel))?;
+        l.add_tree(&venv, VENV, BLUE, layer::Select::Only(files));
         Ok(l.write_blob(ctx.cache.blobs().dir(), ctx.compression, ctx.epoch)?)
     };
+    let Split {
+        dependencies,
+        application,
+        installed,
+    } = split;
     let (dependencies, application) = std::thread::scope(|s| {
-        let deps = s.spawn(|| pack(&split.dependencies));
-        let app = pack(&split.application);
+        let deps = s.spawn(|| pack(dependencies));
+        let app = pack(application);
         (deps.join().expect("layer thread"), app)
     });
     let layers = VenvLayers {
         dependencies: dependencies?,
         application: application?,
-        installed: split.installed,
+        installed,
         cached: false,
     };
     ctx.cache.put_json("layers", &key, &layers)?;
