@@ -51,9 +51,6 @@ pub enum Error {
     /// Bad usage or input that the parser could not catch.
     #[error("{0}")]
     Usage(String),
-    /// Part of the command line that later work will implement.
-    #[error("{0} is not implemented yet")]
-    NotImplemented(String),
     /// Requirement, configuration or pip settings.
     #[error(transparent)]
     Spec(#[from] spec::SpecError),
@@ -97,7 +94,7 @@ impl Error {
         use python::PythonError as P;
         use sandbox::SandboxError as S;
         let bad_input = match self {
-            Error::Usage(_) | Error::NotImplemented(_) | Error::Spec(_) => true,
+            Error::Usage(_) | Error::Spec(_) => true,
             Error::Rootfs(e) => e.is_bad_input(),
             Error::Unpack(e) => e.is_bad_input(),
             Error::Python(P::HostileWheel { .. }) => true,
