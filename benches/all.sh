@@ -8,6 +8,7 @@
 #                               loopback index into target/bench-data/oci
 set -uo pipefail
 cd "$(dirname "$0")/.."
+bash benches/setup.sh || exit 1
 [ -x target/release/assemble ] || cargo build --release --locked || exit 1
 layout=${1:-target/bench-data/oci}
 if [ ! -f "$layout/index.json" ]; then

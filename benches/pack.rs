@@ -1,4 +1,4 @@
-//! Packs a directory into one gzip layer with assemble's layer writer and
+//! Packs a directory into one layer (gzip or zstd) with assemble's layer writer and
 //! prints the wall time, the blob size and its digest. Driven by
 //! benches/pack.sh, which measures a peer on the same tree in the same run.
 //!
