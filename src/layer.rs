@@ -555,7 +555,19 @@ pub fn compress_tar_blob(mut tar: impl Read, dir: &Path) -> Result<LayerBlob, La
 mod tests {
     use super::*;
 
-    fn names(tar_bytes: &[u8]) -> Vec<(String, u64, u64, u32, u64)> {
+    /// What the tests look at in one entry's header.
+    struct Header {
+        path: String,
+        kind: tar::EntryType,
+        link: Option<String>,
+        uid: u64,
+        gid: u64,
+        mode: u32,
+        mtime: u64,
+    }
+
+    /// The headers of every entry of a tar.
+    fn headers(tar_bytes: &[u8]) -> Vec<Header> {
         let mut archive = tar::Archive::new(tar_bytes);
         archive
             .entries()
@@ -563,13 +575,18 @@ mod tests {
             .map(|e| {
                 let e = e.unwrap();
                 let h = e.header();
-                (
-                    e.path().unwrap().to_string_lossy().into_owned(),
-                    h.uid().unwrap(),
-                    h.gid().unwrap(),
-                    h.mode().unwrap(),
-                    h.mtime().unwrap(),
-                )
+                Header {
+                    path: e.path().unwrap().to_string_lossy().into_owned(),
+                    kind: h.entry_type(),
+                    link: e
+                        .link_name()
+                        .unwrap()
+                        .map(|l| l.to_string_lossy().into_owned()),
+                    uid: h.uid().unwrap(),
+                    gid: h.gid().unwrap(),
+                    mode: h.mode().unwrap(),
+                    mtime: h.mtime().unwrap(),
+                }
             })
             .collect()
     }
@@ -581,11 +598,13 @@ mod tests {
         layer.add(Entry::bytes("home/blue/z", "z", 0o644, blue), blue);
         layer.add(Entry::bytes("home/blue/a", "a", 0o4755, blue), blue);
         let (bytes, _, _) = layer.write_tar(Vec::new(), 42).unwrap();
-        let got = names(&bytes);
-        let paths: Vec<_> = got.iter().map(|g| g.0.as_str()).collect();
+        let got = headers(&bytes);
+        let paths: Vec<_> = got.iter().map(|g| g.path.as_str()).collect();
         assert_eq!(paths, ["home/", "home/blue/", "home/blue/a", "home/blue/z"]);
-        assert!(got.iter().all(|g| g.1 == 1000 && g.2 == 33 && g.4 == 42));
-        assert_eq!(got[2].3, 0o4755, "setuid bit kept");
+        assert!(got
+            .iter()
+            .all(|g| g.uid == 1000 && g.gid == 33 && g.mtime == 42));
+        assert_eq!(got[2].mode, 0o4755, "setuid bit kept");
     }
 
     #[test]
@@ -597,8 +616,8 @@ mod tests {
             Owner::ROOT,
         );
         let (bytes, _, _) = layer.write_tar(Vec::new(), 0).unwrap();
-        let got = names(&bytes);
-        assert_eq!(got.last().unwrap().0, long);
+        let got = headers(&bytes);
+        assert_eq!(got.last().unwrap().path, long);
         assert!(
             bytes.windows(7).any(|w| w == b"path=d/"),
             "PAX path record present"
@@ -695,29 +714,6 @@ mod tests {
         );
     }
 
-    /// Path, entry type, link target and mode of every entry of a tar.
-    fn headers(tar_bytes: &[u8]) -> Vec<(String, tar::EntryType, Option<String>, u32)> {
-        let mut archive = tar::Archive::new(tar_bytes);
-        archive
-            .entries()
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                let link = e
-                    .link_name()
-                    .unwrap()
-                    .map(|l| l.to_string_lossy().into_owned());
-                let h = e.header();
-                (
-                    e.path().unwrap().to_string_lossy().into_owned(),
-                    h.entry_type(),
-                    link,
-                    h.mode().unwrap(),
-                )
-            })
-            .collect()
-    }
-
     #[test]
     fn tree_hardlinks_become_link_entries() {
         let dir = tempfile::tempdir().unwrap();
@@ -730,7 +726,7 @@ mod tests {
         let got = headers(&bytes);
         let kinds: Vec<_> = got
             .iter()
-            .map(|h| (h.0.as_str(), h.1, h.2.as_deref()))
+            .map(|h| (h.path.as_str(), h.kind, h.link.as_deref()))
             .collect();
         assert_eq!(
             kinds,
@@ -815,7 +811,7 @@ mod tests {
         streamed.add_tree(tree.path(), "/srv/app/", blue, Select::All);
         let (want, _, _) = expected.write_tar(Vec::new(), 7).unwrap();
         let (got, _, _) = streamed.write_tar(Vec::new(), 7).unwrap();
-        let names = |b: &[u8]| headers(b).into_iter().map(|h| h.0).collect::<Vec<_>>();
+        let names = |b: &[u8]| headers(b).into_iter().map(|h| h.path).collect::<Vec<_>>();
         assert_eq!(names(&got), names(&want));
         assert!(got == want, "same names, different bytes");
         let got = names(&got);
@@ -836,7 +832,10 @@ mod tests {
             Select::Only(only.into_iter().collect()),
         );
         let (bytes, _, _) = layer.write_tar(Vec::new(), 0).unwrap();
-        let got: Vec<_> = headers(&bytes).into_iter().map(|h| (h.0, h.3)).collect();
+        let got: Vec<_> = headers(&bytes)
+            .into_iter()
+            .map(|h| (h.path, h.mode))
+            .collect();
         let want = [
             ("app/", 0o755),
             ("app/a/", 0o755),
