@@ -137,7 +137,7 @@ pub fn write(
     };
     let tmp = oci::temp_file(&target_dir, ".archive-").map_err(io)?;
     let file = std::io::BufWriter::new(tmp.as_file().try_clone().map_err(io)?);
-    let (mut file, _, _) = tar.write_tar(file, epoch)?;
+    let mut file = tar.write_tar(file, epoch)?;
     std::io::Write::flush(&mut file).map_err(io)?;
     drop(file);
     tmp.as_file().sync_all().map_err(io)?;

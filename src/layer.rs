@@ -14,7 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::compress::Encoder;
-use crate::digest::{Digest, HashingWriter};
+use crate::digest::Digest;
 
 mod tree;
 pub use tree::Select;
@@ -235,14 +235,10 @@ impl Layer {
         self.entries.values()
     }
 
-    /// Writes the layer as a tar stream to `out`, returns the stream's digest.
-    pub fn write_tar<W: Write>(&self, out: W, mtime: u64) -> Result<(W, Digest, u64), LayerError> {
-        Ok(self.write_entries(HashingWriter::new(out), mtime)?.finish())
-    }
-
-    /// Writes the layer as a tar stream to `out` and returns `out`: the
-    /// explicit entries and the trees' entries merged in path order.
-    fn write_entries<W: Write>(&self, out: W, mtime: u64) -> Result<W, LayerError> {
+    /// Writes the layer as an uncompressed tar stream to `out` and returns
+    /// `out`: the explicit entries and the trees' entries merged in path
+    /// order. (A layer blob's digests come from [`Layer::write_blob`].)
+    pub fn write_tar<W: Write>(&self, out: W, mtime: u64) -> Result<W, LayerError> {
         let mut writer = EntryWriter {
             builder: tar::Builder::new(out),
             mtime,
@@ -313,10 +309,7 @@ impl Layer {
         let file =
             io::BufWriter::with_capacity(1 << 16, tmp.as_file().try_clone().map_err(io_err)?);
         let encoder = Encoder::new(file, compression).map_err(io_err)?;
-        let encoded = self
-            .write_entries(encoder, mtime)?
-            .finish()
-            .map_err(io_err)?;
+        let encoded = self.write_tar(encoder, mtime)?.finish().map_err(io_err)?;
         let (diff_id, _) = encoded.plain;
         let (digest, size) = encoded.blob;
         let dest = dir.join(digest.hex());
@@ -597,7 +590,7 @@ mod tests {
         let mut layer = Layer::new();
         layer.add(Entry::bytes("home/blue/z", "z", 0o644, blue), blue);
         layer.add(Entry::bytes("home/blue/a", "a", 0o4755, blue), blue);
-        let (bytes, _, _) = layer.write_tar(Vec::new(), 42).unwrap();
+        let bytes = layer.write_tar(Vec::new(), 42).unwrap();
         let got = headers(&bytes);
         let paths: Vec<_> = got.iter().map(|g| g.path.as_str()).collect();
         assert_eq!(paths, ["home/", "home/blue/", "home/blue/a", "home/blue/z"]);
@@ -615,7 +608,7 @@ mod tests {
             Entry::bytes(long.clone(), "x", 0o644, Owner::ROOT),
             Owner::ROOT,
         );
-        let (bytes, _, _) = layer.write_tar(Vec::new(), 0).unwrap();
+        let bytes = layer.write_tar(Vec::new(), 0).unwrap();
         let got = headers(&bytes);
         assert_eq!(got.last().unwrap().path, long);
         assert!(
@@ -631,7 +624,7 @@ mod tests {
         e.xattrs
             .push(("security.capability".into(), vec![1, 0, 0, 2]));
         layer.add(e, Owner::ROOT);
-        let (bytes, _, _) = layer.write_tar(Vec::new(), 0).unwrap();
+        let bytes = layer.write_tar(Vec::new(), 0).unwrap();
         let mut archive = tar::Archive::new(bytes.as_slice());
         let mut entries = archive.entries().unwrap();
         let mut found = None;
@@ -722,7 +715,7 @@ mod tests {
         std::os::unix::fs::symlink("a", dir.path().join("c")).unwrap();
         let mut layer = Layer::new();
         layer.add_tree(dir.path(), "app", Owner::ROOT, Select::All);
-        let (bytes, _, _) = layer.write_tar(Vec::new(), 0).unwrap();
+        let bytes = layer.write_tar(Vec::new(), 0).unwrap();
         let got = headers(&bytes);
         let kinds: Vec<_> = got
             .iter()
@@ -809,8 +802,8 @@ mod tests {
         add_all(&mut expected, tree.path(), tree.path());
         let mut streamed = Layer::new();
         streamed.add_tree(tree.path(), "/srv/app/", blue, Select::All);
-        let (want, _, _) = expected.write_tar(Vec::new(), 7).unwrap();
-        let (got, _, _) = streamed.write_tar(Vec::new(), 7).unwrap();
+        let want = expected.write_tar(Vec::new(), 7).unwrap();
+        let got = streamed.write_tar(Vec::new(), 7).unwrap();
         let names = |b: &[u8]| headers(b).into_iter().map(|h| h.path).collect::<Vec<_>>();
         assert_eq!(names(&got), names(&want));
         assert!(got == want, "same names, different bytes");
@@ -831,7 +824,7 @@ mod tests {
             Owner::ROOT,
             Select::Only(only.into_iter().collect()),
         );
-        let (bytes, _, _) = layer.write_tar(Vec::new(), 0).unwrap();
+        let bytes = layer.write_tar(Vec::new(), 0).unwrap();
         let got: Vec<_> = headers(&bytes)
             .into_iter()
             .map(|h| (h.path, h.mode))
@@ -859,7 +852,7 @@ mod tests {
             Entry::bytes("app/a.c", "mine", 0o600, Owner::ROOT),
             Owner::ROOT,
         );
-        let (bytes, _, _) = layer.write_tar(Vec::new(), 0).unwrap();
+        let bytes = layer.write_tar(Vec::new(), 0).unwrap();
         let mut archive = tar::Archive::new(bytes.as_slice());
         let mut found = Vec::new();
         for e in archive.entries().unwrap() {
@@ -896,7 +889,7 @@ mod tests {
         }
         let mut layer = Layer::new();
         layer.add_tree(dir.path(), "app", Owner::ROOT, Select::All);
-        let (bytes, _, _) = layer.write_tar(Vec::new(), 0).unwrap();
+        let bytes = layer.write_tar(Vec::new(), 0).unwrap();
         let mut archive = tar::Archive::new(bytes.as_slice());
         let mut seen = 0;
         for entry in archive.entries().unwrap() {

@@ -665,7 +665,7 @@ mod tests {
             crate::layer::Entry::bytes("after", "y", 0o644, crate::layer::Owner::ROOT),
             crate::layer::Owner::ROOT,
         );
-        let (bytes, _, _) = layer.write_tar(Vec::new(), 0).unwrap();
+        let bytes = layer.write_tar(Vec::new(), 0).unwrap();
         unpack(bytes.as_slice(), target.path()).unwrap();
         assert!(target.path().join(&long).is_file());
         assert_eq!(

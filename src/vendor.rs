@@ -248,7 +248,7 @@ impl Store {
         };
         let tmp = oci::temp_file(&dir, ".bundle-").map_err(io(file))?;
         let w = std::io::BufWriter::new(tmp.as_file().try_clone().map_err(io(file))?);
-        let (mut w, _, _) = tar.write_tar(w, epoch)?;
+        let mut w = tar.write_tar(w, epoch)?;
         std::io::Write::flush(&mut w).map_err(io(file))?;
         drop(w);
         tmp.as_file().sync_all().map_err(io(file))?;
