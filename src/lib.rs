@@ -22,7 +22,7 @@
 //! - [`run`]: `assemble run`, an image run rootless for smoke tests.
 //! - [`archive`]: oci-archive and docker-archive files.
 //! - [`vendor`]: the offline store and its one-file bundle.
-//! - [`output`]: the one printer; [`digest`]: sha256 helpers; [`env`]: variable names.
+//! - [`output`]: the one printer; [`digest`]: sha256 helpers; [`env`](mod@env): variable names.
 
 pub mod archive;
 pub mod build;
