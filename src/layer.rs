@@ -252,32 +252,32 @@ impl Layer {
             .map(Walk::next)
             .collect::<Result<Vec<_>, _>>()?;
         loop {
-            let tree_first = heads
+            let next_in_trees = heads
                 .iter()
                 .enumerate()
                 .filter_map(|(i, h)| h.as_ref().map(|f| (i, f.path.as_str())))
                 .min_by(|a, b| a.1.cmp(b.1));
-            let path = match (explicit.peek(), tree_first) {
+            // The tree to take from; None: the explicit entry (which wins a tie).
+            let from_tree = match (explicit.peek(), next_in_trees) {
                 (None, None) => break,
-                (Some(e), Some((_, p))) if e.path.as_str() <= p => {
+                (Some(e), Some((i, p))) => (p < e.path.as_str()).then_some(i),
+                (Some(_), None) => None,
+                (None, Some((i, _))) => Some(i),
+            };
+            let path = match from_tree {
+                None => {
+                    let e = explicit.next().expect("an explicit entry was peeked");
                     writer.explicit(e)?;
                     e.path.clone()
                 }
-                (Some(e), None) => {
-                    writer.explicit(e)?;
-                    e.path.clone()
-                }
-                (_, Some((i, _))) => {
+                Some(i) => {
                     let found = heads[i].take().expect("a head was found");
                     writer.found(&found, self.trees[i].owner)?;
                     heads[i] = walks[i].next()?;
                     found.path
                 }
             };
-            if explicit.peek().is_some_and(|e| e.path == path) {
-                explicit.next();
-            }
-            // Whatever else has the path just written is left out.
+            // Tree entries at the path just written are left out.
             for (head, walk) in heads.iter_mut().zip(&mut walks) {
                 while head.as_ref().is_some_and(|f| f.path == path) {
                     *head = walk.next()?;
