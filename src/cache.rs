@@ -7,12 +7,24 @@
 //! layers/<key>.json          a built layer's description, keyed by its inputs
 //! registry/<host>.json       which repositories of a registry hold which blobs (mount sources)
 //! pulled/<reference>/        OCI layouts of base images pulled from registries
+//! run/<manifest hex>/        an image unpacked for `assemble run`, bound read-only
+//! run/<manifest hex>.lock    held (shared) by each `assemble run` of that tree
+//! run/.lock                  held while a tree is unpacked or removed
 //! tmp/                       work in progress; renamed into place when complete
+//! CACHEDIR.TAG               the marker: this directory is assemble's cache
 //! ```
 //!
 //! Every entry is made under `tmp/` and renamed to its final name only when
 //! complete, so a crash leaves nothing half-made under a final name, and two
 //! builds racing for one entry both end up using the same complete one.
+//!
+//! The marker is a [cache directory tag](https://bford.info/cachedir/) (so
+//! backup tools skip the cache) whose text names assemble; `assemble purge`
+//! removes a directory only when it holds exactly that file. It is written
+//! when the cache is created. A directory without it is adopted (marked) on
+//! open only when it is empty or holds nothing but the entries above, as a
+//! cache made before the marker existed does; any other directory is used as
+//! it is and never marked, so purge never removes it.
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +39,12 @@ pub enum CacheError {
     /// No cache directory could be determined.
     #[error("no cache directory: set {var} or HOME", var = env::ASSEMBLE_CACHE_DIR)]
     NoHome,
+    /// `ASSEMBLE_CACHE_DIR` is set but empty: a typo, not a wish for the default.
+    #[error(
+        "{var} is set but empty; unset it to use the default cache, or name a directory",
+        var = env::ASSEMBLE_CACHE_DIR
+    )]
+    EmptyVariable,
     /// The cache directory could not be used.
     #[error("cannot use cache directory {path}")]
     Io {
@@ -48,32 +66,40 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// The cache at `ASSEMBLE_CACHE_DIR`, else `$XDG_CACHE_HOME/assemble`, else `~/.cache/assemble`.
+    /// The cache at `ASSEMBLE_CACHE_DIR`, else `$XDG_CACHE_HOME/assemble`,
+    /// else `~/.cache/assemble`. A set but empty `ASSEMBLE_CACHE_DIR` is an
+    /// error: a CI variable that lost its value must not mean the real cache.
     pub fn default_dir() -> Result<PathBuf, CacheError> {
-        if let Some(d) = std::env::var_os(env::ASSEMBLE_CACHE_DIR).filter(|d| !d.is_empty()) {
+        Self::dir_from(|name| std::env::var_os(name))
+    }
+
+    /// [`Cache::default_dir`] with the environment given as a lookup.
+    fn dir_from(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<PathBuf, CacheError> {
+        if let Some(d) = var(env::ASSEMBLE_CACHE_DIR) {
+            if d.is_empty() {
+                return Err(CacheError::EmptyVariable);
+            }
             return Ok(PathBuf::from(d));
         }
-        if let Some(d) = std::env::var_os(env::XDG_CACHE_HOME).filter(|d| !d.is_empty()) {
+        if let Some(d) = var(env::XDG_CACHE_HOME).filter(|d| !d.is_empty()) {
             return Ok(PathBuf::from(d).join("assemble"));
         }
-        let home = std::env::var_os("HOME")
+        let home = var("HOME")
             .filter(|d| !d.is_empty())
             .ok_or(CacheError::NoHome)?;
         Ok(PathBuf::from(home).join(".cache").join("assemble"))
     }
 
-    /// Opens (creating) the cache at `root`.
+    /// Opens (creating) the cache at `root`, marking it as assemble's when
+    /// it is new or holds only the cache's own entries.
     pub fn open(root: &Path) -> Result<Self, CacheError> {
-        for sub in [
-            "tmp",
-            "rootfs",
-            "wheelhouse",
-            "layers",
-            "registry",
-            "pulled",
-        ] {
+        let adopt = !is_marked(root) && holds_only_cache_entries(root);
+        for sub in ENTRIES.iter().filter(|e| **e != "blobs") {
             let p = root.join(sub);
             fs_err::create_dir_all(&p).map_err(|source| CacheError::Io { path: p, source })?;
+        }
+        if adopt {
+            crate::oci::write_atomic(&root.join(MARKER), MARKER_TEXT.as_bytes())?;
         }
         let blobs = BlobStore::open(root.join("blobs").join("sha256"))?;
         remove_stale(&root.join("tmp"), STALE_AFTER);
@@ -87,6 +113,11 @@ impl Cache {
     /// The cache directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Where `assemble run` keeps unpacked images (`run/`).
+    pub fn run_dir(&self) -> PathBuf {
+        self.root.join("run")
     }
 
     /// The blob store.
@@ -146,6 +177,112 @@ impl Cache {
         let bytes = serde_json::to_vec_pretty(value).expect("cache records serialise");
         crate::oci::write_atomic(&path, &bytes)?;
         Ok(())
+    }
+}
+
+/// File name of the marker that makes a directory assemble's cache.
+pub const MARKER: &str = "CACHEDIR.TAG";
+
+/// The marker's exact text: a cache directory tag (its first line is the
+/// tag's signature) that names assemble.
+pub const MARKER_TEXT: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
+# This file is a cache directory tag created by assemble.\n\
+# `assemble purge` removes this directory only while this file is here.\n\
+# For information about cache directory tags see https://bford.info/cachedir/\n";
+
+/// The entries of a cache directory (besides the marker).
+pub const ENTRIES: [&str; 8] = [
+    "tmp",
+    "rootfs",
+    "wheelhouse",
+    "layers",
+    "registry",
+    "pulled",
+    "blobs",
+    "run",
+];
+
+/// True when `dir` holds assemble's marker, with assemble's text: another
+/// tool's cache directory tag does not count.
+pub fn is_marked(dir: &Path) -> bool {
+    let path = dir.join(MARKER);
+    let Ok(meta) = std::fs::symlink_metadata(&path) else {
+        return false;
+    };
+    meta.is_file()
+        && meta.len() == MARKER_TEXT.len() as u64
+        && std::fs::read(&path).is_ok_and(|b| b == MARKER_TEXT.as_bytes())
+}
+
+/// True when `dir` is missing, empty, or holds only entries of the cache's
+/// layout (a cache made before the marker existed).
+fn holds_only_cache_entries(dir: &Path) -> bool {
+    match std::fs::read_dir(dir) {
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        Ok(entries) => entries.flatten().all(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            ENTRIES.contains(&name.as_ref()) && e.file_type().is_ok_and(|t| t.is_dir())
+        }),
+    }
+}
+
+/// An advisory lock (`flock`) on a file, released when dropped.
+#[derive(Debug)]
+pub struct FileLock {
+    file: std::fs::File,
+}
+
+impl FileLock {
+    /// Takes the lock, waiting for it: `exclusive`, else shared.
+    pub fn acquire(path: &Path, exclusive: bool) -> Result<Self, CacheError> {
+        Self::take(path, exclusive, true).map(|l| l.expect("a blocking lock is always taken"))
+    }
+
+    /// Takes the lock if nobody holds a conflicting one; None otherwise.
+    pub fn try_acquire(path: &Path, exclusive: bool) -> Result<Option<Self>, CacheError> {
+        Self::take(path, exclusive, false)
+    }
+
+    fn take(path: &Path, exclusive: bool, wait: bool) -> Result<Option<Self>, CacheError> {
+        use std::os::unix::io::AsRawFd;
+        let io = |source| CacheError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io)?;
+        let mut op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        if !wait {
+            op |= libc::LOCK_NB;
+        }
+        loop {
+            // SAFETY: flock(2) on a descriptor this function owns; it touches
+            // no memory.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+            if rc == 0 {
+                return Ok(Some(Self { file }));
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) if !wait => return Ok(None),
+                _ => return Err(io(e)),
+            }
+        }
+    }
+
+    /// The locked file.
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
     }
 }
 
@@ -227,6 +364,60 @@ mod tests {
         remove_stale(&blobs, std::time::Duration::ZERO);
         assert!(!blobs.join(".layer-x").exists());
         assert!(blobs.join("ab").exists());
+    }
+
+    #[test]
+    fn a_new_cache_carries_assembles_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cache");
+        Cache::open(&root).unwrap();
+        assert!(is_marked(&root));
+    }
+
+    #[test]
+    fn a_cache_made_before_the_marker_is_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["tmp", "rootfs", "blobs/sha256", "wheelhouse"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        Cache::open(dir.path()).unwrap();
+        assert!(is_marked(dir.path()));
+    }
+
+    #[test]
+    fn a_directory_holding_anything_else_is_never_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        Cache::open(dir.path()).unwrap();
+        assert!(!is_marked(dir.path()));
+        assert!(dir.path().join("notes.txt").is_file());
+    }
+
+    #[test]
+    fn another_tools_cache_directory_tag_is_not_assembles_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(MARKER),
+            "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by cargo.\n",
+        )
+        .unwrap();
+        Cache::open(dir.path()).unwrap();
+        assert!(!is_marked(dir.path()));
+    }
+
+    #[test]
+    fn an_empty_assemble_cache_dir_is_an_error_not_the_default() {
+        let vars = |set: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                set.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let r = Cache::dir_from(vars(&[("ASSEMBLE_CACHE_DIR", ""), ("HOME", "/h")]));
+        assert!(matches!(r, Err(CacheError::EmptyVariable)), "{r:?}");
+        let r = Cache::dir_from(vars(&[("XDG_CACHE_HOME", ""), ("HOME", "/h")]));
+        assert_eq!(r.unwrap(), Path::new("/h/.cache/assemble"));
     }
 
     #[test]

@@ -140,17 +140,25 @@ pub enum Command {
     },
     /// Run an image from an OCI layout, rootless, without an engine.
     Run(Box<RunArgs>),
-    /// Remove build outputs (./build).
+    /// Remove what assemble wrote in the output directory (./build): OCI
+    /// layouts, archives, temporary files; every other file stays.
     Clean {
-        /// Output directory to remove.
+        /// Output directory: it and its direct subdirectories are looked at.
         #[arg(long, default_value = "build", value_name = "DIR")]
         output: PathBuf,
+        /// Say what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
-    /// Remove build outputs and the cache.
+    /// Clean, then remove the cache (only a directory carrying assemble's
+    /// cache marker, CACHEDIR.TAG).
     Purge {
-        /// Output directory to remove.
+        /// Output directory, cleaned as by `assemble clean`.
         #[arg(long, default_value = "build", value_name = "DIR")]
         output: PathBuf,
+        /// Say what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

@@ -22,6 +22,7 @@
 //! - [`run`]: `assemble run`, an image run rootless for smoke tests.
 //! - [`archive`]: oci-archive and docker-archive files.
 //! - [`vendor`]: the offline store and its one-file bundle.
+//! - [`housekeeping`]: `clean` and `purge`, which remove only what assemble wrote.
 //! - [`output`]: the one printer; [`digest`]: sha256 helpers; [`env`](mod@env): variable names.
 
 pub mod archive;
@@ -78,6 +79,9 @@ pub enum Error {
     /// Registry.
     #[error(transparent)]
     Registry(#[from] registry::RegistryError),
+    /// `clean` and `purge`.
+    #[error(transparent)]
+    Clean(#[from] housekeeping::CleanError),
     /// Other file access.
     #[error("cannot access {path}")]
     Io {
@@ -103,6 +107,8 @@ impl Error {
             }
             Error::Oci(oci::OciError::BadLayout { .. }) => true,
             Error::Registry(e) => e.is_bad_input(),
+            Error::Clean(e) => e.is_bad_input(),
+            Error::Cache(cache::CacheError::EmptyVariable) => true,
             _ => false,
         };
         if bad_input {

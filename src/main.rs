@@ -52,12 +52,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// The cache directory: `--cache-dir`, else the default (an empty
+/// `ASSEMBLE_CACHE_DIR` is an error, never the default).
+fn cache_path(dir: Option<&Path>) -> Result<PathBuf, Error> {
+    match dir {
+        Some(d) if d.as_os_str().is_empty() => Err(Error::Usage(
+            "--cache-dir is empty: name a directory".into(),
+        )),
+        Some(d) => Ok(d.to_path_buf()),
+        None => Ok(Cache::default_dir()?),
+    }
+}
+
 fn open_cache(dir: Option<&Path>) -> Result<Cache, Error> {
-    let dir = match dir {
-        Some(d) => d.to_path_buf(),
-        None => Cache::default_dir()?,
-    };
-    Ok(Cache::open(&dir)?)
+    Ok(Cache::open(&cache_path(dir)?)?)
 }
 
 fn load_config(path: Option<&Path>) -> Result<ProjectConfig, Error> {
@@ -193,16 +201,21 @@ fn dispatch(cli: Cli, printer: &Printer) -> Result<i32, Error> {
                 printer,
             )
         }
-        Command::Clean { output } => {
-            housekeeping::clean(&[&output], printer)?;
+        Command::Clean { output, dry_run } => {
+            // Without any home there is no default cache to look in.
+            let cache = match cache_path(cache_dir.as_deref()) {
+                Ok(c) => Some(c),
+                Err(Error::Cache(assemble::cache::CacheError::NoHome)) => None,
+                Err(e) => return Err(e),
+            };
+            let plan = housekeeping::plan_clean(&output, cache.as_deref())?;
+            housekeeping::execute(plan, dry_run, printer)?;
             Ok(0)
         }
-        Command::Purge { output } => {
-            let cache: PathBuf = match cache_dir {
-                Some(d) => d,
-                None => Cache::default_dir()?,
-            };
-            housekeeping::clean(&[&output, &cache], printer)?;
+        Command::Purge { output, dry_run } => {
+            let cache = cache_path(cache_dir.as_deref())?;
+            let plan = housekeeping::plan_purge(&output, &cache)?;
+            housekeeping::execute(plan, dry_run, printer)?;
             Ok(0)
         }
     }

@@ -543,31 +543,6 @@ fn json_mode_streams_one_event_a_line_on_stderr() {
 }
 
 #[test]
-fn clean_and_purge_say_what_they_freed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let output = tmp.path().join("build");
-    let cache_dir = tmp.path().join("cache");
-    std::fs::create_dir_all(output.join("oci")).unwrap();
-    std::fs::write(output.join("oci/blob"), vec![0u8; 4096]).unwrap();
-    std::fs::create_dir_all(cache_dir.join("blobs")).unwrap();
-    std::fs::write(cache_dir.join("blobs/x"), vec![0u8; 2048]).unwrap();
-    let out = run(assemble().arg("clean").arg("--output").arg(&output));
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("freed 4.0 KiB"));
-    assert!(!output.exists() && cache_dir.exists());
-    std::fs::create_dir_all(&output).unwrap();
-    let out = run(assemble()
-        .arg("purge")
-        .arg("--output")
-        .arg(&output)
-        .arg("--cache-dir")
-        .arg(&cache_dir));
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("freed 2.0 KiB"));
-    assert!(!cache_dir.exists());
-}
-
-#[test]
 fn zstd_layers_are_deterministic_read_by_skopeo_and_run() {
     let _ = image();
     let tmp = tempfile::tempdir().unwrap();
