@@ -134,10 +134,10 @@ pub fn base_rootfs(
                 .root()
                 .join("pulled")
                 .join(reference.to_string().replace(['/', ':', '@'], "_"));
-            let layout = Layout::create(&dir)?;
             let client = Client::new(registry.clone())?;
             printer.step(&format!("base rootfs: pulling {reference}"));
-            transfer::pull(&client, reference, &layout, "base", printer)?;
+            transfer::pull(&client, reference, &dir, "base", printer)?;
+            let layout = Layout::open(&dir)?;
             let (_, manifest) = layout.resolve(Some("base"))?;
             let mut blobs = vec![oci::descriptor_digest(manifest.config())?];
             for l in manifest.layers() {
@@ -485,6 +485,9 @@ fn write_layout(
     docs: &oci::ImageDocuments,
     tag: &str,
 ) -> Result<Digest, Error> {
+    // Checked again here, right before the first write: a layout that
+    // appeared since the options were checked is not overwritten blindly.
+    Layout::check_target(dir)?;
     let layout = Layout::create(dir)?;
     for l in layers {
         layout.blobs().import(cache.blobs(), &l.blob.digest)?;

@@ -122,10 +122,20 @@ fn dispatch(cli: Cli, printer: &Printer) -> Result<i32, Error> {
             registry,
         } => {
             let source = Reference::parse(&reference).map_err(RegistryError::from)?;
+            let tag = match (&source.tag, &source.digest) {
+                (Some(t), _) => t.clone(),
+                (None, Some(d)) => {
+                    return Err(Error::Usage(format!(
+                        "{reference} names an image by digest only, and the layout needs a tag \
+                         for it: write {}:TAG@{d} (the digest is still checked)",
+                        reference.split('@').next().unwrap_or_default()
+                    )))
+                }
+                (None, None) => "latest".into(),
+            };
+            Layout::check_target(&dir)?;
             let client = Client::new(client_options(&registry))?;
-            let layout = Layout::create(&dir)?;
-            let tag = source.tag.clone().unwrap_or_else(|| "latest".into());
-            let digest = transfer::pull(&client, &source, &layout, &tag, printer)?;
+            let digest = transfer::pull(&client, &source, &dir, &tag, printer)?;
             printer.result(&format!("oci:{}:{tag} {digest}", dir.display()));
             Ok(0)
         }
@@ -225,6 +235,9 @@ fn dispatch(cli: Cli, printer: &Printer) -> Result<i32, Error> {
 /// option is known to be usable.
 fn build_options(args: &BuildArgs, cache: &Cache) -> Result<BuildOptions, Error> {
     let requirement = Requirement::parse(&args.requirement)?;
+    // The output is checked now: a bad one must fail before the build, not
+    // after its blobs are written.
+    Layout::check_target(&args.output)?;
     if let Some(p) = &args.python {
         spec::check_python(p)?;
     }

@@ -364,6 +364,47 @@ impl Layout {
         })
     }
 
+    /// Checks, before anything is written, that `root` can take an image:
+    /// absent, or a directory whose `index.json` (if any) is an OCI index and
+    /// whose `oci-layout` (if any) is the layout marker.
+    pub fn check_target(root: &Path) -> Result<(), OciError> {
+        let bad = |reason: String| OciError::BadLayout {
+            path: root.to_path_buf(),
+            reason,
+        };
+        let Ok(meta) = std::fs::metadata(root) else {
+            return Ok(());
+        };
+        if !meta.is_dir() {
+            return Err(bad(
+                "it is a file, not a directory; name a directory for the OCI layout".into(),
+            ));
+        }
+        let marker = root.join("oci-layout");
+        if marker.exists() {
+            let ok = std::fs::read(&marker)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|v| v["imageLayoutVersion"].is_string());
+            if !ok {
+                return Err(bad(
+                    "its oci-layout file is not an OCI layout marker; choose another directory"
+                        .into(),
+                ));
+            }
+        }
+        if root.join("index.json").exists() {
+            Layout {
+                root: root.to_path_buf(),
+                blobs: BlobStore {
+                    dir: root.join("blobs").join("sha256"),
+                },
+            }
+            .index()?;
+        }
+        Ok(())
+    }
+
     /// The layout's directory.
     pub fn root(&self) -> &Path {
         &self.root
@@ -391,7 +432,9 @@ impl Layout {
         })?;
         serde_json::from_slice(&bytes).map_err(|e| OciError::BadLayout {
             path: self.root.clone(),
-            reason: format!("index.json is not an OCI index: {e}"),
+            reason: format!(
+                "index.json is not an OCI index ({e}); choose another directory, or move that file away"
+            ),
         })
     }
 
@@ -496,6 +539,92 @@ impl Layout {
             .map_err(spec_err)?;
         let bytes = self.blobs.read_verified(&digest)?;
         serde_json::from_slice(&bytes).map_err(spec_err)
+    }
+}
+
+/// A layout written beside its final place (`.pull-XXXXXX` in the nearest
+/// existing ancestor) and moved there only when complete, so that a failed
+/// pull leaves nothing, and never touches what the destination held.
+#[derive(Debug)]
+pub struct StagedLayout {
+    dir: tempfile::TempDir,
+    layout: Layout,
+    dest: PathBuf,
+}
+
+impl StagedLayout {
+    /// Starts a layout that will become (or join) `dest`.
+    pub fn new(dest: &Path) -> Result<Self, OciError> {
+        Layout::check_target(dest)?;
+        let mut at = dest.parent().filter(|p| !p.as_os_str().is_empty());
+        let anchor = loop {
+            match at {
+                Some(p) if p.is_dir() => break p.to_path_buf(),
+                Some(p) => at = p.parent().filter(|p| !p.as_os_str().is_empty()),
+                None => break PathBuf::from("."),
+            }
+        };
+        let dir = tempfile::Builder::new()
+            .prefix(".pull-")
+            .tempdir_in(&anchor)
+            .map_err(|source| OciError::Io {
+                path: anchor.clone(),
+                source,
+            })?;
+        {
+            // tempfile makes the directory 0700; a layout is readable by all.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).map_err(
+                |source| OciError::Io {
+                    path: dir.path().to_path_buf(),
+                    source,
+                },
+            )?;
+        }
+        let layout = Layout::create(dir.path())?;
+        Ok(Self {
+            dir,
+            layout,
+            dest: dest.to_path_buf(),
+        })
+    }
+
+    /// The layout being written.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Tags the manifest and moves everything to the destination: the whole
+    /// layout when it is new, else each new blob, then its index entry.
+    pub fn commit(self, manifest: &Digest, size: u64, ref_name: &str) -> Result<Layout, OciError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| OciError::Io { path, source }
+        };
+        Layout::check_target(&self.dest)?;
+        if !self.dest.exists() {
+            self.layout.tag(manifest, size, ref_name)?;
+            if let Some(parent) = self.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs_err::create_dir_all(parent).map_err(io(parent))?;
+            }
+            let src = self.dir.keep();
+            if let Err(e) = std::fs::rename(&src, &self.dest) {
+                let _ = std::fs::remove_dir_all(&src);
+                return Err(io(&self.dest)(e));
+            }
+            return Layout::open(&self.dest);
+        }
+        let target = Layout::create(&self.dest)?;
+        let from = self.layout.blobs().dir();
+        for e in fs_err::read_dir(from).map_err(io(from))?.flatten() {
+            let name = e.file_name();
+            let dest = target.blobs().dir().join(&name);
+            if !dest.exists() {
+                std::fs::rename(e.path(), &dest).map_err(io(&dest))?;
+            }
+        }
+        target.tag(manifest, size, ref_name)?;
+        Ok(target)
     }
 }
 

@@ -594,3 +594,37 @@ fn zstd_layers_are_deterministic_read_by_skopeo_and_run() {
         ]));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1122270825");
 }
+
+#[test]
+fn an_output_that_cannot_take_the_image_is_refused_before_anything_is_written() {
+    // Regression: an --output whose index.json is not an OCI index failed with
+    // exit 2 only after the blobs and oci-layout were written into it, and an
+    // --output that is a regular file failed with exit 1.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("index.json"), r#"{"hello": "not an index"}"#).unwrap();
+    std::fs::write(out.join("notes.txt"), "must survive").unwrap();
+    let done = build_cmd("milborne==0.4.0", &out).output().unwrap();
+    assert_eq!(done.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(err.contains("index.json is not an OCI index"), "{err}");
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["index.json", "notes.txt"], "nothing was written");
+    assert!(
+        !err.contains("compile"),
+        "refused before any build step: {err}"
+    );
+
+    let file = tmp.path().join("file.txt");
+    std::fs::write(&file, "must survive").unwrap();
+    let done = build_cmd("milborne==0.4.0", &file).output().unwrap();
+    assert_eq!(done.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(err.contains("it is a file, not a directory"), "{err}");
+    assert_eq!(read(&file), "must survive");
+}

@@ -317,3 +317,159 @@ fn an_oci_archive_is_pushed() {
         image_digest()
     );
 }
+
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .map(|e| e.path().strip_prefix(dir).unwrap().display().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_pull_of_a_missing_tag_leaves_nothing_behind() {
+    // Regression: `assemble pull` of a missing tag left DIR/{blobs,oci-layout}.
+    let reg = Registry::start("", "");
+    let cache = tempfile::tempdir().unwrap();
+    assert!(push(&reg, cache.path(), "team/app:1", &[]).status.success());
+    let tmp = tempfile::tempdir().unwrap();
+    let fresh = tmp.path().join("fresh");
+    let mine = tmp.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "must survive").unwrap();
+    for dest in [&fresh, &mine] {
+        let before = listing(tmp.path());
+        let out = assemble()
+            .arg("pull")
+            .arg(format!("{}/team/app:nope", reg.host))
+            .arg(dest)
+            .args(["--insecure-registry", &reg.host])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+        assert_eq!(listing(tmp.path()), before, "the pull left nothing");
+    }
+    // A pull that works joins an existing layout and keeps its other tags.
+    for tag in ["1", "again"] {
+        let out = run(assemble()
+            .arg("pull")
+            .arg(format!("{}/team/app:1", reg.host))
+            .arg(&mine)
+            .args(["--insecure-registry", &reg.host]));
+        assert!(out.status.success());
+        let out = run(Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}:1", mine.display())));
+        assert!(out.status.success(), "after pulling {tag}");
+    }
+    assert_eq!(read(&mine.join("notes.txt")), "must survive");
+    assert!(
+        !listing(tmp.path()).iter().any(|n| n.contains(".pull-")),
+        "no staging directory is left"
+    );
+}
+
+#[test]
+fn a_pull_by_digest_alone_asks_for_a_tag_and_a_tag_with_a_digest_works() {
+    // Regression: `pull REF@sha256:…` tagged the layout `latest`.
+    let reg = Registry::start("", "");
+    let cache = tempfile::tempdir().unwrap();
+    assert!(push(&reg, cache.path(), "team/app:1", &[]).status.success());
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("oci");
+    let digest = image_digest();
+    let out = assemble()
+        .arg("pull")
+        .arg(format!("{}/team/app@{digest}", reg.host))
+        .arg(&dest)
+        .args(["--insecure-registry", &reg.host])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("team/app:TAG@{digest}")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dest.exists());
+    let out = run(assemble()
+        .arg("pull")
+        .arg(format!("{}/team/app:pinned@{digest}", reg.host))
+        .arg(&dest)
+        .args(["--insecure-registry", &reg.host]));
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("oci:{}:pinned {digest}", dest.display())
+    );
+}
+
+#[test]
+fn a_push_to_a_digest_that_is_not_the_images_uploads_nothing() {
+    // Regression: `push REF@sha256:…` uploaded every blob before the registry
+    // refused the digest.
+    let reg = Registry::start("", "");
+    let cache = tempfile::tempdir().unwrap();
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let out = assemble()
+        .arg("push")
+        .arg(format!("oci:{}:0.4.0", image().display()))
+        .arg(format!("{}/team/app@{wrong}", reg.host))
+        .args(["--insecure-registry", &reg.host, "--cache-dir"])
+        .arg(cache.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&wrong) && err.contains(&image_digest()),
+        "{err}"
+    );
+    assert_eq!(reg.count("/blobs/"), 0, "no blob was checked or sent");
+    let out = push(
+        &reg,
+        cache.path(),
+        &format!("team/app@{}", image_digest()),
+        &[],
+    );
+    assert!(out.status.success(), "the image's own digest is pushed");
+}
+
+#[test]
+fn tags_of_a_missing_repository_exit_1_and_of_an_empty_one_exit_0() {
+    // Regression: `assemble tags` of a repository the registry does not know
+    // (404 NAME_UNKNOWN) printed nothing and exited 0.
+    let reg = Registry::start("", "");
+    let tags = |repo: &str| {
+        assemble()
+            .arg("tags")
+            .arg(format!("{}/{repo}", reg.host))
+            .args(["--insecure-registry", &reg.host])
+            .output()
+            .unwrap()
+    };
+    let out = tags("team/nope");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("404") && err.contains("NAME_UNKNOWN: repository name not known to registry"),
+        "{err}"
+    );
+    let cache = tempfile::tempdir().unwrap();
+    assert!(push(&reg, cache.path(), "team/app:1", &[]).status.success());
+    let del = run(Command::new("skopeo")
+        .args(["delete", "--tls-verify=false"])
+        .arg(format!("docker://{}/team/app:1", reg.host)));
+    assert!(del.status.success());
+    let out = tags("team/app");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "");
+}

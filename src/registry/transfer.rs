@@ -206,6 +206,36 @@ pub fn push(
         serde_json::from_slice(&manifest_bytes).map_err(|e| {
             RegistryError::Protocol(format!("manifest {manifest} is not an image manifest: {e}"))
         })?;
+    // The bytes that will be sent, known before any upload so that a
+    // reference naming another digest is refused before the first blob.
+    let (manifest_bytes, manifest, media_type) = match options.format {
+        ManifestFormat::Oci => (
+            manifest_bytes,
+            manifest.clone(),
+            parsed
+                .media_type()
+                .as_ref()
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".into()),
+        ),
+        ManifestFormat::Docker => {
+            let bytes = to_docker_manifest(&manifest_bytes)?;
+            let digest = Digest::of(&bytes);
+            (
+                bytes,
+                digest,
+                "application/vnd.docker.distribution.manifest.v2+json".to_string(),
+            )
+        }
+    };
+    if let Some(wanted) = &target.digest {
+        if *wanted != manifest {
+            return Err(RegistryError::Usage(format!(
+                "{target} names manifest {wanted}, but the image pushed is {manifest}: \
+                 push to a tag, or name the digest of this image"
+            )));
+        }
+    }
     let mut blobs: Vec<(Digest, u64)> = vec![(
         oci::descriptor_digest(parsed.config())?,
         parsed.config().size(),
@@ -256,26 +286,6 @@ pub fn push(
     if let Some(e) = failure.into_inner().expect("lock") {
         return Err(e);
     }
-    let (manifest_bytes, manifest, media_type) = match options.format {
-        ManifestFormat::Oci => (
-            manifest_bytes,
-            manifest.clone(),
-            parsed
-                .media_type()
-                .as_ref()
-                .map(|m| m.to_string())
-                .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".into()),
-        ),
-        ManifestFormat::Docker => {
-            let bytes = to_docker_manifest(&manifest_bytes)?;
-            let digest = Digest::of(&bytes);
-            (
-                bytes,
-                digest,
-                "application/vnd.docker.distribution.manifest.v2+json".to_string(),
-            )
-        }
-    };
     let manifest = &manifest;
     let reference = target.manifest_ref();
     let what = format!("manifest PUT to {target}");
@@ -687,16 +697,20 @@ fn short(d: &Digest) -> String {
     format!("sha256:{}", &d.hex()[..12])
 }
 
-/// Pulls an image into a layout, tagging it `tag`: every blob's digest is
-/// checked while it streams in; an index resolves to linux and this machine's
-/// architecture. Returns the manifest digest.
+/// Pulls an image into the layout at `dest` (made if missing), tagging it
+/// `tag`: every blob's digest is checked while it streams in; an index
+/// resolves to linux and this machine's architecture. The manifest is
+/// fetched and checked before anything is written, and the blobs go to a
+/// staged layout beside `dest` that joins it only when complete: a failed
+/// pull leaves `dest` as it was. Returns the manifest digest.
 pub fn pull(
     client: &Client,
     source: &Reference,
-    layout: &Layout,
+    dest: &Path,
     tag: &str,
     printer: &Printer,
 ) -> Result<Digest, RegistryError> {
+    Layout::check_target(dest)?;
     let host = source.api_host().to_string();
     let repo = source.repository.clone();
     let scopes = Scopes::pull(&repo);
@@ -747,15 +761,25 @@ pub fn pull(
     for l in manifest.layers() {
         wanted.push((oci::descriptor_digest(l)?, l.size()));
     }
+    let existing = Layout::open(dest).ok();
+    let staged = crate::oci::StagedLayout::new(dest)?;
     for (d, size) in &wanted {
-        if layout.blobs().has(d) {
+        if existing.as_ref().is_some_and(|l| l.blobs().has(d)) {
             continue;
         }
         printer.step(&format!("pull: {} ({size} bytes)", short(d)));
-        pull_blob(client, &host, &repo, &scopes, layout.blobs(), d, *size)?;
+        pull_blob(
+            client,
+            &host,
+            &repo,
+            &scopes,
+            staged.layout().blobs(),
+            d,
+            *size,
+        )?;
     }
-    layout.blobs().put_bytes(&bytes)?;
-    layout.tag(&digest, bytes.len() as u64, tag)?;
+    staged.layout().blobs().put_bytes(&bytes)?;
+    staged.commit(&digest, bytes.len() as u64, tag)?;
     Ok(digest)
 }
 
@@ -878,6 +902,38 @@ pub fn check_login(
     }
 }
 
+/// The message of a registry error body (`{"errors":[{"code","message"}]}`,
+/// as the distribution spec defines it), else the start of the body.
+pub fn registry_message(body: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorEntry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorEntry {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    if let Ok(e) = serde_json::from_str::<Errors>(body) {
+        let parts: Vec<String> = e
+            .errors
+            .iter()
+            .map(|x| {
+                [x.code.as_deref(), x.message.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(": ")
+            })
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !parts.is_empty() {
+            return parts.join("; ").chars().take(300).collect();
+        }
+    }
+    body.trim().chars().take(300).collect()
+}
+
 /// Lists a repository's tags, following `Link` pagination.
 pub fn tags(client: &Client, repository: &Reference) -> Result<Vec<String>, RegistryError> {
     let host = repository.api_host().to_string();
@@ -891,14 +947,15 @@ pub fn tags(client: &Client, repository: &Reference) -> Result<Vec<String>, Regi
         let resp = client.send(&host, &scopes, &what, &|http, base| {
             http.get(format!("{base}{p}"))
         })?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            return Ok(all);
-        }
         if !resp.status().is_success() {
+            // A repository the registry does not know is a 404
+            // (NAME_UNKNOWN), not an empty list: a typo must not look like
+            // "no tags". An empty repository answers 200 with no tags.
+            let status = resp.status().as_u16();
             return Err(RegistryError::Status {
                 what,
-                status: resp.status().as_u16(),
-                body: String::new(),
+                status,
+                body: registry_message(&resp.text().unwrap_or_default()),
             });
         }
         let link = resp
@@ -938,6 +995,16 @@ pub fn tags(client: &Client, repository: &Reference) -> Result<Vec<String>, Regi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_error_bodies_give_their_code_and_message() {
+        let body = r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry","detail":{"name":"x"}}]}"#;
+        assert_eq!(
+            registry_message(body),
+            "NAME_UNKNOWN: repository name not known to registry"
+        );
+        assert_eq!(registry_message("  plain text "), "plain text");
+    }
 
     #[test]
     fn docker_manifests_keep_the_blobs_and_change_the_media_types() {
