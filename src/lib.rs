@@ -101,7 +101,7 @@ impl Error {
             Error::Usage(_) | Error::Spec(_) => true,
             Error::Rootfs(e) => e.is_bad_input(),
             Error::Unpack(e) => e.is_bad_input(),
-            Error::Python(P::HostileWheel { .. }) => true,
+            Error::Python(P::HostileWheel { .. } | P::BadWheel { .. }) => true,
             Error::Sandbox(e) | Error::Python(P::Sandbox(e)) => {
                 matches!(e, S::NoBubblewrap | S::NoUserNamespaces { .. })
             }

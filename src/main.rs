@@ -231,10 +231,17 @@ fn dispatch(cli: Cli, printer: &Printer) -> Result<i32, Error> {
     }
 }
 
+/// 2108-01-01T00:00:00Z: zip (and so wheel) timestamps end with 2107, and
+/// pip refuses `SOURCE_DATE_EPOCH` from there on.
+const ZIP_TIME_LIMIT: u64 = 4_354_819_200;
+
 /// Parse, then validate, then build: nothing heavy starts before every
 /// option is known to be usable.
 fn build_options(args: &BuildArgs, cache: &Cache) -> Result<BuildOptions, Error> {
     let requirement = Requirement::parse(&args.requirement)?;
+    if let spec::Source::Wheel(path) = &requirement.source {
+        assemble::python::check_wheel(path)?;
+    }
     // The output is checked now: a bad one must fail before the build, not
     // after its blobs are written.
     Layout::check_target(&args.output)?;
@@ -269,6 +276,15 @@ fn build_options(args: &BuildArgs, cache: &Cache) -> Result<BuildOptions, Error>
         })?,
         _ => 0,
     };
+    if epoch >= ZIP_TIME_LIMIT {
+        return Err(Error::Usage(format!(
+            "{}={epoch} is {}, past what zip timestamps hold (wheels store times up to \
+             the end of 2107); use a time before {}",
+            env::SOURCE_DATE_EPOCH,
+            build::rfc3339(epoch),
+            build::rfc3339(ZIP_TIME_LIMIT)
+        )));
+    }
     let push = if !args.push {
         if args.tag.is_some() || args.registry.is_some() {
             return Err(Error::Usage(
@@ -395,6 +411,12 @@ fn build_command(
         .iter()
         .map(|a| ArchiveSpec::parse(a))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(a) = archives.iter().find(|a| a.path.is_dir()) {
+        return Err(Error::Usage(format!(
+            "--archive {}: that is a directory; name the archive file",
+            a.path.display()
+        )));
+    }
     let cache = open_cache(cache_dir)?;
     let opts = build_options(&args, &cache)?;
     let runner = sandbox_for(&opts)?;

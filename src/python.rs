@@ -34,6 +34,16 @@ pub enum PythonError {
         /// The member or RECORD entry.
         entry: String,
     },
+    /// A wheel given as the requirement is not a readable wheel.
+    #[error(
+        "{path} is not a usable wheel: {why}; build it again (or download it again) and retry"
+    )]
+    BadWheel {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// The compiler rootfs lacks pip's wheel.
     #[error("the compiler rootfs has no pip wheel in /usr/share/python-wheels; it needs python3-venv (python3-pip-whl)")]
     NoPipWheel,
@@ -867,6 +877,93 @@ pub fn zip_member_names(path: &Path) -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
+/// Reads a whole wheel before it is used: a zip whose every member
+/// decompresses to its recorded size and CRC-32, with a `.dist-info/WHEEL`
+/// and `.dist-info/RECORD`. A truncated or corrupt file is bad input, found
+/// before any work starts rather than by pip halfway through a build.
+pub fn check_wheel(path: &Path) -> Result<(), PythonError> {
+    use std::io::Read as _;
+    let bad = |why: String| PythonError::BadWheel {
+        path: path.to_path_buf(),
+        why,
+    };
+    let data = fs_err::read(path).map_err(io_err(path))?;
+    let names = zip_member_names(path).map_err(|e| bad(format!("not a zip archive ({e})")))?;
+    let u16_at = |i: usize| {
+        data.get(i..i + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u32_at = |i: usize| {
+        data.get(i..i + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let floor = data.len().saturating_sub(65_535 + 22);
+    let eocd = (floor..data.len().saturating_sub(21))
+        .rev()
+        .find(|&i| data[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])
+        .ok_or_else(|| bad("no end of central directory".into()))?;
+    let mut at = u32_at(eocd + 16).unwrap_or(0) as usize;
+    for name in &names {
+        let truncated = || bad(format!("the entry of {name} is truncated"));
+        let method = u16_at(at + 10).ok_or_else(truncated)?;
+        let crc = u32_at(at + 16).ok_or_else(truncated)?;
+        let packed = u32_at(at + 20).ok_or_else(truncated)? as usize;
+        let size = u32_at(at + 24).ok_or_else(truncated)? as u64;
+        let (n, x, c) = (
+            u16_at(at + 28).ok_or_else(truncated)?,
+            u16_at(at + 30).ok_or_else(truncated)?,
+            u16_at(at + 32).ok_or_else(truncated)?,
+        );
+        let local = u32_at(at + 42).ok_or_else(truncated)? as usize;
+        at += 46 + n + x + c;
+        if u32_at(local) != Some(0x0403_4b50) {
+            return Err(bad(format!("the local header of {name} is missing")));
+        }
+        let start = local
+            + 30
+            + u16_at(local + 26).ok_or_else(truncated)?
+            + u16_at(local + 28).ok_or_else(truncated)?;
+        let bytes = data
+            .get(start..start + packed)
+            .ok_or_else(|| bad(format!("{name} is cut short: the file is truncated")))?;
+        let mut reader: Box<dyn std::io::Read> = match method {
+            0 => Box::new(bytes),
+            8 => Box::new(flate2::read::DeflateDecoder::new(bytes)),
+            m => {
+                return Err(bad(format!(
+                    "{name} uses zip method {m}, which pip cannot read"
+                )))
+            }
+        };
+        let mut crc32 = flate2::Crc::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            let k = reader
+                .read(&mut buf)
+                .map_err(|e| bad(format!("{name} does not decompress ({e})")))?;
+            if k == 0 {
+                break;
+            }
+            crc32.update(&buf[..k]);
+        }
+        if crc32.sum() != crc || u64::from(crc32.amount()) != size {
+            return Err(bad(format!(
+                "{name} is corrupt (its CRC-32 or size does not match)"
+            )));
+        }
+    }
+    for wanted in ["WHEEL", "RECORD"] {
+        let found = names.iter().any(|n| {
+            n.split_once('/')
+                .is_some_and(|(d, f)| d.ends_with(".dist-info") && f == wanted)
+        });
+        if !found {
+            return Err(bad(format!("it has no .dist-info/{wanted}")));
+        }
+    }
+    Ok(())
+}
+
 fn first_csv_field(line: &str) -> Option<String> {
     let line = line.trim_end_matches('\r');
     if line.is_empty() {
@@ -1049,6 +1146,34 @@ mod tests {
             zip_member_names(f.path()).unwrap(),
             ["a/b.py", "a-1.0.dist-info/RECORD"]
         );
+    }
+
+    #[test]
+    fn a_complete_wheel_passes_and_a_damaged_one_is_refused() {
+        let f = zip_with(&[
+            "a/__init__.py",
+            "a-1.0.dist-info/WHEEL",
+            "a-1.0.dist-info/RECORD",
+        ]);
+        check_wheel(f.path()).unwrap();
+        let good = std::fs::read(f.path()).unwrap();
+        let cut = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(cut.path(), &good[..good.len() - 30]).unwrap();
+        assert!(matches!(
+            check_wheel(cut.path()),
+            Err(PythonError::BadWheel { .. })
+        ));
+        // The first member's one stored byte ('x'), flipped.
+        let mut bad = good.clone();
+        let at = 30 + "a/__init__.py".len();
+        assert_eq!(bad[at], b'x');
+        bad[at] = b'y';
+        std::fs::write(cut.path(), &bad).unwrap();
+        let e = check_wheel(cut.path()).unwrap_err();
+        assert!(e.to_string().contains("a/__init__.py is corrupt"), "{e}");
+        let f = zip_with(&["a/__init__.py"]);
+        let e = check_wheel(f.path()).unwrap_err();
+        assert!(e.to_string().contains("no .dist-info/WHEEL"), "{e}");
     }
 
     #[test]

@@ -628,3 +628,47 @@ fn an_output_that_cannot_take_the_image_is_refused_before_anything_is_written() 
     assert!(err.contains("it is a file, not a directory"), "{err}");
     assert_eq!(read(&file), "must survive");
 }
+
+#[test]
+fn a_truncated_or_corrupt_wheel_exits_2_before_the_build() {
+    // Regression: a damaged .whl requirement failed inside pip with exit 1.
+    let tmp = tempfile::tempdir().unwrap();
+    let good = std::fs::read(data().join("index/six-1.16.0-py2.py3-none-any.whl")).unwrap();
+    let truncated = tmp.path().join("t/six-1.16.0-py2.py3-none-any.whl");
+    std::fs::create_dir_all(truncated.parent().unwrap()).unwrap();
+    std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
+    // One byte flipped in the middle of the first member's compressed data.
+    let mut bytes = good.clone();
+    let u16_at = |i: usize| u16::from_le_bytes([good[i], good[i + 1]]) as usize;
+    let size = u32::from_le_bytes([good[18], good[19], good[20], good[21]]) as usize;
+    let start = 30 + u16_at(26) + u16_at(28);
+    bytes[start + size / 2] ^= 0x55;
+    let corrupt = tmp.path().join("c/six-1.16.0-py2.py3-none-any.whl");
+    std::fs::create_dir_all(corrupt.parent().unwrap()).unwrap();
+    std::fs::write(&corrupt, &bytes).unwrap();
+    for wheel in [&truncated, &corrupt] {
+        let out = build_cmd(wheel, &tmp.path().join("oci")).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", wheel.display());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is not a usable wheel"), "{err}");
+        assert!(!tmp.path().join("oci").exists());
+    }
+}
+
+#[test]
+fn a_source_date_epoch_past_2107_is_refused_up_front() {
+    // Regression: SOURCE_DATE_EPOCH past what zip timestamps hold failed
+    // inside pip instead of being refused.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = build_cmd("milborne==0.4.0", &tmp.path().join("oci"))
+        .env("SOURCE_DATE_EPOCH", "4354819200")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("2108-01-01T00:00:00Z") && err.contains("zip timestamps"),
+        "{err}"
+    );
+    assert!(!err.contains("compile"), "refused before any step: {err}");
+}
