@@ -321,6 +321,33 @@ mod tests {
         );
     }
 
+    /// Every command's `--help`, long form.
+    fn all_help() -> Vec<(String, String)> {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut out = vec![("assemble".to_string(), cmd.render_long_help().to_string())];
+        for sub in cmd.get_subcommands_mut() {
+            let name = sub.get_name().to_string();
+            out.push((name, sub.render_long_help().to_string()));
+        }
+        out
+    }
+
+    #[test]
+    fn help_is_plain_text_without_rustdoc_links() {
+        // Regression: `build --help` showed ``[`GZIP_CHUNK`]`` from a doc comment.
+        let all = all_help();
+        assert!(all.len() > 10, "every command is rendered");
+        for (name, text) in all {
+            for markup in ["[`", "`]", "]("] {
+                assert!(
+                    !text.contains(markup),
+                    "{name} --help shows {markup}:\n{text}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn run_takes_docker_style_volume_flags() {
         let cli = parse(&["assemble", "run", "-v", "/a:/b", "build/oci", "hello", "-v"]);

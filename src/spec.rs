@@ -313,16 +313,66 @@ impl ProjectConfig {
                 return Err(format!("environment variable name {k:?} is invalid"));
             }
         }
+        if self.ports.contains(&0) {
+            return Err("port 0 cannot be exposed: ports are 1 to 65535".into());
+        }
         for v in &self.volumes {
-            if !v.starts_with('/') || v.contains("..") {
-                return Err(format!("volume {v:?} must be an absolute path without .."));
-            }
+            check_volume(v)?;
         }
         if let Some(py) = &self.python {
             check_python(py).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
+}
+
+/// Directories of the base a volume must not hide: an engine mounts an
+/// empty directory there, and the image stops working.
+const SYSTEM_DIRS: [&str; 17] = [
+    "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/proc",
+    "/root", "/run", "/sbin", "/sys", "/tmp", "/usr", "/var",
+];
+
+/// Directories of the image's own files (the venv, the entrypoint, its
+/// templates and settings), which no volume may be or lie under.
+const IMAGE_DIRS: [&str; 5] = [
+    "/home/blue/app",
+    "/home/blue/bin",
+    "/home/blue/etc",
+    "/home/blue/templates",
+    "/home/blue/config",
+];
+
+/// A volume is an absolute, normalised path (no `//`, `.`, `..` or
+/// trailing `/`) that hides neither the root, the base's system
+/// directories, the image's home nor its own files.
+fn check_volume(v: &str) -> Result<(), String> {
+    let normalised = v.starts_with('/')
+        && v.len() > 1
+        && !v.ends_with('/')
+        && v[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    if v == "/" {
+        return Err(
+            "volume \"/\" would hide the whole image; name a directory such as /data".into(),
+        );
+    }
+    if !normalised {
+        return Err(format!(
+            "volume {v:?} is not a normalised absolute path (write it as /dir/sub: no //, . or .., no trailing /)"
+        ));
+    }
+    let hides_image = v == "/home/blue"
+        || IMAGE_DIRS
+            .iter()
+            .any(|d| v == *d || v.strip_prefix(d).is_some_and(|r| r.starts_with('/')));
+    if SYSTEM_DIRS.contains(&v) || hides_image {
+        return Err(format!(
+            "volume {v:?} would hide the image's own files there; name a directory of its own, such as /data"
+        ));
+    }
+    Ok(())
 }
 
 /// True for a service name the entrypoint accepts.
@@ -644,6 +694,36 @@ mod tests {
     #[test]
     fn normalisation_follows_pep_503() {
         assert_eq!(normalise_name("Foo.Bar__baz"), "foo-bar-baz");
+    }
+
+    #[test]
+    fn config_refuses_port_0_and_volumes_that_are_the_root_or_not_normalised() {
+        // Regression: `ports = [0]` and volumes "/", "/etc" and "/x//y" were accepted.
+        let load = |text: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("assemble.toml");
+            std::fs::write(&p, text).unwrap();
+            ProjectConfig::load(&p).map_err(|e| e.to_string())
+        };
+        let e = load("ports = [0]\n").unwrap_err();
+        assert!(e.contains("port 0"), "{e}");
+        for v in [
+            "/",
+            "/etc",
+            "/x//y",
+            "/x/",
+            "/x/./y",
+            "/x/../y",
+            "relative",
+            "/home/blue",
+            "/home/blue/app/lib",
+        ] {
+            let e = load(&format!("volumes = [{v:?}]\n")).unwrap_err();
+            assert!(e.contains(&format!("{v:?}")), "{v}: {e}");
+        }
+        let ok =
+            load("ports = [9000]\nvolumes = [\"/data\", \"/var/lib/app\", \"/home/blue/data\"]\n");
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[test]
