@@ -198,6 +198,10 @@ pub struct RunArgs {
     /// Set an environment variable: KEY=VALUE. Repeatable.
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// On SIGTERM or SIGINT, seconds the entrypoint gets to stop after the
+    /// signal is forwarded to it, before everything is killed (as `docker stop`).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub stop_timeout: u64,
     /// Arguments for the entrypoint (start SERVICE, cron, COMMAND...).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,

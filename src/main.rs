@@ -206,6 +206,7 @@ fn dispatch(cli: Cli, printer: &Printer) -> Result<i32, Error> {
                     args: args.args.clone(),
                     volumes: args.volumes.clone(),
                     env: args.env.clone(),
+                    stop_timeout: std::time::Duration::from_secs(args.stop_timeout),
                 },
                 &cache,
                 printer,

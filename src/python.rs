@@ -1233,7 +1233,7 @@ mod tests {
             .iter()
             .map(|m| match m {
                 Mount::Bind(_, d) | Mount::ReadOnly(_, d) => d.clone(),
-                Mount::Tmpfs(d) => d.clone(),
+                other => other.dest().to_string(),
             })
             .collect();
         assert_eq!(

@@ -1,17 +1,36 @@
-//! `assemble run IMAGE [ARGS]`: unpacks an image from an OCI layout into a
-//! private directory and runs its entrypoint rootless with bubblewrap, as the
-//! image's user, on the host's network, so an image can be smoke-tested
-//! without a container engine.
+//! `assemble run IMAGE [ARGS]`: runs the entrypoint of an image from an OCI
+//! layout rootless with bubblewrap, as the image's user, on the host's
+//! network, so an image can be smoke-tested without a container engine.
+//!
+//! The image is unpacked once per manifest digest into the cache
+//! (`run/<hex>/`, see [`crate::cache`]) and bound read-only; later runs reuse
+//! it. What the image writes goes to tmpfs: `/tmp`, `/run`, its declared
+//! volumes (unless a `--volume` binds them) and the scratch directories of
+//! assemble's images ([`runtime::SCRATCH`]), each holding a copy of what the
+//! image ships there. A run therefore leaves nothing on disk, even when
+//! killed: an unpack cut short is a `tmp/run-*` work directory, which the
+//! next run removes.
+//!
+//! Stopping works as with an engine: SIGTERM and SIGINT (and SIGHUP, as
+//! SIGTERM) are forwarded to the entrypoint's process, then after
+//! `--stop-timeout` everything is killed; a second signal kills at once.
+//! The signal goes to the entrypoint itself, not to bubblewrap: bwrap does
+//! not forward signals (it dies of them, and its init then kills the
+//! sandbox with SIGKILL), and bwrap's pid 1 inside the sandbox only reaps.
 
 use std::io;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use crate::cache::Cache;
+use crate::cache::{Cache, FileLock};
+use crate::digest::Digest;
 use crate::layer;
 use crate::oci::{self, Layout};
 use crate::output::Printer;
+use crate::runtime;
 use crate::sandbox::{self, Bubblewrap, Mount, Plan};
 use crate::Error;
 
@@ -26,19 +45,13 @@ pub struct RunOptions {
     pub volumes: Vec<String>,
     /// `KEY=VALUE` added to the image's environment.
     pub env: Vec<String>,
+    /// How long a stop waits for the entrypoint before killing everything.
+    pub stop_timeout: Duration,
 }
 
-static CHILD: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn forward(signal: libc::c_int) {
-    let pid = CHILD.load(Ordering::SeqCst);
-    if pid > 0 {
-        // kill(2) is async-signal-safe.
-        unsafe {
-            libc::kill(pid, signal);
-        }
-    }
-}
+/// Files copied into one writable directory at most: each is a descriptor
+/// bwrap inherits, and the open-files limit is often 1024.
+const MAX_COPIED_FILES: usize = 256;
 
 /// Parses `HOST:CONTAINER[:ro]`.
 pub fn parse_volume(v: &str) -> Result<Mount, Error> {
@@ -54,7 +67,7 @@ pub fn parse_volume(v: &str) -> Result<Mount, Error> {
         [h, c, "rw"] => (*h, *c, false),
         _ => return Err(bad()),
     };
-    if host.is_empty() || !dest.starts_with('/') {
+    if host.is_empty() || !dest.starts_with('/') || dest.split('/').any(|c| c == "..") {
         return Err(bad());
     }
     let host = std::fs::canonicalize(host)
@@ -64,6 +77,16 @@ pub fn parse_volume(v: &str) -> Result<Mount, Error> {
     } else {
         Mount::Bind(host, dest.into())
     })
+}
+
+/// Parses `KEY=VALUE`: the key must be a name bwrap can set (not empty).
+pub fn parse_env(e: &str) -> Result<(String, String), Error> {
+    match e.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(Error::Usage(format!(
+            "--env {e:?} is not KEY=VALUE with a non-empty KEY"
+        ))),
+    }
 }
 
 /// Resolves a user name or `uid[:gid]` against the image's /etc/passwd and /etc/group.
@@ -133,8 +156,207 @@ pub fn unpack_image(
     Ok(())
 }
 
+/// The image's tree in the cache, unpacked on first use, with a shared lock
+/// that keeps `clean` and `purge` from removing it during the run. Missing
+/// mount points (`dests`) are made in it while nobody else changes it.
+fn cached_tree(
+    cache: &Cache,
+    layout: &Layout,
+    digest: &Digest,
+    manifest: &oci_spec::image::ImageManifest,
+    dests: &[(String, bool)],
+    printer: &Printer,
+) -> Result<(PathBuf, FileLock), Error> {
+    let run_dir = cache.run_dir();
+    let hex = digest.hex();
+    let tree = run_dir.join(hex);
+    // Unpacking and removal happen under this lock only, so any `tmp/run-*`
+    // seen while holding it was left by a run that died.
+    let guard = FileLock::acquire(&run_dir.join(".lock"), true)?;
+    remove_abandoned_work(cache);
+    if !tree.is_dir() {
+        printer.step(&format!(
+            "run: unpacking {digest} ({} layers) into the cache",
+            manifest.layers().len()
+        ));
+        let work = cache.work_dir("run")?;
+        let unpacked =
+            unpack_image(layout, manifest, work.path()).and_then(|()| prepare_tree(work.path()));
+        if let Err(e) = unpacked {
+            crate::unpack::make_writable(work.path());
+            return Err(e);
+        }
+        cache.commit_dir(work, "run", hex)?;
+    }
+    for (dest, is_dir) in dests {
+        ensure_mount_point(&tree, dest, *is_dir)?;
+    }
+    let lock = FileLock::acquire(&run_dir.join(format!("{hex}.lock")), false)?;
+    drop(guard);
+    Ok((tree, lock))
+}
+
+/// Removes work directories of runs that died while unpacking.
+fn remove_abandoned_work(cache: &Cache) {
+    let tmp = cache.root().join("tmp");
+    for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with("run-") {
+            crate::unpack::make_writable(&e.path());
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Makes the mount points every run needs, before the tree is committed.
+fn prepare_tree(tree: &Path) -> Result<(), Error> {
+    for d in ["dev", "proc", "tmp", "run"] {
+        ensure_mount_point(tree, &format!("/{d}"), true)?;
+    }
+    // resolv.conf is bound from the host: it must be a file of the tree, not
+    // a symlink that bwrap would follow to a path the read-only root lacks.
+    let etc = tree.join("etc");
+    if std::fs::symlink_metadata(&etc).is_ok_and(|m| m.is_dir()) {
+        let resolv = etc.join("resolv.conf");
+        if !std::fs::symlink_metadata(&resolv).is_ok_and(|m| m.is_file()) {
+            let _ = std::fs::remove_file(&resolv);
+            fs_err::write(&resolv, b"").map_err(|source| Error::Io {
+                path: resolv.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes `dest` (absolute, inside the image) exist in the tree, as a
+/// directory or an empty file, when bwrap needs it as a mount point.
+/// Only real directories are walked: a symlink on the way is refused rather
+/// than followed, since on the host it could lead out of the tree.
+fn ensure_mount_point(tree: &Path, dest: &str, is_dir: bool) -> Result<(), Error> {
+    let comps: Vec<&str> = dest.split('/').filter(|c| !c.is_empty()).collect();
+    let mut cur = tree.to_path_buf();
+    for (i, c) in comps.iter().enumerate() {
+        if *c == "." || *c == ".." {
+            return Err(Error::Usage(format!("{dest}: . and .. are not allowed")));
+        }
+        cur.push(c);
+        let last = i + 1 == comps.len();
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) if last => return Ok(()),
+            Ok(_) => {
+                return Err(Error::Usage(format!(
+                    "cannot mount on {dest}: {} is not a directory in the image (a symlink?); \
+                     mount at the path it points to",
+                    comps[..=i].join("/")
+                )))
+            }
+            Err(_) if dev_or_tmpfs(&comps[..i]) => return Ok(()),
+            Err(_) => {
+                let made = if last && !is_dir {
+                    std::fs::File::create(&cur).map(drop)
+                } else {
+                    std::fs::create_dir(&cur)
+                };
+                made.map_err(|source| Error::Io {
+                    path: cur.clone(),
+                    source,
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// True under the places bwrap itself makes writable (`/dev`, `/tmp`,
+/// `/run`): a mount point there is created by bwrap.
+fn dev_or_tmpfs(parents: &[&str]) -> bool {
+    matches!(parents.first(), Some(&"dev" | &"tmp" | &"run"))
+}
+
+/// A tmpfs at `dest` holding a copy of what the tree has there, made by
+/// bwrap from descriptors (kept open in `files` until the run starts).
+fn writable_copy(
+    tree: &Path,
+    dest: &str,
+    mounts: &mut Vec<Mount>,
+    files: &mut Vec<std::fs::File>,
+) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let src = tree.join(dest.trim_start_matches('/'));
+    let mode = |m: &std::fs::Metadata| m.permissions().mode() & 0o7777;
+    let Ok(top) = std::fs::symlink_metadata(&src) else {
+        return Ok(());
+    };
+    if !top.is_dir() {
+        return Ok(());
+    }
+    mounts.push(Mount::TmpfsMode(dest.to_string(), mode(&top)));
+    let mut copied = 0;
+    for e in walkdir::WalkDir::new(&src)
+        .min_depth(1)
+        .sort_by_file_name()
+        .follow_links(false)
+    {
+        let e = e.map_err(|e| Error::Io {
+            path: src.clone(),
+            source: e.into(),
+        })?;
+        let rel = e.path().strip_prefix(&src).expect("under src");
+        let inside = format!("{dest}/{}", rel.display());
+        let m = e.metadata().map_err(|e| Error::Io {
+            path: e.path().map(Path::to_path_buf).unwrap_or_default(),
+            source: e.into(),
+        })?;
+        if m.is_dir() {
+            mounts.push(Mount::Dir(inside, mode(&m)));
+        } else if m.file_type().is_symlink() {
+            let target = std::fs::read_link(e.path()).map_err(|source| Error::Io {
+                path: e.path().to_path_buf(),
+                source,
+            })?;
+            mounts.push(Mount::Symlink(target.display().to_string(), inside));
+        } else if m.is_file() {
+            copied += 1;
+            if copied > MAX_COPIED_FILES {
+                return Err(Error::Usage(format!(
+                    "the image's {dest} holds more than {MAX_COPIED_FILES} files, too many to copy \
+                     into a writable tmpfs; bind a host directory there with -v HOST:{dest}"
+                )));
+            }
+            let f = std::fs::File::open(e.path()).map_err(|source| Error::Io {
+                path: e.path().to_path_buf(),
+                source,
+            })?;
+            mounts.push(Mount::File {
+                fd: f.as_raw_fd(),
+                dest: inside,
+                mode: mode(&m),
+            });
+            files.push(f);
+        }
+    }
+    Ok(())
+}
+
+/// True when `dest` is `path` or below it.
+fn covers(path: &str, dest: &str) -> bool {
+    dest == path || dest.strip_prefix(path).is_some_and(|r| r.starts_with('/'))
+}
+
 /// Runs the image; returns the entrypoint's exit code.
 pub fn run(opts: &RunOptions, cache: &Cache, printer: &Printer) -> Result<i32, Error> {
+    // Everything the user gave is checked before any work.
+    let user_env = opts
+        .env
+        .iter()
+        .map(|e| parse_env(e))
+        .collect::<Result<Vec<_>, _>>()?;
+    let volumes = opts
+        .volumes
+        .iter()
+        .map(|v| parse_volume(v))
+        .collect::<Result<Vec<_>, _>>()?;
     let spec = opts.image.strip_prefix("oci:").unwrap_or(&opts.image);
     let (dir, tag) = if Path::new(spec).join("oci-layout").is_file() {
         (PathBuf::from(spec), None)
@@ -144,25 +366,35 @@ pub fn run(opts: &RunOptions, cache: &Cache, printer: &Printer) -> Result<i32, E
     let layout = Layout::open(&dir)?;
     let (digest, manifest) = layout.resolve(tag.as_deref())?;
     let config = layout.config(&manifest)?;
-    let volumes = opts
-        .volumes
-        .iter()
-        .map(|v| parse_volume(v))
-        .collect::<Result<Vec<_>, _>>()?;
     let bwrap = Bubblewrap::probe()?;
-    let work = cache.work_dir("run")?;
-    let tree = work.path().join("rootfs");
-    fs_err::create_dir(&tree).map_err(|source| Error::Io {
-        path: tree.clone(),
-        source,
-    })?;
-    printer.step(&format!(
-        "run: unpacking {} ({} layers)",
-        digest,
-        manifest.layers().len()
-    ));
-    unpack_image(&layout, &manifest, &tree)?;
     let c = config.config().clone().unwrap_or_default();
+    let bound: Vec<(String, bool)> = volumes
+        .iter()
+        .filter_map(|m| match m {
+            Mount::Bind(src, dest) | Mount::ReadOnly(src, dest) => {
+                Some((dest.clone(), src.is_dir()))
+            }
+            _ => None,
+        })
+        .collect();
+    let image_volumes: Vec<String> = c.volumes().clone().unwrap_or_default();
+    // Mount points the read-only tree must have: the volumes, and binds that
+    // do not land in a place bwrap makes itself (a tmpfs, /dev, another bind).
+    let made_by_bwrap: Vec<String> = ["/dev", "/tmp", "/run"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(runtime::SCRATCH.iter().map(|s| s.to_string()))
+        .chain(image_volumes.iter().cloned())
+        .chain(bound.iter().map(|(d, _)| d.clone()))
+        .collect();
+    let mut dests: Vec<(String, bool)> = image_volumes.iter().map(|v| (v.clone(), true)).collect();
+    dests.extend(
+        bound
+            .iter()
+            .filter(|(d, _)| !made_by_bwrap.iter().any(|w| w != d && covers(w, d)))
+            .cloned(),
+    );
+    let (tree, _tree_lock) = cached_tree(cache, &layout, &digest, &manifest, &dests, printer)?;
     let (uid, gid) = resolve_user(&tree, c.user().as_deref().unwrap_or(""))?;
     let mut env: Vec<(String, String)> = c
         .env()
@@ -174,12 +406,9 @@ pub fn run(opts: &RunOptions, cache: &Cache, printer: &Printer) -> Result<i32, E
                 .map(|(k, v)| (k.to_string(), v.to_string()))
         })
         .collect();
-    for e in &opts.env {
-        let (k, v) = e
-            .split_once('=')
-            .ok_or_else(|| Error::Usage(format!("--env {e:?} is not KEY=VALUE")))?;
-        env.retain(|(ek, _)| ek != k);
-        env.push((k.to_string(), v.to_string()));
+    for (k, v) in user_env {
+        env.retain(|(ek, _)| *ek != k);
+        env.push((k, v));
     }
     let mut argv: Vec<String> = c.entrypoint().clone().unwrap_or_default();
     if opts.args.is_empty() {
@@ -192,11 +421,21 @@ pub fn run(opts: &RunOptions, cache: &Cache, printer: &Printer) -> Result<i32, E
             "the image has no entrypoint or command and none was given".into(),
         ));
     }
+    // Writable places first, then the user's binds over them.
+    let mut mounts = vec![Mount::Tmpfs("/run".into())];
+    let mut files = Vec::new();
+    let scratch = runtime::SCRATCH.iter().map(|s| s.to_string());
+    for place in scratch.chain(image_volumes) {
+        if !bound.iter().any(|(d, _)| covers(d, &place)) {
+            writable_copy(&tree, &place, &mut mounts, &mut files)?;
+        }
+    }
+    mounts.extend(volumes);
     let plan = Plan {
         what: format!("image {digest}"),
         root: tree.clone(),
-        writable_root: true,
-        mounts: volumes,
+        writable_root: false,
+        mounts,
         env,
         uid,
         gid,
@@ -208,29 +447,270 @@ pub fn run(opts: &RunOptions, cache: &Cache, printer: &Printer) -> Result<i32, E
         share_net: true,
         argv,
     };
-    printer.step(&format!("run: {} as {uid}:{gid}", plan.argv.join(" ")));
     let mut cmd = Command::new(&bwrap.program);
     cmd.args(sandbox::bwrap_args(&plan));
+    let inherited: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
+    // SAFETY: the closure runs in the child between fork and exec, and calls
+    // only async-signal-safe functions (prctl, fcntl) on plain integers; it
+    // allocates nothing and takes no lock.
     unsafe {
         use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            for fd in &inherited {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(sandbox::SandboxError::Spawn)?;
-    CHILD.store(child.id() as i32, Ordering::SeqCst);
-    // Forward termination to the sandbox so that this process can clean up.
-    unsafe {
-        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::signal(s, forward as *const () as libc::sighandler_t);
+    // Installed before the sandbox starts, so that no signal is lost
+    // between its start and the moment its pid is known.
+    let signals = Signals::install().map_err(sandbox::SandboxError::Spawn)?;
+    printer.step(&format!("run: {} as {uid}:{gid}", plan.argv.join(" ")));
+    let child = cmd.spawn().map_err(sandbox::SandboxError::Spawn)?;
+    drop(files);
+    let status = supervise(child, &signals, opts.stop_timeout, printer)?;
+    Ok(sandbox::exit_code(&status))
+}
+
+/// Waits for the sandbox, forwarding the first stop signal to the
+/// entrypoint and killing everything after `timeout` or a second signal.
+fn supervise(
+    mut child: std::process::Child,
+    signals: &Signals,
+    timeout: Duration,
+    printer: &Printer,
+) -> Result<std::process::ExitStatus, Error> {
+    let bwrap = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wake = signals.wake_fd();
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait();
+        let _ = tx.send(status);
+        // SAFETY: write(2) of one byte from a live buffer to the self-pipe,
+        // which stays open until the status has been received.
+        unsafe {
+            libc::write(wake, b"x".as_ptr().cast(), 1);
+        }
+    });
+    let mut seen = 0;
+    let mut to_forward: Option<libc::c_int> = None;
+    let mut deadline: Option<Instant> = None;
+    loop {
+        if let Ok(status) = rx.try_recv() {
+            // The waiter writes to the self-pipe after sending: it must be
+            // done before the pipe can be closed.
+            let _ = waiter.join();
+            return status.map_err(|e| sandbox::SandboxError::Spawn(e).into());
+        }
+        let wait = match (deadline, to_forward) {
+            (Some(d), Some(_)) => d
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(50)),
+            (Some(d), None) => d.saturating_duration_since(Instant::now()),
+            (None, _) => Duration::from_secs(3600),
+        };
+        signals.wait(wait);
+        let (count, signal) = signals.received();
+        if count > seen {
+            if seen == 0 {
+                let forwarded = if signal == libc::SIGHUP {
+                    libc::SIGTERM
+                } else {
+                    signal
+                };
+                printer.step(&format!(
+                    "run: {} received: stopping the container (killed after {} s)",
+                    signal_name(signal),
+                    timeout.as_secs()
+                ));
+                to_forward = Some(forwarded);
+                deadline = Some(Instant::now() + timeout);
+            } else {
+                printer.step("run: a second signal: killing the container now");
+                kill_sandbox(bwrap);
+                deadline = None;
+                to_forward = None;
+            }
+            seen = count;
+        }
+        if let Some(sig) = to_forward {
+            if let Some(entry) = entrypoint_pid(bwrap) {
+                // SAFETY: kill(2) on a pid read from /proc; it touches no memory.
+                unsafe {
+                    libc::kill(entry, sig);
+                }
+                to_forward = None;
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            printer.step(&format!(
+                "run: the container did not stop within {} s: killing it",
+                timeout.as_secs()
+            ));
+            kill_sandbox(bwrap);
+            deadline = None;
+            to_forward = None;
         }
     }
-    let status = child.wait().map_err(sandbox::SandboxError::Spawn)?;
-    CHILD.store(0, Ordering::SeqCst);
-    crate::unpack::make_writable(work.path());
-    drop(work);
-    Ok(sandbox::exit_code(&status))
+}
+
+/// Kills the whole sandbox: bwrap's init inside (whose death takes every
+/// process of the pid namespace with it) and bwrap.
+fn kill_sandbox(bwrap: i32) {
+    for pid in children_of(bwrap).into_iter().chain([bwrap]) {
+        // SAFETY: kill(2) on pids of our own sandbox; it touches no memory.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// The entrypoint's host pid: the child of bwrap's init (pid 1 inside).
+fn entrypoint_pid(bwrap: i32) -> Option<i32> {
+    let init = *children_of(bwrap).first()?;
+    children_of(init).first().copied()
+}
+
+/// Pids whose parent is `pid`, from /proc (no kernel option needed).
+fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn signal_name(signal: libc::c_int) -> String {
+    match signal {
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        n => format!("signal {n}"),
+    }
+}
+
+/// Signals received: how many, and the last one.
+static RECEIVED: AtomicUsize = AtomicUsize::new(0);
+static LAST: AtomicI32 = AtomicI32::new(0);
+/// The write end of the self-pipe the handler wakes the supervisor with.
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(signal: libc::c_int) {
+    LAST.store(signal, Ordering::SeqCst);
+    RECEIVED.fetch_add(1, Ordering::SeqCst);
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: write(2) is async-signal-safe; the buffer is a static byte
+        // and the descriptor is non-blocking, so the handler never waits.
+        unsafe {
+            libc::write(fd, b"s".as_ptr().cast(), 1);
+        }
+    }
+}
+
+/// SIGTERM, SIGINT and SIGHUP handlers (sigaction) that count the signal
+/// and wake the supervisor through a self-pipe; the previous handlers come
+/// back when dropped.
+struct Signals {
+    pipe: [libc::c_int; 2],
+    previous: Vec<(libc::c_int, libc::sigaction)>,
+}
+
+const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+impl Signals {
+    fn install() -> io::Result<Self> {
+        let mut pipe = [-1; 2];
+        // SAFETY: pipe2(2) writes two descriptors into the array it is given.
+        if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        WAKE_FD.store(pipe[1], Ordering::SeqCst);
+        RECEIVED.store(0, Ordering::SeqCst);
+        let mut previous = Vec::new();
+        for s in STOP_SIGNALS {
+            // SAFETY: a zeroed sigaction is a valid value (empty mask, no
+            // flags); sigemptyset and sigaction get pointers to live locals,
+            // and the handler only touches atomics and write(2).
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+                action.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut action.sa_mask);
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(s, &action, &mut old) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                previous.push((s, old));
+            }
+        }
+        Ok(Self { pipe, previous })
+    }
+
+    fn wake_fd(&self) -> libc::c_int {
+        self.pipe[1]
+    }
+
+    /// (how many signals so far, the last one).
+    fn received(&self) -> (usize, libc::c_int) {
+        (RECEIVED.load(Ordering::SeqCst), LAST.load(Ordering::SeqCst))
+    }
+
+    /// Waits until woken (a signal, the sandbox's end) or `timeout`.
+    fn wait(&self, timeout: Duration) {
+        let mut fds = libc::pollfd {
+            fd: self.pipe[0],
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: poll(2) on one pollfd that lives on this stack frame; an
+        // EINTR return is as good as a wake-up here.
+        unsafe {
+            libc::poll(&mut fds, 1, ms);
+        }
+        let mut buf = [0u8; 64];
+        // SAFETY: read(2) into a live local buffer of the length given; the
+        // descriptor is non-blocking, so this only drains what is there.
+        while unsafe { libc::read(self.pipe[0], buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        for (s, old) in &self.previous {
+            // SAFETY: restores a sigaction value that sigaction(2) itself
+            // returned for this signal.
+            unsafe {
+                libc::sigaction(*s, old, std::ptr::null_mut());
+            }
+        }
+        WAKE_FD.store(-1, Ordering::SeqCst);
+        for fd in self.pipe {
+            // SAFETY: closes the two descriptors pipe2(2) gave this value,
+            // once; no other code closes them.
+            unsafe {
+                libc::close(fd);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -259,5 +739,56 @@ mod tests {
         assert!(
             matches!(parse_volume("/tmp:/data:ro").unwrap(), Mount::ReadOnly(_, d) if d == "/data")
         );
+    }
+
+    #[test]
+    fn env_needs_a_key() {
+        // Regression: `-e =x` failed inside bwrap after unpacking.
+        assert!(parse_env("=x").is_err());
+        assert!(parse_env("NOEQUALS").is_err());
+        assert_eq!(parse_env("A=b=c").unwrap(), ("A".into(), "b=c".into()));
+    }
+
+    #[test]
+    fn mount_points_are_made_without_following_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), t.path().join("data")).unwrap();
+        ensure_mount_point(t.path(), "/srv/new", true).unwrap();
+        assert!(t.path().join("srv/new").is_dir());
+        ensure_mount_point(t.path(), "/etc/one.conf", false).unwrap();
+        assert!(t.path().join("etc/one.conf").is_file());
+        assert!(ensure_mount_point(t.path(), "/data/x", true).is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        ensure_mount_point(t.path(), "/dev/log", false).unwrap();
+        assert!(
+            t.path().join("dev").is_dir(),
+            "/dev is the mount point of --dev"
+        );
+        assert!(
+            !t.path().join("dev/log").exists(),
+            "bwrap makes what is in /dev"
+        );
+    }
+
+    #[test]
+    fn a_writable_copy_holds_what_the_image_ships_there() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("home/blue/config/app");
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        std::fs::write(d.join("50_default.ini"), "x").unwrap();
+        std::os::unix::fs::symlink("50_default.ini", d.join("link.ini")).unwrap();
+        let (mut mounts, mut files) = (Vec::new(), Vec::new());
+        writable_copy(t.path(), "/home/blue/config/app", &mut mounts, &mut files).unwrap();
+        assert!(matches!(&mounts[0], Mount::TmpfsMode(p, _) if p == "/home/blue/config/app"));
+        assert!(mounts.iter().any(
+            |m| matches!(m, Mount::File { dest, .. } if dest == "/home/blue/config/app/50_default.ini")
+        ));
+        assert!(mounts
+            .iter()
+            .any(|m| matches!(m, Mount::Dir(p, _) if p == "/home/blue/config/app/sub")));
+        assert!(mounts.iter().any(|m| matches!(m, Mount::Symlink(t, p) if t == "50_default.ini" && p.ends_with("link.ini"))));
+        assert_eq!(files.len(), 1);
     }
 }

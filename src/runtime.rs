@@ -28,6 +28,11 @@ pub const SETTINGS: &str = include_str!("../templates/settings.ini");
 pub const ENTRYPOINT_PATH: &str = "/home/blue/bin/entrypoint";
 /// Where the merged ini files live in the image.
 pub const CONFIG_DIR: &str = "/home/blue/config/app";
+/// Where the image's own processes write, besides `/tmp` and the volumes:
+/// the rendered configuration, pid files and sockets (`run`), logs, and the
+/// merged settings. `assemble run`, whose root is read-only, makes each a
+/// tmpfs holding a copy of what the image ships there.
+pub const SCRATCH: [&str; 3] = ["/home/blue/run", "/home/blue/logs", CONFIG_DIR];
 /// The volumes of the image contract.
 pub const VOLUMES: [&str; 3] = ["/media", "/scripts", "/config"];
 

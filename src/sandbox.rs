@@ -65,6 +65,33 @@ pub enum Mount {
     ReadOnly(PathBuf, String),
     /// An empty tmpfs.
     Tmpfs(String),
+    /// A tmpfs with this mode.
+    TmpfsMode(String, u32),
+    /// A directory made at the path (in a tmpfs), with this mode.
+    Dir(String, u32),
+    /// A file made at the path with this mode, its bytes copied by bwrap
+    /// from a descriptor the caller keeps open and lets bwrap inherit.
+    File {
+        /// The descriptor to copy from.
+        fd: i32,
+        /// The path inside.
+        dest: String,
+        /// Its mode.
+        mode: u32,
+    },
+    /// A symlink: (target, path inside).
+    Symlink(String, String),
+}
+
+impl Mount {
+    /// The path inside the sandbox.
+    pub fn dest(&self) -> &str {
+        match self {
+            Mount::Bind(_, d) | Mount::ReadOnly(_, d) | Mount::Tmpfs(d) => d,
+            Mount::TmpfsMode(d, _) | Mount::Dir(d, _) | Mount::Symlink(_, d) => d,
+            Mount::File { dest, .. } => dest,
+        }
+    }
 }
 
 /// What to run and what it may see.
@@ -192,6 +219,18 @@ pub fn bwrap_args(plan: &Plan) -> Vec<OsString> {
             Mount::Bind(src, dest) => push(&[&"--bind", src, dest]),
             Mount::ReadOnly(src, dest) => push(&[&"--ro-bind", src, dest]),
             Mount::Tmpfs(dest) => push(&[&"--tmpfs", dest]),
+            Mount::TmpfsMode(dest, mode) => {
+                push(&[&"--perms", &format!("{mode:04o}"), &"--tmpfs", dest])
+            }
+            Mount::Dir(dest, mode) => push(&[&"--perms", &format!("{mode:04o}"), &"--dir", dest]),
+            Mount::File { fd, dest, mode } => push(&[
+                &"--perms",
+                &format!("{mode:04o}"),
+                &"--file",
+                &fd.to_string(),
+                dest,
+            ]),
+            Mount::Symlink(target, dest) => push(&[&"--symlink", target, dest]),
         }
     }
     push(&[&"--clearenv"]);

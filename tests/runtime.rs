@@ -294,3 +294,351 @@ fn a_service_mapped_in_assemble_toml_serves_its_callable() {
         .args(["sh", "-c", "echo $GREETING"]));
     assert_eq!(String::from_utf8_lossy(&env.stdout).trim(), "hello");
 }
+
+/// `assemble run` of the shared image with output to files, spawned.
+fn spawn_logged(
+    cache_dir: &std::path::Path,
+    pre: &[&str],
+    args: &[&str],
+    volumes: &[(std::path::PathBuf, &str)],
+    log: &std::path::Path,
+) -> std::process::Child {
+    let mut cmd = assemble();
+    cmd.arg("run").arg("--cache-dir").arg(cache_dir).args(pre);
+    for (host, dest) in volumes {
+        cmd.arg("-v").arg(format!("{}:{dest}", host.display()));
+    }
+    let out = std::fs::File::create(log.with_extension("out")).unwrap();
+    let err = std::fs::File::create(log.with_extension("err")).unwrap();
+    cmd.arg(image()).args(args).stdout(out).stderr(err);
+    spawn_with_deathsig(&mut cmd)
+}
+
+/// Waits for the child; past `guard` (a hang guard, not a timing
+/// assertion) it is killed and the test fails with its logs.
+fn finish(mut child: std::process::Child, guard: Duration, log: &std::path::Path) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            use std::os::unix::process::ExitStatusExt;
+            return status.code().unwrap_or(128 + status.signal().unwrap_or(0));
+        }
+        if start.elapsed() > guard {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "still running after {guard:?}\nstdout:\n{}\nstderr:\n{}",
+                read(&log.with_extension("out")),
+                read(&log.with_extension("err"))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY (test): kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+#[test]
+fn sigterm_and_sigint_make_supervisord_stop_the_services_in_order() {
+    // Regression: SIGTERM or SIGINT to `assemble run … start www` killed the
+    // services without supervisord's orderly stop.
+    let _port = lock("port-8080");
+    let tmp = tempfile::tempdir().unwrap();
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        let log = tmp.path().join(name);
+        let child = spawn_logged(&cache(), &[], &["start", "www"], &[], &log);
+        wait_http(8080, "/", Duration::from_secs(90)).expect("nginx answers on 8080");
+        signal(&child, sig);
+        let code = finish(child, Duration::from_secs(120), &log);
+        let out = read(&log.with_extension("out"));
+        let err = read(&log.with_extension("err"));
+        assert_eq!(
+            code, 0,
+            "{name}: the entrypoint stopped cleanly\n{out}\n{err}"
+        );
+        assert!(err.contains(&format!("run: {name} received")), "{err}");
+        let (nginx, uwsgi) = (
+            out.find("stopped: nginx (exit status 0)"),
+            out.find("stopped: uwsgi (exit status 0)"),
+        );
+        assert!(
+            out.contains("waiting for") && nginx.is_some() && uwsgi.is_some() && nginx < uwsgi,
+            "{name}: supervisord stopped nginx, then uwsgi:\n{out}"
+        );
+        assert!(
+            wait_port_closed(8080),
+            "nothing listens on 8080 after the run"
+        );
+    }
+}
+
+fn wait_port_closed(port: u16) -> bool {
+    for _ in 0..50 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn after_the_stop_timeout_what_ignores_the_signal_is_killed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("run");
+    let child = spawn_logged(
+        &cache(),
+        &["--stop-timeout", "1"],
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM INT; echo ready; while :; do sleep 1; done",
+        ],
+        &[],
+        &log,
+    );
+    let start = Instant::now();
+    while !read(&log.with_extension("out")).contains("ready") {
+        assert!(start.elapsed() < Duration::from_secs(120), "never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(&child, libc::SIGTERM);
+    let code = finish(child, Duration::from_secs(120), &log);
+    assert_eq!(code, 137, "{}", read(&log.with_extension("err")));
+    assert!(read(&log.with_extension("err")).contains("did not stop within 1 s"));
+}
+
+/// The unpacked trees in a cache's run/ directory.
+fn trees(cache: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(cache.join("run"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 64)
+        .collect()
+}
+
+#[test]
+fn the_image_is_unpacked_once_read_only_and_clean_and_purge_remove_it() {
+    // Regression: every run unpacked the image again into tmp/run-* and spent
+    // up to 30 s deleting it afterwards.
+    let tmp = tempfile::tempdir().unwrap();
+    let cache_dir = tmp.path().join("cache");
+    // A layout of our own (hard links to the shared image's files), so
+    // that clean may remove it.
+    let layout = tmp.path().join("build/oci");
+    std::fs::create_dir_all(layout.parent().unwrap()).unwrap();
+    assert!(Command::new("cp")
+        .arg("-al")
+        .arg(image())
+        .arg(&layout)
+        .status()
+        .unwrap()
+        .success());
+    let run_in = |script: &str| {
+        assemble()
+            .arg("run")
+            .arg("--cache-dir")
+            .arg(&cache_dir)
+            .arg(&layout)
+            .args(["sh", "-c", script])
+            .output()
+            .unwrap()
+    };
+    let first = run_in("true");
+    assert!(first.status.success());
+    assert!(String::from_utf8_lossy(&first.stderr).contains("unpacking"));
+    assert_eq!(
+        trees(&cache_dir),
+        [image_digest().trim_start_matches("sha256:")]
+    );
+    let second = run_in(
+        "touch /home/blue/x 2>&1; for d in /tmp /run /home/blue/run /home/blue/logs \
+         /home/blue/config/app /media /scripts /config; do touch $d/w && echo writable $d; done; \
+         ls /home/blue/config/app",
+    );
+    assert!(second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    let out = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        !err.contains("unpacking"),
+        "the cached tree is reused: {err}"
+    );
+    assert!(
+        out.contains("Read-only file system"),
+        "the root is read-only: {out}"
+    );
+    for d in [
+        "/tmp",
+        "/run",
+        "/home/blue/run",
+        "/home/blue/logs",
+        "/home/blue/config/app",
+        "/media",
+        "/scripts",
+        "/config",
+    ] {
+        assert!(out.contains(&format!("writable {d}\n")), "{d}: {out}");
+    }
+    assert!(
+        out.contains("50_default_settings.ini"),
+        "the writable copy holds what the image ships: {out}"
+    );
+    let third = run_in("ls /home/blue/run /media");
+    assert!(
+        !String::from_utf8_lossy(&third.stdout).contains('w'),
+        "nothing written by one run is seen by the next"
+    );
+    let clean = run(assemble()
+        .arg("clean")
+        .arg("--output")
+        .arg(tmp.path().join("build"))
+        .arg("--cache-dir")
+        .arg(&cache_dir));
+    assert!(clean.status.success());
+    assert!(
+        String::from_utf8_lossy(&clean.stderr).contains("removed unpacked image"),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+    assert!(trees(&cache_dir).is_empty());
+    assert!(!layout.exists(), "the layout went too");
+    std::fs::create_dir_all(layout.parent().unwrap()).unwrap();
+    assert!(Command::new("cp")
+        .arg("-al")
+        .arg(image())
+        .arg(&layout)
+        .status()
+        .unwrap()
+        .success());
+    assert!(run_in("true").status.success());
+    let purge = run(assemble()
+        .arg("purge")
+        .arg("--output")
+        .arg(tmp.path().join("none"))
+        .arg("--cache-dir")
+        .arg(&cache_dir));
+    assert!(purge.status.success());
+    assert!(!cache_dir.exists());
+}
+
+#[test]
+fn a_killed_run_leaves_nothing_that_later_runs_do_not_remove() {
+    // Regression: a SIGKILLed `assemble run` left tmp/run-* behind for good.
+    let tmp = tempfile::tempdir().unwrap();
+    let cache_dir = tmp.path().join("cache");
+    let log = tmp.path().join("run");
+    let mut child = spawn_logged(&cache_dir, &[], &["sleep", "600"], &[], &log);
+    // Killed while it unpacks: its work directory is there.
+    let start = Instant::now();
+    let work = || {
+        std::fs::read_dir(cache_dir.join("tmp"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .count()
+    };
+    while work() == 0 && child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(120));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = run(assemble()
+        .arg("run")
+        .arg("--cache-dir")
+        .arg(&cache_dir)
+        .arg(image())
+        .arg("true"));
+    assert!(out.status.success());
+    assert_eq!(work(), 0, "the next run removed what the killed one left");
+    assert_eq!(trees(&cache_dir).len(), 1);
+    // Killed while the container runs: nothing of it stays on disk.
+    let mut child = spawn_logged(&cache_dir, &[], &["sleep", "600"], &[], &log);
+    let start = Instant::now();
+    while !read(&log.with_extension("err")).contains("run: /home/blue/bin/entrypoint") {
+        assert!(start.elapsed() < Duration::from_secs(120));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(work(), 0);
+    assert_eq!(trees(&cache_dir).len(), 1);
+}
+
+#[test]
+fn env_without_a_key_is_refused_before_anything_is_unpacked() {
+    // Regression: `assemble run -e =x` failed inside bwrap after unpacking.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = assemble()
+        .arg("run")
+        .arg("--cache-dir")
+        .arg(tmp.path())
+        .args(["-e", "=x"])
+        .arg(image())
+        .arg("true")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"=x\"") && !err.contains("unpacking"),
+        "{err}"
+    );
+    assert!(trees(tmp.path()).is_empty());
+}
+
+#[test]
+fn a_signal_right_after_the_start_is_handled_not_lost() {
+    // Regression: the handlers were installed, and the child's pid recorded,
+    // only after the sandbox was spawned: a signal in between killed
+    // `assemble run` outright instead of stopping the container.
+    let tmp = tempfile::tempdir().unwrap();
+    let _ = run(assemble()
+        .arg("run")
+        .arg("--cache-dir")
+        .arg(cache())
+        .arg(image())
+        .arg("true"));
+    for round in 0..5 {
+        let log = tmp.path().join(format!("run{round}"));
+        let child = spawn_logged(
+            &cache(),
+            &[],
+            &[
+                "sh",
+                "-c",
+                "trap 'exit 7' TERM; while :; do sleep 0.1; done",
+            ],
+            &[],
+            &log,
+        );
+        let start = Instant::now();
+        while !read(&log.with_extension("err")).contains("run: /home/blue/bin/entrypoint") {
+            assert!(start.elapsed() < Duration::from_secs(120));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        signal(&child, libc::SIGTERM);
+        let mut child = child;
+        let guard = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(guard.elapsed() < Duration::from_secs(120), "hung");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            status.code().is_some(),
+            "round {round}: assemble handled the signal and exited with the container's code \
+             ({status:?})\n{}",
+            read(&log.with_extension("err"))
+        );
+    }
+}
