@@ -11,6 +11,8 @@ use crate::python::{blue_home_skeleton, Installed, BLUE, VENV};
 pub const ENTRYPOINT: &str = include_str!("../layers/runner/entrypoint");
 /// `layers/runner/cronwrapper.sh`.
 pub const CRONWRAPPER: &str = include_str!("../layers/runner/cronwrapper.sh");
+/// `layers/runner/supervisor-listener`: ends `start` when a service is FATAL.
+pub const SUPERVISOR_LISTENER: &str = include_str!("../layers/runner/supervisor-listener");
 /// Templates rendered by the entrypoint at start, by file name.
 pub const TEMPLATES: [(&str, &str); 4] = [
     ("nginx.conf", include_str!("../templates/nginx.conf")),
@@ -108,6 +110,12 @@ pub fn layer(project: &Project) -> Layer {
         0o755,
     );
     file(&mut l, "home/blue/bin/cronwrapper.sh", CRONWRAPPER, 0o755);
+    file(
+        &mut l,
+        "home/blue/bin/supervisor-listener",
+        SUPERVISOR_LISTENER,
+        0o755,
+    );
     for (name, text) in TEMPLATES {
         file(&mut l, &format!("home/blue/templates/{name}"), text, 0o644);
     }

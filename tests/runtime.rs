@@ -573,6 +573,221 @@ fn a_killed_run_leaves_nothing_that_later_runs_do_not_remove() {
 }
 
 #[test]
+fn nginx_that_cannot_bind_8080_ends_the_container_naming_it() {
+    // Regression: supervisord restarted nginx every 2.5 s for ever and the
+    // container never exited.
+    let _port = lock("port-8080");
+    let busy = std::net::TcpListener::bind("0.0.0.0:8080").expect("8080 is free under the lock");
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("run");
+    let child = spawn_logged(&cache(), &[], &["start", "www"], &[], &log);
+    let code = finish(child, Duration::from_secs(240), &log);
+    drop(busy);
+    let out = read(&log.with_extension("out"));
+    let err = read(&log.with_extension("err"));
+    assert_eq!(code, 1, "{out}\n{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("entrypoint: service nginx cannot start"))
+        .unwrap_or_else(|| panic!("one line names the service:\n{err}"));
+    assert!(line.contains("Address already in use"), "{line}");
+    assert!(
+        out.contains("stopped: uwsgi"),
+        "the others were stopped:\n{out}"
+    );
+}
+
+#[test]
+fn a_broken_mounted_ini_makes_uwsgi_fatal_and_ends_the_container() {
+    // Regression: uwsgi went FATAL and nginx answered 502 for ever.
+    let _port = lock("port-8080");
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config");
+    std::fs::create_dir_all(config.join("app")).unwrap();
+    std::fs::write(
+        config.join("app/90_broken.ini"),
+        "this is not an ini file\n",
+    )
+    .unwrap();
+    let log = tmp.path().join("run");
+    let child = spawn_logged(
+        &cache(),
+        &[],
+        &["start", "www"],
+        &[(config, "/config")],
+        &log,
+    );
+    let code = finish(child, Duration::from_secs(240), &log);
+    let out = read(&log.with_extension("out"));
+    let err = read(&log.with_extension("err"));
+    assert_eq!(code, 1, "{out}\n{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("entrypoint: service uwsgi cannot start"))
+        .unwrap_or_else(|| panic!("one line names the service:\n{err}"));
+    assert!(line.contains("MissingSectionHeaderError"), "{line}");
+    assert!(
+        out.contains("stopped: nginx"),
+        "the others were stopped:\n{out}"
+    );
+}
+
+/// The state of listening TCP sockets on a port, from /proc/net/tcp:
+/// local addresses in the kernel's hex form (`0100007F` is 127.0.0.1).
+fn listening_addresses(port: u16) -> Vec<String> {
+    read(std::path::Path::new("/proc/net/tcp"))
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (addr, p) = f.get(1)?.split_once(':')?;
+            (u16::from_str_radix(p, 16).ok()? == port && f.get(3) == Some(&"0A"))
+                .then(|| addr.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn supervisords_http_interface_is_loopback_only_unless_credentials_are_mounted() {
+    // Regression: 8081 had no authentication and listened on every interface.
+    let _port = lock("port-8080");
+    let tmp = tempfile::tempdir().unwrap();
+    let run1 = start(&["start", "www"], &[]);
+    wait_http(8080, "/", Duration::from_secs(90)).expect("nginx answers on 8080");
+    assert!(wait_http(8081, "/", Duration::from_secs(30)).is_some());
+    assert_eq!(listening_addresses(8081), ["0100007F"], "127.0.0.1 only");
+    drop(run1);
+    assert!(wait_port_closed(8081));
+
+    let config = tmp.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("supervisord.ini"),
+        "[inet_http_server]\nusername = ops\npassword = s3cret-pa55\n",
+    )
+    .unwrap();
+    let log = tmp.path().join("auth");
+    let child = spawn_logged(
+        &cache(),
+        &[],
+        &["start", "www"],
+        &[(config.clone(), "/config")],
+        &log,
+    );
+    let _running = Running(child);
+    wait_http(8080, "/", Duration::from_secs(90)).expect("nginx answers on 8080");
+    let start = Instant::now();
+    while listening_addresses(8081).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(listening_addresses(8081), ["00000000"], "every interface");
+    let (status, _) = http_get(8081, "/").unwrap();
+    assert_eq!(status, 401, "credentials are required");
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode("ops:s3cret-pa55");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", 8081)).unwrap();
+    use std::io::{Read as _, Write as _};
+    write!(
+        s,
+        "GET / HTTP/1.0\r\nHost: localhost\r\nAuthorization: Basic {auth}\r\n\r\n"
+    )
+    .unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).unwrap();
+    assert!(
+        page.starts_with("HTTP/1.0 200") || page.starts_with("HTTP/1.1 200"),
+        "{page}"
+    );
+    let logs = read(&log.with_extension("out")) + &read(&log.with_extension("err"));
+    assert!(!logs.contains("s3cret-pa55"), "the password reaches no log");
+    drop(_running);
+
+    std::fs::write(
+        config.join("supervisord.ini"),
+        "[inet_http_server]\nusername = ops\n",
+    )
+    .unwrap();
+    let out = assemble()
+        .arg("-q")
+        .arg("run")
+        .arg("--cache-dir")
+        .arg(cache())
+        .arg("-v")
+        .arg(format!("{}:/config", config.display()))
+        .arg(image())
+        .args(["start", "www"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("/config/supervisord.ini must hold exactly"),
+        "{err}"
+    );
+}
+
+#[test]
+fn script_errors_are_one_line_with_the_shells_codes() {
+    // Regression: a /scripts entry without #! or with a missing interpreter
+    // ended in a Python traceback (exit 1).
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let scripts = tmp.path().join("scripts");
+    std::fs::create_dir(&scripts).unwrap();
+    for (name, text, mode) in [
+        ("noshebang", "echo hi\n", 0o755),
+        ("badinterp", "#!/usr/bin/nope\necho hi\n", 0o755),
+        ("badinterp-noexec", "#!/nope/python -u\necho hi\n", 0o644),
+    ] {
+        std::fs::write(scripts.join(name), text).unwrap();
+        std::fs::set_permissions(scripts.join(name), std::fs::Permissions::from_mode(mode))
+            .unwrap();
+    }
+    for (args, code, words) in [
+        (
+            &["noshebang"][..],
+            126,
+            &["/scripts/noshebang", "no #! line"][..],
+        ),
+        (
+            &["badinterp"],
+            127,
+            &["/scripts/badinterp", "/usr/bin/nope", "not found"],
+        ),
+        (
+            &["badinterp-noexec"],
+            127,
+            &["/scripts/badinterp-noexec", "/nope/python"],
+        ),
+        (
+            &["no-such-command"],
+            127,
+            &["no-such-command", "command not found"],
+        ),
+    ] {
+        let out = assemble()
+            .arg("-q")
+            .arg("run")
+            .arg("--cache-dir")
+            .arg(cache())
+            .arg("-v")
+            .arg(format!("{}:/scripts", scripts.display()))
+            .arg(image())
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line:\n{err}");
+        for w in words {
+            assert!(err.contains(w), "{args:?}: {w}: {err}");
+        }
+    }
+}
+
+#[test]
 fn env_without_a_key_is_refused_before_anything_is_unpacked() {
     // Regression: `assemble run -e =x` failed inside bwrap after unpacking.
     let tmp = tempfile::tempdir().unwrap();
@@ -592,6 +807,26 @@ fn env_without_a_key_is_refused_before_anything_is_unpacked() {
         "{err}"
     );
     assert!(trees(tmp.path()).is_empty());
+}
+
+#[test]
+fn a_second_start_names_the_port_in_use() {
+    // Regression: the second `start www` said another program listens "on a port".
+    let _port = lock("port-8080");
+    let _first = start(&["start", "www"], &[]);
+    wait_http(8080, "/", Duration::from_secs(90)).expect("nginx answers on 8080");
+    let out = assemble()
+        .arg("-q")
+        .arg("run")
+        .arg("--cache-dir")
+        .arg(cache())
+        .arg(image())
+        .args(["start", "www"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("port 8081"), "{err}");
 }
 
 #[test]
