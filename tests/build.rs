@@ -156,6 +156,29 @@ fn blob_of_layer(layout: &std::path::Path, n: isize) -> std::path::PathBuf {
     layout.join("blobs/sha256").join(d)
 }
 
+/// Regression: the base layer had no /dev (mmdebstrap's `--skip=output/dev`
+/// dropped the directory too), so a read-only rootfs had no mount point.
+#[test]
+fn the_base_layer_keeps_an_empty_dev_directory() {
+    let listing = run(Command::new("tar")
+        .arg("-tvzf")
+        .arg(blob_of_layer(&image(), 0)));
+    assert!(listing.status.success());
+    let text = String::from_utf8_lossy(&listing.stdout);
+    let dev: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let name = l.split_whitespace().last().unwrap_or("");
+            name.trim_start_matches("./").starts_with("dev")
+        })
+        .collect();
+    assert_eq!(dev.len(), 1, "only the directory itself:\n{dev:?}");
+    assert!(
+        dev[0].starts_with("drwxr-xr-x 0/0") && dev[0].ends_with(" ./dev/"),
+        "a root-owned 0755 directory: {dev:?}"
+    );
+}
+
 #[test]
 fn rebuild_with_the_same_epoch_gives_the_same_digest() {
     let first = image();
