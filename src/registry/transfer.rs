@@ -9,7 +9,7 @@ use reqwest::blocking::Body;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use reqwest::StatusCode;
 
-use super::client::{backoff, SendError};
+use super::client::{backoff, excerpt, read_json, SendError};
 use super::{Client, Reference, RegistryError, Scopes};
 use crate::digest::{Digest, HashingWriter};
 use crate::oci::{self, BlobStore, Layout};
@@ -153,6 +153,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
     }
 }
 
+/// The URL a `Location` names: relative to the registry, or absolute, on
+/// whatever host it names (the client sends credentials only to the
+/// registry's own origin).
 fn absolute(base: &str, location: &str) -> String {
     if location.starts_with("http://") || location.starts_with("https://") {
         location.to_string()
@@ -216,6 +219,8 @@ pub fn push(
     let host = target.api_host().to_string();
     let repo = target.repository.clone();
     let scopes = Scopes::push(&repo, &options.mount_from);
+    // Once, before the threads: a registry that cannot be reached fails here.
+    client.base_url(&host)?;
     let reports = Mutex::new(Vec::new());
     let next = AtomicUsize::new(0);
     let failure: Mutex<Option<RegistryError>> = Mutex::new(None);
@@ -288,7 +293,7 @@ pub fn push(
         return Err(RegistryError::Status {
             what,
             status: resp.status().as_u16(),
-            body: resp.text().unwrap_or_default().chars().take(300).collect(),
+            body: excerpt(resp),
         });
     }
     if let Some(d) = resp
@@ -462,7 +467,7 @@ fn start_upload(
         return Err(RegistryError::Status {
             what,
             status: resp.status().as_u16(),
-            body: resp.text().unwrap_or_default().chars().take(300).collect(),
+            body: excerpt(resp),
         });
     }
     Ok(absolute(base, &location_of(&resp, &what)?))
@@ -536,6 +541,7 @@ impl Upload<'_> {
             http.put(&url)
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, size)
+                .timeout(client.upload_timeout(size))
                 .body(body)
         })?;
         if let Some(e) = body_error.into_inner().expect("lock") {
@@ -561,7 +567,7 @@ fn finish_status(resp: reqwest::blocking::Response, what: &str) -> Result<(), Se
         s => Err(SendError::Fatal(RegistryError::Status {
             what: what.to_string(),
             status: s.as_u16(),
-            body: resp.text().unwrap_or_default().chars().take(300).collect(),
+            body: excerpt(resp),
         })),
     }
 }
@@ -609,6 +615,7 @@ impl Upload<'_> {
                     .header(CONTENT_TYPE, "application/octet-stream")
                     .header(CONTENT_RANGE, format!("{offset}-{}", offset + len - 1))
                     .header(CONTENT_LENGTH, len)
+                    .timeout(client.upload_timeout(len))
                     .body(body)
             });
             if let Some(e) = body_error.into_inner().expect("lock") {
@@ -642,7 +649,7 @@ impl Upload<'_> {
                     return Err(SendError::Fatal(RegistryError::Status {
                         what,
                         status: resp.status().as_u16(),
-                        body: resp.text().unwrap_or_default().chars().take(300).collect(),
+                        body: excerpt(resp),
                     }))
                 }
                 Err(SendError::Retry { wait, error }) => {
@@ -675,12 +682,22 @@ impl Upload<'_> {
         let url = with_query(&location, "digest", &digest.to_string());
         let what = format!("upload of {digest}");
         let resp = client.send_once(host, scopes, &what, &|http, _| {
+            // The registry may check and move the whole blob before it answers.
             http.put(&url)
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, "0")
+                .timeout(client.upload_timeout(size))
         })?;
         finish_status(resp, &what)
     }
+}
+
+/// True for a read that ran out of time (reqwest's idle read timeout).
+fn is_timeout(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::TimedOut
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<reqwest::Error>())
+            .is_some_and(|r| r.is_timeout())
 }
 
 fn short(d: &Digest) -> String {
@@ -776,7 +793,7 @@ fn get_manifest(
         return Err(RegistryError::Status {
             what,
             status,
-            body: resp.text().unwrap_or_default().chars().take(300).collect(),
+            body: excerpt(resp),
         });
     }
     if resp.content_length().is_some_and(|l| l > MAX_MANIFEST) {
@@ -845,6 +862,13 @@ fn pull_blob(
                 tracing::debug!(error = %e, attempt, "blob download retry");
                 std::thread::sleep(backoff(attempt));
             }
+            Err(e) if is_timeout(&e) => {
+                return Err(RegistryError::Timeout {
+                    host: host.to_string(),
+                    what: format!("the rest of {what} (it stopped sending)"),
+                    seconds: client.timeout().as_secs(),
+                })
+            }
             Err(e) => {
                 return Err(RegistryError::Protocol(format!(
                     "{what}: the download broke: {e}"
@@ -898,7 +922,7 @@ pub fn tags(client: &Client, repository: &Reference) -> Result<Vec<String>, Regi
             return Err(RegistryError::Status {
                 what,
                 status: resp.status().as_u16(),
-                body: String::new(),
+                body: excerpt(resp),
             });
         }
         let link = resp
@@ -912,8 +936,7 @@ pub fn tags(client: &Client, repository: &Reference) -> Result<Vec<String>, Regi
         struct TagList {
             tags: Option<Vec<String>>,
         }
-        let list: TagList = resp
-            .json()
+        let list: TagList = read_json(resp, MAX_MANIFEST)
             .map_err(|e| RegistryError::Protocol(format!("{what}: {e}")))?;
         all.extend(list.tags.unwrap_or_default());
         match link {
