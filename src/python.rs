@@ -262,7 +262,7 @@ pub fn compile(
         }
     };
     let output = Output::Capture {
-        verbose: ctx.printer.verbose(),
+        echo: ctx.printer.verbose().then_some(ctx.printer),
     };
     let target = match &req.source {
         Source::Index { version, operator } => format!(
@@ -430,7 +430,7 @@ pub fn wheelhouse_from_store(
     ctx.runner.run(
         &plan,
         Output::Capture {
-            verbose: ctx.printer.verbose(),
+            echo: ctx.printer.verbose().then_some(ctx.printer),
         },
     )?;
     if !out.join(&project.file).is_file() {
@@ -659,7 +659,7 @@ pub fn install(
     ctx.runner.run(
         &plan,
         Output::Capture {
-            verbose: ctx.printer.verbose(),
+            echo: ctx.printer.verbose().then_some(ctx.printer),
         },
     )?;
     let split = split_venv(&venv, &ctx.python, &project.name)?;

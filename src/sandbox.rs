@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
+use crate::output::Printer;
+
 /// Failure to run a sandboxed command.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -93,21 +95,23 @@ pub struct Plan {
 }
 
 /// How the command's output is handled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
+#[derive(Clone, Copy, Debug)]
+pub enum Output<'a> {
     /// Pass stdio through (interactive `assemble run`).
     Inherit,
-    /// Capture; show it on stderr when `verbose`, keep the tail for errors.
+    /// Capture, keeping the tail for errors; with `echo` (`--verbose`), each
+    /// line also goes through the printer as it comes (a JSON event under
+    /// `--json`, a line above the progress bars on a terminal).
     Capture {
-        /// Echo lines to stderr as they come.
-        verbose: bool,
+        /// The printer that shows the lines, when they are shown.
+        echo: Option<&'a Printer>,
     },
 }
 
 /// Executes sandbox plans.
 pub trait Runner: Send + Sync {
     /// Runs the plan to completion, returning the exit code on success paths.
-    fn run(&self, plan: &Plan, output: Output) -> Result<i32, SandboxError>;
+    fn run(&self, plan: &Plan, output: Output<'_>) -> Result<i32, SandboxError>;
 }
 
 /// The real runner: bubblewrap.
@@ -206,7 +210,7 @@ pub fn bwrap_args(plan: &Plan) -> Vec<OsString> {
 }
 
 impl Runner for Bubblewrap {
-    fn run(&self, plan: &Plan, output: Output) -> Result<i32, SandboxError> {
+    fn run(&self, plan: &Plan, output: Output<'_>) -> Result<i32, SandboxError> {
         let mut cmd = Command::new(&self.program);
         cmd.args(bwrap_args(plan));
         tracing::debug!(what = %plan.what, argv = ?plan.argv, "sandbox");
@@ -223,7 +227,7 @@ impl Runner for Bubblewrap {
                 let status = cmd.status().map_err(SandboxError::Spawn)?;
                 Ok(exit_code(&status))
             }
-            Output::Capture { verbose } => {
+            Output::Capture { echo } => {
                 cmd.stdin(Stdio::null())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped());
@@ -241,8 +245,8 @@ impl Runner for Bubblewrap {
                         s.spawn(move || {
                             for line in BufReader::new(stream).lines().map_while(Result::ok) {
                                 let line = crate::spec::redact_text(&line, secrets);
-                                if verbose {
-                                    eprintln!("    {line}");
+                                if let Some(printer) = echo {
+                                    printer.output(&plan.what, &line);
                                 }
                                 let mut t = tail.lock().expect("tail lock");
                                 if t.len() == 40 {
@@ -301,7 +305,7 @@ pub struct Recorder {
 }
 
 impl Runner for Recorder {
-    fn run(&self, plan: &Plan, _output: Output) -> Result<i32, SandboxError> {
+    fn run(&self, plan: &Plan, _output: Output<'_>) -> Result<i32, SandboxError> {
         self.plans.lock().expect("recorder lock").push(plan.clone());
         Ok(0)
     }

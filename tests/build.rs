@@ -565,6 +565,32 @@ fn json_mode_streams_one_event_a_line_on_stderr() {
     );
 }
 
+/// Regression: --verbose printed pip's output with eprintln!, so under
+/// --json stderr was no longer one JSON object a line.
+#[test]
+fn verbose_output_under_json_comes_as_json_events() {
+    let _ = image();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(build_cmd("milborne==0.4.0", &tmp.path().join("oci")).args([
+        "--json",
+        "--verbose",
+        "--rebuild",
+    ]));
+    assert!(out.status.success());
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
+        .collect();
+    let pip: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "output").collect();
+    assert!(
+        pip.iter()
+            .any(|e| e["source"] == "pip wheel"
+                && e["line"].as_str().unwrap_or("").contains("milborne")),
+        "pip's lines come as output events: {pip:?}"
+    );
+    assert_eq!(events.last().unwrap()["event"], "result");
+}
+
 #[test]
 fn clean_and_purge_say_what_they_freed() {
     let tmp = tempfile::tempdir().unwrap();
