@@ -152,8 +152,19 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The host's resolver configuration, bound into sandboxes on the host's
+/// network.
+const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+
 /// The bubblewrap arguments for a plan.
 pub fn bwrap_args(plan: &Plan) -> Vec<OsString> {
+    let resolv = Path::new(HOST_RESOLV_CONF);
+    args_for(plan, resolv.exists().then_some(resolv))
+}
+
+/// The bubblewrap arguments for a plan, given the host's resolv.conf if it
+/// has one.
+fn args_for(plan: &Plan, resolv_conf: Option<&Path>) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |items: &[&dyn AsRef<std::ffi::OsStr>]| {
         for i in items {
@@ -188,8 +199,8 @@ pub fn bwrap_args(plan: &Plan) -> Vec<OsString> {
     };
     push(&[&root_flag, &plan.root, &"/"]);
     push(&[&"--dev", &"/dev", &"--proc", &"/proc", &"--tmpfs", &"/tmp"]);
-    if plan.share_net && Path::new("/etc/resolv.conf").exists() {
-        push(&[&"--ro-bind", &"/etc/resolv.conf", &"/etc/resolv.conf"]);
+    if let (true, Some(resolv)) = (plan.share_net, resolv_conf) {
+        push(&[&"--ro-bind", &resolv, &"/etc/resolv.conf"]);
     }
     for m in &plan.mounts {
         match m {
@@ -346,14 +357,35 @@ mod tests {
         assert_eq!(args.last().unwrap(), "true");
     }
 
+    fn args(plan: &Plan, resolv: Option<&str>) -> Vec<String> {
+        args_for(plan, resolv.map(Path::new))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    fn binds_resolv_conf(args: &[String]) -> bool {
+        args.windows(3)
+            .any(|w| w == ["--ro-bind", "/host/resolv.conf", "/etc/resolv.conf"])
+    }
+
     #[test]
     fn shared_network_binds_resolv_conf_only_then() {
         let mut p = plan();
         p.share_net = true;
-        let joined: Vec<String> = bwrap_args(&p)
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect();
-        assert!(!joined.contains(&"--unshare-net".to_string()));
+        let shared = args(&p, Some("/host/resolv.conf"));
+        assert!(!shared.contains(&"--unshare-net".to_string()));
+        assert!(binds_resolv_conf(&shared), "{shared:?}");
+        assert!(
+            !args(&p, None).iter().any(|a| a.contains("resolv.conf")),
+            "a host without one binds none"
+        );
+        p.share_net = false;
+        let private = args(&p, Some("/host/resolv.conf"));
+        assert!(private.contains(&"--unshare-net".to_string()));
+        assert!(
+            !private.iter().any(|a| a.contains("resolv.conf")),
+            "{private:?}"
+        );
     }
 }
