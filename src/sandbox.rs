@@ -226,6 +226,9 @@ impl Runner for Bubblewrap {
         cmd.args(bwrap_args(plan));
         tracing::debug!(what = %plan.what, argv = ?plan.argv, "sandbox");
         // If assemble dies, its sandboxed children die with it.
+        // SAFETY: the closure runs in the child between fork and exec, where
+        // only async-signal-safe calls are allowed: it makes one prctl system
+        // call, allocates nothing and takes no lock.
         unsafe {
             use std::os::unix::process::CommandExt;
             cmd.pre_exec(|| {
