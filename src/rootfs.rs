@@ -4,7 +4,8 @@
 //! recompressed once there) plus the same layers unpacked into a tree that
 //! the sandbox uses as its root. Sources: built from `layers/base` and
 //! `layers/compiler` with `mmdebstrap --mode=unshare` (rootless), a tarball,
-//! or an OCI layout. Each is cached under a key derived from what defines it,
+//! an OCI layout, or a registry image (`docker://REF`, pulled into a layout
+//! first). Each is cached under a key derived from what defines it,
 //! so a second build neither runs mmdebstrap nor unpacks again.
 
 use std::io::{self, Read};
