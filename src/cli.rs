@@ -182,6 +182,10 @@ pub struct RegistryArgs {
     /// Attempts per request before giving up.
     #[arg(long, default_value_t = 6, value_name = "N")]
     pub attempts: u32,
+    /// Seconds a registry may take to accept a connection, to answer, or to
+    /// send the next bytes of a body (uploads also get a second per 256 KiB).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
     /// Manifest format pushed: oci, or docker (schema 2) for registries that want it.
     #[arg(long, value_enum, default_value = "oci")]
     pub format: crate::registry::transfer::ManifestFormat,

@@ -31,3 +31,6 @@ pub const PROXY_VARIABLES: [&str; 6] = [
     "https_proxy",
     "no_proxy",
 ];
+/// certs.d roots searched for a registry's `HOST[:PORT]` directory, colon
+/// separated (default `/etc/containers/certs.d:/etc/docker/certs.d`).
+pub const ASSEMBLE_CERTS_D: &str = "ASSEMBLE_CERTS_D";

@@ -18,7 +18,9 @@
 //! - [`oci`]: image config, manifest, index and the OCI layout.
 //! - [`cache`]: the content-addressed cache.
 //! - [`build`]: the pipeline, from options to layout.
-//! - [`registry`]: references, credentials and the v2 client: push, pull, tags.
+//! - [`registry`]: references, credentials, TLS per host (certs.d, --ca-file)
+//!   and the v2 client (timeouts, credentials only to the registry that asked):
+//!   push, pull, tags.
 //! - [`run`]: `assemble run`, an image run rootless for smoke tests.
 //! - [`archive`]: oci-archive and docker-archive files.
 //! - [`vendor`]: the offline store and its one-file bundle.

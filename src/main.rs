@@ -473,6 +473,8 @@ fn client_options(args: &RegistryArgs) -> ClientOptions {
         insecure: args.insecure_registry.clone(),
         ca_file: args.ca_file.clone(),
         attempts: args.attempts,
+        timeout: std::time::Duration::from_secs(args.timeout),
+        certs_d: assemble::registry::tls::certs_d_roots(),
     }
 }
 

@@ -696,6 +696,27 @@ mod tests {
         layout.tag(&b, 3, "1.0").unwrap();
         layout.tag(&a, 2, "2.0").unwrap();
         let index = layout.index().unwrap();
-        assert_eq!(index.manifests().len(), 2);
+        let tagged: Vec<(String, String)> = index
+            .manifests()
+            .iter()
+            .map(|m| {
+                (
+                    m.annotations()
+                        .as_ref()
+                        .and_then(|a| a.get("org.opencontainers.image.ref.name"))
+                        .cloned()
+                        .unwrap_or_default(),
+                    m.digest().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            tagged,
+            [
+                ("1.0".to_string(), b.to_string()),
+                ("2.0".to_string(), a.to_string())
+            ],
+            "1.0 now names the second manifest, and only it"
+        );
     }
 }

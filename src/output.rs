@@ -122,6 +122,28 @@ impl Printer {
         }
     }
 
+    /// One line of a sandboxed command's output (`--verbose`): indented on
+    /// stderr (above any bars on a terminal), or an `output` event with
+    /// `--json`, whose stderr carries only JSON lines.
+    pub fn output(&self, source: &str, line: &str) {
+        match self.mode {
+            Mode::Quiet => {}
+            Mode::Json => self.json_event(serde_json::json!({
+                "event": "output",
+                "elapsed": self.elapsed(),
+                "source": source,
+                "line": line,
+            })),
+            Mode::Human if self.terminal => {
+                let _ = self.bars.println(format!("    {line}"));
+            }
+            Mode::Human => {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "    {line}");
+            }
+        }
+    }
+
     /// One result line on stdout (and a `result` event with `--json`).
     pub fn result(&self, line: &str) {
         if self.mode == Mode::Json {

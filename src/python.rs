@@ -272,7 +272,7 @@ pub fn compile(
         }
     };
     let output = Output::Capture {
-        verbose: ctx.printer.verbose(),
+        echo: ctx.printer.verbose().then_some(ctx.printer),
     };
     let target = match &req.source {
         Source::Index { version, operator } => format!(
@@ -440,7 +440,7 @@ pub fn wheelhouse_from_store(
     ctx.runner.run(
         &plan,
         Output::Capture {
-            verbose: ctx.printer.verbose(),
+            echo: ctx.printer.verbose().then_some(ctx.printer),
         },
     )?;
     if !out.join(&project.file).is_file() {
@@ -530,6 +530,12 @@ fn find_project_wheel(wheels: &Path, req: &Requirement) -> Result<ProjectWheel, 
     };
     let found = match found {
         Some(f) => f.clone(),
+        None if wanted.is_some() && !matches!(req.source, Source::Directory(_)) => {
+            return Err(PythonError::Wheelhouse(format!(
+                "pip wheel did not put {} into the wheelhouse",
+                req.name.as_deref().unwrap_or_default()
+            )))
+        }
         None => {
             // A directory build: its wheel was the one built first, in project/.
             let project_dir = wheels
@@ -669,7 +675,7 @@ pub fn install(
     ctx.runner.run(
         &plan,
         Output::Capture {
-            verbose: ctx.printer.verbose(),
+            echo: ctx.printer.verbose().then_some(ctx.printer),
         },
     )?;
     let split = split_venv(&venv, &ctx.python, &project.name)?;
@@ -1224,10 +1230,17 @@ mod tests {
             constraints: Some(b"django<5\n".to_vec()),
             ..Default::default()
         };
-        // The recorder builds nothing, so finding the project's wheel fails after the plan is recorded.
-        assert!(compile(&ctx, &req, &pip, &compiler).is_err());
+        // The recorder builds nothing, so finding the project's wheel fails,
+        // and only then: after the one plan, pip wheel's, was recorded.
+        let err = compile(&ctx, &req, &pip, &compiler).unwrap_err();
+        assert!(
+            matches!(&err, PythonError::Wheelhouse(m) if m == "pip wheel did not put milborne into the wheelhouse"),
+            "{err}"
+        );
         let plans = recorder.plans.lock().unwrap();
-        let plan = plans.last().unwrap();
+        assert_eq!(plans.len(), 1, "one sandbox run");
+        let plan = &plans[0];
+        assert_eq!(plan.what, "pip wheel");
         let targets: Vec<_> = plan
             .mounts
             .iter()

@@ -4,7 +4,8 @@
 //! recompressed once there) plus the same layers unpacked into a tree that
 //! the sandbox uses as its root. Sources: built from `layers/base` and
 //! `layers/compiler` with `mmdebstrap --mode=unshare` (rootless), a tarball,
-//! or an OCI layout. Each is cached under a key derived from what defines it,
+//! an OCI layout, or a registry image (`docker://REF`, pulled into a layout
+//! first). Each is cached under a key derived from what defines it,
 //! so a second build neither runs mmdebstrap nor unpacks again.
 
 use std::io::{self, Read};
@@ -132,7 +133,7 @@ pub enum BaseSource {
 }
 
 impl BaseSource {
-    /// Parses `--base`: `oci:DIR[:tag]`, `FILE.tar[.gz]`; `docker://` is for later.
+    /// Parses `--base`: `docker://REF`, `oci:DIR[:tag]` or `FILE.tar[.gz]`.
     pub fn parse(s: &str) -> Result<Self, String> {
         if let Some(rest) = s.strip_prefix("oci:") {
             let (dir, tag) = split_layout_ref(rest);
@@ -224,7 +225,8 @@ impl Definition {
 
     /// Cache key: everything that defines the result.
     pub fn key(&self) -> String {
-        let mut k = KeyBuilder::new("rootfs-mmdebstrap-v1");
+        // v2: the base layer carries an empty `./dev/` (v1 had no /dev at all).
+        let mut k = KeyBuilder::new("rootfs-mmdebstrap-v2");
         k.part("role", self.role.as_bytes())
             .part("suite", SUITE.as_bytes())
             .part("packages", self.packages.join(",").as_bytes())
@@ -371,17 +373,24 @@ pub fn built(cache: &Cache, def: &Definition, printer: &Printer) -> Result<Rootf
             tail: lines[lines.len().saturating_sub(15)..].join("\n    "),
         });
     }
+    // `--skip=output/dev` leaves out mmdebstrap's /dev entries, the directory
+    // included; the layer gets the directory back, empty, as the first entry
+    // (where mmdebstrap puts it), so a runtime binding a read-only rootfs
+    // finds its mount point, as in Debian's own images.
+    let dev = dev_entry(&tar_path)?;
     let blob = layer::compress_tar_blob(
-        fs_err::File::open(&tar_path).map_err(io_err(&tar_path))?,
+        io::Cursor::new(dev).chain(fs_err::File::open(&tar_path).map_err(io_err(&tar_path))?),
         cache.blobs().dir(),
     )?;
     let tree = work.path().join("tree");
     fs_err::create_dir(&tree).map_err(io_err(&tree))?;
     let file = fs_err::File::open(&tar_path).map_err(io_err(&tar_path))?;
-    unpack::unpack(io::BufReader::new(file), &tree).map_err(|source| RootfsError::Unpack {
-        source_name: format!("mmdebstrap {}", def.role),
-        source,
-    })?;
+    unpack::unpack(io::Cursor::new(dev).chain(io::BufReader::new(file)), &tree).map_err(
+        |source| RootfsError::Unpack {
+            source_name: format!("mmdebstrap {}", def.role),
+            source,
+        },
+    )?;
     fs_err::remove_file(&tar_path).map_err(io_err(&tar_path))?;
     let created_by = format!(
         "mmdebstrap --variant=essential {SUITE} ({}: {})",
@@ -389,6 +398,31 @@ pub fn built(cache: &Cache, def: &Definition, printer: &Printer) -> Result<Rootf
         def.packages.join(" ")
     );
     commit(cache, work, &key, vec![blob], vec![created_by])
+}
+
+/// The tar header of an empty `./dev/` directory (root-owned, 0755), dated
+/// like the first entry of mmdebstrap's tarball (its root directory, whose
+/// time mmdebstrap clamps to `SOURCE_DATE_EPOCH`).
+fn dev_entry(tar_path: &Path) -> Result<[u8; 512], RootfsError> {
+    let mut first = [0u8; 512];
+    fs_err::File::open(tar_path)
+        .and_then(|mut f| f.read_exact(&mut first))
+        .map_err(io_err(tar_path))?;
+    let mtime = tar::Header::from_byte_slice(&first).mtime().unwrap_or(0);
+    let mut header = tar::Header::new_gnu();
+    // Written as bytes: the tar crate drops a leading `./`, and mmdebstrap's
+    // entries all have it.
+    header.as_gnu_mut().expect("a GNU header").name[..6].copy_from_slice(b"./dev/");
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o755);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_size(0);
+    header.set_mtime(mtime);
+    header.set_cksum();
+    let mut block = [0u8; 512];
+    block.copy_from_slice(header.as_bytes());
+    Ok(block)
 }
 
 /// Gets the base rootfs from a tarball: its bytes become the layer as they are.
@@ -667,6 +701,54 @@ mod tests {
             matches!(BaseSource::parse("docker://127.0.0.1:5000/x/y:1").unwrap(), BaseSource::Registry(r) if r.repository == "x/y")
         );
         assert!(BaseSource::parse("docker://127.0.0.1:5000/X").is_err());
+    }
+
+    #[test]
+    fn the_dev_entry_is_an_empty_root_owned_directory_dated_like_the_first_entry() {
+        let t = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_path("etc/").unwrap();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mtime(1_700_000_123);
+        h.set_mode(0o755);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_size(0);
+        h.set_cksum();
+        b.append(&h, io::empty()).unwrap();
+        let path = t.path().join("rootfs.tar");
+        std::fs::write(&path, b.into_inner().unwrap()).unwrap();
+        let block = dev_entry(&path).unwrap();
+        let mut bytes = block.to_vec();
+        bytes.extend(std::fs::read(&path).unwrap());
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let entries: Vec<_> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (
+                    String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+                    h.entry_type(),
+                    h.mode().unwrap(),
+                    h.uid().unwrap(),
+                    h.mtime().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries[0],
+            (
+                "./dev/".to_string(),
+                tar::EntryType::Directory,
+                0o755,
+                0,
+                1_700_000_123
+            )
+        );
+        assert_eq!(entries[1].0, "etc/");
     }
 
     #[test]

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
+use crate::output::Printer;
+
 /// Failure to run a sandboxed command.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -120,21 +122,23 @@ pub struct Plan {
 }
 
 /// How the command's output is handled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
+#[derive(Clone, Copy, Debug)]
+pub enum Output<'a> {
     /// Pass stdio through (interactive `assemble run`).
     Inherit,
-    /// Capture; show it on stderr when `verbose`, keep the tail for errors.
+    /// Capture, keeping the tail for errors; with `echo` (`--verbose`), each
+    /// line also goes through the printer as it comes (a JSON event under
+    /// `--json`, a line above the progress bars on a terminal).
     Capture {
-        /// Echo lines to stderr as they come.
-        verbose: bool,
+        /// The printer that shows the lines, when they are shown.
+        echo: Option<&'a Printer>,
     },
 }
 
 /// Executes sandbox plans.
 pub trait Runner: Send + Sync {
     /// Runs the plan to completion, returning the exit code on success paths.
-    fn run(&self, plan: &Plan, output: Output) -> Result<i32, SandboxError>;
+    fn run(&self, plan: &Plan, output: Output<'_>) -> Result<i32, SandboxError>;
 }
 
 /// The real runner: bubblewrap.
@@ -175,8 +179,19 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The host's resolver configuration, bound into sandboxes on the host's
+/// network.
+const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+
 /// The bubblewrap arguments for a plan.
 pub fn bwrap_args(plan: &Plan) -> Vec<OsString> {
+    let resolv = Path::new(HOST_RESOLV_CONF);
+    args_for(plan, resolv.exists().then_some(resolv))
+}
+
+/// The bubblewrap arguments for a plan, given the host's resolv.conf if it
+/// has one.
+fn args_for(plan: &Plan, resolv_conf: Option<&Path>) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |items: &[&dyn AsRef<std::ffi::OsStr>]| {
         for i in items {
@@ -211,8 +226,8 @@ pub fn bwrap_args(plan: &Plan) -> Vec<OsString> {
     };
     push(&[&root_flag, &plan.root, &"/"]);
     push(&[&"--dev", &"/dev", &"--proc", &"/proc", &"--tmpfs", &"/tmp"]);
-    if plan.share_net && Path::new("/etc/resolv.conf").exists() {
-        push(&[&"--ro-bind", &"/etc/resolv.conf", &"/etc/resolv.conf"]);
+    if let (true, Some(resolv)) = (plan.share_net, resolv_conf) {
+        push(&[&"--ro-bind", &resolv, &"/etc/resolv.conf"]);
     }
     for m in &plan.mounts {
         match m {
@@ -245,11 +260,14 @@ pub fn bwrap_args(plan: &Plan) -> Vec<OsString> {
 }
 
 impl Runner for Bubblewrap {
-    fn run(&self, plan: &Plan, output: Output) -> Result<i32, SandboxError> {
+    fn run(&self, plan: &Plan, output: Output<'_>) -> Result<i32, SandboxError> {
         let mut cmd = Command::new(&self.program);
         cmd.args(bwrap_args(plan));
         tracing::debug!(what = %plan.what, argv = ?plan.argv, "sandbox");
         // If assemble dies, its sandboxed children die with it.
+        // SAFETY: the closure runs in the child between fork and exec, where
+        // only async-signal-safe calls are allowed: it makes one prctl system
+        // call, allocates nothing and takes no lock.
         unsafe {
             use std::os::unix::process::CommandExt;
             cmd.pre_exec(|| {
@@ -262,7 +280,7 @@ impl Runner for Bubblewrap {
                 let status = cmd.status().map_err(SandboxError::Spawn)?;
                 Ok(exit_code(&status))
             }
-            Output::Capture { verbose } => {
+            Output::Capture { echo } => {
                 cmd.stdin(Stdio::null())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped());
@@ -280,8 +298,8 @@ impl Runner for Bubblewrap {
                         s.spawn(move || {
                             for line in BufReader::new(stream).lines().map_while(Result::ok) {
                                 let line = crate::spec::redact_text(&line, secrets);
-                                if verbose {
-                                    eprintln!("    {line}");
+                                if let Some(printer) = echo {
+                                    printer.output(&plan.what, &line);
                                 }
                                 let mut t = tail.lock().expect("tail lock");
                                 if t.len() == 40 {
@@ -340,7 +358,7 @@ pub struct Recorder {
 }
 
 impl Runner for Recorder {
-    fn run(&self, plan: &Plan, _output: Output) -> Result<i32, SandboxError> {
+    fn run(&self, plan: &Plan, _output: Output<'_>) -> Result<i32, SandboxError> {
         self.plans.lock().expect("recorder lock").push(plan.clone());
         Ok(0)
     }
@@ -381,14 +399,35 @@ mod tests {
         assert_eq!(args.last().unwrap(), "true");
     }
 
+    fn args(plan: &Plan, resolv: Option<&str>) -> Vec<String> {
+        args_for(plan, resolv.map(Path::new))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    fn binds_resolv_conf(args: &[String]) -> bool {
+        args.windows(3)
+            .any(|w| w == ["--ro-bind", "/host/resolv.conf", "/etc/resolv.conf"])
+    }
+
     #[test]
     fn shared_network_binds_resolv_conf_only_then() {
         let mut p = plan();
         p.share_net = true;
-        let joined: Vec<String> = bwrap_args(&p)
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect();
-        assert!(!joined.contains(&"--unshare-net".to_string()));
+        let shared = args(&p, Some("/host/resolv.conf"));
+        assert!(!shared.contains(&"--unshare-net".to_string()));
+        assert!(binds_resolv_conf(&shared), "{shared:?}");
+        assert!(
+            !args(&p, None).iter().any(|a| a.contains("resolv.conf")),
+            "a host without one binds none"
+        );
+        p.share_net = false;
+        let private = args(&p, Some("/host/resolv.conf"));
+        assert!(private.contains(&"--unshare-net".to_string()));
+        assert!(
+            !private.iter().any(|a| a.contains("resolv.conf")),
+            "{private:?}"
+        );
     }
 }

@@ -107,6 +107,14 @@ pub fn unpack(reader: impl Read, target: &Path) -> Result<UnpackStats, UnpackErr
             continue;
         }
         if let Some(hidden) = name.strip_prefix(".wh.") {
+            // `.wh..` and `.wh...` would name the directory itself or its
+            // parent, and `remove_any` would empty the target or what is
+            // beside it.
+            if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
+                return Err(unsafe_entry(format!(
+                    "whiteout of {hidden:?}, which is not a name in its directory"
+                )));
+            }
             let dir = resolve_dir(target, parent, true).map_err(unsafe_entry)?;
             let victim = real_path(target, &dir).join(hidden);
             remove_any(&victim)?;
@@ -681,6 +689,41 @@ mod tests {
         let stats = unpack(t.as_slice(), target.path()).unwrap();
         assert_eq!(stats.skipped_special, 1);
         assert!(!target.path().join("dev/null").exists());
+    }
+
+    /// Regression: `.wh..` and `.wh...` removed the layer directory's
+    /// contents or its parent's, and the unpack reported success.
+    #[test]
+    fn whiteouts_naming_the_directory_or_its_parent_are_refused() {
+        for hostile in [
+            ".wh.",
+            ".wh..",
+            ".wh...",
+            "a/.wh..",
+            "a/.wh...",
+            "a/b/.wh...",
+        ] {
+            let outer = tempfile::tempdir().unwrap();
+            let target = outer.path().join("root");
+            let sibling = outer.path().join("sibling");
+            std::fs::create_dir_all(target.join("a/b")).unwrap();
+            std::fs::create_dir(&sibling).unwrap();
+            std::fs::write(target.join("a/b/kept"), "1").unwrap();
+            std::fs::write(target.join("a/kept"), "1").unwrap();
+            std::fs::write(target.join("kept"), "1").unwrap();
+            std::fs::write(sibling.join("kept"), "1").unwrap();
+            let t = tar_of(|b| raw_entry(b, hostile, tar::EntryType::Regular, None, b""));
+            let err = unpack(t.as_slice(), &target).unwrap_err();
+            assert!(err.is_bad_input(), "{hostile}: {err}");
+            assert!(err.to_string().contains(hostile), "{hostile}: {err}");
+            for f in ["a/b/kept", "a/kept", "kept"] {
+                assert!(target.join(f).is_file(), "{hostile} removed {f}");
+            }
+            assert!(
+                sibling.join("kept").is_file(),
+                "{hostile} removed a sibling"
+            );
+        }
     }
 
     #[test]

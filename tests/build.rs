@@ -156,6 +156,29 @@ fn blob_of_layer(layout: &std::path::Path, n: isize) -> std::path::PathBuf {
     layout.join("blobs/sha256").join(d)
 }
 
+/// Regression: the base layer had no /dev (mmdebstrap's `--skip=output/dev`
+/// dropped the directory too), so a read-only rootfs had no mount point.
+#[test]
+fn the_base_layer_keeps_an_empty_dev_directory() {
+    let listing = run(Command::new("tar")
+        .arg("-tvzf")
+        .arg(blob_of_layer(&image(), 0)));
+    assert!(listing.status.success());
+    let text = String::from_utf8_lossy(&listing.stdout);
+    let dev: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let name = l.split_whitespace().last().unwrap_or("");
+            name.trim_start_matches("./").starts_with("dev")
+        })
+        .collect();
+    assert_eq!(dev.len(), 1, "only the directory itself:\n{dev:?}");
+    assert!(
+        dev[0].starts_with("drwxr-xr-x 0/0") && dev[0].ends_with(" ./dev/"),
+        "a root-owned 0755 directory: {dev:?}"
+    );
+}
+
 #[test]
 fn rebuild_with_the_same_epoch_gives_the_same_digest() {
     let first = image();
@@ -540,6 +563,32 @@ fn json_mode_streams_one_event_a_line_on_stderr() {
         (e["event"].as_str(), e["exit_code"].as_i64()),
         (Some("error"), Some(2))
     );
+}
+
+/// Regression: --verbose printed pip's output with eprintln!, so under
+/// --json stderr was no longer one JSON object a line.
+#[test]
+fn verbose_output_under_json_comes_as_json_events() {
+    let _ = image();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(build_cmd("milborne==0.4.0", &tmp.path().join("oci")).args([
+        "--json",
+        "--verbose",
+        "--rebuild",
+    ]));
+    assert!(out.status.success());
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
+        .collect();
+    let pip: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "output").collect();
+    assert!(
+        pip.iter()
+            .any(|e| e["source"] == "pip wheel"
+                && e["line"].as_str().unwrap_or("").contains("milborne")),
+        "pip's lines come as output events: {pip:?}"
+    );
+    assert_eq!(events.last().unwrap()["event"], "result");
 }
 
 #[test]

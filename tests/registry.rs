@@ -193,20 +193,108 @@ fn a_base_pulled_from_the_registry_keeps_its_layer_digests() {
     );
 }
 
+/// Regression: a plain HTTP registry on loopback failed until
+/// --insecure-registry was added; docker and go-containerregistry reach it.
 #[test]
-fn plain_http_without_insecure_registry_says_how_to_fix() {
+fn a_plain_http_registry_on_loopback_needs_no_flag() {
     let reg = Registry::start("", "");
-    let out = assemble()
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(assemble()
         .arg("push")
         .arg(format!("oci:{}:0.4.0", image().display()))
-        .arg(format!("{}/team/x:1", reg.host))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+        .arg(format!("{}/team/loopback:1", reg.host))
+        .arg("--cache-dir")
+        .arg(tmp.path().join("cache")));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .ends_with(&image_digest()));
+    let localhost = reg.host.replace("127.0.0.1", "localhost");
+    let tags = run(assemble()
+        .arg("tags")
+        .arg(format!("{localhost}/team/loopback")));
+    assert!(tags.status.success());
+    assert_eq!(String::from_utf8_lossy(&tags.stdout).trim(), "1");
+}
+
+/// Off loopback, in a network namespace of the test's own with a
+/// documentation address: plain HTTP still needs --insecure-registry (the
+/// error says so), and even then credentials are not sent over it.
+#[test]
+fn off_loopback_plain_http_needs_the_flag_and_never_gets_credentials() {
+    need("unshare");
+    need("ip");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let docker = d.join("docker");
+    std::fs::create_dir(&docker).unwrap();
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode("offuser:off-Pa55");
+    std::fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"auths":{{"192.0.2.1:5000":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    // Answers every request with a Basic challenge and writes down what it
+    // was sent.
+    std::fs::write(
+        d.join("recorder.py"),
+        r#"import http.server, sys
+log = open(sys.argv[1], "a")
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        log.write(self.requestline + "\n" + "".join("%s: %s\n" % kv for kv in self.headers.items()) + "\n")
+        log.flush()
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="off"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("192.0.2.1", 5000), H).serve_forever()
+"#,
+    )
+    .unwrap();
+    let script = r#"
+        ip link set lo up
+        ip addr add 192.0.2.1/32 dev lo
+        python3 recorder.py requests.log &
+        server=$!
+        for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('192.0.2.1', 5000), 1)" 2>/dev/null && break; sleep 0.1; done
+        set +e
+        "$ASSEMBLE" tags 192.0.2.1:5000/team/off --timeout 20 > plain.out 2> plain.err; echo $? > plain.rc
+        "$ASSEMBLE" tags 192.0.2.1:5000/team/off --timeout 20 --insecure-registry 192.0.2.1:5000 > flagged.out 2> flagged.err; echo $? > flagged.rc
+        kill $server
+    "#;
+    let out = run(Command::new("unshare")
+        .args(["--user", "--map-root-user", "--net", "sh", "-ec", script])
+        .current_dir(d)
+        .env("ASSEMBLE", bin())
+        .env("DOCKER_CONFIG", &docker)
+        .env_remove("REGISTRY_AUTH_FILE")
+        .stdin(std::process::Stdio::null()));
+    assert!(out.status.success(), "the namespace script ran");
+    let plain = read(&d.join("plain.err"));
+    assert_eq!(read(&d.join("plain.rc")).trim(), "1", "{plain}");
     assert!(
-        err.contains(&format!("--insecure-registry {}", reg.host)),
-        "{err}"
+        plain.contains("if it serves plain HTTP, pass --insecure-registry 192.0.2.1:5000"),
+        "{plain}"
+    );
+    let flagged = read(&d.join("flagged.err"));
+    assert_eq!(read(&d.join("flagged.rc")).trim(), "1", "{flagged}");
+    assert!(
+        flagged.contains("192.0.2.1:5000 is reached over plain HTTP")
+            && flagged.contains("only to loopback"),
+        "{flagged}"
+    );
+    let requests = read(&d.join("requests.log"));
+    assert!(
+        requests.contains("GET /v2/team/off/tags/list"),
+        "the flagged run reached the registry over HTTP:\n{requests}"
+    );
+    assert!(
+        !requests.to_ascii_lowercase().contains("authorization"),
+        "credentials went over plain HTTP:\n{requests}"
     );
 }
 

@@ -65,6 +65,7 @@ fn whole_build_runs_as_an_unprivileged_user() {
         .status()
         .unwrap()
         .success());
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
     let is_root = unsafe { libc::geteuid() } == 0;
     let as_user = |program: &str| -> Command {
         if is_root {

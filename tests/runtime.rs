@@ -878,3 +878,211 @@ fn a_signal_right_after_the_start_is_handled_not_lost() {
         );
     }
 }
+
+/// The package's crontab inside the image, where a test binds its own.
+const IMAGE_CRONTAB: &str = "/home/blue/app/lib/python3.11/site-packages/milborne/crontab";
+
+/// Regression: a crontab written for the old chain (system syntax, with a
+/// user field, calling the old wrapper's path) ran `www-data` as a command
+/// and failed with 127.
+#[test]
+fn cron_runs_a_system_crontab_written_for_the_old_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let media = tmp.path().join("media");
+    std::fs::create_dir(&media).unwrap();
+    let crontab = tmp.path().join("crontab");
+    std::fs::write(
+        &crontab,
+        "# As the old chain installed it, in /etc/cron.d/app.\n\
+         MAILTO=\"\"\n\
+         * * * * * www-data /usr/share/bluesys-cronwrapper/bin/cronwrapper.sh --all ping_cron\n\
+         * * * * * root echo \"system syntax uid=$(id -u)\" >> /media/shell.log\n",
+    )
+    .unwrap();
+    let _run = start(
+        &["cron"],
+        &[(media.clone(), "/media"), (crontab, IMAGE_CRONTAB)],
+    );
+    let start = Instant::now();
+    let (log, shell) = (media.join("cron.log"), media.join("shell.log"));
+    while start.elapsed() < Duration::from_secs(130)
+        && (read(&log).is_empty() || read(&shell).is_empty())
+    {
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert!(
+        read(&log).contains("ping uid=1000 config=/home/blue/config/app/*.ini"),
+        "the old wrapper's line ran the management command: {:?}",
+        read(&log)
+    );
+    assert!(
+        read(&shell).contains("system syntax uid=1000"),
+        "the root line ran, as blue: {:?}",
+        read(&shell)
+    );
+}
+
+/// Runs a bash script in the image (through the entrypoint, so with the
+/// application's environment), `/media` and `/config` bound.
+fn in_image(
+    script: &str,
+    media: &std::path::Path,
+    config: &std::path::Path,
+) -> std::process::Output {
+    run(assemble()
+        .arg("-q")
+        .arg("run")
+        .arg("--cache-dir")
+        .arg(cache())
+        .arg("-v")
+        .arg(format!("{}:/media", media.display()))
+        .arg("-v")
+        .arg(format!("{}:/config", config.display()))
+        .arg(image())
+        .args(["bash", "-c", script]))
+}
+
+/// Regression: the image's wrapper took a shell command only, while the old
+/// chain's crontabs call it with its own interface: --all|--master,
+/// --environment, --fleet, --kill-previous, then a management command.
+#[test]
+fn the_cronwrapper_keeps_the_old_chains_interface() {
+    let tmp = tempfile::tempdir().unwrap();
+    let media = tmp.path().join("media");
+    std::fs::create_dir(&media).unwrap();
+    let config = tmp.path().join("config");
+    std::fs::create_dir_all(config.join("app")).unwrap();
+    std::fs::write(
+        config.join("app/90_site.ini"),
+        "[app]\nenvironment = production\nfleet = east\n",
+    )
+    .unwrap();
+    let out = in_image(
+        r#"
+        w=/home/blue/bin/cronwrapper.sh
+        cd /media
+        $w --all --environment staging ping_cron > env-skip.out 2>&1; echo $? > env-skip.rc
+        [ -e cron.log ] && echo ran > env-skip.ran
+        $w --all --fleet west ping_cron > fleet-skip.out 2>&1; echo $? > fleet-skip.rc
+        $w --master --environment production --fleet east ping_cron > run.out 2>&1; echo $? > run.rc
+        $w --all shell -c 'import time; time.sleep(120)' > first.out 2>&1 &
+        first=$!
+        for _ in $(seq 300); do [ -s ~/run/cronwrapper/shell.pid ] && break; sleep 0.1; done
+        $w --all shell -c 'print("second")' > second.out 2>&1; echo $? > second.rc
+        $w --all --kill-previous shell -c 'print("third")' > third.out 2>&1; echo $? > third.rc
+        wait $first; echo $? > first.rc
+        [ -e ~/run/cronwrapper/shell.pid ] && echo left > pid.left
+        $w 'echo plain $((6 * 7))' > plain.out 2>&1; echo $? > plain.rc
+        true
+        "#,
+        &media,
+        &config,
+    );
+    assert!(out.status.success());
+    let r = |name: &str| read(&media.join(name));
+    assert_eq!(r("env-skip.rc").trim(), "0");
+    assert!(
+        r("env-skip.out").contains("disabled: ENVIRONMENT is 'production', not 'staging'"),
+        "{}",
+        r("env-skip.out")
+    );
+    assert!(r("env-skip.ran").is_empty(), "a skipped job did not run");
+    assert_eq!(r("fleet-skip.rc").trim(), "0");
+    assert!(
+        r("fleet-skip.out").contains("disabled: FLEET_ID is 'east', not 'west'"),
+        "{}",
+        r("fleet-skip.out")
+    );
+    assert_eq!(r("run.rc").trim(), "0", "{}", r("run.out"));
+    assert!(
+        r("run.out").contains("[milborne.cron.ping_cron] ping uid=1000")
+            && r("run.out").contains(
+                "[milborne.cron.ping_cron] Cron --master --environment production --fleet east ping_cron: OK"
+            ),
+        "{}",
+        r("run.out")
+    );
+    assert!(r("cron.log").contains("ping uid=1000"));
+    assert_eq!(r("second.rc").trim(), "1", "{}", r("second.out"));
+    assert!(
+        r("second.out").contains("Previous instance still running as")
+            && r("second.out").contains("aborting")
+            && !r("second.out").contains("second\n"),
+        "{}",
+        r("second.out")
+    );
+    assert_eq!(r("third.rc").trim(), "0", "{}", r("third.out"));
+    assert!(
+        r("third.out").contains("killing it")
+            && r("third.out").contains("[milborne.cron.shell] third"),
+        "{}",
+        r("third.out")
+    );
+    assert_ne!(r("first.rc").trim(), "0", "the first instance was stopped");
+    assert!(r("first.out").contains("NOK (code"), "{}", r("first.out"));
+    assert!(r("pid.left").is_empty(), "the pid file is removed");
+    assert_eq!(r("plain.rc").trim(), "0");
+    assert!(
+        r("plain.out").contains("[milborne.cron] plain 42"),
+        "a shell command as before: {}",
+        r("plain.out")
+    );
+}
+
+/// With a syslog socket at /dev/log, the old interface's output goes there
+/// tagged `<project>.cron.<command>`, as the old wrapper's did.
+#[test]
+fn the_cronwrapper_logs_to_syslog_tagged_project_cron_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let media = tmp.path().join("media");
+    std::fs::create_dir(&media).unwrap();
+    let sock_path = tmp.path().join("log.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (lines, stop) = (lines.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    lines
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                }
+            }
+        })
+    };
+    let out = run(assemble()
+        .arg("-q")
+        .arg("run")
+        .arg("--cache-dir")
+        .arg(cache())
+        .arg("-v")
+        .arg(format!("{}:/media", media.display()))
+        .arg("-v")
+        .arg(format!("{}:/dev/log", sock_path.display()))
+        .arg(image())
+        .args(["/home/blue/bin/cronwrapper.sh", "--all", "ping_cron"]));
+    assert!(out.status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut all = String::new();
+    while Instant::now() < deadline {
+        all = lines.lock().unwrap().join("\n");
+        if all.contains("Cron --all ping_cron: OK") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    reader.join().unwrap();
+    assert!(
+        all.contains("milborne.cron.ping_cron: ping uid=1000")
+            && all.contains("milborne.cron.ping_cron: Cron --all ping_cron: OK"),
+        "{all}"
+    );
+    assert!(read(&media.join("cron.log")).contains("ping uid=1000"));
+}

@@ -31,7 +31,9 @@ pub enum AuthError {
         helper: String,
         /// Registry host.
         host: String,
-        /// What it said (its stderr, which carries no secret).
+        /// What it said on failure: its stdout (where the helper protocol
+        /// puts errors, such as "credentials not found in native keychain"),
+        /// then its stderr. A helper that fails has no secret to print.
         why: String,
     },
 }
@@ -215,8 +217,7 @@ fn helper_get(helper: &str, host: &str) -> Result<Option<Credentials>, AuthError
         .map_err(|e| fail(e.to_string()))?;
     let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
     if !out.status.success() {
-        let said = String::from_utf8_lossy(&out.stdout).trim().to_string()
-            + String::from_utf8_lossy(&out.stderr).trim();
+        let said = helper_message(&out.stdout, &out.stderr);
         // The helpers' protocol: this message means "nothing stored for that host".
         if said.contains("credentials not found") {
             return Ok(None);
@@ -237,6 +238,16 @@ fn helper_get(helper: &str, host: &str) -> Result<Option<Credentials>, AuthError
         username: a.username,
         secret: a.secret,
     }))
+}
+
+/// A failed helper's message: its stdout, then its stderr, each trimmed.
+fn helper_message(stdout: &[u8], stderr: &[u8]) -> String {
+    [stdout, stderr]
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Stores credentials for a host in the credentials file (mode 0600),
@@ -361,6 +372,16 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_helpers_message_is_its_stdout_then_its_stderr() {
+        assert_eq!(
+            helper_message(b"credentials not found\n", b"  exit 1\n"),
+            "credentials not found; exit 1"
+        );
+        assert_eq!(helper_message(b"", b"only stderr\n"), "only stderr");
+        assert_eq!(helper_message(b"only stdout", b""), "only stdout");
+    }
 
     #[test]
     fn bearer_challenge_with_quoted_commas() {

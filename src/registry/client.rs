@@ -1,18 +1,40 @@
 //! The Distribution v2 HTTP client: scheme choice, TLS, authentication
 //! (anonymous, Basic, Bearer tokens with every scope an operation needs,
-//! reused until they expire) and retries with backoff.
+//! reused until they expire), timeouts and retries with backoff.
+//!
+//! Credentials and tokens go only to the registry that asked for them (the
+//! exact origin of its base URL) and to its token realm: a request whose URL
+//! is elsewhere (an upload `Location` on another host, a redirect) is sent
+//! without them. They never go over plain HTTP to a host that is not on
+//! loopback.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use reqwest::blocking::{Client as Http, RequestBuilder, Response};
-use reqwest::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::blocking::{Client as Http, Request, RequestBuilder, Response};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
+use rustls::pki_types::CertificateDer;
 
-use super::auth::{self, AuthError, Credentials};
+use super::auth::{self, Credentials};
+use super::tls::{self, HostCerts};
 use super::RegistryError;
+
+/// How long a connection may take to open, and a request may wait for an
+/// answer or for the next bytes of a body, unless `--timeout` says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An upload may take, besides the timeout, one second per this many bytes
+/// it sends or commits: reqwest's blocking client bounds a request and its
+/// body as a whole, and a slow link must not fail a large blob that keeps
+/// moving (a stalled one is cut sooner: see `TCP_USER_TIMEOUT` in
+/// [`Client::new`]).
+const UPLOAD_FLOOR_BYTES_PER_SECOND: u64 = 256 << 10;
+
+/// Largest error body read for a message.
+const MAX_ERROR_BODY: u64 = 4096;
 
 /// How the client reaches registries.
 #[derive(Clone, Debug, Default)]
@@ -23,6 +45,19 @@ pub struct ClientOptions {
     pub ca_file: Option<PathBuf>,
     /// Attempts per request before giving up.
     pub attempts: u32,
+    /// Connect and idle timeout (`--timeout`); zero means [`DEFAULT_TIMEOUT`].
+    pub timeout: Duration,
+    /// certs.d roots searched for a host's directory ([`tls::certs_d_roots`]).
+    pub certs_d: Vec<PathBuf>,
+}
+
+/// The HTTP client of one host (its TLS settings), with what the messages
+/// about it need.
+struct HostClient {
+    http: Http,
+    certs: HostCerts,
+    /// The reason the verifier last refused a certificate of this host.
+    problem: tls::Problem,
 }
 
 /// A bearer token and when it stops being usable.
@@ -41,10 +76,17 @@ enum AuthMode {
 
 /// The registry client, shared by the threads of one push or pull.
 pub struct Client {
-    verified: Http,
-    unverified: Http,
     options: ClientOptions,
+    ca_certs: Vec<CertificateDer<'static>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    system_roots: OnceLock<Vec<CertificateDer<'static>>>,
+    /// One HTTP client per (host, insecure): certs.d is per host.
+    hosts: Mutex<HashMap<(String, bool), Arc<HostClient>>>,
     schemes: Mutex<HashMap<String, &'static str>>,
+    /// Held while a scheme is probed, so that parallel requests wait for the
+    /// probe's result instead of each probing (and each racing for the
+    /// reason a certificate was refused).
+    probing: Mutex<()>,
     modes: Mutex<HashMap<String, AuthMode>>,
     tokens: Mutex<HashMap<(String, String), Token>>,
     /// Held while a token is fetched, so parallel requests wait for it
@@ -88,44 +130,22 @@ impl Client {
         if options.attempts == 0 {
             options.attempts = 6;
         }
-        let mut builder = Http::builder()
-            .user_agent(concat!("assemble/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(15))
-            .timeout(None::<Duration>);
-        if let Some(ca) = &options.ca_file {
-            let pem = fs_err::read(ca)
-                .map_err(|e| RegistryError::Usage(format!("cannot read --ca-file: {e}")))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                RegistryError::Usage(format!(
-                    "--ca-file {} holds no PEM certificate: {e}",
-                    ca.display()
-                ))
-            })?;
-            if certs.is_empty() {
-                return Err(RegistryError::Usage(format!(
-                    "--ca-file {} holds no PEM certificate",
-                    ca.display()
-                )));
-            }
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
+        if options.timeout.is_zero() {
+            options.timeout = DEFAULT_TIMEOUT;
         }
-        let verified = builder
-            .build()
-            .map_err(|e| RegistryError::Usage(format!("cannot set up TLS: {e}")))?;
-        let unverified = Http::builder()
-            .user_agent(concat!("assemble/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(15))
-            .timeout(None::<Duration>)
-            .danger_accept_invalid_certs(true)
-            .build()
-            .map_err(|e| RegistryError::Usage(format!("cannot set up TLS: {e}")))?;
+        let ca_certs = match &options.ca_file {
+            Some(ca) => tls::read_pem_certificates(ca)
+                .map_err(|e| RegistryError::Usage(format!("--ca-file {}: {e}", ca.display())))?,
+            None => Vec::new(),
+        };
         Ok(Self {
-            verified,
-            unverified,
             options,
+            ca_certs,
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+            system_roots: OnceLock::new(),
+            hosts: Mutex::new(HashMap::new()),
             schemes: Mutex::new(HashMap::new()),
+            probing: Mutex::new(()),
             modes: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             token_fetch: Mutex::new(()),
@@ -137,23 +157,78 @@ impl Client {
         self.options.insecure.iter().any(|h| h == host)
     }
 
-    fn http(&self, host: &str) -> &Http {
-        if self.insecure(host) {
-            &self.unverified
-        } else {
-            &self.verified
+    /// The client for a host, built on first use: its TLS trusts the system's
+    /// roots, `--ca-file` and the host's certs.d directory, and presents the
+    /// client certificate found there. Every request gets the connect
+    /// timeout, a timeout for its answer and for each read of its body (an
+    /// idle timeout: a body keeps streaming while bytes come), and
+    /// `TCP_USER_TIMEOUT`, which cuts a connection whose sent data stays
+    /// unacknowledged, or unsendable because the peer stopped reading, for as
+    /// long.
+    fn host_client(&self, host: &str, insecure: bool) -> Result<Arc<HostClient>, RegistryError> {
+        let key = (host.to_string(), insecure);
+        if let Some(c) = self.hosts.lock().expect("lock").get(&key) {
+            return Ok(c.clone());
         }
+        let mut certs = tls::read_certs_d(&self.options.certs_d, host)?;
+        if let Some(ca) = &self.options.ca_file {
+            certs.trusted.splice(0..0, self.ca_certs.iter().cloned());
+            certs.sources.insert(0, ca.clone());
+        }
+        let roots = self.system_roots.get_or_init(tls::system_roots);
+        let (config, problem) = tls::client_config(&self.provider, roots, &certs, insecure)?;
+        let t = self.options.timeout;
+        let http = Http::builder()
+            .user_agent(concat!("assemble/", env!("CARGO_PKG_VERSION")))
+            .use_preconfigured_tls(config)
+            .connect_timeout(t)
+            .timeout(t)
+            .tcp_user_timeout(t)
+            .build()
+            .map_err(|e| RegistryError::Usage(format!("cannot set up TLS: {e}")))?;
+        let client = Arc::new(HostClient {
+            http,
+            certs,
+            problem,
+        });
+        self.hosts.lock().expect("lock").insert(key, client.clone());
+        Ok(client)
     }
 
-    /// `https://host` or, for an insecure host that does not speak TLS, `http://host`.
+    fn home(&self, host: &str) -> Result<Arc<HostClient>, RegistryError> {
+        self.host_client(host, self.insecure(host))
+    }
+
+    /// The time an upload of `bytes` may take: the timeout, plus a second
+    /// per 256 KiB.
+    pub fn upload_timeout(&self, bytes: u64) -> Duration {
+        self.options.timeout + Duration::from_secs(bytes / UPLOAD_FLOOR_BYTES_PER_SECOND)
+    }
+
+    /// `https://host`, or `http://host` for a host that does not speak TLS
+    /// and is named by `--insecure-registry` or on loopback (as docker and
+    /// go-containerregistry do): those are tried over HTTPS first.
     pub fn base_url(&self, host: &str) -> Result<String, RegistryError> {
         if let Some(s) = self.schemes.lock().expect("lock").get(host) {
             return Ok(format!("{s}://{host}"));
         }
-        let scheme = if self.insecure(host) {
-            match self.unverified.get(format!("https://{host}/v2/")).send() {
+        let _probing = self.probing.lock().expect("lock");
+        if let Some(s) = self.schemes.lock().expect("lock").get(host) {
+            return Ok(format!("{s}://{host}"));
+        }
+        let insecure = self.insecure(host);
+        let scheme = if insecure || is_loopback(host) {
+            let home = self.home(host)?;
+            match home.http.get(format!("https://{host}/v2/")).send() {
                 Ok(_) => "https",
-                Err(_) => "http",
+                Err(_) if insecure => "http",
+                Err(e) if speaks_tls(&e) || refused(&e) => {
+                    return Err(self.transport_error(host, "GET /v2/", &e))
+                }
+                Err(e) => {
+                    tracing::debug!(host, error = %error_chain(&e), "no TLS on loopback: plain HTTP");
+                    "http"
+                }
             }
         } else {
             "https"
@@ -163,6 +238,134 @@ impl Client {
             .expect("lock")
             .insert(host.to_string(), scheme);
         Ok(format!("{scheme}://{host}"))
+    }
+
+    /// Whether credentials may go to `host`: over TLS, or over plain HTTP
+    /// to loopback only.
+    fn may_send_credentials(&self, host: &str) -> bool {
+        let plain = self.schemes.lock().expect("lock").get(host) == Some(&"http");
+        !plain || is_loopback(host)
+    }
+
+    /// Turns a transport error into a message that says what was wrong and
+    /// what to do.
+    pub fn transport_error(&self, host: &str, what: &str, e: &reqwest::Error) -> RegistryError {
+        let detail = error_chain(e);
+        let insecure = self.insecure(host);
+        let host_client = self
+            .hosts
+            .lock()
+            .expect("lock")
+            .get(&(host.to_string(), insecure))
+            .cloned();
+        let certs = host_client
+            .as_ref()
+            .map(|c| c.certs.clone())
+            .unwrap_or_default();
+        if e.is_timeout() || detail.contains("timed out") {
+            return RegistryError::Timeout {
+                host: host.to_string(),
+                what: what.to_string(),
+                seconds: self.options.timeout.as_secs(),
+            };
+        }
+        let problem = host_client.and_then(|c| c.problem.lock().expect("lock").take());
+        if let Some(problem) = problem {
+            return RegistryError::Tls {
+                host: host.to_string(),
+                problem,
+                hint: self.tls_hint(host, &certs),
+            };
+        }
+        if detail.contains("CertificateRequired")
+            || (detail.contains("alert")
+                && [
+                    "BadCertificate",
+                    "UnknownCA",
+                    "CertificateUnknown",
+                    "AccessDenied",
+                ]
+                .iter()
+                .any(|a| detail.contains(a)))
+        {
+            let hint = match &certs.identity {
+                Some(id) => format!(
+                    "it refused the client certificate {}: check that the registry's clientcas include the CA that signed it",
+                    id.cert_path.display()
+                ),
+                None => format!(
+                    "it asks for a client certificate: put client.cert and client.key in {}",
+                    self.certs_d_dir(host, &certs).display()
+                ),
+            };
+            let detail = match detail.find("received fatal alert") {
+                Some(i) => detail[i..].to_string(),
+                None => super::short(&detail),
+            };
+            return RegistryError::ClientCertificate {
+                host: host.to_string(),
+                detail,
+                hint,
+            };
+        }
+        if detail.contains("certificate") || detail.contains("UnknownIssuer") {
+            return RegistryError::Tls {
+                host: host.to_string(),
+                problem: super::short(&detail),
+                hint: self.tls_hint(host, &certs),
+            };
+        }
+        let hint = if !insecure
+            && (detail.contains("InvalidContentType")
+                || detail.contains("corrupt message")
+                || detail.contains("wrong version number"))
+        {
+            format!("; if it serves plain HTTP, pass --insecure-registry {host}")
+        } else if e.is_connect() {
+            "; check that it runs and the host and port are right".to_string()
+        } else {
+            String::new()
+        };
+        RegistryError::Unreachable {
+            host: host.to_string(),
+            what: what.to_string(),
+            detail: super::short(&detail),
+            hint,
+        }
+    }
+
+    /// Where certs.d files for `host` go: its directory if one was read,
+    /// else under the first root.
+    fn certs_d_dir(&self, host: &str, certs: &HostCerts) -> PathBuf {
+        certs.dir.clone().unwrap_or_else(|| {
+            self.options
+                .certs_d
+                .first()
+                .cloned()
+                .unwrap_or_else(|| PathBuf::from(tls::DEFAULT_CERTS_D[0]))
+                .join(host)
+        })
+    }
+
+    fn tls_hint(&self, host: &str, certs: &HostCerts) -> String {
+        let skip = format!("--insecure-registry {host} skips verification for that host only");
+        if certs.sources.is_empty() {
+            format!(
+                "pass --ca-file FILE with the CA that signed it (or the certificate itself), or put \
+                 it in {}/ca.crt; {skip}",
+                self.certs_d_dir(host, certs).display()
+            )
+        } else {
+            let given: Vec<String> = certs
+                .sources
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            format!(
+                "it was checked against the system's roots and {}; {skip}",
+                given.join(", ")
+            )
+        }
     }
 
     /// Forgets the cached token for these scopes, but only if it is the one
@@ -192,21 +395,83 @@ impl Client {
         );
     }
 
-    fn credentials(&self, host: &str) -> Result<Option<Credentials>, AuthError> {
-        if let Some(c) = self.credentials.lock().expect("lock").get(host) {
-            return Ok(c.clone());
+    /// The stored credentials for a host; an error when there are some and
+    /// the host is reached over plain HTTP off loopback.
+    fn credentials(&self, host: &str) -> Result<Option<Credentials>, RegistryError> {
+        let cached = self.credentials.lock().expect("lock").get(host).cloned();
+        let c = match cached {
+            Some(c) => c,
+            None => {
+                let c = auth::lookup(host)?;
+                self.credentials
+                    .lock()
+                    .expect("lock")
+                    .insert(host.to_string(), c.clone());
+                c
+            }
+        };
+        if c.is_some() && !self.may_send_credentials(host) {
+            return Err(RegistryError::PlainHttpCredentials {
+                host: host.to_string(),
+                asker: host.to_string(),
+            });
         }
-        let c = auth::lookup(host)?;
-        self.credentials
-            .lock()
-            .expect("lock")
-            .insert(host.to_string(), c.clone());
         Ok(c)
+    }
+
+    /// Builds a request and gives it the registry's Authorization only when
+    /// its URL is the registry's own origin; returns it with the client that
+    /// sends it (the other host's, for a URL elsewhere) and that host.
+    fn prepare(
+        &self,
+        host: &str,
+        scopes: &Scopes,
+        what: &str,
+        base: &str,
+        build: &dyn Fn(&Http, &str) -> RequestBuilder,
+    ) -> Result<Prepared, RegistryError> {
+        let home = self.home(host)?;
+        let mut request = build(&home.http, base).build().map_err(|e| {
+            RegistryError::Protocol(format!("{what}: cannot make the request: {e}"))
+        })?;
+        let own = reqwest::Url::parse(base)
+            .map(|b| b.origin() == request.url().origin())
+            .unwrap_or(false);
+        if !own {
+            let other = authority(request.url());
+            tracing::debug!(
+                host,
+                other,
+                what,
+                "a URL on another host: sent without credentials"
+            );
+            let client = self.host_client(&other, self.insecure(&other))?;
+            return Ok(Prepared {
+                request,
+                sent: None,
+                client,
+                host: Some(other),
+            });
+        }
+        let sent = self.auth_header(host, scopes)?;
+        if let Some(h) = &sent {
+            let mut value = HeaderValue::from_str(h).map_err(|_| {
+                RegistryError::Protocol(format!("{host}: a credential is not a valid header value"))
+            })?;
+            value.set_sensitive(true);
+            request.headers_mut().insert(AUTHORIZATION, value);
+        }
+        Ok(Prepared {
+            request,
+            sent,
+            client: home,
+            host: None,
+        })
     }
 
     /// Sends a request built by `build` (called again for each attempt, so a
     /// body is made anew), authenticating as the registry asks and retrying
-    /// connection failures, 5xx and 429 answers with backoff.
+    /// connection failures, timeouts, 5xx and 429 answers with backoff.
     pub fn send(
         &self,
         host: &str,
@@ -219,18 +484,18 @@ impl Client {
         let mut authenticated_once = false;
         loop {
             attempt += 1;
-            let mut req = build(self.http(host), &base);
-            let sent = self.auth_header(host, scopes)?;
-            if let Some(h) = &sent {
-                req = req.header(AUTHORIZATION, h);
-            }
-            let result = req.send();
+            let p = self.prepare(host, scopes, what, &base, build)?;
+            let to = p.host.clone();
+            let result = p.client.http.execute(p.request);
             let retry_after = match result {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && to.is_some() => {
+                    return Err(foreign_refusal(host, to.as_deref(), what));
+                }
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !authenticated_once => {
                     authenticated_once = true;
                     // The token we sent, if any, is not enough: forget it.
-                    tracing::debug!(host, what, sent_token = sent.is_some(), "401");
-                    self.forget_token(host, scopes, sent.as_deref());
+                    tracing::debug!(host, what, sent_token = p.sent.is_some(), "401");
+                    self.forget_token(host, scopes, p.sent.as_deref());
                     self.learn_challenge(host, resp.headers())?;
                     attempt -= 1;
                     continue;
@@ -261,12 +526,7 @@ impl Client {
                 Ok(resp) => return Ok(resp),
                 Err(e) => {
                     if attempt >= self.options.attempts || is_tls_or_protocol(&e) {
-                        return Err(RegistryError::from_transport(
-                            host,
-                            what,
-                            &e,
-                            self.insecure(host),
-                        ));
+                        return Err(self.transport_error(to.as_deref().unwrap_or(host), what, &e));
                     }
                     tracing::debug!(error = %e, attempt, what, "retrying");
                     None
@@ -287,15 +547,17 @@ impl Client {
     ) -> Result<Response, SendError> {
         let base = self.base_url(host).map_err(SendError::Fatal)?;
         for _ in 0..2 {
-            let mut req = build(self.http(host), &base);
-            let sent = self.auth_header(host, scopes).map_err(SendError::Fatal)?;
-            if let Some(h) = &sent {
-                req = req.header(AUTHORIZATION, h);
-            }
-            match req.send() {
+            let p = self
+                .prepare(host, scopes, what, &base, build)
+                .map_err(SendError::Fatal)?;
+            let to = p.host.clone();
+            match p.client.http.execute(p.request) {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && to.is_some() => {
+                    return Err(SendError::Fatal(foreign_refusal(host, to.as_deref(), what)));
+                }
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
-                    tracing::debug!(host, what, sent_token = sent.is_some(), "401");
-                    self.forget_token(host, scopes, sent.as_deref());
+                    tracing::debug!(host, what, sent_token = p.sent.is_some(), "401");
+                    self.forget_token(host, scopes, p.sent.as_deref());
                     self.learn_challenge(host, resp.headers())
                         .map_err(SendError::Fatal)?;
                 }
@@ -315,17 +577,16 @@ impl Client {
                 }
                 Ok(resp) => return Ok(resp),
                 Err(e) if is_tls_or_protocol(&e) => {
-                    return Err(SendError::Fatal(RegistryError::from_transport(
-                        host,
+                    return Err(SendError::Fatal(self.transport_error(
+                        to.as_deref().unwrap_or(host),
                         what,
                         &e,
-                        self.insecure(host),
                     )))
                 }
                 Err(e) => {
                     return Err(SendError::Retry {
                         wait: None,
-                        error: RegistryError::from_transport(host, what, &e, self.insecure(host)),
+                        error: self.transport_error(to.as_deref().unwrap_or(host), what, &e),
                     })
                 }
             }
@@ -333,11 +594,13 @@ impl Client {
         Err(SendError::Fatal(RegistryError::Unauthorized {
             host: host.to_string(),
             what: what.to_string(),
-            had_credentials: self
-                .credentials(host)
-                .map_err(|e| SendError::Fatal(e.into()))?
-                .is_some(),
+            had_credentials: self.credentials(host).map_err(SendError::Fatal)?.is_some(),
         }))
+    }
+
+    /// The connect and idle timeout.
+    pub fn timeout(&self) -> Duration {
+        self.options.timeout
     }
 
     /// Attempts allowed per operation.
@@ -434,12 +697,18 @@ impl Client {
                 .port()
                 .map(|p| format!(":{p}"))
                 .unwrap_or_default();
-        let http = if self.insecure(host) || self.insecure(&realm_host) {
-            &self.unverified
-        } else {
-            &self.verified
-        };
+        let realm_client = self.host_client(
+            &realm_host,
+            self.insecure(host) || self.insecure(&realm_host),
+        )?;
+        let http = &realm_client.http;
         let creds = self.credentials(host)?;
+        if creds.is_some() && realm_url.scheme() == "http" && !is_loopback(&realm_host) {
+            return Err(RegistryError::PlainHttpCredentials {
+                host: realm_host,
+                asker: host.to_string(),
+            });
+        }
         let resp = match &creds {
             Some(c) if c.identity_token => {
                 let mut form = vec![
@@ -469,9 +738,7 @@ impl Client {
                 req.send()
             }
         }
-        .map_err(|e| {
-            RegistryError::from_transport(&realm_host, "token request", &e, self.insecure(host))
-        })?;
+        .map_err(|e| self.transport_error(&realm_host, "token request", &e))?;
         if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
             return Err(RegistryError::Unauthorized {
                 host: host.to_string(),
@@ -492,7 +759,7 @@ impl Client {
             access_token: Option<String>,
             expires_in: Option<u64>,
         }
-        let answer: TokenAnswer = resp.json().map_err(|_| {
+        let answer: TokenAnswer = read_json(resp, 1 << 20).map_err(|_| {
             RegistryError::Protocol(format!("the token server of {host} did not answer JSON"))
         })?;
         let value = answer
@@ -548,13 +815,89 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(|s| Duration::from_secs(s.min(60)))
 }
 
-fn excerpt(resp: Response) -> String {
-    let text = resp.text().unwrap_or_default();
-    let mut t: String = text.chars().take(300).collect();
-    if text.len() > t.len() {
+/// The start of an error body, for a message: at most 4 KiB are read, so
+/// an endless body cannot hold the command.
+pub fn excerpt(resp: Response) -> String {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    let _ = resp.take(MAX_ERROR_BODY).read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes);
+    if let Some(message) = registry_message(&text) {
+        return message;
+    }
+    let mut t: String = text.trim().chars().take(300).collect();
+    if text.trim().chars().count() > 300 || bytes.len() as u64 == MAX_ERROR_BODY {
         t.push('…');
     }
-    t.trim().to_string()
+    t
+}
+
+/// Reads a JSON body of at most `limit` bytes.
+pub fn read_json<T: serde::de::DeserializeOwned>(resp: Response, limit: u64) -> Result<T, String> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    resp.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("the answer is over {limit} bytes"));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+/// A request ready to go: the client that sends it, and the other host it
+/// goes to when it is not the registry's own origin.
+struct Prepared {
+    request: Request,
+    sent: Option<String>,
+    client: Arc<HostClient>,
+    host: Option<String>,
+}
+
+/// The error for a URL on another host that asks for credentials.
+fn foreign_refusal(host: &str, other: Option<&str>, what: &str) -> RegistryError {
+    RegistryError::Protocol(format!(
+        "{what}: {host} sent it to {}, which asks for credentials; assemble sends credentials \
+         only to the registry that asked for them ({host}) and its token realm",
+        other.unwrap_or("another host")
+    ))
+}
+
+/// `host[:port]` of a URL, as a registry host is written.
+fn authority(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    }
+}
+
+/// True for `localhost`, `127.0.0.0/8` and `::1`, with or without a port.
+pub fn is_loopback(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split_once(']').map(|(n, _)| n).unwrap_or(rest)
+    } else {
+        match host.rsplit_once(':') {
+            Some((n, port)) if !n.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => host,
+        }
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// True when a failed HTTPS attempt shows the server speaks TLS (it sent
+/// a certificate or an alert), so plain HTTP is not the answer.
+fn speaks_tls(e: &reqwest::Error) -> bool {
+    let chain = error_chain(e);
+    chain.contains("certificate") || chain.contains("alert") || chain.contains("UnknownIssuer")
+}
+
+/// True when nothing listens there.
+fn refused(e: &reqwest::Error) -> bool {
+    e.is_connect() && !e.is_timeout() && error_chain(e).contains("refused")
 }
 
 fn is_tls_or_protocol(e: &reqwest::Error) -> bool {
@@ -577,6 +920,38 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The message of a registry error body (`{"errors":[{"code","message"}]}`,
+/// as the distribution spec defines it), or None when the body is not one.
+fn registry_message(body: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorEntry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorEntry {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    if let Ok(e) = serde_json::from_str::<Errors>(body) {
+        let parts: Vec<String> = e
+            .errors
+            .iter()
+            .map(|x| {
+                [x.code.as_deref(), x.message.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(": ")
+            })
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !parts.is_empty() {
+            return Some(parts.join("; ").chars().take(300).collect());
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,6 +963,50 @@ mod tests {
             s.0,
             ["repository:team/app:pull,push", "repository:team/base:pull"]
         );
+    }
+
+    #[test]
+    fn loopback_is_localhost_127_8_and_ipv6_one_with_or_without_a_port() {
+        for h in [
+            "localhost",
+            "LOCALHOST:5000",
+            "127.0.0.1",
+            "127.1.2.3:5000",
+            "[::1]:5000",
+            "::1",
+        ] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in [
+            "192.0.2.1:5000",
+            "localhost.example:5000",
+            "128.0.0.1",
+            "[::2]:5000",
+            "registry.example",
+        ] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn a_url_is_named_by_its_host_and_explicit_port() {
+        let u = |s: &str| reqwest::Url::parse(s).unwrap();
+        assert_eq!(
+            authority(&u("http://127.0.0.2:5001/v2/x")),
+            "127.0.0.2:5001"
+        );
+        assert_eq!(authority(&u("https://blobs.example/x?y")), "blobs.example");
+        assert_eq!(authority(&u("http://[::1]:5000/")), "[::1]:5000");
+    }
+
+    #[test]
+    fn registry_error_bodies_give_their_code_and_message() {
+        let body = r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry","detail":{"name":"x"}}]}"#;
+        assert_eq!(
+            registry_message(body).as_deref(),
+            Some("NAME_UNKNOWN: repository name not known to registry")
+        );
+        assert_eq!(registry_message("  plain text "), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod client;
 pub mod reference;
+pub mod tls;
 pub mod transfer;
 
 pub use client::{Client, ClientOptions, Scopes};
@@ -39,15 +40,49 @@ pub enum RegistryError {
         hint: String,
     },
     /// TLS verification failed.
-    #[error(
-        "the TLS certificate of registry {host} is not trusted ({detail}); pass --ca-file FILE with the \
-         CA that signed it, or --insecure-registry {host} to skip verification for that host only"
-    )]
+    #[error("the TLS certificate of registry {host} was refused: {problem}; {hint}")]
     Tls {
+        /// Host.
+        host: String,
+        /// What was wrong with the certificate.
+        problem: String,
+        /// What to do, given what was already given for that host.
+        hint: String,
+    },
+    /// The registry refused the TLS handshake for want of a client certificate.
+    #[error("registry {host} refused the TLS connection ({detail}): {hint}")]
+    ClientCertificate {
         /// Host.
         host: String,
         /// The TLS error.
         detail: String,
+        /// What to do.
+        hint: String,
+    },
+    /// A request got no answer, or no more bytes, in time.
+    #[error(
+        "registry {host} did not answer {what} within {seconds} s (--timeout {seconds}); check \
+         that it is up and reachable, or allow more time with --timeout SECONDS"
+    )]
+    Timeout {
+        /// Host.
+        host: String,
+        /// The request.
+        what: String,
+        /// The timeout.
+        seconds: u64,
+    },
+    /// Credentials would have gone over plain HTTP to a host off loopback.
+    #[error(
+        "{asker} asks for credentials, and {host} is reached over plain HTTP: assemble sends \
+         credentials over plain HTTP only to loopback; serve it over HTTPS (--insecure-registry \
+         {host} also accepts a certificate that cannot be verified)"
+    )]
+    PlainHttpCredentials {
+        /// Where they would have gone.
+        host: String,
+        /// The registry that asked.
+        asker: String,
     },
     /// Authentication failed.
     #[error("registry {host} refused {what}: {}", if *.had_credentials { "the credentials for it were not accepted; check them, or log in again with `assemble login`" } else { "it needs credentials: log in with `assemble login HOST -u USER --password-stdin` or add them to your Docker config" })]
@@ -86,34 +121,6 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
-    /// Turns a transport error into a message that says what to do.
-    pub fn from_transport(host: &str, what: &str, e: &reqwest::Error, insecure: bool) -> Self {
-        let detail = client::error_chain(e);
-        if detail.contains("certificate") || detail.contains("UnknownIssuer") {
-            return RegistryError::Tls {
-                host: host.to_string(),
-                detail: short(&detail),
-            };
-        }
-        let hint = if !insecure
-            && (detail.contains("InvalidContentType")
-                || detail.contains("corrupt message")
-                || detail.contains("wrong version number"))
-        {
-            format!("; if it serves plain HTTP, pass --insecure-registry {host}")
-        } else if e.is_connect() {
-            "; check that it runs and the host and port are right".to_string()
-        } else {
-            String::new()
-        };
-        RegistryError::Unreachable {
-            host: host.to_string(),
-            what: what.to_string(),
-            detail: short(&detail),
-            hint,
-        }
-    }
-
     /// 2 for bad references and usage, 1 otherwise.
     pub fn is_bad_input(&self) -> bool {
         matches!(
@@ -160,7 +167,8 @@ pub fn known_sources(
     v
 }
 
-fn short(s: &str) -> String {
+/// An error chain without the repetitions reqwest adds at each level.
+pub(crate) fn short(s: &str) -> String {
     // Keep the message to the point: reqwest repeats the URL at each level.
     let mut out: Vec<&str> = Vec::new();
     for part in s.split(": ") {

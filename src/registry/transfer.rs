@@ -9,7 +9,7 @@ use reqwest::blocking::Body;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use reqwest::StatusCode;
 
-use super::client::{backoff, SendError};
+use super::client::{backoff, excerpt, read_json, SendError};
 use super::{Client, Reference, RegistryError, Scopes};
 use crate::digest::{Digest, HashingWriter};
 use crate::oci::{self, BlobStore, Layout};
@@ -153,6 +153,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
     }
 }
 
+/// The URL a `Location` names: relative to the registry, or absolute, on
+/// whatever host it names (the client sends credentials only to the
+/// registry's own origin).
 fn absolute(base: &str, location: &str) -> String {
     if location.starts_with("http://") || location.starts_with("https://") {
         location.to_string()
@@ -246,6 +249,8 @@ pub fn push(
     let host = target.api_host().to_string();
     let repo = target.repository.clone();
     let scopes = Scopes::push(&repo, &options.mount_from);
+    // Once, before the threads: a registry that cannot be reached fails here.
+    client.base_url(&host)?;
     let reports = Mutex::new(Vec::new());
     let next = AtomicUsize::new(0);
     let failure: Mutex<Option<RegistryError>> = Mutex::new(None);
@@ -298,7 +303,7 @@ pub fn push(
         return Err(RegistryError::Status {
             what,
             status: resp.status().as_u16(),
-            body: resp.text().unwrap_or_default().chars().take(300).collect(),
+            body: excerpt(resp),
         });
     }
     if let Some(d) = resp
@@ -472,7 +477,7 @@ fn start_upload(
         return Err(RegistryError::Status {
             what,
             status: resp.status().as_u16(),
-            body: resp.text().unwrap_or_default().chars().take(300).collect(),
+            body: excerpt(resp),
         });
     }
     Ok(absolute(base, &location_of(&resp, &what)?))
@@ -546,6 +551,7 @@ impl Upload<'_> {
             http.put(&url)
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, size)
+                .timeout(client.upload_timeout(size))
                 .body(body)
         })?;
         if let Some(e) = body_error.into_inner().expect("lock") {
@@ -571,7 +577,7 @@ fn finish_status(resp: reqwest::blocking::Response, what: &str) -> Result<(), Se
         s => Err(SendError::Fatal(RegistryError::Status {
             what: what.to_string(),
             status: s.as_u16(),
-            body: resp.text().unwrap_or_default().chars().take(300).collect(),
+            body: excerpt(resp),
         })),
     }
 }
@@ -619,6 +625,7 @@ impl Upload<'_> {
                     .header(CONTENT_TYPE, "application/octet-stream")
                     .header(CONTENT_RANGE, format!("{offset}-{}", offset + len - 1))
                     .header(CONTENT_LENGTH, len)
+                    .timeout(client.upload_timeout(len))
                     .body(body)
             });
             if let Some(e) = body_error.into_inner().expect("lock") {
@@ -652,7 +659,7 @@ impl Upload<'_> {
                     return Err(SendError::Fatal(RegistryError::Status {
                         what,
                         status: resp.status().as_u16(),
-                        body: resp.text().unwrap_or_default().chars().take(300).collect(),
+                        body: excerpt(resp),
                     }))
                 }
                 Err(SendError::Retry { wait, error }) => {
@@ -685,12 +692,22 @@ impl Upload<'_> {
         let url = with_query(&location, "digest", &digest.to_string());
         let what = format!("upload of {digest}");
         let resp = client.send_once(host, scopes, &what, &|http, _| {
+            // The registry may check and move the whole blob before it answers.
             http.put(&url)
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, "0")
+                .timeout(client.upload_timeout(size))
         })?;
         finish_status(resp, &what)
     }
+}
+
+/// True for a read that ran out of time (reqwest's idle read timeout).
+fn is_timeout(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::TimedOut
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<reqwest::Error>())
+            .is_some_and(|r| r.is_timeout())
 }
 
 fn short(d: &Digest) -> String {
@@ -800,7 +817,7 @@ fn get_manifest(
         return Err(RegistryError::Status {
             what,
             status,
-            body: resp.text().unwrap_or_default().chars().take(300).collect(),
+            body: excerpt(resp),
         });
     }
     if resp.content_length().is_some_and(|l| l > MAX_MANIFEST) {
@@ -869,6 +886,13 @@ fn pull_blob(
                 tracing::debug!(error = %e, attempt, "blob download retry");
                 std::thread::sleep(backoff(attempt));
             }
+            Err(e) if is_timeout(&e) => {
+                return Err(RegistryError::Timeout {
+                    host: host.to_string(),
+                    what: format!("the rest of {what} (it stopped sending)"),
+                    seconds: client.timeout().as_secs(),
+                })
+            }
             Err(e) => {
                 return Err(RegistryError::Protocol(format!(
                     "{what}: the download broke: {e}"
@@ -902,38 +926,6 @@ pub fn check_login(
     }
 }
 
-/// The message of a registry error body (`{"errors":[{"code","message"}]}`,
-/// as the distribution spec defines it), else the start of the body.
-pub fn registry_message(body: &str) -> String {
-    #[derive(serde::Deserialize)]
-    struct Errors {
-        errors: Vec<ErrorEntry>,
-    }
-    #[derive(serde::Deserialize)]
-    struct ErrorEntry {
-        code: Option<String>,
-        message: Option<String>,
-    }
-    if let Ok(e) = serde_json::from_str::<Errors>(body) {
-        let parts: Vec<String> = e
-            .errors
-            .iter()
-            .map(|x| {
-                [x.code.as_deref(), x.message.as_deref()]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(": ")
-            })
-            .filter(|s| !s.is_empty())
-            .collect();
-        if !parts.is_empty() {
-            return parts.join("; ").chars().take(300).collect();
-        }
-    }
-    body.trim().chars().take(300).collect()
-}
-
 /// Lists a repository's tags, following `Link` pagination.
 pub fn tags(client: &Client, repository: &Reference) -> Result<Vec<String>, RegistryError> {
     let host = repository.api_host().to_string();
@@ -955,7 +947,7 @@ pub fn tags(client: &Client, repository: &Reference) -> Result<Vec<String>, Regi
             return Err(RegistryError::Status {
                 what,
                 status,
-                body: registry_message(&resp.text().unwrap_or_default()),
+                body: excerpt(resp),
             });
         }
         let link = resp
@@ -969,8 +961,7 @@ pub fn tags(client: &Client, repository: &Reference) -> Result<Vec<String>, Regi
         struct TagList {
             tags: Option<Vec<String>>,
         }
-        let list: TagList = resp
-            .json()
+        let list: TagList = read_json(resp, MAX_MANIFEST)
             .map_err(|e| RegistryError::Protocol(format!("{what}: {e}")))?;
         all.extend(list.tags.unwrap_or_default());
         match link {
@@ -995,16 +986,6 @@ pub fn tags(client: &Client, repository: &Reference) -> Result<Vec<String>, Regi
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn registry_error_bodies_give_their_code_and_message() {
-        let body = r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry","detail":{"name":"x"}}]}"#;
-        assert_eq!(
-            registry_message(body),
-            "NAME_UNKNOWN: repository name not known to registry"
-        );
-        assert_eq!(registry_message("  plain text "), "plain text");
-    }
 
     #[test]
     fn docker_manifests_keep_the_blobs_and_change_the_media_types() {

@@ -43,6 +43,8 @@ pub struct Lock(File);
 
 pub fn lock(name: &str) -> Lock {
     let f = File::create(shared().join(format!("{name}.lock"))).unwrap();
+    // SAFETY: flock on a descriptor owned by `f`, which outlives the call;
+    // it touches no memory of ours.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
     assert_eq!(rc, 0, "flock {name}");
     Lock(f)
@@ -129,6 +131,8 @@ pub fn index() -> String {
 /// Spawns a command that is killed when this process's spawning thread dies.
 pub fn spawn_with_deathsig(cmd: &mut Command) -> Child {
     use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec: one prctl
+    // system call, no allocation, no lock.
     unsafe {
         cmd.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -265,6 +269,8 @@ pub struct Running(pub Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
+        // SAFETY: kill(2) on the pid of our own child, not yet reaped (the
+        // Child is still held), so the pid names no other process.
         unsafe {
             libc::kill(self.0.id() as i32, libc::SIGTERM);
         }
