@@ -123,26 +123,15 @@ pub fn write(
             );
         }
     }
-    let target_dir = match spec.path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs_err::create_dir_all(&target_dir).map_err(|source| Error::Io {
-        path: target_dir.clone(),
+    let target_dir = crate::fsutil::parent_dir(&spec.path);
+    fs_err::create_dir_all(target_dir).map_err(|source| Error::Io {
+        path: target_dir.to_path_buf(),
         source,
     })?;
-    let io = |source| Error::Io {
-        path: spec.path.clone(),
-        source,
-    };
-    let tmp = oci::temp_file(&target_dir, ".archive-").map_err(io)?;
-    let file = std::io::BufWriter::new(tmp.as_file().try_clone().map_err(io)?);
-    let mut file = tar.write_tar(file, epoch)?;
-    std::io::Write::flush(&mut file).map_err(io)?;
-    drop(file);
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(&spec.path).map_err(|e| io(e.error))?;
-    Ok(())
+    crate::fsutil::write_with(&spec.path, ".archive-", 0o644, |out| {
+        tar.write_tar(out, epoch)?;
+        Ok(())
+    })
 }
 
 /// Unpacks an oci-archive into `dir` (which must exist) and opens it as a layout.

@@ -438,7 +438,7 @@ pub fn image_settings(
     config: &ProjectConfig,
     epoch: u64,
 ) -> ImageSettings {
-    let created = rfc3339(epoch);
+    let created = crate::epoch::rfc3339(epoch);
     let mut ports = vec!["8080/tcp".to_string(), "8081/tcp".to_string()];
     ports.extend(config.ports.iter().map(|p| format!("{p}/tcp")));
     ports.sort();
@@ -498,40 +498,11 @@ fn write_layout(
     Ok(digest)
 }
 
-/// Seconds since the epoch as an RFC 3339 UTC timestamp.
-pub fn rfc3339(epoch: u64) -> String {
-    let days = (epoch / 86_400) as i64;
-    let secs = epoch % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::layer::LayerBlob;
     use crate::python::Installed;
-
-    #[test]
-    fn rfc3339_of_known_instants() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-    }
 
     #[test]
     fn image_documents_of_a_fixed_input() {

@@ -53,6 +53,9 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
+    /// A record could not be written.
+    #[error(transparent)]
+    Write(#[from] crate::fsutil::WriteError),
     /// The blob store failed.
     #[error(transparent)]
     Oci(#[from] OciError),
@@ -84,7 +87,7 @@ impl Cache {
         if let Some(d) = var(env::XDG_CACHE_HOME).filter(|d| !d.is_empty()) {
             return Ok(PathBuf::from(d).join("assemble"));
         }
-        let home = var("HOME")
+        let home = var(env::HOME)
             .filter(|d| !d.is_empty())
             .ok_or(CacheError::NoHome)?;
         Ok(PathBuf::from(home).join(".cache").join("assemble"))
@@ -99,7 +102,7 @@ impl Cache {
             fs_err::create_dir_all(&p).map_err(|source| CacheError::Io { path: p, source })?;
         }
         if adopt {
-            crate::oci::write_atomic(&root.join(MARKER), MARKER_TEXT.as_bytes())?;
+            crate::fsutil::write_atomic(&root.join(MARKER), MARKER_TEXT.as_bytes())?;
         }
         let blobs = BlobStore::open(root.join("blobs").join("sha256"))?;
         remove_stale(&root.join("tmp"), STALE_AFTER);
@@ -152,7 +155,7 @@ impl Cache {
         match std::fs::rename(&src, &dest) {
             Ok(()) => Ok(dest),
             Err(_) if dest.is_dir() => {
-                crate::unpack::make_writable(&src);
+                crate::fsutil::make_writable(&src);
                 let _ = std::fs::remove_dir_all(&src);
                 Ok(dest)
             }
@@ -175,7 +178,7 @@ impl Cache {
     ) -> Result<(), CacheError> {
         let path = self.entry(kind, &format!("{key}.json"));
         let bytes = serde_json::to_vec_pretty(value).expect("cache records serialise");
-        crate::oci::write_atomic(&path, &bytes)?;
+        crate::fsutil::write_atomic(&path, &bytes)?;
         Ok(())
     }
 }
@@ -311,7 +314,7 @@ fn remove_stale(dir: &Path, age: std::time::Duration) {
         if old {
             let p = e.path();
             if p.is_dir() {
-                crate::unpack::make_writable(&p);
+                crate::fsutil::make_writable(&p);
                 let _ = std::fs::remove_dir_all(&p);
             } else {
                 let _ = std::fs::remove_file(&p);

@@ -12,6 +12,16 @@ pub const ASSEMBLE_LOG: &str = "ASSEMBLE_LOG";
 pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
 /// Base of the default cache directory.
 pub const XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
+/// Base of the user's configuration (pip's `pip/pip.conf`).
+pub const XDG_CONFIG_HOME: &str = "XDG_CONFIG_HOME";
+/// The user's home: the last default of the cache, pip.conf and the Docker config.
+pub const HOME: &str = "HOME";
+/// Where programs are looked for (bwrap, mmdebstrap, credential helpers).
+pub const PATH: &str = "PATH";
+/// The registry credentials file, as podman and skopeo read it.
+pub const REGISTRY_AUTH_FILE: &str = "REGISTRY_AUTH_FILE";
+/// Docker's configuration directory (`config.json` in it).
+pub const DOCKER_CONFIG: &str = "DOCKER_CONFIG";
 /// pip's index URL.
 pub const PIP_INDEX_URL: &str = "PIP_INDEX_URL";
 /// pip's extra index URLs, space separated.

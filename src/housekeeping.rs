@@ -151,7 +151,7 @@ pub fn check_removable(path: &Path, action: &'static str) -> Result<PathBuf, Cle
 
 /// `$HOME` and the home directory of this user in /etc/passwd, resolved.
 fn home_dirs() -> Vec<PathBuf> {
-    let mut homes: Vec<PathBuf> = std::env::var_os("HOME")
+    let mut homes: Vec<PathBuf> = std::env::var_os(crate::env::HOME)
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
         .into_iter()
@@ -654,7 +654,7 @@ fn remove_tree_at(path: &Path) -> Result<(), CleanError> {
         return Ok(());
     };
     if m.is_dir() {
-        crate::unpack::make_writable(path);
+        crate::fsutil::make_writable(path);
         std::fs::remove_dir_all(path).map_err(io_err(path))
     } else {
         std::fs::remove_file(path).map_err(io_err(path))

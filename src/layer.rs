@@ -305,7 +305,7 @@ impl Layer {
             path: dir.display().to_string(),
             source,
         };
-        let tmp = crate::oci::temp_file(dir, ".layer-").map_err(io_err)?;
+        let tmp = crate::fsutil::temp_file(dir, ".layer-").map_err(io_err)?;
         let file =
             io::BufWriter::with_capacity(1 << 16, tmp.as_file().try_clone().map_err(io_err)?);
         let encoder = Encoder::new(file, compression).map_err(io_err)?;
@@ -527,7 +527,7 @@ pub fn compress_tar_blob(mut tar: impl Read, dir: &Path) -> Result<LayerBlob, La
         path: dir.display().to_string(),
         source,
     };
-    let tmp = crate::oci::temp_file(dir, ".layer-").map_err(io_err)?;
+    let tmp = crate::fsutil::temp_file(dir, ".layer-").map_err(io_err)?;
     let file = io::BufWriter::with_capacity(1 << 16, tmp.as_file().try_clone().map_err(io_err)?);
     let mut encoder = Encoder::new(file, Compression::Gzip).map_err(io_err)?;
     io::copy(&mut tar, &mut encoder).map_err(io_err)?;

@@ -25,7 +25,8 @@
 //! - [`archive`]: oci-archive and docker-archive files.
 //! - [`vendor`]: the offline store and its one-file bundle.
 //! - [`housekeeping`]: `clean` and `purge`, which remove only what assemble wrote.
-//! - [`output`]: the one printer; [`digest`]: sha256 helpers; [`env`](mod@env): variable names.
+//! - [`output`]: the one printer; [`digest`]: sha256 helpers; [`env`](mod@env): variable names;
+//!   [`fsutil`]: files written whole or not at all; [`epoch`]: `SOURCE_DATE_EPOCH` and dates.
 
 pub mod archive;
 pub mod build;
@@ -34,6 +35,8 @@ pub mod cli;
 pub mod compress;
 pub mod digest;
 pub mod env;
+pub mod epoch;
+pub mod fsutil;
 pub mod housekeeping;
 pub mod layer;
 pub mod oci;
@@ -84,6 +87,12 @@ pub enum Error {
     /// `clean` and `purge`.
     #[error(transparent)]
     Clean(#[from] housekeeping::CleanError),
+    /// `SOURCE_DATE_EPOCH` cannot be used.
+    #[error(transparent)]
+    Epoch(#[from] epoch::EpochError),
+    /// A file could not be written into place.
+    #[error(transparent)]
+    Write(#[from] fsutil::WriteError),
     /// Other file access.
     #[error("cannot access {path}")]
     Io {
@@ -100,7 +109,7 @@ impl Error {
         use python::PythonError as P;
         use sandbox::SandboxError as S;
         let bad_input = match self {
-            Error::Usage(_) | Error::Spec(_) => true,
+            Error::Usage(_) | Error::Spec(_) | Error::Epoch(_) => true,
             Error::Rootfs(e) => e.is_bad_input(),
             Error::Unpack(e) => e.is_bad_input(),
             Error::Python(P::HostileWheel { .. } | P::BadWheel { .. }) => true,

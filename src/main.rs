@@ -232,10 +232,6 @@ fn dispatch(cli: Cli, printer: &Printer) -> Result<i32, Error> {
     }
 }
 
-/// 2108-01-01T00:00:00Z: zip (and so wheel) timestamps end with 2107, and
-/// pip refuses `SOURCE_DATE_EPOCH` from there on.
-const ZIP_TIME_LIMIT: u64 = 4_354_819_200;
-
 /// Parse, then validate, then build: nothing heavy starts before every
 /// option is known to be usable.
 fn build_options(args: &BuildArgs, cache: &Cache) -> Result<BuildOptions, Error> {
@@ -268,24 +264,8 @@ fn build_options(args: &BuildArgs, cache: &Cache) -> Result<BuildOptions, Error>
             )));
         }
     }
-    let epoch = match std::env::var(env::SOURCE_DATE_EPOCH) {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse::<u64>().map_err(|_| {
-            Error::Usage(format!(
-                "{}={v:?} is not a number of seconds",
-                env::SOURCE_DATE_EPOCH
-            ))
-        })?,
-        _ => 0,
-    };
-    if epoch >= ZIP_TIME_LIMIT {
-        return Err(Error::Usage(format!(
-            "{}={epoch} is {}, past what zip timestamps hold (wheels store times up to \
-             the end of 2107); use a time before {}",
-            env::SOURCE_DATE_EPOCH,
-            build::rfc3339(epoch),
-            build::rfc3339(ZIP_TIME_LIMIT)
-        )));
-    }
+    let epoch =
+        assemble::epoch::source_date_epoch(std::env::var(env::SOURCE_DATE_EPOCH).ok().as_deref())?;
     let push = if !args.push {
         if args.tag.is_some() || args.registry.is_some() {
             return Err(Error::Usage(
@@ -459,7 +439,7 @@ fn build_command(
     if let Some(path) = &args.result_file {
         let doc =
             serde_json::to_vec_pretty(&build::result_document(&result)).expect("result serialises");
-        assemble::oci::write_atomic(path, &doc)?;
+        assemble::fsutil::write_atomic(path, &doc)?;
     }
     match &result.pushed {
         Some(report) => printer.result(&report.pushed.to_string()),

@@ -18,6 +18,7 @@ use oci_spec::image::{
 };
 
 use crate::digest::{Digest, HashingReader};
+use crate::fsutil;
 use crate::layer::LayerBlob;
 
 /// Annotation naming a manifest in an OCI layout's index.
@@ -34,6 +35,9 @@ pub enum OciError {
         #[source]
         source: io::Error,
     },
+    /// A file could not be written into place.
+    #[error(transparent)]
+    Write(#[from] fsutil::WriteError),
     /// oci-spec refused a document.
     #[error("invalid OCI document: {0}")]
     Spec(String),
@@ -120,7 +124,7 @@ impl BlobStore {
                 path: self.dir.clone(),
                 source,
             };
-            let mut tmp = temp_file(&self.dir, ".blob-").map_err(io_err)?;
+            let mut tmp = fsutil::temp_file(&self.dir, ".blob-").map_err(io_err)?;
             io::Write::write_all(&mut tmp, bytes).map_err(io_err)?;
             tmp.persist(self.path(&digest))
                 .map_err(|e| io_err(e.error))?;
@@ -149,7 +153,7 @@ impl BlobStore {
             let path = path.to_path_buf();
             move |source| OciError::Io { path, source }
         };
-        let tmp = temp_file(&self.dir, ".blob-").map_err(io_err(&self.dir))?;
+        let tmp = fsutil::temp_file(&self.dir, ".blob-").map_err(io_err(&self.dir))?;
         let mut reader = HashingReader::new(fs_err::File::open(src).map_err(io_err(src))?);
         io::copy(&mut reader, &mut tmp.as_file()).map_err(io_err(&dest))?;
         let (found, _) = reader.finish();
@@ -340,7 +344,7 @@ impl Layout {
         let blobs = BlobStore::open(root.join("blobs").join("sha256"))?;
         let marker = root.join("oci-layout");
         if !marker.exists() {
-            write_atomic(&marker, OCI_LAYOUT_FILE)?;
+            fsutil::write_atomic(&marker, OCI_LAYOUT_FILE)?;
         }
         Ok(Self {
             root: root.to_path_buf(),
@@ -461,7 +465,10 @@ impl Layout {
             .collect();
         manifests.push(desc);
         index.set_manifests(manifests);
-        write_atomic(&self.root.join("index.json"), &canonical_json(&index))
+        Ok(fsutil::write_atomic(
+            &self.root.join("index.json"),
+            &canonical_json(&index),
+        )?)
     }
 
     /// Finds the manifest named `tag` (or the only one when `tag` is None).
@@ -626,33 +633,6 @@ impl StagedLayout {
         target.tag(manifest, size, ref_name)?;
         Ok(target)
     }
-}
-
-/// A temporary file in `dir` with mode 0644 (tempfile's default is 0600,
-/// which would make blobs unreadable to other users and tools).
-pub fn temp_file(dir: &Path, prefix: &str) -> io::Result<tempfile::NamedTempFile> {
-    use std::os::unix::fs::PermissionsExt;
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .permissions(std::fs::Permissions::from_mode(0o644))
-        .tempfile_in(dir)
-}
-
-/// Writes a file under a temporary name in the same directory, then renames it.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let io_err = |source| OciError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut tmp = temp_file(dir, ".tmp-").map_err(io_err)?;
-    io::Write::write_all(&mut tmp, bytes).map_err(io_err)?;
-    tmp.as_file().sync_all().map_err(io_err)?;
-    tmp.persist(path).map_err(|e| io_err(e.error))?;
-    Ok(())
 }
 
 /// A descriptor's digest in our own type.

@@ -183,7 +183,7 @@ fn cached_tree(
         let unpacked =
             unpack_image(layout, manifest, work.path()).and_then(|()| prepare_tree(work.path()));
         if let Err(e) = unpacked {
-            crate::unpack::make_writable(work.path());
+            crate::fsutil::make_writable(work.path());
             return Err(e);
         }
         cache.commit_dir(work, "run", hex)?;
@@ -201,7 +201,7 @@ fn remove_abandoned_work(cache: &Cache) {
     let tmp = cache.root().join("tmp");
     for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
         if e.file_name().to_string_lossy().starts_with("run-") {
-            crate::unpack::make_writable(&e.path());
+            crate::fsutil::make_writable(&e.path());
             let _ = std::fs::remove_dir_all(e.path());
         }
     }

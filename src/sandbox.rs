@@ -173,7 +173,7 @@ impl Bubblewrap {
 
 /// Finds an executable on PATH.
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
+    let path = std::env::var_os(crate::env::PATH)?;
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())

@@ -535,9 +535,9 @@ fn pip_conf_files() -> Vec<PathBuf> {
         PathBuf::from("/etc/xdg/pip/pip.conf"),
         PathBuf::from("/etc/pip.conf"),
     ];
-    if let Some(home) = std::env::var_os("HOME").map(PathBuf::from) {
+    if let Some(home) = std::env::var_os(env::HOME).map(PathBuf::from) {
         files.push(home.join(".pip/pip.conf"));
-        let xdg = std::env::var_os("XDG_CONFIG_HOME")
+        let xdg = std::env::var_os(env::XDG_CONFIG_HOME)
             .map(PathBuf::from)
             .unwrap_or_else(|| home.join(".config"));
         files.push(xdg.join("pip/pip.conf"));

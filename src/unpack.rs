@@ -17,6 +17,8 @@ use std::io::{self, Read};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use crate::fsutil::make_writable;
+
 /// Failure while unpacking a tarball.
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
@@ -340,28 +342,6 @@ fn remove_any(path: &Path) -> Result<(), UnpackError> {
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// Gives the owner write access to every directory below `path`, so that a
-/// tree unpacked with read-only directories can be removed.
-pub fn make_writable(path: &Path) {
-    for entry in walkdir::WalkDir::new(path)
-        .follow_links(false)
-        .into_iter()
-        .flatten()
-    {
-        if entry.file_type().is_dir() {
-            if let Ok(m) = entry.metadata() {
-                let mode = m.permissions().mode();
-                if mode & 0o700 != 0o700 {
-                    let _ = std::fs::set_permissions(
-                        entry.path(),
-                        std::fs::Permissions::from_mode(mode | 0o700),
-                    );
-                }
-            }
-        }
-    }
 }
 
 fn remove_lower_children(

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::{digest_file, Digest};
 use crate::layer::{Content, Entry, Kind, Layer, LayerBlob, Owner};
-use crate::oci::{self, BlobStore};
+use crate::oci::BlobStore;
 use crate::python::{ProjectWheel, Wheelhouse};
 use crate::rootfs::Rootfs;
 use crate::Error;
@@ -128,7 +128,7 @@ impl Store {
         let blobs = self.blobs()?;
         let constraints = match constraints {
             Some(c) => {
-                oci::write_atomic(&self.dir.join("constraints.txt"), c)?;
+                crate::fsutil::write_atomic(&self.dir.join("constraints.txt"), c)?;
                 Some(Digest::of(c).hex().to_string())
             }
             None => None,
@@ -154,7 +154,8 @@ impl Store {
                     .map(|(d, _)| d == digest)
                     .unwrap_or(false);
             if !present {
-                let tmp = oci::temp_file(&wheels_dir, ".wheel-").map_err(io(&wheels_dir))?;
+                let tmp =
+                    crate::fsutil::temp_file(&wheels_dir, ".wheel-").map_err(io(&wheels_dir))?;
                 fs_err::copy(e.path(), tmp.path()).map_err(io(&dest))?;
                 tmp.persist(&dest).map_err(|e| io(&dest)(e.error))?;
             }
@@ -176,7 +177,7 @@ impl Store {
             wheels,
         };
         let bytes = serde_json::to_vec_pretty(&lock).expect("the lock serialises");
-        oci::write_atomic(&self.dir.join(LOCK), &bytes)?;
+        crate::fsutil::write_atomic(&self.dir.join(LOCK), &bytes)?;
         Ok(lock)
     }
 
@@ -242,18 +243,10 @@ impl Store {
         for w in lock.wheels.keys() {
             add_file(&mut tar, format!("wheels/{w}"), self.wheels().join(w));
         }
-        let dir = match file.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let tmp = oci::temp_file(&dir, ".bundle-").map_err(io(file))?;
-        let w = std::io::BufWriter::new(tmp.as_file().try_clone().map_err(io(file))?);
-        let mut w = tar.write_tar(w, epoch)?;
-        std::io::Write::flush(&mut w).map_err(io(file))?;
-        drop(w);
-        tmp.as_file().sync_all().map_err(io(file))?;
-        tmp.persist(file).map_err(|e| io(file)(e.error))?;
-        Ok(())
+        crate::fsutil::write_with(file, ".bundle-", 0o644, |out| {
+            tar.write_tar(out, epoch)?;
+            Ok(())
+        })
     }
 
     /// Unpacks a bundle into `dir` (safely) and verifies it against its lock.

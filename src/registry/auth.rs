@@ -24,6 +24,17 @@ pub enum AuthError {
         /// What is wrong (never the credentials).
         why: String,
     },
+    /// The credentials file's directory cannot be made.
+    #[error("cannot store credentials in {path}")]
+    Store {
+        /// The file.
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The credentials file cannot be written.
+    #[error(transparent)]
+    Write(#[from] crate::fsutil::WriteError),
     /// A credential helper failed.
     #[error("credential helper docker-credential-{helper} failed for {host}: {why}")]
     Helper {
@@ -91,13 +102,13 @@ struct AuthEntry {
 
 /// The credentials file in use.
 pub fn config_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("REGISTRY_AUTH_FILE").filter(|p| !p.is_empty()) {
+    if let Some(p) = std::env::var_os(crate::env::REGISTRY_AUTH_FILE).filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
     }
-    if let Some(d) = std::env::var_os("DOCKER_CONFIG").filter(|p| !p.is_empty()) {
+    if let Some(d) = std::env::var_os(crate::env::DOCKER_CONFIG).filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(d).join("config.json"));
     }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker").join("config.json"))
+    std::env::var_os(crate::env::HOME).map(|h| PathBuf::from(h).join(".docker").join("config.json"))
 }
 
 fn read_config(path: &Path) -> Result<ConfigFile, AuthError> {
@@ -268,21 +279,19 @@ pub fn store(host: &str, username: &str, password: &str) -> Result<PathBuf, Auth
         },
     );
     let bytes = serde_json::to_vec_pretty(&config).expect("config serialises");
-    let io = |e: std::io::Error| AuthError::Config {
-        path: path.clone(),
-        why: e.to_string(),
-    };
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    use std::os::unix::fs::PermissionsExt;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".config-")
-        .permissions(std::fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)
-        .map_err(io)?;
-    tmp.write_all(&bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(&path).map_err(|e| io(e.error))?;
+    std::fs::create_dir_all(dir).map_err(|source| AuthError::Store {
+        path: path.clone(),
+        source,
+    })?;
+    crate::fsutil::write_with(&path, ".config-", 0o600, |out| {
+        out.write_all(&bytes)
+            .map_err(|source| crate::fsutil::WriteError {
+                path: path.clone(),
+                source,
+            })
+            .map_err(AuthError::from)
+    })?;
     Ok(path)
 }
 

@@ -127,7 +127,11 @@ impl RegistryError {
             self,
             RegistryError::Reference(_)
                 | RegistryError::Usage(_)
-                | RegistryError::Auth(auth::AuthError::Config { .. })
+                | RegistryError::Auth(
+                    auth::AuthError::Config { .. }
+                        | auth::AuthError::Store { .. }
+                        | auth::AuthError::Write(_)
+                )
         )
     }
 }

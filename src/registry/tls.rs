@@ -364,11 +364,17 @@ fn describe(error: &rustls::Error) -> String {
         }
         CertificateError::Expired => "it has expired".to_string(),
         CertificateError::ExpiredContext { not_after, .. } => {
-            format!("it expired on {}", date(not_after.as_secs()))
+            format!(
+                "it expired on {}",
+                crate::epoch::utc_date(not_after.as_secs())
+            )
         }
         CertificateError::NotValidYet => "it is not valid yet".to_string(),
         CertificateError::NotValidYetContext { not_before, .. } => {
-            format!("it is not valid before {}", date(not_before.as_secs()))
+            format!(
+                "it is not valid before {}",
+                crate::epoch::utc_date(not_before.as_secs())
+            )
         }
         CertificateError::BadSignature => "its signature does not verify".to_string(),
         CertificateError::Revoked => "it has been revoked".to_string(),
@@ -384,28 +390,6 @@ fn describe(error: &rustls::Error) -> String {
         }
         other => format!("{other:?}"),
     }
-}
-
-/// `YYYY-MM-DD HH:MM:SS UTC` of a Unix time.
-fn date(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's days_from_civil).
@@ -511,8 +495,11 @@ mod tests {
     fn the_validity_of_a_certificate_is_read_from_its_der() {
         let der = CertificateDer::from_pem_slice(CERT.as_bytes()).unwrap();
         let (not_before, not_after) = validity(der.as_ref()).unwrap();
-        assert_eq!(date(not_before), "2026-11-30 07:37:14 UTC");
-        assert_eq!(date(not_after), "2026-12-02 07:37:14 UTC");
+        assert_eq!(
+            crate::epoch::utc_date(not_before),
+            "2026-11-30 07:37:14 UTC"
+        );
+        assert_eq!(crate::epoch::utc_date(not_after), "2026-12-02 07:37:14 UTC");
         assert_eq!(not_after - not_before, 2 * 86_400);
     }
 

@@ -864,7 +864,7 @@ fn pull_blob(
                 body: String::new(),
             });
         }
-        let tmp = oci::temp_file(store.dir(), ".pull-").map_err(io_err(store.dir()))?;
+        let tmp = crate::fsutil::temp_file(store.dir(), ".pull-").map_err(io_err(store.dir()))?;
         let mut w = HashingWriter::new(std::io::BufWriter::new(tmp.as_file()));
         let copied = std::io::copy(&mut (&mut resp).take(size + 1), &mut w);
         let (mut inner, found, n) = w.finish();
