@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use assemble::layer::{Compression, Layer, Owner, Select};
+use assemble::image::layer::{Compression, Layer, Owner, Select};
 
 fn main() {
     let args: Vec<String> = std::env::args()

@@ -4,14 +4,17 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::cache::Cache;
 use crate::digest::Digest;
-use crate::layer::Compression;
-use crate::oci::{self, ImageLayer, ImageSettings, Layout};
+use crate::image::documents::{self, ImageDocuments, ImageLayer, ImageSettings};
+use crate::image::layer::{self, Compression, LayerBlob};
+use crate::image::layout::Layout;
+use crate::image::remote::{self, PushOptions, PushReport};
+use crate::image::Image;
 use crate::output::Printer;
 use crate::python::{self, PythonContext};
-use crate::registry::transfer::{self, PushOptions, PushReport};
 use crate::registry::{Client, ClientOptions, Reference};
 use crate::rootfs::{self, BaseSource, Definition, Rootfs};
 use crate::runtime::{self, Project};
@@ -109,7 +112,7 @@ pub fn result_document(result: &BuildResult) -> serde_json::Value {
         "digest": result.digest,
         "name": result.name,
         "version": result.version,
-        "platform": {"os": "linux", "architecture": oci::host_architecture()},
+        "platform": {"os": "linux", "architecture": documents::host_architecture()},
         "layers": result.layers,
         "push": push,
     })
@@ -134,16 +137,12 @@ pub fn base_rootfs(
                 .root()
                 .join("pulled")
                 .join(reference.to_string().replace(['/', ':', '@'], "_"));
-            let client = Client::new(registry.clone())?;
+            let client = Arc::new(Client::new(registry.clone())?);
             printer.step(&format!("base rootfs: pulling {reference}"));
-            transfer::pull(&client, reference, &dir, "base", printer)?;
-            let layout = Layout::open(&dir)?;
-            let (_, manifest) = layout.resolve(Some("base"))?;
-            let mut blobs = vec![oci::descriptor_digest(manifest.config())?];
-            for l in manifest.layers() {
-                blobs.push(oci::descriptor_digest(l)?);
-            }
-            crate::registry::remember(cache, reference.api_host(), &reference.repository, &blobs);
+            remote::pull(client, reference, &dir, "base", printer)?;
+            let image = Layout::open(&dir)?.image(Some("base"))?;
+            let blobs: Vec<Digest> = image.blobs().map(|b| b.digest.clone()).collect();
+            cache.remember_blobs(reference.api_host(), &reference.repository, &blobs);
             rootfs::from_layout(cache, &dir, Some("base"), printer)?
         }
     })
@@ -276,8 +275,8 @@ pub fn build(
         })
         .collect();
     let settings = image_settings(&project, &version, &opts.config, opts.epoch);
-    let docs = oci::image_documents(&settings, &layers)?;
-    let digest = write_layout(&opts.output, cache, &layers, &docs, &version)?;
+    let docs = documents::image_documents(&settings, &layers)?;
+    let digest = write_layout(&opts.output, cache, docs, &version)?;
     let pushed = match &opts.push {
         None => None,
         Some(target) => {
@@ -288,11 +287,10 @@ pub fn build(
                         .map_err(crate::registry::RegistryError::from)?
                 }
             };
-            let layout = Layout::open(&opts.output)?;
-            Some(push_layout(
+            let image = Layout::open(&opts.output)?.image_by_digest(&digest)?;
+            Some(push_image(
                 cache,
-                &layout,
-                &digest,
+                &image,
                 &reference,
                 &opts.registry,
                 &opts.push_options,
@@ -374,7 +372,7 @@ fn runtime_layer(
     project: &Project,
     epoch: u64,
     compression: Compression,
-) -> Result<(crate::layer::LayerBlob, bool), Error> {
+) -> Result<(LayerBlob, bool), Error> {
     let layer = runtime::layer(project);
     let mut key = crate::cache::KeyBuilder::new("runtime-layer-v1");
     key.part("epoch", epoch.to_string().as_bytes())
@@ -386,12 +384,12 @@ fn runtime_layer(
                 "owner",
                 format!("{}:{}", e.owner.uid, e.owner.gid).as_bytes(),
             );
-        if let crate::layer::Kind::File(crate::layer::Content::Bytes(b)) = &e.kind {
+        if let layer::Kind::File(layer::Content::Bytes(b)) = &e.kind {
             key.part("bytes", b);
         }
     }
     let key = key.finish();
-    if let Some(blob) = cache.get_json::<crate::layer::LayerBlob>("layers", &key) {
+    if let Some(blob) = cache.get_json::<LayerBlob>("layers", &key) {
         if cache.blobs().has(&blob.digest) {
             return Ok((blob, true));
         }
@@ -401,33 +399,29 @@ fn runtime_layer(
     Ok((blob, false))
 }
 
-/// Pushes an image of a layout, mounting blobs that other repositories of
-/// the same registry are known to hold, and remembers where they now are.
-pub fn push_layout(
+/// Pushes an image, mounting blobs that other repositories of the same
+/// registry are known to hold, and remembers where they now are.
+pub fn push_image(
     cache: &Cache,
-    layout: &Layout,
-    digest: &Digest,
+    image: &Image,
     target: &Reference,
     registry: &ClientOptions,
     options: &PushOptions,
     printer: &Printer,
 ) -> Result<PushReport, Error> {
-    let (_, manifest) = layout.resolve_digest(digest)?;
-    let mut blobs = vec![oci::descriptor_digest(manifest.config())?];
-    for l in manifest.layers() {
-        blobs.push(oci::descriptor_digest(l)?);
-    }
+    let blobs: Vec<Digest> = image.blobs().map(|b| b.digest.clone()).collect();
     let host = target.api_host().to_string();
     let mut options = options.clone();
     options.mount_from.extend(
-        crate::registry::known_sources(cache, &host, &blobs)
+        cache
+            .known_sources(&host, &blobs)
             .into_iter()
             .filter(|r| *r != target.repository),
     );
-    let client = Client::new(registry.clone())?;
+    let client = Arc::new(Client::new(registry.clone())?);
     printer.step(&format!("push: {} blobs to {target}", blobs.len()));
-    let report = transfer::push(&client, layout, digest, target, &options, printer)?;
-    crate::registry::remember(cache, &host, &target.repository, &blobs);
+    let report = remote::push(client, image, target, &options, printer)?;
+    cache.remember_blobs(&host, &target.repository, &blobs);
     Ok(report)
 }
 
@@ -472,36 +466,30 @@ pub fn image_settings(
         .into_iter()
         .collect(),
         created,
-        architecture: oci::host_architecture().into(),
+        architecture: documents::host_architecture().into(),
     }
 }
 
-/// Copies the blobs into the layout, then writes `index.json` last, so an
-/// interrupted build never leaves an index naming missing blobs.
+/// Writes the built image into the layout at `dir`: blobs first, then
+/// `index.json`, so an interrupted build never leaves an index naming
+/// missing blobs.
 fn write_layout(
     dir: &Path,
     cache: &Cache,
-    layers: &[ImageLayer],
-    docs: &oci::ImageDocuments,
+    docs: ImageDocuments,
     tag: &str,
 ) -> Result<Digest, Error> {
+    let image = Image::built(docs.manifest, docs.config, Arc::new(cache.blobs().clone()))?;
     // Checked again here, right before the first write: a layout that
     // appeared since the options were checked is not overwritten blindly.
     Layout::check_target(dir)?;
-    let layout = Layout::create(dir)?;
-    for l in layers {
-        layout.blobs().import(cache.blobs(), &l.blob.digest)?;
-    }
-    layout.blobs().put_bytes(&docs.config)?;
-    let digest = layout.blobs().put_bytes(&docs.manifest)?;
-    layout.tag(&digest, docs.manifest.len() as u64, tag)?;
-    Ok(digest)
+    Layout::create(dir)?.write_image(&image, tag)?;
+    Ok(image.digest().clone())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layer::LayerBlob;
     use crate::python::Installed;
 
     #[test]
@@ -527,7 +515,7 @@ mod tests {
             digest: Digest::of(n),
             diff_id: Digest::of(&[n, b"-tar"].concat()),
             size: 100,
-            media_type: crate::layer::MEDIA_TYPE_TAR_GZIP.into(),
+            media_type: crate::image::media::LAYER_TAR_GZIP.into(),
         };
         let layers: Vec<ImageLayer> = ["base", "deps", "runtime", "app"]
             .iter()
@@ -536,7 +524,7 @@ mod tests {
                 created_by: format!("layer {n}"),
             })
             .collect();
-        let docs = oci::image_documents(&settings, &layers).unwrap();
+        let docs = documents::image_documents(&settings, &layers).unwrap();
         let config: serde_json::Value = serde_json::from_slice(&docs.config).unwrap();
         let manifest: serde_json::Value = serde_json::from_slice(&docs.manifest).unwrap();
         insta::assert_json_snapshot!("image_config", config);
@@ -550,7 +538,7 @@ mod tests {
             digest: Digest::of(n),
             diff_id: Digest::of(&[n, b"-tar"].concat()),
             size: 100,
-            media_type: crate::layer::MEDIA_TYPE_TAR_GZIP.into(),
+            media_type: crate::image::media::LAYER_TAR_GZIP.into(),
         };
         let layers = ["base", "app"]
             .iter()
@@ -578,15 +566,15 @@ mod tests {
                 pushed: pushed_ref.with_digest(&digest),
                 digest: digest.clone(),
                 blobs: vec![
-                    transfer::BlobReport {
+                    remote::BlobReport {
                         digest: Digest::of(b"base"),
                         size: 100,
-                        outcome: transfer::Outcome::Mounted,
+                        outcome: remote::Outcome::Mounted,
                     },
-                    transfer::BlobReport {
+                    remote::BlobReport {
                         digest: Digest::of(b"app"),
                         size: 100,
-                        outcome: transfer::Outcome::Uploaded,
+                        outcome: remote::Outcome::Uploaded,
                     },
                 ],
             }),

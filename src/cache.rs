@@ -30,8 +30,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::digest::Digest;
 use crate::env;
-use crate::oci::{BlobStore, OciError};
+use crate::image::{BlobStore, ImageError};
 
 /// Failure to use the cache directory.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +59,7 @@ pub enum CacheError {
     Write(#[from] crate::fsutil::WriteError),
     /// The blob store failed.
     #[error(transparent)]
-    Oci(#[from] OciError),
+    Image(#[from] ImageError),
 }
 
 /// The cache.
@@ -180,6 +181,32 @@ impl Cache {
         let bytes = serde_json::to_vec_pretty(value).expect("cache records serialise");
         crate::fsutil::write_atomic(&path, &bytes)?;
         Ok(())
+    }
+
+    /// Remembers that `repo` of `host` holds these blobs, for later mounts.
+    pub fn remember_blobs(&self, host: &str, repo: &str, digests: &[Digest]) {
+        let key = host.replace([':', '/'], "_");
+        let mut known: std::collections::BTreeMap<String, String> =
+            self.get_json("registry", &key).unwrap_or_default();
+        for d in digests {
+            known.insert(d.to_string(), repo.to_string());
+        }
+        // Losing a record to a race only costs an upload later.
+        let _ = self.put_json("registry", &key, &known);
+    }
+
+    /// Repositories of `host` known to hold any of these blobs.
+    pub fn known_sources(&self, host: &str, digests: &[Digest]) -> Vec<String> {
+        let key = host.replace([':', '/'], "_");
+        let known: std::collections::BTreeMap<String, String> =
+            self.get_json("registry", &key).unwrap_or_default();
+        let mut v: Vec<String> = digests
+            .iter()
+            .filter_map(|d| known.get(&d.to_string()).cloned())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
     }
 }
 

@@ -188,7 +188,7 @@ pub struct RegistryArgs {
     pub timeout: u64,
     /// Manifest format pushed: oci, or docker (schema 2) for registries that want it.
     #[arg(long, value_enum, default_value = "oci")]
-    pub format: crate::registry::transfer::ManifestFormat,
+    pub format: crate::image::mutate::ManifestFormat,
 }
 
 /// `assemble run`.
@@ -272,7 +272,7 @@ pub struct BuildArgs {
     pub rebuild: bool,
     /// Compression of the layers assemble builds: gzip (every engine) or zstd.
     #[arg(long, value_enum, default_value = "gzip")]
-    pub compression: crate::layer::Compression,
+    pub compression: crate::image::layer::Compression,
 }
 
 #[cfg(test)]

@@ -28,18 +28,15 @@
 //! - [`output`]: the one printer; [`digest`]: sha256 helpers; [`env`](mod@env): variable names;
 //!   [`fsutil`]: files written whole or not at all; [`epoch`]: `SOURCE_DATE_EPOCH` and dates.
 
-pub mod archive;
 pub mod build;
 pub mod cache;
 pub mod cli;
-pub mod compress;
 pub mod digest;
 pub mod env;
 pub mod epoch;
 pub mod fsutil;
 pub mod housekeeping;
-pub mod layer;
-pub mod oci;
+pub mod image;
 pub mod output;
 pub mod python;
 pub mod registry;
@@ -48,7 +45,6 @@ pub mod run;
 pub mod runtime;
 pub mod sandbox;
 pub mod spec;
-pub mod unpack;
 pub mod vendor;
 
 /// Any failure of a command, with its exit code.
@@ -71,16 +67,19 @@ pub enum Error {
     Python(#[from] python::PythonError),
     /// Layer writing.
     #[error(transparent)]
-    Layer(#[from] layer::LayerError),
-    /// OCI documents and layouts.
+    Layer(#[from] image::layer::LayerError),
+    /// Images, their blobs, layouts and archives.
     #[error(transparent)]
-    Oci(#[from] oci::OciError),
+    Image(#[from] image::ImageError),
+    /// Pushes and pulls.
+    #[error(transparent)]
+    Transfer(#[from] image::remote::TransferError),
     /// Cache.
     #[error(transparent)]
     Cache(#[from] cache::CacheError),
     /// Unpacking.
     #[error(transparent)]
-    Unpack(#[from] unpack::UnpackError),
+    Unpack(#[from] image::unpack::UnpackError),
     /// Registry.
     #[error(transparent)]
     Registry(#[from] registry::RegistryError),
@@ -116,7 +115,8 @@ impl Error {
             Error::Sandbox(e) | Error::Python(P::Sandbox(e)) => {
                 matches!(e, S::NoBubblewrap | S::NoUserNamespaces { .. })
             }
-            Error::Oci(oci::OciError::BadLayout { .. }) => true,
+            Error::Image(e) => e.is_bad_input(),
+            Error::Transfer(e) => e.is_bad_input(),
             Error::Registry(e) => e.is_bad_input(),
             Error::Clean(e) => e.is_bad_input(),
             Error::Cache(cache::CacheError::EmptyVariable) => true,

@@ -4,14 +4,16 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use assemble::archive::{self, ArchiveSpec};
+use std::sync::Arc;
+
 use assemble::build::{self, BuildOptions, PushTarget};
 use assemble::cache::Cache;
 use assemble::cli::{BuildArgs, Cli, Command, RegistryArgs};
-use assemble::oci::Layout;
+use assemble::image::archive::{self, ArchiveSpec};
+use assemble::image::layout::Layout;
+use assemble::image::remote::{self, PushOptions};
 use assemble::output::{Mode, Printer};
-use assemble::registry::transfer::{self, PushOptions};
-use assemble::registry::{Client, ClientOptions, Reference, RegistryError};
+use assemble::registry::{Client, ClientOptions, Reference, RegistryError, Repository};
 use assemble::rootfs::BaseSource;
 use assemble::sandbox::Bubblewrap;
 use assemble::spec::{self, PipSettings, ProjectConfig, Requirement};
@@ -92,7 +94,7 @@ fn dispatch(cli: Cli, printer: &Printer) -> Result<i32, Error> {
             let unpacked;
             let (layout, tag) = if let Some(file) = source.strip_prefix("oci-archive:") {
                 unpacked = cache.work_dir("archive")?;
-                let layout = assemble::archive::open_oci_archive(Path::new(file), unpacked.path())?;
+                let layout = archive::open_oci_archive(Path::new(file), unpacked.path())?;
                 (layout, None)
             } else {
                 let spec = source.strip_prefix("oci:").ok_or_else(|| {
@@ -103,11 +105,10 @@ fn dispatch(cli: Cli, printer: &Printer) -> Result<i32, Error> {
                 let (dir, tag) = assemble::rootfs::split_layout_ref(spec);
                 (Layout::open(&dir)?, tag)
             };
-            let (digest, _) = layout.resolve(tag.as_deref())?;
-            let report = build::push_layout(
+            let image = layout.image(tag.as_deref())?;
+            let report = build::push_image(
                 &cache,
-                &layout,
-                &digest,
+                &image,
                 &target,
                 &client_options(&registry),
                 &push_options(&registry),
@@ -134,8 +135,8 @@ fn dispatch(cli: Cli, printer: &Printer) -> Result<i32, Error> {
                 (None, None) => "latest".into(),
             };
             Layout::check_target(&dir)?;
-            let client = Client::new(client_options(&registry))?;
-            let digest = transfer::pull(&client, &source, &dir, &tag, printer)?;
+            let client = Arc::new(Client::new(client_options(&registry))?);
+            let digest = remote::pull(client, &source, &dir, &tag, printer)?;
             printer.result(&format!("oci:{}:{tag} {digest}", dir.display()));
             Ok(0)
         }
@@ -144,8 +145,11 @@ fn dispatch(cli: Cli, printer: &Printer) -> Result<i32, Error> {
             registry,
         } => {
             let repo = Reference::parse(&repository).map_err(RegistryError::from)?;
-            let client = Client::new(client_options(&registry))?;
-            for t in transfer::tags(&client, &repo)? {
+            let client = Arc::new(Client::new(client_options(&registry))?);
+            for t in Repository::for_pull(client, &repo)
+                .tags()
+                .map_err(Error::from)?
+            {
                 printer.result(&t);
             }
             Ok(0)
@@ -168,7 +172,7 @@ fn dispatch(cli: Cli, printer: &Printer) -> Result<i32, Error> {
                 return Err(Error::Usage("no password on standard input".into()));
             }
             let client = Client::new(client_options(&registry_args))?;
-            transfer::check_login(&client, &registry, &username, &password)?;
+            client.check_login(&registry, &username, &password)?;
             let path = assemble::registry::auth::store(&registry, &username, &password)
                 .map_err(RegistryError::from)?;
             printer.step(&format!(
@@ -390,7 +394,7 @@ fn build_command(
     let archives = args
         .archive
         .iter()
-        .map(|a| ArchiveSpec::parse(a))
+        .map(|a| ArchiveSpec::parse(a).map_err(|e| Error::Usage(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(a) = archives.iter().find(|a| a.path.is_dir()) {
         return Err(Error::Usage(format!(
@@ -414,7 +418,7 @@ fn build_command(
         opts.output.display()
     ));
     if !archives.is_empty() {
-        let layout = Layout::open(&opts.output)?;
+        let image = Layout::open(&opts.output)?.image_by_digest(&result.digest)?;
         let repo_tag = match &result.pushed {
             Some(p) => {
                 let mut r = p.pushed.clone();
@@ -425,14 +429,7 @@ fn build_command(
             None => format!("{}:{}", spec::normalise_name(&result.name), result.version),
         };
         for a in &archives {
-            archive::write(
-                a,
-                &layout,
-                &result.digest,
-                &result.version,
-                &repo_tag,
-                opts.epoch,
-            )?;
+            archive::write(a, &image, &result.version, &repo_tag, opts.epoch)?;
             printer.step(&format!("wrote {}", a.path.display()));
         }
     }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
 use crate::cache::{Cache, CacheError, KeyBuilder};
-use crate::layer::{self, Layer, LayerBlob, LayerError, Owner};
+use crate::image::layer::{self, Layer, LayerBlob, LayerError, Owner};
 use crate::output::Printer;
 use crate::rootfs::Rootfs;
 use crate::sandbox::{Mount, Output, Plan, Runner, SandboxError};

@@ -16,10 +16,12 @@ use flate2::read::MultiGzDecoder as GzDecoder;
 
 use crate::cache::{Cache, CacheError, KeyBuilder};
 use crate::digest::{Digest, HashingReader};
-use crate::layer::{self, LayerBlob, LayerError};
-use crate::oci::{self, Layout, OciError};
+use crate::image::documents::host_architecture;
+use crate::image::layer::{self, LayerBlob, LayerError};
+use crate::image::layout::Layout;
+use crate::image::unpack::{self, UnpackError};
+use crate::image::{media, BlobStore, Image, ImageError};
 use crate::output::Printer;
-use crate::unpack::{self, UnpackError};
 
 /// Packages of the base rootfs (`layers/base/packages`).
 pub const BASE_PACKAGES: &str = include_str!("../layers/base/packages");
@@ -80,12 +82,38 @@ pub enum RootfsError {
         #[source]
         source: UnpackError,
     },
+    /// A given base's file cannot be read.
+    #[error("cannot use base {source_name}: cannot read it")]
+    ReadBase {
+        /// What the user named.
+        source_name: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A given base's image cannot be read.
+    #[error("cannot use base {source_name}")]
+    UnusableBase {
+        /// What the user named.
+        source_name: String,
+        #[source]
+        source: ImageError,
+    },
+    /// A base layer's media type cannot be read.
+    #[error("cannot use base {source_name}: its layer {digest} cannot be read")]
+    Layer {
+        /// What the user named.
+        source_name: String,
+        /// The layer.
+        digest: Digest,
+        #[source]
+        source: io::Error,
+    },
     /// Writing a layer failed.
     #[error(transparent)]
-    Layer(#[from] LayerError),
-    /// Blob store or layout failure.
+    WriteLayer(#[from] LayerError),
+    /// Blob store failure.
     #[error(transparent)]
-    Oci(#[from] OciError),
+    Image(#[from] ImageError),
     /// Cache failure.
     #[error(transparent)]
     Cache(#[from] CacheError),
@@ -105,7 +133,10 @@ impl RootfsError {
         match self {
             RootfsError::NoMmdebstrap { .. }
             | RootfsError::BadBase { .. }
-            | RootfsError::NoPython { .. } => true,
+            | RootfsError::NoPython { .. }
+            | RootfsError::ReadBase { .. }
+            | RootfsError::UnusableBase { .. }
+            | RootfsError::Layer { .. } => true,
             RootfsError::Unpack { source, .. } => source.is_bad_input(),
             _ => false,
         }
@@ -231,7 +262,7 @@ impl Definition {
             .part("suite", SUITE.as_bytes())
             .part("packages", self.packages.join(",").as_bytes())
             .part("hook", SETUP_HOOK.as_bytes())
-            .part("arch", oci::host_architecture().as_bytes())
+            .part("arch", host_architecture().as_bytes())
             .part(
                 "mirror",
                 std::env::var(crate::env::ASSEMBLE_DEBIAN_MIRROR)
@@ -428,12 +459,11 @@ fn dev_entry(tar_path: &Path) -> Result<[u8; 512], RootfsError> {
 /// Gets the base rootfs from a tarball: its bytes become the layer as they are.
 pub fn from_tarball(cache: &Cache, path: &Path, printer: &Printer) -> Result<Rootfs, RootfsError> {
     let name = path.display().to_string();
-    let bad = |reason: String| RootfsError::BadBase {
-        source_name: name.clone(),
-        reason,
-    };
     let (digest, size) =
-        crate::digest::digest_file(path).map_err(|e| bad(format!("cannot read it ({e})")))?;
+        crate::digest::digest_file(path).map_err(|source| RootfsError::ReadBase {
+            source_name: name.clone(),
+            source,
+        })?;
     let key = KeyBuilder::new("rootfs-tarball-v1")
         .part("digest", digest.to_string().as_bytes())
         .finish();
@@ -455,10 +485,10 @@ pub fn from_tarball(cache: &Cache, path: &Path, printer: &Printer) -> Result<Roo
     let (diff_id, media_type) = if gzip {
         (
             unpack_hashing(GzDecoder::new(file), &tree, &name)?,
-            layer::MEDIA_TYPE_TAR_GZIP,
+            media::LAYER_TAR_GZIP,
         )
     } else {
-        (unpack_hashing(file, &tree, &name)?, layer::MEDIA_TYPE_TAR)
+        (unpack_hashing(file, &tree, &name)?, media::LAYER_TAR)
     };
     let blob = LayerBlob {
         digest,
@@ -506,61 +536,73 @@ pub fn from_layout(
         dir.display(),
         tag.map(|t| format!(":{t}")).unwrap_or_default()
     );
+    let image = Layout::open(dir)
+        .and_then(|l| l.image(tag))
+        .map_err(|source| RootfsError::UnusableBase {
+            source_name: name.clone(),
+            source,
+        })?;
+    from_image(cache, &image, &name, printer)
+}
+
+/// Gets the base rootfs from an image (named `name` in messages and
+/// history): its layer blobs are used as they are.
+pub fn from_image(
+    cache: &Cache,
+    image: &Image,
+    name: &str,
+    printer: &Printer,
+) -> Result<Rootfs, RootfsError> {
     let bad = |reason: String| RootfsError::BadBase {
-        source_name: name.clone(),
+        source_name: name.to_string(),
         reason,
     };
-    let layout = Layout::open(dir).map_err(|e| bad(e.to_string()))?;
-    let (manifest_digest, manifest) = layout.resolve(tag).map_err(|e| bad(e.to_string()))?;
     let key = KeyBuilder::new("rootfs-layout-v1")
-        .part("manifest", manifest_digest.to_string().as_bytes())
+        .part("manifest", image.digest().to_string().as_bytes())
         .finish();
     if let Some(r) = load_cached(cache, &key) {
         printer.step(&format!("base rootfs: cached ({name})"));
         return Ok(r);
     }
-    let config = layout.config(&manifest).map_err(|e| bad(e.to_string()))?;
+    let config = image.config().map_err(|source| RootfsError::UnusableBase {
+        source_name: name.to_string(),
+        source,
+    })?;
     let diff_ids = config.rootfs().diff_ids();
-    if diff_ids.len() != manifest.layers().len() {
+    if diff_ids.len() != image.layers().len() {
         return Err(bad(format!(
             "its config lists {} diff_ids for {} layers",
             diff_ids.len(),
-            manifest.layers().len()
+            image.layers().len()
         )));
     }
     printer.step(&format!(
         "base rootfs: unpacking {} layers of {name}",
-        manifest.layers().len()
+        image.layers().len()
     ));
     let work = cache.work_dir("rootfs-layout")?;
     let tree = work.path().join("tree");
     fs_err::create_dir(&tree).map_err(io_err(&tree))?;
     let mut layers = Vec::new();
-    for (desc, expected_diff) in manifest.layers().iter().zip(diff_ids) {
-        let digest = oci::descriptor_digest(desc)?;
-        let media_type = desc.media_type().to_string();
-        cache.blobs().import(layout.blobs(), &digest)?;
-        let file = io::BufReader::new(
-            fs_err::File::open(cache.blobs().path(&digest)).map_err(io_err(dir))?,
-        );
-        let reader =
-            layer::decoder(&media_type, file).map_err(|e| bad(format!("layer {digest}: {e}")))?;
-        let diff_id = unpack_hashing(reader, &tree, &name)?;
+    for (blob, expected_diff) in image.layers().iter().zip(diff_ids) {
+        image.source().copy_into(blob, cache.blobs())?;
+        let diff_id = unpack_blob(cache, &blob.digest, &blob.media_type, &tree, name)?;
         if diff_id.to_string() != *expected_diff {
             return Err(bad(format!(
-                "layer {digest} unpacks to {diff_id}, but the config says {expected_diff}"
+                "layer {} unpacks to {diff_id}, but the config says {expected_diff}",
+                blob.digest
             )));
         }
         // Docker's layer media type names the same bytes: OCI's name goes in our manifest.
-        let media_type = if media_type == "application/vnd.docker.image.rootfs.diff.tar.gzip" {
-            layer::MEDIA_TYPE_TAR_GZIP.to_string()
+        let media_type = if blob.media_type == media::DOCKER_LAYER_TAR_GZIP {
+            media::LAYER_TAR_GZIP.to_string()
         } else {
-            media_type
+            blob.media_type.clone()
         };
         layers.push(LayerBlob {
-            digest,
+            digest: blob.digest.clone(),
             diff_id,
-            size: desc.size(),
+            size: blob.size,
             media_type,
         });
     }
@@ -572,6 +614,24 @@ pub fn from_layout(
     commit(cache, work, &key, layers, created_by)
 }
 
+/// Unpacks a layer blob of the cache into `tree`; returns its diff_id.
+fn unpack_blob(
+    cache: &Cache,
+    digest: &Digest,
+    media_type: &str,
+    tree: &Path,
+    name: &str,
+) -> Result<Digest, RootfsError> {
+    let path = cache.blobs().path(digest);
+    let file = io::BufReader::new(fs_err::File::open(&path).map_err(io_err(&path))?);
+    let reader = layer::decoder(media_type, file).map_err(|source| RootfsError::Layer {
+        source_name: name.to_string(),
+        digest: digest.clone(),
+        source,
+    })?;
+    unpack_hashing(reader, tree, name)
+}
+
 /// Gets a rootfs from layer blobs known by digest (an offline store): the
 /// blobs go into the cache as they are and are unpacked under `key`, the
 /// key the online build used, so both builds share one cache entry.
@@ -580,7 +640,7 @@ pub fn from_blobs(
     key: &str,
     layers: &[LayerBlob],
     created_by: &[String],
-    source: &crate::oci::BlobStore,
+    source: &BlobStore,
     name: &str,
     printer: &Printer,
 ) -> Result<Rootfs, RootfsError> {
@@ -597,13 +657,7 @@ pub fn from_blobs(
     fs_err::create_dir(&tree).map_err(io_err(&tree))?;
     for blob in layers {
         cache.blobs().import(source, &blob.digest)?;
-        let path = cache.blobs().path(&blob.digest);
-        let file = io::BufReader::new(fs_err::File::open(&path).map_err(io_err(&path))?);
-        let reader = layer::decoder(&blob.media_type, file).map_err(|e| RootfsError::BadBase {
-            source_name: name.to_string(),
-            reason: format!("layer {}: {e}", blob.digest),
-        })?;
-        let diff_id = unpack_hashing(reader, &tree, name)?;
+        let diff_id = unpack_blob(cache, &blob.digest, &blob.media_type, &tree, name)?;
         if diff_id != blob.diff_id {
             return Err(RootfsError::BadBase {
                 source_name: name.to_string(),

@@ -26,9 +26,9 @@ use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cache::{Cache, FileLock};
-use crate::digest::Digest;
-use crate::layer;
-use crate::oci::{self, Layout};
+use crate::image::layer;
+use crate::image::layout::Layout;
+use crate::image::Image;
 use crate::output::Printer;
 use crate::runtime;
 use crate::sandbox::{self, Bubblewrap, Mount, Plan};
@@ -136,22 +136,12 @@ pub fn resolve_user(tree: &Path, user: &str) -> Result<(u32, u32), Error> {
 }
 
 /// Unpacks the image's layers, in order, into `tree`.
-pub fn unpack_image(
-    layout: &Layout,
-    manifest: &oci_spec::image::ImageManifest,
-    tree: &Path,
-) -> Result<(), Error> {
-    for desc in manifest.layers() {
-        let digest = oci::descriptor_digest(desc)?;
-        let path = layout.blobs().path(&digest);
-        let file = io::BufReader::new(fs_err::File::open(&path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?);
-        let media = desc.media_type().to_string();
-        let reader = layer::decoder(&media, file)
-            .map_err(|e| Error::Usage(format!("layer {digest}: {e}")))?;
-        crate::unpack::unpack(reader, tree)?;
+pub fn unpack_image(image: &Image, tree: &Path) -> Result<(), Error> {
+    for blob in image.layers() {
+        let file = io::BufReader::new(image.source().open(&blob.digest)?);
+        let reader = layer::decoder(&blob.media_type, file)
+            .map_err(|e| Error::Usage(format!("layer {}: {e}", blob.digest)))?;
+        crate::image::unpack::unpack(reader, tree)?;
     }
     Ok(())
 }
@@ -161,12 +151,11 @@ pub fn unpack_image(
 /// mount points (`dests`) are made in it while nobody else changes it.
 fn cached_tree(
     cache: &Cache,
-    layout: &Layout,
-    digest: &Digest,
-    manifest: &oci_spec::image::ImageManifest,
+    image: &Image,
     dests: &[(String, bool)],
     printer: &Printer,
 ) -> Result<(PathBuf, FileLock), Error> {
+    let digest = image.digest();
     let run_dir = cache.run_dir();
     let hex = digest.hex();
     let tree = run_dir.join(hex);
@@ -177,11 +166,10 @@ fn cached_tree(
     if !tree.is_dir() {
         printer.step(&format!(
             "run: unpacking {digest} ({} layers) into the cache",
-            manifest.layers().len()
+            image.layers().len()
         ));
         let work = cache.work_dir("run")?;
-        let unpacked =
-            unpack_image(layout, manifest, work.path()).and_then(|()| prepare_tree(work.path()));
+        let unpacked = unpack_image(image, work.path()).and_then(|()| prepare_tree(work.path()));
         if let Err(e) = unpacked {
             crate::fsutil::make_writable(work.path());
             return Err(e);
@@ -363,9 +351,9 @@ pub fn run(opts: &RunOptions, cache: &Cache, printer: &Printer) -> Result<i32, E
     } else {
         crate::rootfs::split_layout_ref(spec)
     };
-    let layout = Layout::open(&dir)?;
-    let (digest, manifest) = layout.resolve(tag.as_deref())?;
-    let config = layout.config(&manifest)?;
+    let image = Layout::open(&dir)?.image(tag.as_deref())?;
+    let digest = image.digest();
+    let config = image.config()?;
     let bwrap = Bubblewrap::probe()?;
     let c = config.config().clone().unwrap_or_default();
     let bound: Vec<(String, bool)> = volumes
@@ -394,7 +382,7 @@ pub fn run(opts: &RunOptions, cache: &Cache, printer: &Printer) -> Result<i32, E
             .filter(|(d, _)| !made_by_bwrap.iter().any(|w| w != d && covers(w, d)))
             .cloned(),
     );
-    let (tree, _tree_lock) = cached_tree(cache, &layout, &digest, &manifest, &dests, printer)?;
+    let (tree, _tree_lock) = cached_tree(cache, &image, &dests, printer)?;
     let (uid, gid) = resolve_user(&tree, c.user().as_deref().unwrap_or(""))?;
     let mut env: Vec<(String, String)> = c
         .env()

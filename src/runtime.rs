@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::layer::{Entry, Layer, Owner};
+use crate::image::layer::{Entry, Layer, Owner};
 use crate::python::{blue_home_skeleton, Installed, BLUE, VENV};
 
 /// `layers/runner/entrypoint`.
@@ -139,7 +139,7 @@ pub fn layer(project: &Project) -> Layer {
     file(
         &mut l,
         "home/blue/etc/assemble.json",
-        &String::from_utf8(crate::oci::canonical_json(&info)).expect("JSON is UTF-8"),
+        &String::from_utf8(crate::image::documents::canonical_json(&info)).expect("JSON is UTF-8"),
         0o644,
     );
     for v in VOLUMES {

@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::digest::{digest_file, Digest};
-use crate::layer::{Content, Entry, Kind, Layer, LayerBlob, Owner};
-use crate::oci::BlobStore;
+use crate::image::layer::{Content, Entry, Kind, Layer, LayerBlob, Owner};
+use crate::image::BlobStore;
 use crate::python::{ProjectWheel, Wheelhouse};
 use crate::rootfs::Rootfs;
 use crate::Error;
@@ -253,7 +253,7 @@ impl Store {
     pub fn from_bundle(file: &Path, dir: &Path) -> Result<(Store, Lock), Error> {
         let f = fs_err::File::open(file)
             .map_err(|e| Error::Usage(format!("cannot read bundle {}: {e}", file.display())))?;
-        crate::unpack::unpack(std::io::BufReader::new(f), dir).map_err(|e| {
+        crate::image::unpack::unpack(std::io::BufReader::new(f), dir).map_err(|e| {
             Error::Usage(format!(
                 "bundle {} is damaged or not a bundle: {e}",
                 file.display()

@@ -12,7 +12,7 @@ use support::*;
 /// A small but real OCI layout (one image, tagged `1.0`) written with the
 /// library's own layout code; returns its blob bytes and manifest digest.
 fn layout(dir: &Path) -> (u64, Digest) {
-    let layout = assemble::oci::Layout::create(dir).unwrap();
+    let layout = assemble::image::layout::Layout::create(dir).unwrap();
     let layer = layout.blobs().put_bytes(&[7u8; 3000]).unwrap();
     let config =
         br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
@@ -243,12 +243,17 @@ fn clean_removes_assembles_archives_and_keeps_other_tars() {
     let (_, digest) = layout(&src);
     let out = tmp.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    let l = assemble::oci::Layout::open(&src).unwrap();
+    let image = assemble::image::layout::Layout::open(&src)
+        .unwrap()
+        .image_by_digest(&digest)
+        .unwrap();
     for (kind, name) in [("oci-archive", "a.tar"), ("docker-archive", "b.tar")] {
-        let spec =
-            assemble::archive::ArchiveSpec::parse(&format!("{kind}:{}", out.join(name).display()))
-                .unwrap();
-        assemble::archive::write(&spec, &l, &digest, "1.0", "x:1.0", 0).unwrap();
+        let spec = assemble::image::archive::ArchiveSpec::parse(&format!(
+            "{kind}:{}",
+            out.join(name).display()
+        ))
+        .unwrap();
+        assemble::image::archive::write(&spec, &image, "1.0", "x:1.0", 0).unwrap();
     }
     // A tar of another tool, even one holding a layout, is not assemble's.
     let other = out.join("other.tar");

@@ -49,6 +49,17 @@ pub enum AuthError {
     },
 }
 
+impl AuthError {
+    /// True for a credentials file that cannot be used or written (exit 2);
+    /// a failing helper is exit 1.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            AuthError::Config { .. } | AuthError::Store { .. } | AuthError::Write(_)
+        )
+    }
+}
+
 /// A user name and a secret (password or identity token).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {

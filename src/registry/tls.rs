@@ -25,7 +25,71 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::RegistryError;
+/// Certificates or keys given for a host (certs.d, `--ca-file`) that
+/// cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file cannot be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A certificate file is not PEM.
+    #[error("{path} is not a PEM certificate file")]
+    NotPem {
+        /// The file.
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// A certificate file holds no certificate.
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A client certificate without its key.
+    #[error("{cert} has no key beside it: put the client certificate's key in {key}")]
+    NoKey {
+        /// The certificate.
+        cert: PathBuf,
+        /// Where its key belongs.
+        key: PathBuf,
+    },
+    /// A client key without its certificate.
+    #[error("{key} has no client certificate beside it: put it in {cert}")]
+    NoClientCertificate {
+        /// The key.
+        key: PathBuf,
+        /// Where its certificate belongs.
+        cert: PathBuf,
+    },
+    /// A key file is not a PEM private key.
+    #[error("{path} is not a PEM private key")]
+    NotKey {
+        /// The file.
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// rustls refused the configuration.
+    #[error("cannot set up TLS")]
+    Setup(#[source] rustls::Error),
+    /// rustls refused to build the verifier.
+    #[error("cannot set up TLS")]
+    Verifier(#[source] rustls::client::VerifierBuilderError),
+    /// rustls refused the client certificate.
+    #[error("cannot use the client certificate {path}")]
+    ClientCertificate {
+        /// The certificate.
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+}
 
 /// The certs.d roots read when `$ASSEMBLE_CERTS_D` is not set, first first.
 pub const DEFAULT_CERTS_D: [&str; 2] = ["/etc/containers/certs.d", "/etc/docker/certs.d"];
@@ -73,28 +137,33 @@ pub struct HostCerts {
 }
 
 /// Reads the PEM certificates of a file; none at all is an error.
-pub fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, RegistryError> {
-    let pem = fs_err::read(path).map_err(|e| RegistryError::Usage(format!("cannot read {e}")))?;
+pub fn read_pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| {
-            RegistryError::Usage(format!(
-                "{} is not a PEM certificate file: {e}",
-                path.display()
-            ))
+        .map_err(|source| TlsError::NotPem {
+            path: path.to_path_buf(),
+            source,
         })?;
     if certs.is_empty() {
-        return Err(RegistryError::Usage(format!(
-            "{} holds no PEM certificate",
-            path.display()
-        )));
+        return Err(TlsError::NoCertificate {
+            path: path.to_path_buf(),
+        });
     }
     Ok(certs)
 }
 
+/// A whole file, its path in the error.
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// The certs.d directory of `host` (`HOST[:PORT]`, as written in the
 /// reference) under the first root that has one, and what it holds.
-pub fn read_certs_d(roots: &[PathBuf], host: &str) -> Result<HostCerts, RegistryError> {
+pub fn read_certs_d(roots: &[PathBuf], host: &str) -> Result<HostCerts, TlsError> {
     let mut out = HostCerts::default();
     if host.contains('/') || host.starts_with('.') {
         return Ok(out);
@@ -102,8 +171,11 @@ pub fn read_certs_d(roots: &[PathBuf], host: &str) -> Result<HostCerts, Registry
     let Some(dir) = roots.iter().map(|r| r.join(host)).find(|d| d.is_dir()) else {
         return Ok(out);
     };
-    let mut names: Vec<String> = fs_err::read_dir(&dir)
-        .map_err(|e| RegistryError::Usage(format!("cannot read {e}")))?
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|source| TlsError::Read {
+            path: dir.clone(),
+            source,
+        })?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
@@ -116,24 +188,21 @@ pub fn read_certs_d(roots: &[PathBuf], host: &str) -> Result<HostCerts, Registry
         } else if let Some(stem) = name.strip_suffix(".cert") {
             let key_path = dir.join(format!("{stem}.key"));
             if !key_path.is_file() {
-                return Err(RegistryError::Usage(format!(
-                    "{} has no key beside it: put the client certificate's key in {}",
-                    path.display(),
-                    key_path.display()
-                )));
+                return Err(TlsError::NoKey {
+                    cert: path,
+                    key: key_path,
+                });
             }
             if out.identity.is_some() {
                 continue; // docker uses the first pair too
             }
             let chain = read_pem_certificates(&path)?;
-            let key_pem = fs_err::read(&key_path)
-                .map_err(|e| RegistryError::Usage(format!("cannot read {e}")))?;
-            let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-                RegistryError::Usage(format!(
-                    "{} is not a PEM private key: {e}",
-                    key_path.display()
-                ))
-            })?;
+            let key_pem = read(&key_path)?;
+            let key =
+                PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| TlsError::NotKey {
+                    path: key_path.clone(),
+                    source,
+                })?;
             out.identity = Some(ClientIdentity {
                 chain,
                 key: Arc::new(key),
@@ -141,11 +210,10 @@ pub fn read_certs_d(roots: &[PathBuf], host: &str) -> Result<HostCerts, Registry
             });
         } else if let Some(stem) = name.strip_suffix(".key") {
             if !dir.join(format!("{stem}.cert")).is_file() {
-                return Err(RegistryError::Usage(format!(
-                    "{} has no client certificate beside it: put it in {}",
-                    path.display(),
-                    dir.join(format!("{stem}.cert")).display()
-                )));
+                return Err(TlsError::NoClientCertificate {
+                    key: path,
+                    cert: dir.join(format!("{stem}.cert")),
+                });
             }
         }
     }
@@ -163,7 +231,7 @@ pub fn client_config(
     system_roots: &[CertificateDer<'static>],
     certs: &HostCerts,
     insecure: bool,
-) -> Result<(rustls::ClientConfig, Problem), RegistryError> {
+) -> Result<(rustls::ClientConfig, Problem), TlsError> {
     let mut roots = RootCertStore::empty();
     roots.add_parsable_certificates(system_roots.iter().cloned());
     // A certificate that is not a valid trust anchor (an end-entity one
@@ -175,7 +243,7 @@ pub fn client_config(
         Some(
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
-                .map_err(|e| RegistryError::Usage(format!("cannot set up TLS: {e}")))?,
+                .map_err(TlsError::Verifier)?,
         )
     };
     let problem = Arc::new(Mutex::new(None));
@@ -188,17 +256,15 @@ pub fn client_config(
     };
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| RegistryError::Usage(format!("cannot set up TLS: {e}")))?
+        .map_err(TlsError::Setup)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier));
     let mut config = match &certs.identity {
         Some(id) => builder
             .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
-            .map_err(|e| {
-                RegistryError::Usage(format!(
-                    "cannot use the client certificate {}: {e}",
-                    id.cert_path.display()
-                ))
+            .map_err(|source| TlsError::ClientCertificate {
+                path: id.cert_path.clone(),
+                source,
             })?,
         None => builder.with_no_client_auth(),
     };

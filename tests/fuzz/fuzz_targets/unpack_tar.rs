@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     std::fs::create_dir(&target).unwrap();
     std::fs::create_dir(&sibling).unwrap();
     std::fs::write(sibling.join("kept"), b"kept").unwrap();
-    let _ = assemble::unpack::unpack(data, &target);
+    let _ = assemble::image::unpack::unpack(data, &target);
     assert!(outer.path().is_dir(), "the target's parent was removed");
     let beside: Vec<_> = std::fs::read_dir(outer.path())
         .unwrap()

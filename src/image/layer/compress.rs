@@ -1,4 +1,5 @@
-//! Layer compression on every core, deterministically.
+//! Layer compression on every core, deterministically, and decompression
+//! of a layer blob by its media type ([`decoder`]).
 //!
 //! The tar stream is cut into fixed-size chunks and each chunk becomes a
 //! complete gzip member or zstd frame, compressed on a pool of one worker per
@@ -24,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::digest::{Digest, HashingWriter};
+use crate::image::media;
 
 /// Compression of a layer blob.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -60,8 +62,8 @@ impl Compression {
     /// The OCI media type of a layer compressed so.
     pub fn media_type(self) -> &'static str {
         match self {
-            Compression::Gzip => crate::layer::MEDIA_TYPE_TAR_GZIP,
-            Compression::Zstd => crate::layer::MEDIA_TYPE_TAR_ZSTD,
+            Compression::Gzip => media::LAYER_TAR_GZIP,
+            Compression::Zstd => media::LAYER_TAR_ZSTD,
         }
     }
 
@@ -72,6 +74,28 @@ impl Compression {
             Compression::Zstd => ZSTD_CHUNK,
         }
     }
+}
+
+/// A reader of a layer blob's tar stream, whatever its media type.
+pub fn decoder<'a>(
+    media_type: &str,
+    blob: impl io::Read + 'a,
+) -> io::Result<Box<dyn io::Read + 'a>> {
+    Ok(match media_type {
+        media::LAYER_TAR_GZIP | media::DOCKER_LAYER_TAR_GZIP => {
+            Box::new(flate2::read::MultiGzDecoder::new(blob))
+        }
+        media::LAYER_TAR_ZSTD => Box::new(zstd::stream::read::Decoder::new(blob)?),
+        media::LAYER_TAR | media::DOCKER_LAYER_TAR => Box::new(blob),
+        other => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                "layer media type {other} is not one assemble can read (tar, tar+gzip, tar+zstd)"
+            ),
+            ))
+        }
+    })
 }
 
 /// Bytes per gzip member: the lost history between members costs 0.1% of

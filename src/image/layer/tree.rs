@@ -20,7 +20,8 @@ use std::ops::Bound;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::{join_image_path, LayerError, Owner};
+use crate::image::layer::entry::{join_image_path, Owner};
+use crate::image::layer::error::LayerError;
 
 /// Which entries of a host tree go into a layer.
 #[derive(Clone, Debug)]

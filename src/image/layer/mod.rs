@@ -3,158 +3,34 @@
 //! Everything that reaches a digest is set explicitly: entry order (sorted by
 //! path bytes), mtime (`SOURCE_DATE_EPOCH` or 0), owners, modes, the gzip
 //! header (no name, mtime 0, OS "unknown"), the compression level and the
-//! gzip member size (see [`crate::compress`]). Long
-//! names and link targets use PAX records. Memory stays flat: file contents
-//! are streamed from disk, and host trees are walked in tar order while the
-//! layer is written (`src/layer/tree.rs`), never held whole.
+//! gzip member size (see `compress.rs`). Long names and link targets use
+//! PAX records (`writer.rs`). Memory stays flat: file contents are streamed
+//! from disk, and host trees are walked in tar order while the layer is
+//! written (`tree.rs`), never held whole.
+//!
+//! This module writes layer blobs into a directory it is given and nothing
+//! else; it never reads an image or the cache.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::compress::Encoder;
 use crate::digest::Digest;
+use crate::fsutil;
+use crate::image::media;
 
+mod compress;
+mod entry;
+mod error;
 mod tree;
+mod writer;
+
+pub use compress::{decoder, Compression, Encoded, Encoder, GZIP_CHUNK, GZIP_LEVEL, ZSTD_CHUNK};
+pub use entry::{join_image_path, Content, Entry, Kind, Owner};
+pub use error::LayerError;
 pub use tree::Select;
-use tree::{Found, FoundKind, Tree, Walk};
-
-/// Media type of a gzip-compressed OCI layer.
-pub const MEDIA_TYPE_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-/// Media type of an uncompressed OCI layer.
-pub const MEDIA_TYPE_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-
-/// Failure while writing a layer.
-#[derive(Debug, thiserror::Error)]
-pub enum LayerError {
-    /// Reading a source file or writing the blob failed.
-    #[error("cannot write layer entry {path}")]
-    Io {
-        /// The entry (or blob) being written.
-        path: String,
-        #[source]
-        source: io::Error,
-    },
-    /// A directory or entry of a source tree could not be read.
-    #[error("cannot read {path}")]
-    Walk {
-        /// The directory or entry being read.
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// An entry's path is not representable in a layer.
-    #[error("path {0:?} cannot be stored in a layer: it must be valid UTF-8 and relative")]
-    BadPath(PathBuf),
-}
-
-/// Owner of an entry in the image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Owner {
-    /// Numeric user id.
-    pub uid: u64,
-    /// Numeric group id.
-    pub gid: u64,
-}
-
-impl Owner {
-    /// uid 0, gid 0.
-    pub const ROOT: Owner = Owner { uid: 0, gid: 0 };
-}
-
-/// Where a regular file's bytes come from.
-#[derive(Clone, Debug)]
-pub enum Content {
-    /// Streamed from a file on the host.
-    File(PathBuf),
-    /// Held in memory (small generated files).
-    Bytes(Vec<u8>),
-}
-
-/// What an entry is.
-#[derive(Clone, Debug)]
-pub enum Kind {
-    /// A directory.
-    Dir,
-    /// A regular file and where its bytes come from.
-    File(Content),
-    /// A symbolic link to the given target.
-    Symlink(String),
-    /// A hard link to an earlier entry of the same layer (path without leading slash).
-    Hardlink(String),
-}
-
-/// One entry of a layer: a path relative to the image root, without leading slash.
-#[derive(Clone, Debug)]
-pub struct Entry {
-    /// Path in the image, relative (`home/blue/app/bin/python`).
-    pub path: String,
-    /// What the entry is.
-    pub kind: Kind,
-    /// Permission bits, including setuid, setgid and sticky.
-    pub mode: u32,
-    /// Owner in the image.
-    pub owner: Owner,
-    /// Extended attributes, written as PAX `SCHILY.xattr.NAME` records.
-    pub xattrs: Vec<(String, Vec<u8>)>,
-}
-
-impl Entry {
-    /// A directory entry.
-    pub fn dir(path: impl Into<String>, mode: u32, owner: Owner) -> Self {
-        Self {
-            path: path.into(),
-            kind: Kind::Dir,
-            mode,
-            owner,
-            xattrs: Vec::new(),
-        }
-    }
-
-    /// A regular file held in memory.
-    pub fn bytes(
-        path: impl Into<String>,
-        bytes: impl Into<Vec<u8>>,
-        mode: u32,
-        owner: Owner,
-    ) -> Self {
-        Self {
-            path: path.into(),
-            kind: Kind::File(Content::Bytes(bytes.into())),
-            mode,
-            owner,
-            xattrs: Vec::new(),
-        }
-    }
-}
-
-/// Media type of a zstd-compressed OCI layer.
-pub const MEDIA_TYPE_TAR_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-
-pub use crate::compress::Compression;
-
-/// A reader of a layer blob's tar stream, whatever its media type.
-pub fn decoder<'a>(
-    media_type: &str,
-    blob: impl io::Read + 'a,
-) -> io::Result<Box<dyn io::Read + 'a>> {
-    Ok(match media_type {
-        MEDIA_TYPE_TAR_GZIP | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
-            Box::new(flate2::read::MultiGzDecoder::new(blob))
-        }
-        MEDIA_TYPE_TAR_ZSTD => Box::new(zstd::stream::read::Decoder::new(blob)?),
-        MEDIA_TYPE_TAR | "application/vnd.docker.image.rootfs.diff.tar" => Box::new(blob),
-        other => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!(
-                "layer media type {other} is not one assemble can read (tar, tar+gzip, tar+zstd)"
-            ),
-            ))
-        }
-    })
-}
+use tree::{Tree, Walk};
+use writer::EntryWriter;
 
 /// A layer blob written to disk.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -239,12 +115,7 @@ impl Layer {
     /// `out`: the explicit entries and the trees' entries merged in path
     /// order. (A layer blob's digests come from [`Layer::write_blob`].)
     pub fn write_tar<W: Write>(&self, out: W, mtime: u64) -> Result<W, LayerError> {
-        let mut writer = EntryWriter {
-            builder: tar::Builder::new(out),
-            mtime,
-            scratch: Vec::new(),
-            inodes: HashMap::new(),
-        };
+        let mut writer = EntryWriter::new(out, mtime);
         let mut explicit = self.entries.values().peekable();
         let mut walks: Vec<Walk> = self.trees.iter().map(Walk::new).collect();
         let mut heads = walks
@@ -284,13 +155,7 @@ impl Layer {
                 }
             }
         }
-        writer
-            .builder
-            .into_inner()
-            .map_err(|source| LayerError::Io {
-                path: "<end of archive>".into(),
-                source,
-            })
+        writer.finish()
     }
 
     /// Writes the layer compressed into `dir` under a temporary name and
@@ -305,7 +170,7 @@ impl Layer {
             path: dir.display().to_string(),
             source,
         };
-        let tmp = crate::fsutil::temp_file(dir, ".layer-").map_err(io_err)?;
+        let tmp = fsutil::temp_file(dir, ".layer-").map_err(io_err)?;
         let file =
             io::BufWriter::with_capacity(1 << 16, tmp.as_file().try_clone().map_err(io_err)?);
         let encoder = Encoder::new(file, compression).map_err(io_err)?;
@@ -323,203 +188,6 @@ impl Layer {
     }
 }
 
-/// What follows an entry's header.
-enum Body<'a> {
-    Dir,
-    Symlink(&'a str),
-    Hardlink(&'a str),
-    Bytes(&'a [u8]),
-    /// An open file, its size, and its path on the host (for errors).
-    File(&'a mut fs_err::File, u64, &'a Path),
-}
-
-/// Appends entries to a tar stream, with the state they share: the mtime,
-/// a read buffer, and the first path of each multiply-linked inode met.
-struct EntryWriter<W: Write> {
-    builder: tar::Builder<W>,
-    mtime: u64,
-    scratch: Vec<u8>,
-    inodes: HashMap<(u64, u64), String>,
-}
-
-impl<W: Write> EntryWriter<W> {
-    fn explicit(&mut self, entry: &Entry) -> Result<(), LayerError> {
-        let io_err = |source| LayerError::Io {
-            path: entry.path.clone(),
-            source,
-        };
-        let mut file;
-        let body = match &entry.kind {
-            Kind::Dir => Body::Dir,
-            Kind::Symlink(target) => Body::Symlink(target),
-            Kind::Hardlink(target) => Body::Hardlink(target),
-            Kind::File(Content::Bytes(bytes)) => Body::Bytes(bytes),
-            Kind::File(Content::File(src)) => {
-                file = fs_err::File::open(src).map_err(io_err)?;
-                let len = file.metadata().map_err(io_err)?.len();
-                Body::File(&mut file, len, src)
-            }
-        };
-        let (path, mode, owner) = (&entry.path, entry.mode, entry.owner);
-        self.append(path, mode, owner, &entry.xattrs, body)
-    }
-
-    fn found(&mut self, found: &Found, owner: Owner) -> Result<(), LayerError> {
-        let io_err = |source| LayerError::Io {
-            path: found.path.clone(),
-            source,
-        };
-        match found.kind {
-            FoundKind::Dir(mode) => self.append(&found.path, mode, owner, &[], Body::Dir),
-            FoundKind::Symlink => {
-                let target = fs_err::read_link(&found.src).map_err(io_err)?;
-                let target = target
-                    .to_str()
-                    .ok_or_else(|| LayerError::BadPath(target.clone()))?;
-                self.append(&found.path, 0o777, owner, &[], Body::Symlink(target))
-            }
-            FoundKind::File => {
-                let mut file = fs_err::File::open(&found.src).map_err(io_err)?;
-                let meta = file.metadata().map_err(io_err)?;
-                let mode = meta.mode() & 0o7777;
-                if meta.nlink() > 1 {
-                    let key = (meta.dev(), meta.ino());
-                    if let Some(first) = self.inodes.get(&key).cloned() {
-                        return self.append(&found.path, mode, owner, &[], Body::Hardlink(&first));
-                    }
-                    self.inodes.insert(key, found.path.clone());
-                }
-                let body = Body::File(&mut file, meta.len(), &found.src);
-                self.append(&found.path, mode, owner, &[], body)
-            }
-        }
-    }
-
-    fn append(
-        &mut self,
-        path: &str,
-        mode: u32,
-        owner: Owner,
-        xattrs: &[(String, Vec<u8>)],
-        body: Body,
-    ) -> Result<(), LayerError> {
-        let io_err = |source| LayerError::Io {
-            path: path.to_string(),
-            source,
-        };
-        let mut header = tar::Header::new_ustar();
-        header.set_mtime(self.mtime);
-        header.set_uid(owner.uid);
-        header.set_gid(owner.gid);
-        header.set_mode(mode & 0o7777);
-        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut xattrs = xattrs.to_vec();
-        xattrs.sort();
-        for (name, value) in xattrs {
-            pax.push((format!("SCHILY.xattr.{name}"), value));
-        }
-        let name = match body {
-            Body::Dir => format!("{path}/"),
-            _ => path.to_string(),
-        };
-        if header.set_path(&name).is_err() {
-            pax.push(("path".into(), name.clone().into_bytes()));
-            header.set_path(truncate_name(&name)).map_err(io_err)?;
-        }
-        if let Body::Symlink(target) | Body::Hardlink(target) = body {
-            if header.set_link_name(target).is_err() {
-                pax.push(("linkpath".into(), target.as_bytes().to_vec()));
-                header
-                    .set_link_name(truncate_name(target))
-                    .map_err(io_err)?;
-            }
-        }
-        let builder = &mut self.builder;
-        if !pax.is_empty() {
-            builder
-                .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
-                .map_err(io_err)?;
-        }
-        let (entry_type, size) = match &body {
-            Body::Dir => (tar::EntryType::Directory, 0),
-            Body::Symlink(_) => (tar::EntryType::Symlink, 0),
-            Body::Hardlink(_) => (tar::EntryType::Link, 0),
-            Body::Bytes(bytes) => (tar::EntryType::Regular, bytes.len() as u64),
-            Body::File(_, len, _) => (tar::EntryType::Regular, *len),
-        };
-        header.set_entry_type(entry_type);
-        header.set_size(size);
-        header.set_cksum();
-        match body {
-            Body::Dir | Body::Symlink(_) | Body::Hardlink(_) => {
-                builder.append(&header, io::empty()).map_err(io_err)
-            }
-            Body::Bytes(bytes) => builder.append(&header, bytes).map_err(io_err),
-            Body::File(file, len, src) => {
-                // What tar::Builder::append does, with reads of up to 1 MiB
-                // (one read for most files) instead of io::copy's 8 KiB.
-                let out = builder.get_mut();
-                out.write_all(header.as_bytes()).map_err(io_err)?;
-                copy_exactly(file, len, out, &mut self.scratch).map_err(|e| match e.kind() {
-                    // A file that shrinks while being read would corrupt the archive.
-                    io::ErrorKind::UnexpectedEof => io_err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("{} changed size while being archived", src.display()),
-                    )),
-                    _ => io_err(e),
-                })?;
-                let padding = (512 - len % 512) % 512;
-                out.write_all(&[0; 512][..padding as usize]).map_err(io_err)
-            }
-        }
-    }
-}
-
-/// Copies exactly `len` bytes of `from` to `to` through `scratch`.
-fn copy_exactly(
-    from: &mut impl Read,
-    len: u64,
-    to: &mut impl Write,
-    scratch: &mut Vec<u8>,
-) -> io::Result<()> {
-    const MAX: u64 = 1 << 20;
-    if scratch.len() < MAX as usize {
-        scratch.resize(MAX as usize, 0);
-    }
-    let mut left = len;
-    while left > 0 {
-        let want = left.min(scratch.len() as u64) as usize;
-        let n = match from.read(&mut scratch[..want]) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        to.write_all(&scratch[..n])?;
-        left -= n as u64;
-    }
-    Ok(())
-}
-
-/// A ustar-safe stand-in name for an entry whose real name is in a PAX record.
-fn truncate_name(name: &str) -> String {
-    let mut cut = name.len().min(99);
-    while !name.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    name[..cut].to_string()
-}
-
-/// Joins an image path prefix (`home/blue/app`) and a relative path.
-pub fn join_image_path(prefix: &str, rel: &str) -> String {
-    let prefix = prefix.trim_matches('/');
-    if prefix.is_empty() {
-        rel.to_string()
-    } else {
-        format!("{prefix}/{rel}")
-    }
-}
-
 /// Compresses an existing tar stream into a gzip blob in `dir`, computing the
 /// diff_id and digest in the same pass.
 pub fn compress_tar_blob(mut tar: impl Read, dir: &Path) -> Result<LayerBlob, LayerError> {
@@ -527,7 +195,7 @@ pub fn compress_tar_blob(mut tar: impl Read, dir: &Path) -> Result<LayerBlob, La
         path: dir.display().to_string(),
         source,
     };
-    let tmp = crate::fsutil::temp_file(dir, ".layer-").map_err(io_err)?;
+    let tmp = fsutil::temp_file(dir, ".layer-").map_err(io_err)?;
     let file = io::BufWriter::with_capacity(1 << 16, tmp.as_file().try_clone().map_err(io_err)?);
     let mut encoder = Encoder::new(file, Compression::Gzip).map_err(io_err)?;
     io::copy(&mut tar, &mut encoder).map_err(io_err)?;
@@ -540,12 +208,15 @@ pub fn compress_tar_blob(mut tar: impl Read, dir: &Path) -> Result<LayerBlob, La
         digest,
         diff_id,
         size,
-        media_type: MEDIA_TYPE_TAR_GZIP.to_string(),
+        media_type: media::LAYER_TAR_GZIP.to_string(),
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
+
     use super::*;
 
     /// What the tests look at in one entry's header.
@@ -910,16 +581,5 @@ mod tests {
             }
         }
         assert_eq!(seen, sizes.len());
-    }
-
-    #[test]
-    fn data_that_ends_before_the_size_in_its_header_is_an_error() {
-        // What a file shrinking between its header and its last read gives.
-        let mut short = &[b'x'; 100][..];
-        let mut out = Vec::new();
-        let err = copy_exactly(&mut short, 5000, &mut out, &mut Vec::new()).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
-        let mut exact = &[b'x'; 100][..];
-        copy_exactly(&mut exact, 100, &mut out, &mut Vec::new()).unwrap();
     }
 }

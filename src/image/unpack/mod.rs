@@ -19,6 +19,10 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::fsutil::make_writable;
 
+mod guard;
+
+use guard::ExtensionGuard;
+
 /// Failure while unpacking a tarball.
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
@@ -67,32 +71,38 @@ pub struct UnpackStats {
     pub whiteouts: u64,
 }
 
-/// Largest PAX or GNU long-name extension accepted, to refuse hostile headers
-/// that would make the reader allocate without bound.
-const MAX_EXTENSION_BYTES: u64 = 1 << 20;
-
 /// Unpacks an uncompressed tar stream into `target`, which must exist.
 pub fn unpack(reader: impl Read, target: &Path) -> Result<UnpackStats, UnpackError> {
     let mut archive = tar::Archive::new(ExtensionGuard::new(reader));
-    let mut stats = UnpackStats::default();
-    let mut this_layer: HashSet<Vec<String>> = HashSet::new();
-    let entries = archive.entries().map_err(UnpackError::Read)?;
-    for entry in entries {
-        let mut entry = entry.map_err(UnpackError::Read)?;
+    let mut unpacker = Unpacker {
+        target,
+        stats: UnpackStats::default(),
+        this_layer: HashSet::new(),
+    };
+    for entry in archive.entries().map_err(UnpackError::Read)? {
+        unpacker.entry(entry.map_err(UnpackError::Read)?)?;
+    }
+    Ok(unpacker.stats)
+}
+
+/// What unpacking one archive keeps from entry to entry.
+struct Unpacker<'a> {
+    target: &'a Path,
+    stats: UnpackStats,
+    /// The paths this archive wrote: an opaque whiteout spares them.
+    this_layer: HashSet<Vec<String>>,
+}
+
+impl Unpacker<'_> {
+    /// Unpacks one entry: refused, skipped, a whiteout applied, or written.
+    fn entry(&mut self, mut entry: tar::Entry<impl Read>) -> Result<(), UnpackError> {
         let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let unsafe_entry = |reason: String| UnpackError::Unsafe {
             entry: raw_name.clone(),
             reason,
         };
         let header_kind = entry.header().entry_type();
-        if matches!(
-            header_kind,
-            tar::EntryType::XHeader
-                | tar::EntryType::XGlobalHeader
-                | tar::EntryType::GNULongName
-                | tar::EntryType::GNULongLink
-        ) && entry.size() > MAX_EXTENSION_BYTES
-        {
+        if guard::is_extension(header_kind) && entry.size() > guard::MAX_EXTENSION_BYTES {
             return Err(unsafe_entry(format!(
                 "extension header of {} bytes is over the 1 MiB limit",
                 entry.size()
@@ -100,71 +110,22 @@ pub fn unpack(reader: impl Read, target: &Path) -> Result<UnpackStats, UnpackErr
         }
         let comps = normalise(&raw_name).map_err(unsafe_entry)?;
         let Some((name, parent)) = comps.split_last() else {
-            continue; // the root directory itself
+            return Ok(()); // the root directory itself
         };
-        if name == ".wh..wh..opq" {
-            let dir = resolve_dir(target, parent, true).map_err(unsafe_entry)?;
-            remove_lower_children(target, &dir, &this_layer)?;
-            stats.whiteouts += 1;
-            continue;
+        if self.whiteout(name, parent).map_err(|e| match e {
+            Refusal::Unsafe(reason) => unsafe_entry(reason),
+            Refusal::Error(e) => e,
+        })? {
+            return Ok(());
         }
-        if let Some(hidden) = name.strip_prefix(".wh.") {
-            // `.wh..` and `.wh...` would name the directory itself or its
-            // parent, and `remove_any` would empty the target or what is
-            // beside it.
-            if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
-                return Err(unsafe_entry(format!(
-                    "whiteout of {hidden:?}, which is not a name in its directory"
-                )));
-            }
-            let dir = resolve_dir(target, parent, true).map_err(unsafe_entry)?;
-            let victim = real_path(target, &dir).join(hidden);
-            remove_any(&victim)?;
-            stats.whiteouts += 1;
-            continue;
-        }
+        let target = self.target;
         let dir = resolve_dir(target, parent, true).map_err(unsafe_entry)?;
         let dest = real_path(target, &dir).join(name);
-        let mut key = dir.clone();
-        key.push(name.clone());
         let mode = entry.header().mode().map_err(UnpackError::Read)?;
         match header_kind {
-            tar::EntryType::Directory => {
-                match fs_err::symlink_metadata(&dest) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        remove_any(&dest)?;
-                        create_dir(&dest)?;
-                    }
-                    Err(_) => create_dir(&dest)?,
-                }
-                set_mode(&dest, (mode & 0o777) | 0o700)?;
-            }
+            tar::EntryType::Directory => directory(&dest, mode)?,
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                remove_any(&dest)?;
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .mode((mode & 0o777) | 0o600)
-                    .open(&dest)
-                    .map_err(|source| UnpackError::Write {
-                        path: dest.clone(),
-                        source,
-                    })?;
-                io::copy(&mut entry, &mut file).map_err(|source| {
-                    if source.kind() == io::ErrorKind::UnexpectedEof
-                        || source.kind() == io::ErrorKind::InvalidData
-                    {
-                        UnpackError::Read(source)
-                    } else {
-                        UnpackError::Write {
-                            path: dest.clone(),
-                            source,
-                        }
-                    }
-                })?;
-                set_mode(&dest, (mode & 0o777) | 0o600)?;
+                regular_file(&mut entry, &dest, mode)?
             }
             tar::EntryType::Symlink => {
                 let link = entry
@@ -182,41 +143,134 @@ pub fn unpack(reader: impl Read, target: &Path) -> Result<UnpackStats, UnpackErr
                     .link_name_bytes()
                     .ok_or_else(|| unsafe_entry("hard link without a target".into()))?;
                 let link = String::from_utf8_lossy(&link).into_owned();
-                let link_comps =
-                    normalise(&link).map_err(|r| unsafe_entry(format!("hard link target: {r}")))?;
-                let Some((lname, lparent)) = link_comps.split_last() else {
-                    return Err(unsafe_entry("hard link to the root directory".into()));
-                };
-                let ldir = resolve_dir(target, lparent, false)
-                    .map_err(|r| unsafe_entry(format!("hard link target {link:?}: {r}")))?;
-                let source_path = real_path(target, &ldir).join(lname);
-                match fs_err::symlink_metadata(&source_path) {
-                    Ok(m) if m.is_file() => {}
-                    _ => {
-                        return Err(unsafe_entry(format!(
-                        "hard link target {link:?} is not a regular file already in the archive"
-                    )))
-                    }
-                }
-                remove_any(&dest)?;
-                std::fs::hard_link(&source_path, &dest).map_err(|source| UnpackError::Write {
-                    path: dest.clone(),
-                    source,
+                hard_link(target, &link, &dest).map_err(|e| match e {
+                    Refusal::Unsafe(reason) => unsafe_entry(reason),
+                    Refusal::Error(e) => e,
                 })?;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                stats.skipped_special += 1;
-                continue;
+                self.stats.skipped_special += 1;
+                return Ok(());
             }
             other => {
                 tracing::debug!(entry = %raw_name, kind = ?other, "skipping tar entry of unsupported type");
-                continue;
+                return Ok(());
             }
         }
-        this_layer.insert(key);
-        stats.written += 1;
+        let mut key = dir;
+        key.push(name.clone());
+        self.this_layer.insert(key);
+        self.stats.written += 1;
+        Ok(())
     }
-    Ok(stats)
+
+    /// Applies the entry if it is a whiteout (`.wh..wh..opq` empties its
+    /// directory of what lower layers left, `.wh.NAME` removes NAME);
+    /// returns whether it was one.
+    fn whiteout(&mut self, name: &str, parent: &[String]) -> Result<bool, Refusal> {
+        let target = self.target;
+        if name == ".wh..wh..opq" {
+            let dir = resolve_dir(target, parent, true).map_err(Refusal::Unsafe)?;
+            remove_lower_children(target, &dir, &self.this_layer)?;
+            self.stats.whiteouts += 1;
+            return Ok(true);
+        }
+        let Some(hidden) = name.strip_prefix(".wh.") else {
+            return Ok(false);
+        };
+        // `.wh..` and `.wh...` would name the directory itself or its
+        // parent, and `remove_any` would empty the target or what is
+        // beside it.
+        if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
+            return Err(Refusal::Unsafe(format!(
+                "whiteout of {hidden:?}, which is not a name in its directory"
+            )));
+        }
+        let dir = resolve_dir(target, parent, true).map_err(Refusal::Unsafe)?;
+        remove_any(&real_path(target, &dir).join(hidden))?;
+        self.stats.whiteouts += 1;
+        Ok(true)
+    }
+}
+
+/// Why an entry was not unpacked: it is unsafe (the reason), or writing failed.
+enum Refusal {
+    Unsafe(String),
+    Error(UnpackError),
+}
+
+impl From<UnpackError> for Refusal {
+    fn from(e: UnpackError) -> Self {
+        Refusal::Error(e)
+    }
+}
+
+/// A directory entry: made (replacing what is not a directory), owner rwx kept.
+fn directory(dest: &Path, mode: u32) -> Result<(), UnpackError> {
+    match fs_err::symlink_metadata(dest) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            remove_any(dest)?;
+            create_dir(dest)?;
+        }
+        Err(_) => create_dir(dest)?,
+    }
+    set_mode(dest, (mode & 0o777) | 0o700)
+}
+
+/// A regular file entry: written anew, never through a symlink.
+fn regular_file(entry: &mut impl Read, dest: &Path, mode: u32) -> Result<(), UnpackError> {
+    remove_any(dest)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode((mode & 0o777) | 0o600)
+        .open(dest)
+        .map_err(|source| UnpackError::Write {
+            path: dest.to_path_buf(),
+            source,
+        })?;
+    io::copy(entry, &mut file).map_err(|source| {
+        if source.kind() == io::ErrorKind::UnexpectedEof
+            || source.kind() == io::ErrorKind::InvalidData
+        {
+            UnpackError::Read(source)
+        } else {
+            UnpackError::Write {
+                path: dest.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    set_mode(dest, (mode & 0o777) | 0o600)
+}
+
+/// A hard link entry: its target must be a regular file already unpacked.
+fn hard_link(target: &Path, link: &str, dest: &Path) -> Result<(), Refusal> {
+    let link_comps =
+        normalise(link).map_err(|r| Refusal::Unsafe(format!("hard link target: {r}")))?;
+    let Some((lname, lparent)) = link_comps.split_last() else {
+        return Err(Refusal::Unsafe("hard link to the root directory".into()));
+    };
+    let ldir = resolve_dir(target, lparent, false)
+        .map_err(|r| Refusal::Unsafe(format!("hard link target {link:?}: {r}")))?;
+    let source_path = real_path(target, &ldir).join(lname);
+    match fs_err::symlink_metadata(&source_path) {
+        Ok(m) if m.is_file() => {}
+        _ => {
+            return Err(Refusal::Unsafe(format!(
+                "hard link target {link:?} is not a regular file already in the archive"
+            )))
+        }
+    }
+    remove_any(dest)?;
+    std::fs::hard_link(&source_path, dest).map_err(|source| {
+        Refusal::Error(UnpackError::Write {
+            path: dest.to_path_buf(),
+            source,
+        })
+    })
 }
 
 /// Splits an entry name into components, refusing absolute names and `..`.
@@ -364,158 +418,6 @@ fn remove_lower_children(
     Ok(())
 }
 
-/// Follows the tar structure as bytes pass and fails the read when an
-/// extension header (PAX `x`/`g`, GNU `L`/`K`) is larger than
-/// [`MAX_EXTENSION_BYTES`]: the tar crate reads those whole into memory before
-/// any entry reaches us, so a hostile archive could make it allocate without
-/// bound. PAX `size` records are honoured to keep following the structure.
-struct ExtensionGuard<R> {
-    inner: R,
-    /// Bytes of the current header block collected so far.
-    header: Vec<u8>,
-    /// Data and padding bytes still to pass before the next header.
-    skip: u64,
-    /// The PAX data being collected (for a `size` record), if any.
-    pax: Option<Vec<u8>>,
-    pax_left: u64,
-    /// A `size` record for the next entry.
-    next_size: Option<u64>,
-    /// Size of the GNU sparse entry whose extension blocks are being read.
-    sparse_pending: Option<u64>,
-    ended: bool,
-}
-
-impl<R> ExtensionGuard<R> {
-    fn new(inner: R) -> Self {
-        Self {
-            inner,
-            header: Vec::with_capacity(512),
-            skip: 0,
-            pax: None,
-            pax_left: 0,
-            next_size: None,
-            sparse_pending: None,
-            ended: false,
-        }
-    }
-
-    fn observe(&mut self, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() && !self.ended {
-            if self.skip > 0 {
-                let n = (self.skip.min(data.len() as u64)) as usize;
-                if let Some(pax) = &mut self.pax {
-                    let take = (self.pax_left.min(n as u64)) as usize;
-                    pax.extend_from_slice(&data[..take]);
-                    self.pax_left -= take as u64;
-                }
-                self.skip -= n as u64;
-                data = &data[n..];
-                if self.skip == 0 {
-                    if let Some(pax) = self.pax.take() {
-                        self.next_size = pax_size(&pax);
-                    }
-                }
-                continue;
-            }
-            let n = (512 - self.header.len()).min(data.len());
-            self.header.extend_from_slice(&data[..n]);
-            data = &data[n..];
-            if self.header.len() < 512 {
-                continue;
-            }
-            let h = std::mem::take(&mut self.header);
-            if let Some(size) = self.sparse_pending {
-                // A GNU sparse extension block; more follow while its flag is set.
-                if h[504] == 0 {
-                    self.sparse_pending = None;
-                    self.skip = size.div_ceil(512) * 512;
-                }
-                continue;
-            }
-            if h.iter().all(|b| *b == 0) {
-                // End of archive: what follows is padding.
-                self.ended = true;
-                break;
-            }
-            let kind = h[156];
-            let mut size = header_size(&h[124..136]).ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "a tar header has an invalid size field",
-                )
-            })?;
-            let is_extension = matches!(kind, b'x' | b'g' | b'L' | b'K');
-            if is_extension && size > MAX_EXTENSION_BYTES {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("a tar extension header of {size} bytes is over the {MAX_EXTENSION_BYTES}-byte limit"),
-                ));
-            }
-            if !is_extension {
-                if let Some(s) = self.next_size.take() {
-                    size = s;
-                }
-            }
-            // Links and directories carry no data whatever their size says.
-            if matches!(kind, b'1' | b'2' | b'5') {
-                size = 0;
-            }
-            if kind == b'x' {
-                self.pax = Some(Vec::with_capacity(size as usize));
-                self.pax_left = size;
-            }
-            if kind == b'S' && h[482] != 0 {
-                self.sparse_pending = Some(size);
-                continue;
-            }
-            self.skip = size.div_ceil(512) * 512;
-            if self.skip == 0 && kind == b'x' {
-                self.pax = None;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The size field of a tar header: octal, or base-256 when the high bit is set.
-fn header_size(field: &[u8]) -> Option<u64> {
-    if field[0] & 0x80 != 0 {
-        let mut v: u64 = (field[0] & 0x7f) as u64;
-        for b in &field[1..] {
-            v = v.checked_mul(256)?.checked_add(*b as u64)?;
-        }
-        return Some(v);
-    }
-    let text: String = field
-        .iter()
-        .take_while(|b| **b != 0)
-        .map(|b| *b as char)
-        .collect();
-    let text = text.trim();
-    if text.is_empty() {
-        return Some(0);
-    }
-    u64::from_str_radix(text, 8).ok()
-}
-
-/// The `size` record of PAX extension data (`<len> size=<n>\n` records).
-fn pax_size(data: &[u8]) -> Option<u64> {
-    let text = String::from_utf8_lossy(data);
-    text.lines().find_map(|l| {
-        l.split_once(' ')
-            .and_then(|(_, kv)| kv.strip_prefix("size="))
-            .and_then(|v| v.trim().parse().ok())
-    })
-}
-
-impl<R: Read> Read for ExtensionGuard<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.observe(&buf[..n])?;
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -644,14 +546,24 @@ mod tests {
             "b".repeat(120),
             "c".repeat(120)
         );
-        let mut layer = crate::layer::Layer::new();
+        let mut layer = crate::image::layer::Layer::new();
         layer.add(
-            crate::layer::Entry::bytes(long.clone(), "x", 0o644, crate::layer::Owner::ROOT),
-            crate::layer::Owner::ROOT,
+            crate::image::layer::Entry::bytes(
+                long.clone(),
+                "x",
+                0o644,
+                crate::image::layer::Owner::ROOT,
+            ),
+            crate::image::layer::Owner::ROOT,
         );
         layer.add(
-            crate::layer::Entry::bytes("after", "y", 0o644, crate::layer::Owner::ROOT),
-            crate::layer::Owner::ROOT,
+            crate::image::layer::Entry::bytes(
+                "after",
+                "y",
+                0o644,
+                crate::image::layer::Owner::ROOT,
+            ),
+            crate::image::layer::Owner::ROOT,
         );
         let bytes = layer.write_tar(Vec::new(), 0).unwrap();
         unpack(bytes.as_slice(), target.path()).unwrap();

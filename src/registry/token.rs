@@ -1,0 +1,348 @@
+//! Authentication towards registries: what each host asked for (Basic or
+//! Bearer), the credentials for it, and Bearer tokens with every scope an
+//! operation needs, reused until they expire.
+//!
+//! Credentials go only to the registry that asked for them and to its token
+//! realm, and never over plain HTTP to a host off loopback.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::Response;
+use reqwest::header::{HeaderMap, WWW_AUTHENTICATE};
+use reqwest::StatusCode;
+
+use crate::registry::auth::{self, Credentials};
+use crate::registry::error::RegistryError;
+use crate::registry::hosts::{is_loopback, Hosts};
+use crate::registry::response::{excerpt, read_json};
+
+/// The access an operation needs: `repository:NAME:pull,push` entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scopes(pub Vec<String>);
+
+impl Scopes {
+    /// Pull access to one repository.
+    pub fn pull(repo: &str) -> Self {
+        Self(vec![format!("repository:{repo}:pull")])
+    }
+
+    /// Pull and push access to one repository, plus pull on mount sources.
+    pub fn push(repo: &str, sources: &[String]) -> Self {
+        let mut v = vec![format!("repository:{repo}:pull,push")];
+        v.extend(
+            sources
+                .iter()
+                .filter(|s| *s != repo)
+                .map(|s| format!("repository:{s}:pull")),
+        );
+        v.sort();
+        v.dedup();
+        Self(v)
+    }
+
+    fn key(&self) -> String {
+        self.0.join(" ")
+    }
+}
+
+/// A bearer token and when it stops being usable.
+#[derive(Clone)]
+struct Token {
+    value: String,
+    expires: Instant,
+}
+
+/// What the registry asked for last time, per host.
+#[derive(Clone)]
+enum AuthMode {
+    Basic,
+    Bearer { realm: String, service: String },
+}
+
+/// Credentials and tokens of the hosts met so far.
+pub(super) struct Authenticator {
+    modes: Mutex<HashMap<String, AuthMode>>,
+    tokens: Mutex<HashMap<(String, String), Token>>,
+    /// Held while a token is fetched, so parallel requests wait for it
+    /// instead of each asking for one.
+    token_fetch: Mutex<()>,
+    credentials: Mutex<HashMap<String, Option<Credentials>>>,
+}
+
+impl Authenticator {
+    /// No host met yet.
+    pub(super) fn new() -> Self {
+        Self {
+            modes: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
+            token_fetch: Mutex::new(()),
+            credentials: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Forgets the cached token for these scopes, but only if it is the one
+    /// that was refused: a request sent before any token existed must not
+    /// throw away the token another thread has just fetched.
+    pub(super) fn forget_token(&self, host: &str, scopes: &Scopes, sent: Option<&str>) {
+        let Some(sent) = sent else { return };
+        let mut tokens = self.tokens.lock().expect("lock");
+        let key = (host.to_string(), scopes.key());
+        if tokens
+            .get(&key)
+            .is_some_and(|t| sent == format!("Bearer {}", t.value))
+        {
+            tokens.remove(&key);
+        }
+    }
+
+    /// Uses these credentials for a host instead of the stored ones (login).
+    pub(super) fn use_credentials(&self, host: &str, username: &str, password: &str) {
+        self.credentials.lock().expect("lock").insert(
+            host.to_string(),
+            Some(Credentials {
+                username: username.to_string(),
+                secret: password.to_string(),
+                identity_token: false,
+            }),
+        );
+    }
+
+    /// The stored credentials for a host; an error when there are some and
+    /// the host is reached over plain HTTP off loopback.
+    pub(super) fn credentials(
+        &self,
+        host: &str,
+        hosts: &Hosts,
+    ) -> Result<Option<Credentials>, RegistryError> {
+        let cached = self.credentials.lock().expect("lock").get(host).cloned();
+        let c = match cached {
+            Some(c) => c,
+            None => {
+                let c = auth::lookup(host)?;
+                self.credentials
+                    .lock()
+                    .expect("lock")
+                    .insert(host.to_string(), c.clone());
+                c
+            }
+        };
+        if c.is_some() && !hosts.may_send_credentials(host) {
+            return Err(RegistryError::PlainHttpCredentials {
+                host: host.to_string(),
+                asker: host.to_string(),
+            });
+        }
+        Ok(c)
+    }
+
+    /// Records what a 401's `WWW-Authenticate` asks for.
+    pub(super) fn learn_challenge(
+        &self,
+        host: &str,
+        headers: &HeaderMap,
+    ) -> Result<(), RegistryError> {
+        let header = headers
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let challenge = auth::parse_challenge(header).ok_or_else(|| {
+            RegistryError::Protocol(format!(
+                "{host} answered 401 with an unusable WWW-Authenticate header {header:?}"
+            ))
+        })?;
+        let mode = match challenge.scheme.as_str() {
+            "basic" => AuthMode::Basic,
+            "bearer" => AuthMode::Bearer {
+                realm: challenge.params.get("realm").cloned().ok_or_else(|| {
+                    RegistryError::Protocol(format!("{host}'s Bearer challenge has no realm"))
+                })?,
+                service: challenge.params.get("service").cloned().unwrap_or_default(),
+            },
+            other => {
+                return Err(RegistryError::Protocol(format!(
+                    "{host} asks for {other} authentication, which assemble does not speak"
+                )))
+            }
+        };
+        self.modes
+            .lock()
+            .expect("lock")
+            .insert(host.to_string(), mode);
+        Ok(())
+    }
+
+    /// The `Authorization` value for a request to `host` with these scopes,
+    /// as the host last asked (none before it asked).
+    pub(super) fn header(
+        &self,
+        host: &str,
+        scopes: &Scopes,
+        hosts: &Hosts,
+    ) -> Result<Option<String>, RegistryError> {
+        let mode = self.modes.lock().expect("lock").get(host).cloned();
+        match mode {
+            None => Ok(None),
+            Some(AuthMode::Basic) => {
+                let c =
+                    self.credentials(host, hosts)?
+                        .ok_or_else(|| RegistryError::Unauthorized {
+                            host: host.to_string(),
+                            what: "authentication".into(),
+                            had_credentials: false,
+                        })?;
+                use base64::Engine as _;
+                Ok(Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("{}:{}", c.username, c.secret))
+                )))
+            }
+            Some(AuthMode::Bearer { realm, service }) => {
+                let key = (host.to_string(), scopes.key());
+                let cached = |tokens: &HashMap<(String, String), Token>| {
+                    tokens
+                        .get(&key)
+                        .filter(|t| t.expires > Instant::now())
+                        .map(|t| format!("Bearer {}", t.value))
+                };
+                if let Some(h) = cached(&self.tokens.lock().expect("lock")) {
+                    return Ok(Some(h));
+                }
+                let _fetching = self.token_fetch.lock().expect("lock");
+                if let Some(h) = cached(&self.tokens.lock().expect("lock")) {
+                    return Ok(Some(h));
+                }
+                tracing::debug!(host, scopes = %scopes.key(), "fetching a token");
+                let token = self.fetch_token(host, &realm, &service, scopes, hosts)?;
+                let header = format!("Bearer {}", token.value);
+                self.tokens.lock().expect("lock").insert(key, token);
+                Ok(Some(header))
+            }
+        }
+    }
+
+    /// Asks the realm for a token: with the refresh token of an identity
+    /// token (OAuth2 POST), else with Basic credentials or anonymously (GET).
+    fn fetch_token(
+        &self,
+        host: &str,
+        realm: &str,
+        service: &str,
+        scopes: &Scopes,
+        hosts: &Hosts,
+    ) -> Result<Token, RegistryError> {
+        let realm_url = reqwest::Url::parse(realm).map_err(|_| {
+            RegistryError::Protocol(format!("{host}'s token realm {realm:?} is not a URL"))
+        })?;
+        let realm_host = realm_url.host_str().unwrap_or("").to_string()
+            + &realm_url
+                .port()
+                .map(|p| format!(":{p}"))
+                .unwrap_or_default();
+        let realm_client = hosts.client(
+            &realm_host,
+            hosts.insecure(host) || hosts.insecure(&realm_host),
+        )?;
+        let http = &realm_client.http;
+        let creds = self.credentials(host, hosts)?;
+        if creds.is_some() && realm_url.scheme() == "http" && !is_loopback(&realm_host) {
+            return Err(RegistryError::PlainHttpCredentials {
+                host: realm_host,
+                asker: host.to_string(),
+            });
+        }
+        let resp = match &creds {
+            Some(c) if c.identity_token => {
+                let form = vec![
+                    ("grant_type", "refresh_token".to_string()),
+                    ("refresh_token", c.secret.clone()),
+                    ("service", service.to_string()),
+                    ("client_id", "assemble".to_string()),
+                    ("scope", scopes.0.join(" ")),
+                ];
+                http.post(realm_url.clone()).form(&form).send()
+            }
+            _ => {
+                let mut url = realm_url.clone();
+                {
+                    let mut q = url.query_pairs_mut();
+                    if !service.is_empty() {
+                        q.append_pair("service", service);
+                    }
+                    for s in &scopes.0 {
+                        q.append_pair("scope", s);
+                    }
+                }
+                let mut req = http.get(url);
+                if let Some(c) = &creds {
+                    req = req.basic_auth(&c.username, Some(&c.secret));
+                }
+                req.send()
+            }
+        }
+        .map_err(|e| hosts.transport_error(&realm_host, "token request", &e))?;
+        read_token(resp, host, &realm_host, scopes, creds.is_some())
+    }
+}
+
+/// The token in a token server's answer.
+fn read_token(
+    resp: Response,
+    host: &str,
+    realm_host: &str,
+    scopes: &Scopes,
+    had_credentials: bool,
+) -> Result<Token, RegistryError> {
+    if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
+        return Err(RegistryError::Unauthorized {
+            host: host.to_string(),
+            what: format!("a token for {}", scopes.0.join(" ")),
+            had_credentials,
+        });
+    }
+    if !resp.status().is_success() {
+        return Err(RegistryError::Status {
+            what: format!("token request to {realm_host}"),
+            status: resp.status().as_u16(),
+            body: excerpt(resp),
+        });
+    }
+    #[derive(serde::Deserialize)]
+    struct TokenAnswer {
+        token: Option<String>,
+        access_token: Option<String>,
+        expires_in: Option<u64>,
+    }
+    let answer: TokenAnswer = read_json(resp, 1 << 20).map_err(|_| {
+        RegistryError::Protocol(format!("the token server of {host} did not answer JSON"))
+    })?;
+    let value = answer
+        .token
+        .or(answer.access_token)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            RegistryError::Protocol(format!("the token server of {host} gave no token"))
+        })?;
+    // Tokens live 60 s unless said otherwise; renew a little early.
+    let life = answer.expires_in.unwrap_or(60).max(10);
+    Ok(Token {
+        value,
+        expires: Instant::now() + Duration::from_secs(life.saturating_sub(5)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_scopes_include_pull_on_mount_sources() {
+        let s = Scopes::push("team/app", &["team/base".into(), "team/app".into()]);
+        assert_eq!(
+            s.0,
+            ["repository:team/app:pull,push", "repository:team/base:pull"]
+        );
+    }
+}
