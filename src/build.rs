@@ -2,11 +2,11 @@
 //! runtime layer, image documents, OCI layout. Each stage is its own module;
 //! this one only passes data from one to the next.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::cache::Cache;
+use crate::contract;
 use crate::digest::Digest;
 use crate::image::documents::{self, ImageDocuments, ImageLayer, ImageSettings};
 use crate::image::layer::{self, Compression, LayerBlob};
@@ -425,7 +425,8 @@ pub fn push_image(
     Ok(report)
 }
 
-/// The image configuration of the contract: user, entrypoint, ports, volumes, labels.
+/// The image configuration: the contract's user, entrypoint, ports,
+/// volumes, labels and environment, with assemble.toml's additions.
 pub fn image_settings(
     project: &Project,
     version: &str,
@@ -433,38 +434,15 @@ pub fn image_settings(
     epoch: u64,
 ) -> ImageSettings {
     let created = crate::epoch::rfc3339(epoch);
-    let mut ports = vec!["8080/tcp".to_string(), "8081/tcp".to_string()];
-    ports.extend(config.ports.iter().map(|p| format!("{p}/tcp")));
-    ports.sort();
-    ports.dedup();
-    let mut volumes: Vec<String> = runtime::VOLUMES.iter().map(|v| v.to_string()).collect();
-    volumes.extend(config.volumes.iter().cloned());
-    volumes.sort();
-    volumes.dedup();
     ImageSettings {
-        user: "blue".into(),
-        env: runtime::environment(project, version, &config.env),
-        entrypoint: vec![runtime::ENTRYPOINT_PATH.into()],
+        user: contract::USER.into(),
+        env: contract::environment(&project.app(), version, &config.env),
+        entrypoint: vec![contract::ENTRYPOINT_PATH.into()],
         cmd: vec![],
-        working_dir: "/home/blue".into(),
-        exposed_ports: ports,
-        volumes,
-        labels: BTreeMap::from([
-            (
-                "org.opencontainers.image.title".to_string(),
-                project.name.to_string(),
-            ),
-            (
-                "org.opencontainers.image.version".to_string(),
-                version.to_string(),
-            ),
-            (
-                "org.opencontainers.image.created".to_string(),
-                created.clone(),
-            ),
-        ])
-        .into_iter()
-        .collect(),
+        working_dir: contract::HOME.into(),
+        exposed_ports: contract::exposed_ports(&config.ports),
+        volumes: contract::volumes(&config.volumes),
+        labels: contract::labels(project.name, version, &created),
         created,
         architecture: documents::host_architecture().into(),
     }
@@ -491,6 +469,7 @@ fn write_layout(
 mod tests {
     use super::*;
     use crate::python::Installed;
+    use std::collections::BTreeMap;
 
     #[test]
     fn image_documents_of_a_fixed_input() {

@@ -31,6 +31,7 @@
 pub mod build;
 pub mod cache;
 pub mod cli;
+pub mod contract;
 pub mod digest;
 pub mod env;
 pub mod epoch;

@@ -6,16 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
 use crate::cache::{Cache, CacheError, KeyBuilder};
-use crate::image::layer::{self, Layer, LayerBlob, LayerError, Owner};
+use crate::contract::{self, OWNER as BLUE, VENV};
+use crate::image::layer::{self, Layer, LayerBlob, LayerError};
 use crate::output::Printer;
 use crate::rootfs::Rootfs;
 use crate::sandbox::{Mount, Output, Plan, Runner, SandboxError};
 use crate::spec::{normalise_name, wheel_name_version, PipSettings, Requirement, Source};
-
-/// Where the application lives in the image.
-pub const VENV: &str = "/home/blue/app";
-/// Owner of everything under /home/blue: blue, www-data.
-pub const BLUE: Owner = Owner { uid: 1000, gid: 33 };
 
 /// Failure of a Python stage.
 #[derive(Debug, thiserror::Error)]
@@ -686,7 +682,7 @@ pub fn install(
     ));
     let pack = |files: BTreeSet<PathBuf>| -> Result<LayerBlob, PythonError> {
         let mut l = Layer::new();
-        blue_home_skeleton(&mut l);
+        contract::home_skeleton(&mut l);
         l.add_tree(&venv, VENV, BLUE, layer::Select::Only(files));
         Ok(l.write_blob(ctx.cache.blobs().dir(), ctx.compression, ctx.epoch)?)
     };
@@ -708,13 +704,6 @@ pub fn install(
     };
     ctx.cache.put_json("layers", &key, &layers)?;
     Ok(layers)
-}
-
-/// `home` (root, 0755) and `home/blue` (blue, 0755) as in the base, so that a
-/// layer never changes their owner.
-pub fn blue_home_skeleton(l: &mut Layer) {
-    l.add(layer::Entry::dir("home", 0o755, Owner::ROOT), Owner::ROOT);
-    l.add(layer::Entry::dir("home/blue", 0o755, BLUE), BLUE);
 }
 
 fn find_pip_wheel(tree: &Path) -> Result<PathBuf, PythonError> {

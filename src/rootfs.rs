@@ -332,7 +332,7 @@ fn prepare_tree(tree: &Path) -> Result<(), RootfsError> {
         "assemble/src",
         "assemble/tools",
         "assemble/out",
-        "home/blue/app",
+        crate::contract::VENV.trim_start_matches('/'),
         "tmp",
         "dev",
         "proc",

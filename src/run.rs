@@ -6,7 +6,7 @@
 //! (`run/<hex>/`, see [`crate::cache`]) and bound read-only; later runs reuse
 //! it. What the image writes goes to tmpfs: `/tmp`, `/run`, its declared
 //! volumes (unless a `--volume` binds them) and the scratch directories of
-//! assemble's images ([`runtime::SCRATCH`]), each holding a copy of what the
+//! assemble's images ([`crate::contract::SCRATCH`]), each holding a copy of what the
 //! image ships there. A run therefore leaves nothing on disk, even when
 //! killed: an unpack cut short is a `tmp/run-*` work directory, which the
 //! next run removes.
@@ -26,11 +26,11 @@ use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cache::{Cache, FileLock};
+use crate::contract;
 use crate::image::layer;
 use crate::image::layout::Layout;
 use crate::image::Image;
 use crate::output::Printer;
-use crate::runtime;
 use crate::sandbox::{self, Bubblewrap, Mount, Plan};
 use crate::Error;
 
@@ -371,7 +371,7 @@ pub fn run(opts: &RunOptions, cache: &Cache, printer: &Printer) -> Result<i32, E
     let made_by_bwrap: Vec<String> = ["/dev", "/tmp", "/run"]
         .iter()
         .map(|s| s.to_string())
-        .chain(runtime::SCRATCH.iter().map(|s| s.to_string()))
+        .chain(contract::SCRATCH.iter().map(|s| s.to_string()))
         .chain(image_volumes.iter().cloned())
         .chain(bound.iter().map(|(d, _)| d.clone()))
         .collect();
@@ -412,7 +412,7 @@ pub fn run(opts: &RunOptions, cache: &Cache, printer: &Printer) -> Result<i32, E
     // Writable places first, then the user's binds over them.
     let mut mounts = vec![Mount::Tmpfs("/run".into())];
     let mut files = Vec::new();
-    let scratch = runtime::SCRATCH.iter().map(|s| s.to_string());
+    let scratch = contract::SCRATCH.iter().map(|s| s.to_string());
     for place in scratch.chain(image_volumes) {
         if !bound.iter().any(|(d, _)| covers(d, &place)) {
             writable_copy(&tree, &place, &mut mounts, &mut files)?;

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::contract::{self, App, ENTRYPOINT_PATH, OWNER as BLUE, VENV, VOLUMES};
 use crate::image::layer::{Entry, Layer, Owner};
-use crate::python::{blue_home_skeleton, Installed, BLUE, VENV};
+use crate::python::Installed;
 
 /// `layers/runner/entrypoint`.
 pub const ENTRYPOINT: &str = include_str!("../layers/runner/entrypoint");
@@ -26,18 +27,6 @@ pub const TEMPLATES: [(&str, &str); 4] = [
 /// `templates/settings.ini`, shipped as `50_default_settings.ini`.
 pub const SETTINGS: &str = include_str!("../templates/settings.ini");
 
-/// Path of the entrypoint in the image.
-pub const ENTRYPOINT_PATH: &str = "/home/blue/bin/entrypoint";
-/// Where the merged ini files live in the image.
-pub const CONFIG_DIR: &str = "/home/blue/config/app";
-/// Where the image's own processes write, besides `/tmp` and the volumes:
-/// the rendered configuration, pid files and sockets (`run`), logs, and the
-/// merged settings. `assemble run`, whose root is read-only, makes each a
-/// tmpfs holding a copy of what the image ships there.
-pub const SCRATCH: [&str; 3] = ["/home/blue/run", "/home/blue/logs", CONFIG_DIR];
-/// The volumes of the image contract.
-pub const VOLUMES: [&str; 3] = ["/media", "/scripts", "/config"];
-
 /// What the runtime layer needs to know about the project.
 #[derive(Clone, Debug)]
 pub struct Project<'a> {
@@ -52,23 +41,14 @@ pub struct Project<'a> {
 }
 
 impl Project<'_> {
-    /// `MILBORNE` for `milborne`, `MY_APP` for `my-app`.
-    pub fn env_prefix(&self) -> String {
-        self.name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    }
-
-    /// Name of the variable holding the settings glob (`MILBORNE_CONFIG`).
-    pub fn config_env(&self) -> String {
-        format!("{}_CONFIG", self.env_prefix())
+    /// What the image contract needs to know of the project.
+    pub fn app(&self) -> App<'_> {
+        App {
+            name: self.name,
+            python: self.python,
+            module: &self.installed.module,
+            django: self.installed.django,
+        }
     }
 
     fn crontab_path(&self) -> Option<String> {
@@ -85,7 +65,7 @@ impl Project<'_> {
 /// never on its version, so a release bump leaves it unchanged.
 pub fn layer(project: &Project) -> Layer {
     let mut l = Layer::new();
-    blue_home_skeleton(&mut l);
+    contract::home_skeleton(&mut l);
     let file = |l: &mut Layer, path: &str, text: &str, mode: u32| {
         l.add(
             Entry::bytes(path, text.as_bytes().to_vec(), mode, BLUE),
@@ -133,8 +113,8 @@ pub fn layer(project: &Project) -> Layer {
         "django": project.installed.django,
         "services": project.services,
         "crontab": project.crontab_path(),
-        "config_env": project.config_env(),
-        "service_env": format!("{}_SERVICE", project.env_prefix()),
+        "config_env": contract::config_env(project.name),
+        "service_env": contract::service_env(project.name),
     });
     file(
         &mut l,
@@ -152,35 +132,6 @@ pub fn layer(project: &Project) -> Layer {
     l
 }
 
-/// The image's environment, in a fixed order.
-pub fn environment(
-    project: &Project,
-    version: &str,
-    extra: &BTreeMap<String, String>,
-) -> Vec<String> {
-    let mut env = vec![
-        format!("PATH={VENV}/bin:/home/blue/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
-        "LANG=C.UTF-8".to_string(),
-        "HOME=/home/blue".to_string(),
-        format!("VIRTUAL_ENV={VENV}"),
-        format!("PROJECT_NAME={}", project.name),
-        format!("PROJECT_VERSION={version}"),
-        format!("PYTHON_VERSION={}", project.python),
-        format!("{}={CONFIG_DIR}/*.ini", project.config_env()),
-    ];
-    if project.installed.django {
-        env.push(format!(
-            "DJANGO_SETTINGS_MODULE={}.settings",
-            project.installed.module
-        ));
-    }
-    for (k, v) in extra {
-        env.retain(|e| !e.starts_with(&format!("{k}=")));
-        env.push(format!("{k}={v}"));
-    }
-    env
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,28 +143,6 @@ mod tests {
             django: true,
             crontab: true,
         }
-    }
-
-    #[test]
-    fn environment_names_follow_the_project() {
-        let i = installed();
-        let s = BTreeMap::new();
-        let p = Project {
-            name: "my-app",
-            python: "3.11",
-            installed: &i,
-            services: &s,
-        };
-        let env = environment(
-            &p,
-            "1.0",
-            &BTreeMap::from([("LANG".to_string(), "fr_FR.UTF-8".to_string())]),
-        );
-        assert!(env.contains(&"MY_APP_CONFIG=/home/blue/config/app/*.ini".to_string()));
-        assert!(env.contains(&"DJANGO_SETTINGS_MODULE=my_app.settings".to_string()));
-        assert!(env.contains(&"LANG=fr_FR.UTF-8".to_string()));
-        assert!(!env.contains(&"LANG=C.UTF-8".to_string()));
-        assert!(env[0].starts_with("PATH=/home/blue/app/bin:"));
     }
 
     #[test]

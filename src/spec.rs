@@ -333,16 +333,6 @@ const SYSTEM_DIRS: [&str; 17] = [
     "/root", "/run", "/sbin", "/sys", "/tmp", "/usr", "/var",
 ];
 
-/// Directories of the image's own files (the venv, the entrypoint, its
-/// templates and settings), which no volume may be or lie under.
-const IMAGE_DIRS: [&str; 5] = [
-    "/home/blue/app",
-    "/home/blue/bin",
-    "/home/blue/etc",
-    "/home/blue/templates",
-    "/home/blue/config",
-];
-
 /// A volume is an absolute, normalised path (no `//`, `.`, `..` or
 /// trailing `/`) that hides neither the root, the base's system
 /// directories, the image's home nor its own files.
@@ -363,8 +353,8 @@ fn check_volume(v: &str) -> Result<(), String> {
             "volume {v:?} is not a normalised absolute path (write it as /dir/sub: no //, . or .., no trailing /)"
         ));
     }
-    let hides_image = v == "/home/blue"
-        || IMAGE_DIRS
+    let hides_image = v == crate::contract::HOME
+        || crate::contract::IMAGE_DIRS
             .iter()
             .any(|d| v == *d || v.strip_prefix(d).is_some_and(|r| r.starts_with('/')));
     if SYSTEM_DIRS.contains(&v) || hides_image {
