@@ -147,6 +147,11 @@ fn sandboxed(shell: &str) -> Output {
     Command::new("bwrap")
         .args(["--unshare-user", "--ro-bind", "/", "/", "--dev", "/dev"])
         .args(["--proc", "/proc", "--tmpfs", "/tmp", "--die-with-parent"])
+        // The checkout may live under /tmp (CI clones there): bind the
+        // binary back over the private /tmp, read-only like the rest.
+        .arg("--ro-bind")
+        .arg(bin())
+        .arg(bin())
         .arg("--setenv")
         .arg("BIN")
         .arg(bin())

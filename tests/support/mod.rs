@@ -38,11 +38,19 @@ pub fn shared() -> PathBuf {
     dir
 }
 
-/// An exclusive lock on `shared()/NAME.lock`, held until dropped.
+/// An exclusive lock, held until dropped.
 pub struct Lock(File);
 
+/// Takes the lock `shared()/NAME.lock`. Ports are the machine's, not the run's: `port-*` locks live in the
+/// system's temporary directory, so that two test runs on one machine (two
+/// checkouts) take turns on 8080 and 8081 instead of answering each other.
 pub fn lock(name: &str) -> Lock {
-    let f = File::create(shared().join(format!("{name}.lock"))).unwrap();
+    let path = if name.starts_with("port-") {
+        std::env::temp_dir().join(format!("assemble-tests-{name}.lock"))
+    } else {
+        shared().join(format!("{name}.lock"))
+    };
+    let f = File::create(path).unwrap();
     // SAFETY: flock on a descriptor owned by `f`, which outlives the call;
     // it touches no memory of ours.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
