@@ -124,12 +124,16 @@ pub fn base_rootfs(
     base: &BaseSource,
     config: &ProjectConfig,
     registry: &ClientOptions,
+    runner: &dyn Runner,
     printer: &Printer,
 ) -> Result<Rootfs, Error> {
     Ok(match base {
-        BaseSource::Built => {
-            rootfs::built(cache, &Definition::base(&config.dependencies.run), printer)?
-        }
+        BaseSource::Built => rootfs::built(
+            cache,
+            &Definition::base(&config.dependencies.run),
+            runner,
+            printer,
+        )?,
         BaseSource::Tarball(p) => rootfs::from_tarball(cache, p, printer)?,
         BaseSource::Layout(dir, tag) => rootfs::from_layout(cache, dir, tag.as_deref(), printer)?,
         BaseSource::Registry(reference) => {
@@ -152,11 +156,13 @@ pub fn base_rootfs(
 pub fn compiler_rootfs(
     cache: &Cache,
     config: &ProjectConfig,
+    runner: &dyn Runner,
     printer: &Printer,
 ) -> Result<Rootfs, Error> {
     Ok(rootfs::built(
         cache,
         &Definition::compiler(&config.dependencies.run, &config.dependencies.build),
+        runner,
         printer,
     )?)
 }
@@ -200,12 +206,19 @@ pub fn build(
             &compiler,
         )?;
     } else {
-        base = base_rootfs(cache, &opts.base, &opts.config, &opts.registry, printer)?;
+        base = base_rootfs(
+            cache,
+            &opts.base,
+            &opts.config,
+            &opts.registry,
+            runner,
+            printer,
+        )?;
         python = rootfs::choose_python(
             &base.tree,
             opts.python.as_deref().or(opts.config.python.as_deref()),
         )?;
-        compiler = compiler_rootfs(cache, &opts.config, printer)?;
+        compiler = compiler_rootfs(cache, &opts.config, runner, printer)?;
         rootfs::choose_python(&compiler.tree, Some(&python)).map_err(|e| {
             Error::Usage(format!(
                 "the compiler rootfs cannot build for the base: {e}"
@@ -344,12 +357,19 @@ pub fn vendor(
     runner: &dyn Runner,
     printer: &Printer,
 ) -> Result<crate::vendor::Lock, Error> {
-    let base = base_rootfs(cache, &opts.base, &opts.config, &opts.registry, printer)?;
+    let base = base_rootfs(
+        cache,
+        &opts.base,
+        &opts.config,
+        &opts.registry,
+        runner,
+        printer,
+    )?;
     let python = rootfs::choose_python(
         &base.tree,
         opts.python.as_deref().or(opts.config.python.as_deref()),
     )?;
-    let compiler = compiler_rootfs(cache, &opts.config, printer)?;
+    let compiler = compiler_rootfs(cache, &opts.config, runner, printer)?;
     let ctx = python_context(cache, runner, printer, &python, opts);
     let wheelhouse = python::compile(&ctx, &opts.requirement, &opts.pip, &compiler)?;
     printer.step(&format!("vendor: filling {}", store.dir().display()));

@@ -6,8 +6,10 @@
 //! - [`spec`]: what to build: the requirement, `assemble.toml`, pip settings.
 //! - [`rootfs`]: the base and compiler root filesystems (mmdebstrap, tarball,
 //!   OCI layout), cached by what defines them.
-//! - [`sandbox`]: runs one command in a rootfs as an unprivileged user
-//!   (bubblewrap), behind a trait so mount plans are tested without privileges.
+//! - [`sandbox`]: every external process: commands in a rootfs as an
+//!   unprivileged user (bubblewrap) and commands on the host (mmdebstrap,
+//!   credential helpers), behind one trait so their plans are tested without
+//!   privileges.
 //! - [`python`]: `pip wheel` in the compiler, the venv in the base, and the
 //!   split of the venv into per-distribution layers.
 //! - [`runtime`]: the entrypoint, templates and settings layer.
@@ -107,15 +109,12 @@ impl Error {
     /// 2 for bad usage or input (and a machine that lacks what is needed), 1 for a failed build.
     pub fn exit_code(&self) -> i32 {
         use python::PythonError as P;
-        use sandbox::SandboxError as S;
         let bad_input = match self {
             Error::Usage(_) | Error::Spec(_) | Error::Epoch(_) => true,
             Error::Rootfs(e) => e.is_bad_input(),
             Error::Unpack(e) => e.is_bad_input(),
             Error::Python(P::HostileWheel { .. } | P::BadWheel { .. }) => true,
-            Error::Sandbox(e) | Error::Python(P::Sandbox(e)) => {
-                matches!(e, S::NoBubblewrap | S::NoUserNamespaces { .. })
-            }
+            Error::Sandbox(e) | Error::Python(P::Sandbox(e)) => e.is_bad_input(),
             Error::Image(e) => e.is_bad_input(),
             Error::Transfer(e) => e.is_bad_input(),
             Error::Registry(e) => e.is_bad_input(),

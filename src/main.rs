@@ -15,7 +15,7 @@ use assemble::image::remote::{self, PushOptions};
 use assemble::output::{Mode, Printer};
 use assemble::registry::{Client, ClientOptions, Reference, RegistryError, Repository};
 use assemble::rootfs::BaseSource;
-use assemble::sandbox::Bubblewrap;
+use assemble::sandbox::{Bubblewrap, HostOnly};
 use assemble::spec::{self, PipSettings, ProjectConfig, Requirement};
 use assemble::vendor::Store;
 use assemble::{env, housekeeping, run, Error};
@@ -192,9 +192,10 @@ fn dispatch(cli: Cli, printer: &Printer) -> Result<i32, Error> {
                 &BaseSource::Built,
                 &config,
                 &Default::default(),
+                &HostOnly,
                 printer,
             )?;
-            let compiler = build::compiler_rootfs(&cache, &config, printer)?;
+            let compiler = build::compiler_rootfs(&cache, &config, &HostOnly, printer)?;
             printer.result(&format!(
                 "base {}\ncompiler {}",
                 base.tree.display(),
@@ -452,6 +453,7 @@ fn client_options(args: &RegistryArgs) -> ClientOptions {
         attempts: args.attempts,
         timeout: std::time::Duration::from_secs(args.timeout),
         certs_d: assemble::registry::tls::certs_d_roots(),
+        runner: Arc::new(HostOnly),
     }
 }
 

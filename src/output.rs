@@ -4,6 +4,9 @@
 //! bars; elsewhere (CI) steps are plain lines with the elapsed seconds, so a
 //! log shows where time went; with `--json`, every event is one JSON object
 //! a line on stderr, for dashboards. stdout carries only results.
+//!
+//! Secrets never reach it: [`redact_url`] and [`redact_text`] mask the
+//! credentials of index URLs in messages and in captured output.
 
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
@@ -166,5 +169,52 @@ impl Printer {
         for c in causes {
             let _ = writeln!(err, "  caused by: {c}");
         }
+    }
+}
+
+/// A URL with any user information replaced by `***`, for messages.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        if let Some((_, host)) = authority.rsplit_once('@') {
+            return format!("{scheme}://***@{host}{path}");
+        }
+    }
+    url.to_string()
+}
+
+/// Replaces every occurrence of the secrets' user information in `text`.
+pub fn redact_text(text: &str, urls: &[String]) -> String {
+    let mut out = text.to_string();
+    for url in urls {
+        if let Some((_, rest)) = url.split_once("://") {
+            let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+            if let Some((userinfo, _)) = authority.rsplit_once('@') {
+                if !userinfo.is_empty() {
+                    out = out.replace(userinfo, "***");
+                    if let Some((_, password)) = userinfo.split_once(':') {
+                        if password.len() >= 4 {
+                            out = out.replace(password, "***");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_redacted() {
+        assert_eq!(
+            redact_url("https://user:s3cret@pkgs.local/simple/"),
+            "https://***@pkgs.local/simple/"
+        );
+        let urls = vec!["https://user:s3cret@pkgs.local/simple/".to_string()];
+        assert!(!redact_text("GET https://user:s3cret@pkgs.local/x", &urls).contains("s3cret"));
     }
 }

@@ -10,7 +10,6 @@
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use flate2::read::MultiGzDecoder as GzDecoder;
 
@@ -22,6 +21,7 @@ use crate::image::layout::Layout;
 use crate::image::unpack::{self, UnpackError};
 use crate::image::{media, BlobStore, Image, ImageError};
 use crate::output::Printer;
+use crate::sandbox::{HostCommand, Runner, SandboxError};
 
 /// Packages of the base rootfs (`layers/base/packages`).
 pub const BASE_PACKAGES: &str = include_str!("../layers/base/packages");
@@ -108,6 +108,9 @@ pub enum RootfsError {
         #[source]
         source: io::Error,
     },
+    /// mmdebstrap could not be run.
+    #[error(transparent)]
+    Run(#[from] SandboxError),
     /// Writing a layer failed.
     #[error(transparent)]
     WriteLayer(#[from] LayerError),
@@ -226,6 +229,8 @@ pub struct Definition {
     pub role: String,
     /// Packages to include.
     pub packages: Vec<String>,
+    /// The Debian mirror (`ASSEMBLE_DEBIAN_MIRROR`; empty: mmdebstrap's choice).
+    pub mirror: String,
 }
 
 impl Definition {
@@ -251,6 +256,7 @@ impl Definition {
         Self {
             role: role.into(),
             packages,
+            mirror: std::env::var(crate::env::ASSEMBLE_DEBIAN_MIRROR).unwrap_or_default(),
         }
     }
 
@@ -263,13 +269,38 @@ impl Definition {
             .part("packages", self.packages.join(",").as_bytes())
             .part("hook", SETUP_HOOK.as_bytes())
             .part("arch", host_architecture().as_bytes())
-            .part(
-                "mirror",
-                std::env::var(crate::env::ASSEMBLE_DEBIAN_MIRROR)
-                    .unwrap_or_default()
-                    .as_bytes(),
-            );
+            .part("mirror", self.mirror.as_bytes());
         k.finish()
+    }
+
+    /// The mmdebstrap command that makes this rootfs as a tar at `tar`,
+    /// running `hook` as its customize hook. Rootless (`--mode=unshare`);
+    /// documentation, manuals and locales left out.
+    pub fn mmdebstrap(&self, program: PathBuf, hook: &Path, tar: &Path) -> HostCommand {
+        let mut args = vec![
+            "--mode=unshare".to_string(),
+            "--variant=essential".into(),
+            "--format=tar".into(),
+            format!("--include={}", self.packages.join(",")),
+            "--skip=output/dev".into(),
+            "--dpkgopt=path-exclude=/usr/share/doc/*".into(),
+            "--dpkgopt=path-include=/usr/share/doc/*/copyright".into(),
+            "--dpkgopt=path-exclude=/usr/share/man/*".into(),
+            "--dpkgopt=path-exclude=/usr/share/locale/*".into(),
+            format!("--customize-hook=sh {} \"$1\"", hook.display()),
+            SUITE.into(),
+            tar.display().to_string(),
+        ];
+        if !self.mirror.is_empty() {
+            args.push(self.mirror.clone());
+        }
+        HostCommand {
+            what: format!("mmdebstrap of the {} rootfs", self.role),
+            program,
+            args,
+            env: Vec::new(),
+            stdin: None,
+        }
     }
 }
 
@@ -354,16 +385,23 @@ fn prepare_tree(tree: &Path) -> Result<(), RootfsError> {
 }
 
 /// Gets the rootfs for a definition, running mmdebstrap on a cache miss.
-pub fn built(cache: &Cache, def: &Definition, printer: &Printer) -> Result<Rootfs, RootfsError> {
+pub fn built(
+    cache: &Cache,
+    def: &Definition,
+    runner: &dyn Runner,
+    printer: &Printer,
+) -> Result<Rootfs, RootfsError> {
     let key = def.key();
     if let Some(r) = load_cached(cache, &key) {
         printer.step(&format!("{} rootfs: cached ({})", def.role, &key[..12]));
         return Ok(r);
     }
     let mmdebstrap =
-        crate::sandbox::find_on_path("mmdebstrap").ok_or_else(|| RootfsError::NoMmdebstrap {
-            role: def.role.clone(),
-        })?;
+        runner
+            .find_program("mmdebstrap")
+            .ok_or_else(|| RootfsError::NoMmdebstrap {
+                role: def.role.clone(),
+            })?;
     printer.step(&format!(
         "{} rootfs: building with mmdebstrap ({} packages, once per definition)",
         def.role,
@@ -373,34 +411,13 @@ pub fn built(cache: &Cache, def: &Definition, printer: &Printer) -> Result<Rootf
     let hook = work.path().join("setup.sh");
     fs_err::write(&hook, SETUP_HOOK).map_err(io_err(&hook))?;
     let tar_path = work.path().join("rootfs.tar");
-    let mut cmd = Command::new(mmdebstrap);
-    cmd.arg("--mode=unshare")
-        .arg("--variant=essential")
-        .arg("--format=tar")
-        .arg(format!("--include={}", def.packages.join(",")))
-        .arg("--skip=output/dev")
-        .arg("--dpkgopt=path-exclude=/usr/share/doc/*")
-        .arg("--dpkgopt=path-include=/usr/share/doc/*/copyright")
-        .arg("--dpkgopt=path-exclude=/usr/share/man/*")
-        .arg("--dpkgopt=path-exclude=/usr/share/locale/*")
-        .arg(format!("--customize-hook=sh {} \"$1\"", hook.display()))
-        .arg(SUITE)
-        .arg(&tar_path);
-    if let Ok(mirror) = std::env::var(crate::env::ASSEMBLE_DEBIAN_MIRROR) {
-        if !mirror.is_empty() {
-            cmd.arg(mirror);
-        }
-    }
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(io_err(Path::new("mmdebstrap")))?;
-    if !out.status.success() {
+    let out = runner.run_host(&def.mmdebstrap(mmdebstrap, &hook, &tar_path))?;
+    if !out.success {
         let text = String::from_utf8_lossy(&out.stderr);
         let lines: Vec<&str> = text.lines().collect();
         return Err(RootfsError::Mmdebstrap {
             role: def.role.clone(),
-            status: out.status.to_string(),
+            status: out.status,
             tail: lines[lines.len().saturating_sub(15)..].join("\n    "),
         });
     }
@@ -803,6 +820,48 @@ mod tests {
             )
         );
         assert_eq!(entries[1].0, "etc/");
+    }
+
+    #[test]
+    fn mmdebstrap_runs_rootless_with_the_definition_and_its_mirror() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let mut def = Definition::base(&["libpq5".into()]);
+        def.mirror = "http://127.0.0.1:1/debian".into();
+        let recorder = crate::sandbox::Recorder::answering(crate::sandbox::HostOutput {
+            success: false,
+            status: "exit status: 1".into(),
+            stdout: Vec::new(),
+            stderr: b"E: cannot reach the mirror\n".to_vec(),
+        });
+        let printer = Printer::new(crate::output::Mode::Quiet, false);
+        let err = built(&cache, &def, &recorder, &printer).unwrap_err();
+        assert!(
+            matches!(&err, RootfsError::Mmdebstrap { tail, .. } if tail.contains("cannot reach the mirror")),
+            "{err}"
+        );
+        let cmds = recorder.host_commands.lock().unwrap();
+        assert_eq!(cmds.len(), 1, "one mmdebstrap run");
+        let c = &cmds[0];
+        assert_eq!(c.program, Path::new("mmdebstrap"));
+        assert_eq!(
+            c.args[..3],
+            ["--mode=unshare", "--variant=essential", "--format=tar"]
+        );
+        assert!(def.packages.contains(&"libpq5".to_string()));
+        assert!(c
+            .args
+            .contains(&format!("--include={}", def.packages.join(","))));
+        assert!(c
+            .args
+            .iter()
+            .any(|a| a.starts_with("--customize-hook=sh ") && a.ends_with("setup.sh \"$1\"")));
+        let n = c.args.len();
+        assert_eq!(c.args[n - 3], SUITE);
+        assert!(c.args[n - 2].ends_with("/rootfs.tar"), "{:?}", c.args);
+        assert_eq!(c.args[n - 1], "http://127.0.0.1:1/debian");
+        assert_eq!(c.stdin, None);
+        assert!(load_cached(&cache, &def.key()).is_none(), "nothing cached");
     }
 
     #[test]

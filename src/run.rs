@@ -11,19 +11,14 @@
 //! killed: an unpack cut short is a `tmp/run-*` work directory, which the
 //! next run removes.
 //!
-//! Stopping works as with an engine: SIGTERM and SIGINT (and SIGHUP, as
-//! SIGTERM) are forwarded to the entrypoint's process, then after
-//! `--stop-timeout` everything is killed; a second signal kills at once.
-//! The signal goes to the entrypoint itself, not to bubblewrap: bwrap does
-//! not forward signals (it dies of them, and its init then kills the
-//! sandbox with SIGKILL), and bwrap's pid 1 inside the sandbox only reaps.
+//! This module makes the plan; the sandbox runs it and stops it as an
+//! engine does (SIGTERM forwarded, everything killed after
+//! `--stop-timeout`: see `src/sandbox/supervise.rs`).
 
 use std::io;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::cache::{Cache, FileLock};
 use crate::contract;
@@ -31,7 +26,7 @@ use crate::image::layer;
 use crate::image::layout::Layout;
 use crate::image::Image;
 use crate::output::Printer;
-use crate::sandbox::{self, Bubblewrap, Mount, Plan};
+use crate::sandbox::{Bubblewrap, Mount, Output, Plan, Runner, SandboxError};
 use crate::Error;
 
 /// What to run.
@@ -332,8 +327,19 @@ fn covers(path: &str, dest: &str) -> bool {
     dest == path || dest.strip_prefix(path).is_some_and(|r| r.starts_with('/'))
 }
 
-/// Runs the image; returns the entrypoint's exit code.
+/// Runs the image with bubblewrap; returns the entrypoint's exit code.
 pub fn run(opts: &RunOptions, cache: &Cache, printer: &Printer) -> Result<i32, Error> {
+    run_with(opts, cache, Bubblewrap::probe, printer)
+}
+
+/// Runs the image with the runner `sandbox` gives, asked for once the
+/// image is known to be usable and before it is unpacked.
+pub fn run_with<R: Runner>(
+    opts: &RunOptions,
+    cache: &Cache,
+    sandbox: impl FnOnce() -> Result<R, SandboxError>,
+    printer: &Printer,
+) -> Result<i32, Error> {
     // Everything the user gave is checked before any work.
     let user_env = opts
         .env
@@ -354,7 +360,7 @@ pub fn run(opts: &RunOptions, cache: &Cache, printer: &Printer) -> Result<i32, E
     let image = Layout::open(&dir)?.image(tag.as_deref())?;
     let digest = image.digest();
     let config = image.config()?;
-    let bwrap = Bubblewrap::probe()?;
+    let runner = sandbox()?;
     let c = config.config().clone().unwrap_or_default();
     let bound: Vec<(String, bool)> = volumes
         .iter()
@@ -435,275 +441,123 @@ pub fn run(opts: &RunOptions, cache: &Cache, printer: &Printer) -> Result<i32, E
         share_net: true,
         argv,
     };
-    let mut cmd = Command::new(&bwrap.program);
-    cmd.args(sandbox::bwrap_args(&plan));
-    let inherited: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
-    // SAFETY: the closure runs in the child between fork and exec, and calls
-    // only async-signal-safe functions (prctl, fcntl) on plain integers; it
-    // allocates nothing and takes no lock.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            for fd in &inherited {
-                if libc::fcntl(*fd, libc::F_SETFD, 0) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    // Installed before the sandbox starts, so that no signal is lost
-    // between its start and the moment its pid is known.
-    let signals = Signals::install().map_err(sandbox::SandboxError::Spawn)?;
     printer.step(&format!("run: {} as {uid}:{gid}", plan.argv.join(" ")));
-    let child = cmd.spawn().map_err(sandbox::SandboxError::Spawn)?;
+    let code = runner.run(
+        &plan,
+        Output::Interactive {
+            stop_timeout: opts.stop_timeout,
+            printer,
+        },
+    )?;
+    // The descriptors bwrap copied the scratch files from.
     drop(files);
-    let status = supervise(child, &signals, opts.stop_timeout, printer)?;
-    Ok(sandbox::exit_code(&status))
-}
-
-/// Waits for the sandbox, forwarding the first stop signal to the
-/// entrypoint and killing everything after `timeout` or a second signal.
-fn supervise(
-    mut child: std::process::Child,
-    signals: &Signals,
-    timeout: Duration,
-    printer: &Printer,
-) -> Result<std::process::ExitStatus, Error> {
-    let bwrap = child.id() as i32;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let wake = signals.wake_fd();
-    let waiter = std::thread::spawn(move || {
-        let status = child.wait();
-        let _ = tx.send(status);
-        // SAFETY: write(2) of one byte from a live buffer to the self-pipe,
-        // which stays open until the status has been received.
-        unsafe {
-            libc::write(wake, b"x".as_ptr().cast(), 1);
-        }
-    });
-    let mut seen = 0;
-    let mut to_forward: Option<libc::c_int> = None;
-    let mut deadline: Option<Instant> = None;
-    loop {
-        if let Ok(status) = rx.try_recv() {
-            // The waiter writes to the self-pipe after sending: it must be
-            // done before the pipe can be closed.
-            let _ = waiter.join();
-            return status.map_err(|e| sandbox::SandboxError::Spawn(e).into());
-        }
-        let wait = match (deadline, to_forward) {
-            (Some(d), Some(_)) => d
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(50)),
-            (Some(d), None) => d.saturating_duration_since(Instant::now()),
-            (None, _) => Duration::from_secs(3600),
-        };
-        signals.wait(wait);
-        let (count, signal) = signals.received();
-        if count > seen {
-            if seen == 0 {
-                let forwarded = if signal == libc::SIGHUP {
-                    libc::SIGTERM
-                } else {
-                    signal
-                };
-                printer.step(&format!(
-                    "run: {} received: stopping the container (killed after {} s)",
-                    signal_name(signal),
-                    timeout.as_secs()
-                ));
-                to_forward = Some(forwarded);
-                deadline = Some(Instant::now() + timeout);
-            } else {
-                printer.step("run: a second signal: killing the container now");
-                kill_sandbox(bwrap);
-                deadline = None;
-                to_forward = None;
-            }
-            seen = count;
-        }
-        if let Some(sig) = to_forward {
-            if let Some(entry) = entrypoint_pid(bwrap) {
-                // SAFETY: kill(2) on a pid read from /proc; it touches no memory.
-                unsafe {
-                    libc::kill(entry, sig);
-                }
-                to_forward = None;
-            }
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            printer.step(&format!(
-                "run: the container did not stop within {} s: killing it",
-                timeout.as_secs()
-            ));
-            kill_sandbox(bwrap);
-            deadline = None;
-            to_forward = None;
-        }
-    }
-}
-
-/// Kills the whole sandbox: bwrap's init inside (whose death takes every
-/// process of the pid namespace with it) and bwrap.
-fn kill_sandbox(bwrap: i32) {
-    for pid in children_of(bwrap).into_iter().chain([bwrap]) {
-        // SAFETY: kill(2) on pids of our own sandbox; it touches no memory.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        }
-    }
-}
-
-/// The entrypoint's host pid: the child of bwrap's init (pid 1 inside).
-fn entrypoint_pid(bwrap: i32) -> Option<i32> {
-    let init = *children_of(bwrap).first()?;
-    children_of(init).first().copied()
-}
-
-/// Pids whose parent is `pid`, from /proc (no kernel option needed).
-fn children_of(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<i32>().ok());
-        if ppid == Some(pid) {
-            out.push(child);
-        }
-    }
-    out.sort();
-    out
-}
-
-fn signal_name(signal: libc::c_int) -> String {
-    match signal {
-        libc::SIGTERM => "SIGTERM".into(),
-        libc::SIGINT => "SIGINT".into(),
-        libc::SIGHUP => "SIGHUP".into(),
-        n => format!("signal {n}"),
-    }
-}
-
-/// Signals received: how many, and the last one.
-static RECEIVED: AtomicUsize = AtomicUsize::new(0);
-static LAST: AtomicI32 = AtomicI32::new(0);
-/// The write end of the self-pipe the handler wakes the supervisor with.
-static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn on_signal(signal: libc::c_int) {
-    LAST.store(signal, Ordering::SeqCst);
-    RECEIVED.fetch_add(1, Ordering::SeqCst);
-    let fd = WAKE_FD.load(Ordering::SeqCst);
-    if fd >= 0 {
-        // SAFETY: write(2) is async-signal-safe; the buffer is a static byte
-        // and the descriptor is non-blocking, so the handler never waits.
-        unsafe {
-            libc::write(fd, b"s".as_ptr().cast(), 1);
-        }
-    }
-}
-
-/// SIGTERM, SIGINT and SIGHUP handlers (sigaction) that count the signal
-/// and wake the supervisor through a self-pipe; the previous handlers come
-/// back when dropped.
-struct Signals {
-    pipe: [libc::c_int; 2],
-    previous: Vec<(libc::c_int, libc::sigaction)>,
-}
-
-const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
-
-impl Signals {
-    fn install() -> io::Result<Self> {
-        let mut pipe = [-1; 2];
-        // SAFETY: pipe2(2) writes two descriptors into the array it is given.
-        if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        WAKE_FD.store(pipe[1], Ordering::SeqCst);
-        RECEIVED.store(0, Ordering::SeqCst);
-        let mut previous = Vec::new();
-        for s in STOP_SIGNALS {
-            // SAFETY: a zeroed sigaction is a valid value (empty mask, no
-            // flags); sigemptyset and sigaction get pointers to live locals,
-            // and the handler only touches atomics and write(2).
-            unsafe {
-                let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = on_signal as *const () as libc::sighandler_t;
-                action.sa_flags = libc::SA_RESTART;
-                libc::sigemptyset(&mut action.sa_mask);
-                let mut old: libc::sigaction = std::mem::zeroed();
-                if libc::sigaction(s, &action, &mut old) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                previous.push((s, old));
-            }
-        }
-        Ok(Self { pipe, previous })
-    }
-
-    fn wake_fd(&self) -> libc::c_int {
-        self.pipe[1]
-    }
-
-    /// (how many signals so far, the last one).
-    fn received(&self) -> (usize, libc::c_int) {
-        (RECEIVED.load(Ordering::SeqCst), LAST.load(Ordering::SeqCst))
-    }
-
-    /// Waits until woken (a signal, the sandbox's end) or `timeout`.
-    fn wait(&self, timeout: Duration) {
-        let mut fds = libc::pollfd {
-            fd: self.pipe[0],
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: poll(2) on one pollfd that lives on this stack frame; an
-        // EINTR return is as good as a wake-up here.
-        unsafe {
-            libc::poll(&mut fds, 1, ms);
-        }
-        let mut buf = [0u8; 64];
-        // SAFETY: read(2) into a live local buffer of the length given; the
-        // descriptor is non-blocking, so this only drains what is there.
-        while unsafe { libc::read(self.pipe[0], buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
-    }
-}
-
-impl Drop for Signals {
-    fn drop(&mut self) {
-        for (s, old) in &self.previous {
-            // SAFETY: restores a sigaction value that sigaction(2) itself
-            // returned for this signal.
-            unsafe {
-                libc::sigaction(*s, old, std::ptr::null_mut());
-            }
-        }
-        WAKE_FD.store(-1, Ordering::SeqCst);
-        for fd in self.pipe {
-            // SAFETY: closes the two descriptors pipe2(2) gave this value,
-            // once; no other code closes them.
-            unsafe {
-                libc::close(fd);
-            }
-        }
-    }
+    Ok(code)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An OCI layout at `dir` with one image (tag 1.0): a passwd naming
+    /// blue, a settings file in a scratch directory, a volume.
+    fn small_image(dir: &Path) {
+        use crate::contract::OWNER;
+        use crate::image::documents::{image_documents, ImageLayer, ImageSettings};
+        use crate::image::layer::{Compression, Entry, Layer, Owner};
+        let layout = Layout::create(dir).unwrap();
+        let mut l = Layer::new();
+        l.add(
+            Entry::bytes(
+                "etc/passwd",
+                "blue:x:1000:33::/home/blue:/bin/sh\n",
+                0o644,
+                Owner::ROOT,
+            ),
+            Owner::ROOT,
+        );
+        l.add(
+            Entry::bytes("home/blue/config/app/50_default.ini", "[a]\n", 0o644, OWNER),
+            OWNER,
+        );
+        let blob = l
+            .write_blob(layout.blobs().dir(), Compression::Gzip, 0)
+            .unwrap();
+        let settings = ImageSettings {
+            user: "blue".into(),
+            env: vec!["A=1".into(), "B=image".into()],
+            entrypoint: vec!["/bin/echo".into()],
+            cmd: vec!["hello".into()],
+            working_dir: "/home/blue".into(),
+            volumes: vec!["/media".into()],
+            created: crate::epoch::rfc3339(0),
+            architecture: "amd64".into(),
+            ..Default::default()
+        };
+        let layers = [ImageLayer {
+            blob,
+            created_by: "test".into(),
+        }];
+        let docs = image_documents(&settings, &layers).unwrap();
+        layout.blobs().put_bytes(&docs.config).unwrap();
+        let digest = layout.blobs().put_bytes(&docs.manifest).unwrap();
+        layout
+            .tag(&digest, docs.manifest.len() as u64, "1.0")
+            .unwrap();
+    }
+
+    #[test]
+    fn a_run_is_planned_read_only_with_scratch_copies_volumes_and_binds() {
+        let dir = tempfile::tempdir().unwrap();
+        small_image(&dir.path().join("oci"));
+        let cache = Cache::open(&dir.path().join("cache")).unwrap();
+        let host = dir.path().join("data");
+        std::fs::create_dir(&host).unwrap();
+        let opts = RunOptions {
+            image: format!("oci:{}:1.0", dir.path().join("oci").display()),
+            args: vec![],
+            volumes: vec![format!("{}:/data:ro", host.display())],
+            env: vec!["B=mine".into()],
+            stop_timeout: Duration::from_secs(10),
+        };
+        let recorder = crate::sandbox::Recorder::default();
+        let printer = Printer::new(crate::output::Mode::Quiet, false);
+        let code = run_with(&opts, &cache, || Ok(&recorder), &printer).unwrap();
+        assert_eq!(code, 0);
+        let plans = recorder.plans.lock().unwrap();
+        assert_eq!(plans.len(), 1, "one sandbox run");
+        let p = &plans[0];
+        assert!(p.root.starts_with(cache.run_dir()), "{:?}", p.root);
+        assert!(!p.writable_root && p.share_net);
+        assert_eq!((p.uid, p.gid, p.cwd.as_str()), (1000, 33, "/home/blue"));
+        assert_eq!(p.argv, ["/bin/echo", "hello"]);
+        assert_eq!(
+            p.env,
+            [
+                ("A".to_string(), "1".to_string()),
+                ("B".into(), "mine".into())
+            ]
+        );
+        assert_eq!(p.mounts[0], Mount::Tmpfs("/run".into()));
+        assert!(p.mounts.iter().any(
+            |m| matches!(m, Mount::File { dest, .. } if dest == "/home/blue/config/app/50_default.ini")
+        ));
+        assert!(p
+            .mounts
+            .iter()
+            .any(|m| matches!(m, Mount::TmpfsMode(d, _) if d == "/media")));
+        assert_eq!(
+            p.mounts.last(),
+            Some(&Mount::ReadOnly(
+                host.canonicalize().unwrap(),
+                "/data".into()
+            )),
+            "the user's binds come last, over the writable places"
+        );
+        assert!(
+            p.root.join("media").is_dir(),
+            "the volume's mount point was made"
+        );
+    }
 
     #[test]
     fn user_names_resolve_through_passwd_and_group() {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::env;
+use crate::output::redact_url;
 
 /// A requirement, a configuration file or a pip setting is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -589,38 +590,6 @@ fn read_pip_conf(path: &Path) -> Result<BTreeMap<String, String>, SpecError> {
     Ok(merged)
 }
 
-/// A URL with any user information replaced by `***`, for messages.
-pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        if let Some((_, host)) = authority.rsplit_once('@') {
-            return format!("{scheme}://***@{host}{path}");
-        }
-    }
-    url.to_string()
-}
-
-/// Replaces every occurrence of the secrets' user information in `text`.
-pub fn redact_text(text: &str, urls: &[String]) -> String {
-    let mut out = text.to_string();
-    for url in urls {
-        if let Some((_, rest)) = url.split_once("://") {
-            let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-            if let Some((userinfo, _)) = authority.rsplit_once('@') {
-                if !userinfo.is_empty() {
-                    out = out.replace(userinfo, "***");
-                    if let Some((_, password)) = userinfo.split_once(':') {
-                        if password.len() >= 4 {
-                            out = out.replace(password, "***");
-                        }
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -746,15 +715,5 @@ mod tests {
         let s =
             PipSettings::resolve(Some("http://127.0.0.1:9/simple"), &[], Some(&p), None).unwrap();
         assert_eq!(s.index_url.as_deref(), Some("http://127.0.0.1:9/simple"));
-    }
-
-    #[test]
-    fn credentials_are_redacted() {
-        assert_eq!(
-            redact_url("https://user:s3cret@pkgs.local/simple/"),
-            "https://***@pkgs.local/simple/"
-        );
-        let urls = vec!["https://user:s3cret@pkgs.local/simple/".to_string()];
-        assert!(!redact_text("GET https://user:s3cret@pkgs.local/x", &urls).contains("s3cret"));
     }
 }

@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use base64::Engine as _;
+
+use crate::sandbox::{HostCommand, Runner, SandboxError};
 
 /// Failure to read or write credentials.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,20 @@ pub enum AuthError {
     /// The credentials file cannot be written.
     #[error(transparent)]
     Write(#[from] crate::fsutil::WriteError),
+    /// A credential helper could not be run.
+    #[error(
+        "credential helper docker-credential-{helper} failed for {host}: install it or remove \
+         it from the credentials file"
+    )]
+    HelperStart {
+        /// Helper name.
+        helper: String,
+        /// Registry host.
+        host: String,
+        /// Boxed: a sandbox error is large and this one is rare.
+        #[source]
+        source: Box<SandboxError>,
+    },
     /// A credential helper failed.
     #[error("credential helper docker-credential-{helper} failed for {host}: {why}")]
     Helper {
@@ -164,7 +179,7 @@ fn matches_host(key: &str, host: &str) -> bool {
 }
 
 /// Looks up the credentials for a registry host (`host[:port]`).
-pub fn lookup(host: &str) -> Result<Option<Credentials>, AuthError> {
+pub fn lookup(host: &str, runner: &dyn Runner) -> Result<Option<Credentials>, AuthError> {
     let Some(path) = config_path() else {
         return Ok(None);
     };
@@ -175,7 +190,7 @@ pub fn lookup(host: &str) -> Result<Option<Credentials>, AuthError> {
         .find(|(k, _)| matches_host(k, host))
         .map(|(_, v)| v.clone())
     {
-        return helper_get(&helper, host);
+        return helper_get(&helper, host, runner);
     }
     if let Some((_, entry)) = config.auths.iter().find(|(k, _)| matches_host(k, host)) {
         if let Some(token) = entry.identitytoken.as_ref().filter(|t| !t.is_empty()) {
@@ -208,37 +223,41 @@ pub fn lookup(host: &str) -> Result<Option<Credentials>, AuthError> {
         }
     }
     if let Some(store) = &config.creds_store {
-        return helper_get(store, host);
+        return helper_get(store, host, runner);
     }
     Ok(None)
 }
 
-fn helper_get(helper: &str, host: &str) -> Result<Option<Credentials>, AuthError> {
-    let program = format!("docker-credential-{helper}");
+/// The credential helper's `get` for a host: the host on its standard
+/// input, `{"Username","Secret"}` on its standard output.
+pub fn helper_command(helper: &str, host: &str) -> HostCommand {
+    HostCommand {
+        what: format!("credential helper docker-credential-{helper}"),
+        program: PathBuf::from(format!("docker-credential-{helper}")),
+        args: vec!["get".into()],
+        env: Vec::new(),
+        stdin: Some(host.as_bytes().to_vec()),
+    }
+}
+
+fn helper_get(
+    helper: &str,
+    host: &str,
+    runner: &dyn Runner,
+) -> Result<Option<Credentials>, AuthError> {
     let fail = |why: String| AuthError::Helper {
         helper: helper.to_string(),
         host: host.to_string(),
         why,
     };
-    let mut child = Command::new(&program)
-        .arg("get")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            fail(format!(
-                "cannot run {program} ({e}); install it or remove it from the credentials file"
-            ))
+    let out = runner
+        .run_host(&helper_command(helper, host))
+        .map_err(|source| AuthError::HelperStart {
+            helper: helper.to_string(),
+            host: host.to_string(),
+            source: Box::new(source),
         })?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(host.as_bytes())
-        .map_err(|e| fail(e.to_string()))?;
-    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
-    if !out.status.success() {
+    if !out.success {
         let said = helper_message(&out.stdout, &out.stderr);
         // The helpers' protocol: this message means "nothing stored for that host".
         if said.contains("credentials not found") {
@@ -392,6 +411,45 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::{HostOutput, Recorder};
+
+    #[test]
+    fn a_credential_helper_gets_the_host_on_stdin_and_answers_json() {
+        let recorder = Recorder::answering(HostOutput::succeeded(
+            br#"{"Username":"u","Secret":"s3cret"}"#,
+        ));
+        let c = helper_get("pass", "127.0.0.1:5000", &recorder)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.secret.as_str(), c.identity_token),
+            ("u", "s3cret", false)
+        );
+        let cmds = recorder.host_commands.lock().unwrap();
+        assert_eq!(cmds.len(), 1, "one helper run");
+        assert_eq!(cmds[0].program, Path::new("docker-credential-pass"));
+        assert_eq!(cmds[0].args, ["get"]);
+        assert_eq!(cmds[0].stdin.as_deref(), Some(&b"127.0.0.1:5000"[..]));
+        assert!(
+            cmds[0].env.is_empty(),
+            "the helper gets assemble's environment only"
+        );
+    }
+
+    #[test]
+    fn a_helper_with_nothing_stored_means_no_credentials_and_other_failures_say_why() {
+        let answer = |stdout: &[u8]| HostOutput {
+            success: false,
+            status: "exit status: 1".into(),
+            stdout: stdout.to_vec(),
+            stderr: b"exit 1\n".to_vec(),
+        };
+        let recorder = Recorder::answering(answer(b"credentials not found in native keychain\n"));
+        assert!(helper_get("pass", "h", &recorder).unwrap().is_none());
+        let recorder = Recorder::answering(answer(b"gpg: decryption failed\n"));
+        let e = helper_get("pass", "h", &recorder).unwrap_err().to_string();
+        assert!(e.contains("gpg: decryption failed; exit 1"), "{e}");
+    }
 
     #[test]
     fn a_failed_helpers_message_is_its_stdout_then_its_stderr() {

@@ -47,7 +47,7 @@ impl Client {
         }
         Ok(Self {
             hosts: Hosts::new(&options)?,
-            auth: Authenticator::new(),
+            auth: Authenticator::new(options.runner.clone()),
             attempts: options.attempts,
         })
     }

@@ -26,6 +26,7 @@ mod token;
 mod upload;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use client::Client;
@@ -36,8 +37,10 @@ pub use repository::Repository;
 pub use response::{backoff, SendError};
 pub use token::Scopes;
 
+use crate::sandbox::{HostOnly, Runner};
+
 /// How the client reaches registries.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ClientOptions {
     /// Hosts reached over plain HTTP or unverified TLS (`--insecure-registry`).
     pub insecure: Vec<String>,
@@ -49,6 +52,21 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// certs.d roots searched for a host's directory ([`tls::certs_d_roots`]).
     pub certs_d: Vec<PathBuf>,
+    /// Runs credential helpers.
+    pub runner: Arc<dyn Runner>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            insecure: Vec::new(),
+            ca_file: None,
+            attempts: 0,
+            timeout: Duration::ZERO,
+            certs_d: Vec::new(),
+            runner: Arc::new(HostOnly),
+        }
+    }
 }
 
 /// An error chain without the repetitions reqwest adds at each level.

@@ -6,7 +6,7 @@
 //! realm, and never over plain HTTP to a host off loopback.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::Response;
@@ -17,6 +17,7 @@ use crate::registry::auth::{self, Credentials};
 use crate::registry::error::RegistryError;
 use crate::registry::hosts::{is_loopback, Hosts};
 use crate::registry::response::{excerpt, read_json};
+use crate::sandbox::Runner;
 
 /// The access an operation needs: `repository:NAME:pull,push` entries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,16 +70,19 @@ pub(super) struct Authenticator {
     /// instead of each asking for one.
     token_fetch: Mutex<()>,
     credentials: Mutex<HashMap<String, Option<Credentials>>>,
+    /// Runs credential helpers.
+    runner: Arc<dyn Runner>,
 }
 
 impl Authenticator {
-    /// No host met yet.
-    pub(super) fn new() -> Self {
+    /// No host met yet; credential helpers run through `runner`.
+    pub(super) fn new(runner: Arc<dyn Runner>) -> Self {
         Self {
             modes: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
             token_fetch: Mutex::new(()),
             credentials: Mutex::new(HashMap::new()),
+            runner,
         }
     }
 
@@ -120,7 +124,7 @@ impl Authenticator {
         let c = match cached {
             Some(c) => c,
             None => {
-                let c = auth::lookup(host)?;
+                let c = auth::lookup(host, self.runner.as_ref())?;
                 self.credentials
                     .lock()
                     .expect("lock")

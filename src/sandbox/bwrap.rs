@@ -1,0 +1,306 @@
+//! The real sandbox: bubblewrap, with a user namespace of its own, the
+//! plan's root and mounts, and its processes killed when assemble dies.
+
+use std::ffi::OsString;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use crate::output::{redact_text, Printer};
+use crate::sandbox::error::SandboxError;
+use crate::sandbox::supervise::{supervise, Signals};
+use crate::sandbox::{exit_code, find_on_path, Mount, Output, Plan, Runner};
+
+/// The real runner: bubblewrap.
+#[derive(Clone, Debug)]
+pub struct Bubblewrap {
+    /// Path to the bwrap binary.
+    pub program: PathBuf,
+    /// Strings to mask in captured output (index credentials).
+    pub secrets: Vec<String>,
+}
+
+impl Bubblewrap {
+    /// Finds bwrap on PATH and checks that it can create a user namespace.
+    pub fn probe() -> Result<Self, SandboxError> {
+        let program = find_on_path("bwrap").ok_or(SandboxError::NoBubblewrap)?;
+        let out = Command::new(&program)
+            .args(["--unshare-user", "--ro-bind", "/", "/", "--", "/bin/true"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(SandboxError::Spawn)?;
+        if !out.status.success() {
+            return Err(SandboxError::NoUserNamespaces {
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(Self {
+            program,
+            secrets: Vec::new(),
+        })
+    }
+}
+
+/// The host's resolver configuration, bound into sandboxes on the host's
+/// network.
+const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// The bubblewrap arguments for a plan.
+pub fn bwrap_args(plan: &Plan) -> Vec<OsString> {
+    let resolv = Path::new(HOST_RESOLV_CONF);
+    args_for(plan, resolv.exists().then_some(resolv))
+}
+
+/// The bubblewrap arguments for a plan, given the host's resolv.conf if it
+/// has one.
+fn args_for(plan: &Plan, resolv_conf: Option<&Path>) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    let mut push = |items: &[&dyn AsRef<std::ffi::OsStr>]| {
+        for i in items {
+            a.push(i.as_ref().to_os_string());
+        }
+    };
+    push(&[
+        &"--unshare-user",
+        &"--unshare-pid",
+        &"--unshare-ipc",
+        &"--unshare-uts",
+        &"--unshare-cgroup-try",
+    ]);
+    if !plan.share_net {
+        push(&[&"--unshare-net"]);
+    }
+    let uid = plan.uid.to_string();
+    let gid = plan.gid.to_string();
+    push(&[
+        &"--uid",
+        &uid,
+        &"--gid",
+        &gid,
+        &"--hostname",
+        &"assemble",
+        &"--die-with-parent",
+    ]);
+    let root_flag = if plan.writable_root {
+        "--bind"
+    } else {
+        "--ro-bind"
+    };
+    push(&[&root_flag, &plan.root, &"/"]);
+    push(&[&"--dev", &"/dev", &"--proc", &"/proc", &"--tmpfs", &"/tmp"]);
+    if let (true, Some(resolv)) = (plan.share_net, resolv_conf) {
+        push(&[&"--ro-bind", &resolv, &"/etc/resolv.conf"]);
+    }
+    for m in &plan.mounts {
+        match m {
+            Mount::Bind(src, dest) => push(&[&"--bind", src, dest]),
+            Mount::ReadOnly(src, dest) => push(&[&"--ro-bind", src, dest]),
+            Mount::Tmpfs(dest) => push(&[&"--tmpfs", dest]),
+            Mount::TmpfsMode(dest, mode) => {
+                push(&[&"--perms", &format!("{mode:04o}"), &"--tmpfs", dest])
+            }
+            Mount::Dir(dest, mode) => push(&[&"--perms", &format!("{mode:04o}"), &"--dir", dest]),
+            Mount::File { fd, dest, mode } => push(&[
+                &"--perms",
+                &format!("{mode:04o}"),
+                &"--file",
+                &fd.to_string(),
+                dest,
+            ]),
+            Mount::Symlink(target, dest) => push(&[&"--symlink", target, dest]),
+        }
+    }
+    push(&[&"--clearenv"]);
+    for (k, v) in &plan.env {
+        push(&[&"--setenv", k, v]);
+    }
+    push(&[&"--chdir", &plan.cwd, &"--"]);
+    for arg in &plan.argv {
+        push(&[arg]);
+    }
+    a
+}
+
+impl Bubblewrap {
+    /// The bwrap command for a plan. It is the one place bwrap starts: if
+    /// assemble dies, the sandbox dies with it (`PR_SET_PDEATHSIG`), and the
+    /// descriptors of the plan's [`Mount::File`]s are inherited.
+    fn command(&self, plan: &Plan) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(bwrap_args(plan));
+        tracing::debug!(what = %plan.what, argv = ?plan.argv, "sandbox");
+        let inherited: Vec<i32> = plan
+            .mounts
+            .iter()
+            .filter_map(|m| match m {
+                Mount::File { fd, .. } => Some(*fd),
+                _ => None,
+            })
+            .collect();
+        // SAFETY: the closure runs in the child between fork and exec, and
+        // calls only async-signal-safe functions (prctl, fcntl) on plain
+        // integers; it allocates nothing and takes no lock.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                for fd in &inherited {
+                    if libc::fcntl(*fd, libc::F_SETFD, 0) == -1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+
+    /// Runs a plan with its output captured: the last lines are kept for
+    /// the error, secrets masked, and each line echoed when asked.
+    fn capture(&self, plan: &Plan, echo: Option<&Printer>) -> Result<i32, SandboxError> {
+        let mut cmd = self.command(plan);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(SandboxError::Spawn)?;
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let tail = Mutex::new(std::collections::VecDeque::with_capacity(40));
+        let secrets = &self.secrets;
+        std::thread::scope(|s| {
+            for stream in [
+                Box::new(stdout) as Box<dyn io::Read + Send>,
+                Box::new(stderr),
+            ] {
+                let tail = &tail;
+                s.spawn(move || {
+                    for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                        let line = redact_text(&line, secrets);
+                        if let Some(printer) = echo {
+                            printer.output(&plan.what, &line);
+                        }
+                        let mut t = tail.lock().expect("tail lock");
+                        if t.len() == 40 {
+                            t.pop_front();
+                        }
+                        t.push_back(line);
+                    }
+                });
+            }
+        });
+        let status = child.wait().map_err(SandboxError::Spawn)?;
+        let tail: Vec<String> = tail.into_inner().expect("tail lock").into();
+        if status.success() {
+            return Ok(0);
+        }
+        if tail.iter().any(|l| {
+            l.contains("bwrap: No permissions to create") || l.contains("setting up uid map")
+        }) {
+            return Err(SandboxError::NoUserNamespaces {
+                detail: tail.join(" "),
+            });
+        }
+        Err(SandboxError::Failed {
+            what: plan.what.clone(),
+            status: describe_status(&status),
+            tail,
+        })
+    }
+}
+
+impl Runner for Bubblewrap {
+    fn run(&self, plan: &Plan, output: Output<'_>) -> Result<i32, SandboxError> {
+        match output {
+            Output::Capture { echo } => self.capture(plan, echo),
+            Output::Interactive {
+                stop_timeout,
+                printer,
+            } => {
+                // Installed before the sandbox starts, so that no signal is
+                // lost between its start and the moment its pid is known.
+                let signals = Signals::install().map_err(SandboxError::Spawn)?;
+                let child = self.command(plan).spawn().map_err(SandboxError::Spawn)?;
+                let status = supervise(child, &signals, stop_timeout, printer)?;
+                Ok(exit_code(&status))
+            }
+        }
+    }
+}
+
+fn describe_status(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => "an unknown status".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan {
+            what: "t".into(),
+            root: "/r".into(),
+            writable_root: false,
+            mounts: vec![Mount::Bind("/w".into(), "/assemble/wheelhouse".into())],
+            env: vec![("A".into(), "1".into())],
+            uid: 1000,
+            gid: 33,
+            cwd: "/tmp".into(),
+            share_net: false,
+            argv: vec!["true".into()],
+        }
+    }
+
+    #[test]
+    fn root_is_read_only_and_environment_is_cleared() {
+        let args: Vec<String> = bwrap_args(&plan())
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let joined = args.join(" ");
+        assert!(joined.contains("--ro-bind /r /"), "{joined}");
+        assert!(joined.contains("--unshare-net"));
+        assert!(joined.contains("--uid 1000 --gid 33"));
+        let clear = args.iter().position(|a| a == "--clearenv").unwrap();
+        let setenv = args.iter().position(|a| a == "--setenv").unwrap();
+        assert!(clear < setenv, "environment is cleared before it is set");
+        assert_eq!(args.last().unwrap(), "true");
+    }
+
+    fn args(plan: &Plan, resolv: Option<&str>) -> Vec<String> {
+        args_for(plan, resolv.map(Path::new))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    fn binds_resolv_conf(args: &[String]) -> bool {
+        args.windows(3)
+            .any(|w| w == ["--ro-bind", "/host/resolv.conf", "/etc/resolv.conf"])
+    }
+
+    #[test]
+    fn shared_network_binds_resolv_conf_only_then() {
+        let mut p = plan();
+        p.share_net = true;
+        let shared = args(&p, Some("/host/resolv.conf"));
+        assert!(!shared.contains(&"--unshare-net".to_string()));
+        assert!(binds_resolv_conf(&shared), "{shared:?}");
+        assert!(
+            !args(&p, None).iter().any(|a| a.contains("resolv.conf")),
+            "a host without one binds none"
+        );
+        p.share_net = false;
+        let private = args(&p, Some("/host/resolv.conf"));
+        assert!(private.contains(&"--unshare-net".to_string()));
+        assert!(
+            !private.iter().any(|a| a.contains("resolv.conf")),
+            "{private:?}"
+        );
+    }
+}

@@ -1,0 +1,216 @@
+//! Every external process assemble starts goes through here: commands run
+//! in a root filesystem as an unprivileged user with Linux user namespaces
+//! (bubblewrap: `pip wheel`, the venv install, `assemble run`), and
+//! commands run on the host (mmdebstrap, Docker credential helpers).
+//!
+//! A [`Plan`] says exactly what a sandboxed command can see: the root
+//! (read-only), the paths bound in, a private `/tmp`, `/dev` and `/proc`,
+//! and an environment built from nothing. The host's home, SSH keys and
+//! registry credentials are never bound. A [`HostCommand`] says what runs on
+//! the host: program, arguments, added environment, standard input.
+//! [`Runner`] executes both; [`Bubblewrap`] is the real one, [`HostOnly`]
+//! the real one for commands that run no sandbox, and [`Recorder`] the test
+//! double that keeps what it is given, so that plans are tested without
+//! privileges. This module decides how a command runs, never what it does.
+
+mod bwrap;
+mod error;
+mod host;
+mod supervise;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub use bwrap::{bwrap_args, Bubblewrap};
+pub use error::SandboxError;
+pub use host::{HostCommand, HostOutput};
+
+use crate::output::Printer;
+
+/// One path made visible inside the sandbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mount {
+    /// Host path, read-write, at the given path inside.
+    Bind(PathBuf, String),
+    /// Host path, read-only, at the given path inside.
+    ReadOnly(PathBuf, String),
+    /// An empty tmpfs.
+    Tmpfs(String),
+    /// A tmpfs with this mode.
+    TmpfsMode(String, u32),
+    /// A directory made at the path (in a tmpfs), with this mode.
+    Dir(String, u32),
+    /// A file made at the path with this mode, its bytes copied by bwrap
+    /// from a descriptor the caller keeps open until the command has
+    /// started; the runner lets bwrap inherit it.
+    File {
+        /// The descriptor to copy from.
+        fd: i32,
+        /// The path inside.
+        dest: String,
+        /// Its mode.
+        mode: u32,
+    },
+    /// A symlink: (target, path inside).
+    Symlink(String, String),
+}
+
+impl Mount {
+    /// The path inside the sandbox.
+    pub fn dest(&self) -> &str {
+        match self {
+            Mount::Bind(_, d) | Mount::ReadOnly(_, d) | Mount::Tmpfs(d) => d,
+            Mount::TmpfsMode(d, _) | Mount::Dir(d, _) | Mount::Symlink(_, d) => d,
+            Mount::File { dest, .. } => dest,
+        }
+    }
+}
+
+/// What to run and what it may see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Short description for messages (`pip wheel`).
+    pub what: String,
+    /// Root filesystem, bound read-only at `/` unless `writable_root`.
+    pub root: PathBuf,
+    /// Bind the root read-write (for `assemble run` on a private copy).
+    pub writable_root: bool,
+    /// Extra mounts, applied in order after the root.
+    pub mounts: Vec<Mount>,
+    /// The whole environment.
+    pub env: Vec<(String, String)>,
+    /// uid and gid inside.
+    pub uid: u32,
+    /// gid inside.
+    pub gid: u32,
+    /// Working directory inside.
+    pub cwd: String,
+    /// Keep the host's network (pip needs the index; `run` serves ports).
+    pub share_net: bool,
+    /// The command.
+    pub argv: Vec<String>,
+}
+
+/// How a sandboxed command's output is handled.
+#[derive(Clone, Copy, Debug)]
+pub enum Output<'a> {
+    /// Capture, keeping the tail for errors; with `echo` (`--verbose`), each
+    /// line also goes through the printer as it comes (a JSON event under
+    /// `--json`, a line above the progress bars on a terminal).
+    Capture {
+        /// The printer that shows the lines, when they are shown.
+        echo: Option<&'a Printer>,
+    },
+    /// The terminal's stdio (`assemble run`): SIGTERM, SIGINT and SIGHUP are
+    /// forwarded to the command, and everything is killed `stop_timeout`
+    /// later or at a second signal, as an engine's stop does.
+    Interactive {
+        /// How long a stop waits for the command.
+        stop_timeout: Duration,
+        /// Where the stop is reported.
+        printer: &'a Printer,
+    },
+}
+
+/// Executes sandbox plans and host commands.
+pub trait Runner: std::fmt::Debug + Send + Sync {
+    /// Runs the plan to completion, returning the exit code on success paths.
+    fn run(&self, plan: &Plan, output: Output<'_>) -> Result<i32, SandboxError>;
+
+    /// Runs a command on the host to completion, capturing its output.
+    fn run_host(&self, cmd: &HostCommand) -> Result<HostOutput, SandboxError> {
+        host::run(cmd)
+    }
+
+    /// The path of a program on the host's `PATH`, if it has one.
+    fn find_program(&self, name: &str) -> Option<PathBuf> {
+        find_on_path(name)
+    }
+}
+
+/// A runner borrowed (tests keep their [`Recorder`] to look at it).
+impl<T: Runner + ?Sized> Runner for &T {
+    fn run(&self, plan: &Plan, output: Output<'_>) -> Result<i32, SandboxError> {
+        (**self).run(plan, output)
+    }
+
+    fn run_host(&self, cmd: &HostCommand) -> Result<HostOutput, SandboxError> {
+        (**self).run_host(cmd)
+    }
+
+    fn find_program(&self, name: &str) -> Option<PathBuf> {
+        (**self).find_program(name)
+    }
+}
+
+/// The real runner of commands that set up no sandbox (`push`, `pull`,
+/// `login`): host commands only.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostOnly;
+
+impl Runner for HostOnly {
+    fn run(&self, plan: &Plan, _output: Output<'_>) -> Result<i32, SandboxError> {
+        Err(SandboxError::NoSandbox {
+            what: plan.what.clone(),
+        })
+    }
+}
+
+/// Finds an executable on PATH.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(crate::env::PATH)?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The exit code a shell would report for a status.
+pub fn exit_code(status: &std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Test double: records plans and host commands, reports success for
+/// plans and `host_answer` for host commands, and pretends every program
+/// is installed.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    /// The plans run so far.
+    pub plans: Mutex<Vec<Plan>>,
+    /// The host commands run so far.
+    pub host_commands: Mutex<Vec<HostCommand>>,
+    /// What every host command answers.
+    pub host_answer: HostOutput,
+}
+
+impl Recorder {
+    /// A recorder whose host commands all answer `answer`.
+    pub fn answering(answer: HostOutput) -> Self {
+        Self {
+            host_answer: answer,
+            ..Self::default()
+        }
+    }
+}
+
+impl Runner for Recorder {
+    fn run(&self, plan: &Plan, _output: Output<'_>) -> Result<i32, SandboxError> {
+        self.plans.lock().expect("recorder lock").push(plan.clone());
+        Ok(0)
+    }
+
+    fn run_host(&self, cmd: &HostCommand) -> Result<HostOutput, SandboxError> {
+        self.host_commands
+            .lock()
+            .expect("recorder lock")
+            .push(cmd.clone());
+        Ok(self.host_answer.clone())
+    }
+
+    fn find_program(&self, name: &str) -> Option<PathBuf> {
+        Some(PathBuf::from(name))
+    }
+}
