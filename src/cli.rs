@@ -1,5 +1,6 @@
 //! The command line, defined in one place (clap derive). `main.rs` parses it,
-//! turns it into validated options, then builds the heavy objects.
+//! [`crate::settings`] turns it into validated settings, and
+//! [`crate::commands`] runs them.
 // The doc comments here are clap's `--help` text, where `DIR[:TAG]` is
 // option syntax, not a rustdoc link; escaping it would show in the help.
 #![allow(rustdoc::broken_intra_doc_links)]

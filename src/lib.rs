@@ -27,12 +27,15 @@
 //! - [`archive`]: oci-archive and docker-archive files.
 //! - [`vendor`]: the offline store and its one-file bundle.
 //! - [`housekeeping`]: `clean` and `purge`, which remove only what assemble wrote.
+//! - [`settings`]: the command line turned into validated settings before any
+//!   work; [`commands`]: one function per subcommand, running those settings.
 //! - [`output`]: the one printer; [`digest`]: sha256 helpers; [`env`](mod@env): variable names;
 //!   [`fsutil`]: files written whole or not at all; [`epoch`]: `SOURCE_DATE_EPOCH` and dates.
 
 pub mod build;
 pub mod cache;
 pub mod cli;
+pub mod commands;
 pub mod contract;
 pub mod digest;
 pub mod env;
@@ -47,6 +50,7 @@ pub mod rootfs;
 pub mod run;
 pub mod runtime;
 pub mod sandbox;
+pub mod settings;
 pub mod spec;
 pub mod vendor;
 

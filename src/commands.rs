@@ -1,0 +1,207 @@
+//! Owns the commands: one function per `assemble` subcommand, each taking
+//! its validated [`crate::settings`] and calling the stages. A command
+//! decides what runs and what is printed as the result (stdout carries
+//! only results); it does not check options (that is
+//! [`crate::settings`]'s job) and holds no stage logic of its own.
+
+use std::sync::Arc;
+
+use crate::build;
+use crate::image::archive;
+use crate::image::layout::Layout;
+use crate::image::remote;
+use crate::output::Printer;
+use crate::registry::{Client, RegistryError, Repository};
+use crate::rootfs::BaseSource;
+use crate::sandbox::{Bubblewrap, HostOnly};
+use crate::settings::{
+    BaseSettings, BuildSettings, CleanSettings, LoginSettings, PullSettings, PurgeSettings,
+    PushSettings, PushSource, RunSettings, TagsSettings, VendorSettings,
+};
+use crate::{housekeeping, spec, Error};
+
+/// The sandbox of a build: bubblewrap, masking the index credentials in
+/// what it captures.
+fn sandbox_for(opts: &build::BuildOptions) -> Result<Bubblewrap, Error> {
+    let mut runner = Bubblewrap::probe()?;
+    runner.secrets = opts.pip.secrets();
+    Ok(runner)
+}
+
+/// `assemble build`: builds the image into the layout, then writes the
+/// archives, the result file and the result line.
+pub fn build(s: BuildSettings, printer: &Printer) -> Result<i32, Error> {
+    let opts = &s.options;
+    let runner = sandbox_for(opts)?;
+    let result = build::build(opts, &s.cache, &runner, printer);
+    if let (Some(off), true) = (&opts.offline, s.bundle_unpacked) {
+        // The bundle was unpacked for this build only.
+        housekeeping::remove_tree(off.store.dir())?;
+    }
+    let result = result?;
+    printer.step(&format!(
+        "built {} {} into {}",
+        result.name,
+        result.version,
+        opts.output.display()
+    ));
+    if !s.archives.is_empty() {
+        write_archives(&s, &result, printer)?;
+    }
+    if let Some(path) = &s.result_file {
+        let doc =
+            serde_json::to_vec_pretty(&build::result_document(&result)).expect("result serialises");
+        crate::fsutil::write_atomic(path, &doc)?;
+    }
+    match &result.pushed {
+        Some(report) => printer.result(&report.pushed.to_string()),
+        None => printer.result(&format!("{} {}", result.reference, result.digest)),
+    }
+    Ok(0)
+}
+
+/// `--archive`: the built image written to each archive, named as pushed
+/// (or as `<project>:<version>`).
+fn write_archives(
+    s: &BuildSettings,
+    result: &build::BuildResult,
+    printer: &Printer,
+) -> Result<(), Error> {
+    let opts = &s.options;
+    let image = Layout::open(&opts.output)?.image_by_digest(&result.digest)?;
+    let repo_tag = match &result.pushed {
+        Some(p) => {
+            let mut r = p.pushed.clone();
+            r.digest = None;
+            r.tag = Some(result.version.clone());
+            r.to_string()
+        }
+        None => format!("{}:{}", spec::normalise_name(&result.name), result.version),
+    };
+    for a in &s.archives {
+        archive::write(a, &image, &result.version, &repo_tag, opts.epoch)?;
+        printer.step(&format!("wrote {}", a.path.display()));
+    }
+    Ok(())
+}
+
+/// `assemble vendor`: fills the store (and writes the bundle), then prints
+/// the lock's path.
+pub fn vendor(s: VendorSettings, printer: &Printer) -> Result<i32, Error> {
+    let runner = sandbox_for(&s.options)?;
+    let lock = build::vendor(
+        &s.options,
+        &s.requirement,
+        &s.store,
+        &s.cache,
+        &runner,
+        printer,
+    )?;
+    printer.step(&format!(
+        "vendor: {} wheels and {} rootfs layers in {}",
+        lock.wheels.len(),
+        lock.base.layers.len() + lock.compiler.layers.len(),
+        s.store.dir().display()
+    ));
+    if let Some(file) = &s.bundle {
+        s.store.write_bundle(&lock, file, s.options.epoch)?;
+        printer.step(&format!("vendor: bundle written to {}", file.display()));
+    }
+    printer.result(
+        &s.store
+            .dir()
+            .join(crate::vendor::LOCK)
+            .display()
+            .to_string(),
+    );
+    Ok(0)
+}
+
+/// `assemble push`: an image from a layout or an oci-archive to a registry.
+pub fn push(s: PushSettings, printer: &Printer) -> Result<i32, Error> {
+    let unpacked;
+    let (layout, tag) = match &s.source {
+        PushSource::OciArchive(file) => {
+            unpacked = s.cache.work_dir("archive")?;
+            (archive::open_oci_archive(file, unpacked.path())?, None)
+        }
+        PushSource::Layout(dir, tag) => (Layout::open(dir)?, tag.clone()),
+    };
+    let image = layout.image(tag.as_deref())?;
+    let report = build::push_image(&s.cache, &image, &s.target, &s.client, &s.push, printer)?;
+    printer.result(&report.pushed.to_string());
+    Ok(0)
+}
+
+/// `assemble pull`: an image from a registry into a layout.
+pub fn pull(s: PullSettings, printer: &Printer) -> Result<i32, Error> {
+    let client = Arc::new(Client::new(s.client)?);
+    let digest = remote::pull(client, &s.source, &s.dir, &s.tag, printer)?;
+    printer.result(&format!("oci:{}:{} {digest}", s.dir.display(), s.tag));
+    Ok(0)
+}
+
+/// `assemble tags`: a repository's tags, one a line.
+pub fn tags(s: TagsSettings, printer: &Printer) -> Result<i32, Error> {
+    let client = Arc::new(Client::new(s.client)?);
+    for t in Repository::for_pull(client, &s.repository)
+        .tags()
+        .map_err(Error::from)?
+    {
+        printer.result(&t);
+    }
+    Ok(0)
+}
+
+/// `assemble login`: checks the credentials with the registry, then stores
+/// them.
+pub fn login(s: LoginSettings, printer: &Printer) -> Result<i32, Error> {
+    let client = Client::new(s.client)?;
+    client.check_login(&s.registry, &s.username, &s.password)?;
+    let path = crate::registry::auth::store(&s.registry, &s.username, &s.password)
+        .map_err(RegistryError::from)?;
+    printer.step(&format!(
+        "login to {} succeeded; credentials stored in {}",
+        s.registry,
+        path.display()
+    ));
+    Ok(0)
+}
+
+/// `assemble base`: the base and compiler rootfs, built or cached.
+pub fn base(s: BaseSettings, printer: &Printer) -> Result<i32, Error> {
+    let base = build::base_rootfs(
+        &s.cache,
+        &BaseSource::Built,
+        &s.config,
+        &Default::default(),
+        &HostOnly,
+        printer,
+    )?;
+    let compiler = build::compiler_rootfs(&s.cache, &s.config, &HostOnly, printer)?;
+    printer.result(&format!(
+        "base {}\ncompiler {}",
+        base.tree.display(),
+        compiler.tree.display()
+    ));
+    Ok(0)
+}
+
+/// `assemble run`: the entrypoint's exit code.
+pub fn run(s: RunSettings, printer: &Printer) -> Result<i32, Error> {
+    crate::run::run(&s.options, &s.cache, printer)
+}
+
+/// `assemble clean`.
+pub fn clean(s: CleanSettings, printer: &Printer) -> Result<i32, Error> {
+    let plan = housekeeping::plan_clean(&s.output, s.cache.as_deref())?;
+    housekeeping::execute(plan, s.dry_run, printer)?;
+    Ok(0)
+}
+
+/// `assemble purge`.
+pub fn purge(s: PurgeSettings, printer: &Printer) -> Result<i32, Error> {
+    let plan = housekeeping::plan_purge(&s.output, &s.cache)?;
+    housekeeping::execute(plan, s.dry_run, printer)?;
+    Ok(0)
+}
