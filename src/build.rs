@@ -167,6 +167,14 @@ pub fn compiler_rootfs(
     )?)
 }
 
+/// The root filesystems and the wheelhouse a build installs from.
+struct Inputs {
+    base: Rootfs,
+    compiler: Rootfs,
+    python: String,
+    wheelhouse: python::Wheelhouse,
+}
+
 /// Runs the whole pipeline and writes the image into the OCI layout.
 pub fn build(
     opts: &BuildOptions,
@@ -174,59 +182,15 @@ pub fn build(
     runner: &dyn Runner,
     printer: &Printer,
 ) -> Result<BuildResult, Error> {
-    let (base, compiler, python, wheelhouse);
-    if let Some(off) = &opts.offline {
-        let blobs = off.store.blobs()?;
-        let lock = &off.lock;
-        base = rootfs::from_blobs(
-            cache,
-            &lock.base.key,
-            &lock.base.layers,
-            &lock.base.created_by,
-            &blobs,
-            "base rootfs",
-            printer,
-        )?;
-        compiler = rootfs::from_blobs(
-            cache,
-            &lock.compiler.key,
-            &lock.compiler.layers,
-            &lock.compiler.created_by,
-            &blobs,
-            "compiler rootfs",
-            printer,
-        )?;
-        python = lock.python.clone();
-        let ctx = python_context(cache, runner, printer, &python, opts);
-        wheelhouse = python::wheelhouse_from_store(
-            &ctx,
-            &off.store.wheels(),
-            &lock.wheels,
-            &lock.project,
-            &compiler,
-        )?;
-    } else {
-        base = base_rootfs(
-            cache,
-            &opts.base,
-            &opts.config,
-            &opts.registry,
-            runner,
-            printer,
-        )?;
-        python = rootfs::choose_python(
-            &base.tree,
-            opts.python.as_deref().or(opts.config.python.as_deref()),
-        )?;
-        compiler = compiler_rootfs(cache, &opts.config, runner, printer)?;
-        rootfs::choose_python(&compiler.tree, Some(&python)).map_err(|e| {
-            Error::Usage(format!(
-                "the compiler rootfs cannot build for the base: {e}"
-            ))
-        })?;
-        let ctx = python_context(cache, runner, printer, &python, opts);
-        wheelhouse = python::compile(&ctx, &opts.requirement, &opts.pip, &compiler)?;
-    }
+    let Inputs {
+        base,
+        compiler,
+        python,
+        wheelhouse,
+    } = match &opts.offline {
+        Some(off) => offline_inputs(off, opts, cache, runner, printer)?,
+        None => online_inputs(opts, cache, runner, printer)?,
+    };
     let ctx = python_context(cache, runner, printer, &python, opts);
     let venv = python::install(&ctx, &opts.requirement, &wheelhouse, &base, &compiler)?;
     let name = wheelhouse.project.name.clone();
@@ -237,9 +201,118 @@ pub fn build(
         installed: &venv.installed,
         services: &opts.config.services,
     };
-    let (runtime_blob, runtime_cached) =
-        runtime_layer(cache, &project, opts.epoch, opts.compression)?;
+    let runtime = runtime_layer(cache, &project, opts.epoch, opts.compression)?;
+    let (layers, result_layers) = image_layers(&base, &venv, runtime, &name, &version);
+    let settings = image_settings(&project, &version, &opts.config, opts.epoch);
+    let docs = documents::image_documents(&settings, &layers)?;
+    let digest = write_layout(&opts.output, cache, docs, &version)?;
+    let pushed = match &opts.push {
+        None => None,
+        Some(target) => Some(push_built(
+            opts, target, cache, &digest, &name, &version, printer,
+        )?),
+    };
+    Ok(BuildResult {
+        reference: format!("oci:{}:{version}", opts.output.display()),
+        digest,
+        name,
+        version,
+        pushed,
+        layers: result_layers,
+    })
+}
 
+/// The inputs from the offline store: its rootfs layers and its wheels.
+fn offline_inputs(
+    off: &Offline,
+    opts: &BuildOptions,
+    cache: &Cache,
+    runner: &dyn Runner,
+    printer: &Printer,
+) -> Result<Inputs, Error> {
+    let blobs = off.store.blobs()?;
+    let lock = &off.lock;
+    let base = rootfs::from_blobs(
+        cache,
+        &lock.base.key,
+        &lock.base.layers,
+        &lock.base.created_by,
+        &blobs,
+        "base rootfs",
+        printer,
+    )?;
+    let compiler = rootfs::from_blobs(
+        cache,
+        &lock.compiler.key,
+        &lock.compiler.layers,
+        &lock.compiler.created_by,
+        &blobs,
+        "compiler rootfs",
+        printer,
+    )?;
+    let python = lock.python.clone();
+    let ctx = python_context(cache, runner, printer, &python, opts);
+    let wheelhouse = python::wheelhouse_from_store(
+        &ctx,
+        &off.store.wheels(),
+        &lock.wheels,
+        &lock.project,
+        &compiler,
+    )?;
+    Ok(Inputs {
+        base,
+        compiler,
+        python,
+        wheelhouse,
+    })
+}
+
+/// The inputs made here: the base and compiler rootfs, and the wheelhouse
+/// `pip wheel` builds in the compiler.
+fn online_inputs(
+    opts: &BuildOptions,
+    cache: &Cache,
+    runner: &dyn Runner,
+    printer: &Printer,
+) -> Result<Inputs, Error> {
+    let base = base_rootfs(
+        cache,
+        &opts.base,
+        &opts.config,
+        &opts.registry,
+        runner,
+        printer,
+    )?;
+    let python = rootfs::choose_python(
+        &base.tree,
+        opts.python.as_deref().or(opts.config.python.as_deref()),
+    )?;
+    let compiler = compiler_rootfs(cache, &opts.config, runner, printer)?;
+    rootfs::choose_python(&compiler.tree, Some(&python)).map_err(|e| {
+        Error::Usage(format!(
+            "the compiler rootfs cannot build for the base: {e}"
+        ))
+    })?;
+    let ctx = python_context(cache, runner, printer, &python, opts);
+    let wheelhouse = python::compile(&ctx, &opts.requirement, &opts.pip, &compiler)?;
+    Ok(Inputs {
+        base,
+        compiler,
+        python,
+        wheelhouse,
+    })
+}
+
+/// The image's layers, bottom first (base, venv dependencies, runtime,
+/// application), with their history lines, and the same layers as the
+/// result file lists them (`built` or `cached`).
+fn image_layers(
+    base: &Rootfs,
+    venv: &python::VenvLayers,
+    (runtime_blob, runtime_cached): (LayerBlob, bool),
+    name: &str,
+    version: &str,
+) -> (Vec<ImageLayer>, Vec<ResultLayer>) {
     let mut layers: Vec<ImageLayer> = base
         .layers
         .iter()
@@ -253,7 +326,7 @@ pub fn build(
         .installed
         .distributions
         .iter()
-        .filter(|(d, _)| **d != crate::spec::normalise_name(&name))
+        .filter(|(d, _)| **d != crate::spec::normalise_name(name))
         .map(|(d, v)| format!("{d}=={v}"))
         .collect();
     layers.push(ImageLayer {
@@ -287,38 +360,36 @@ pub fn build(
             build: o,
         })
         .collect();
-    let settings = image_settings(&project, &version, &opts.config, opts.epoch);
-    let docs = documents::image_documents(&settings, &layers)?;
-    let digest = write_layout(&opts.output, cache, docs, &version)?;
-    let pushed = match &opts.push {
-        None => None,
-        Some(target) => {
-            let reference = match target {
-                PushTarget::Reference(r) => r.clone(),
-                PushTarget::Registry(prefix) => {
-                    Reference::for_build(prefix, &name, &opts.requirement.extras, &version)
-                        .map_err(crate::registry::RegistryError::from)?
-                }
-            };
-            let image = Layout::open(&opts.output)?.image_by_digest(&digest)?;
-            Some(push_image(
-                cache,
-                &image,
-                &reference,
-                &opts.registry,
-                &opts.push_options,
-                printer,
-            )?)
+    (layers, result_layers)
+}
+
+/// Pushes the image just written to the layout, named by `--tag` or under
+/// the registry as `<project>[-<extras>]:<version>`.
+fn push_built(
+    opts: &BuildOptions,
+    target: &PushTarget,
+    cache: &Cache,
+    digest: &Digest,
+    name: &str,
+    version: &str,
+    printer: &Printer,
+) -> Result<PushReport, Error> {
+    let reference = match target {
+        PushTarget::Reference(r) => r.clone(),
+        PushTarget::Registry(prefix) => {
+            Reference::for_build(prefix, name, &opts.requirement.extras, version)
+                .map_err(crate::registry::RegistryError::from)?
         }
     };
-    Ok(BuildResult {
-        reference: format!("oci:{}:{version}", opts.output.display()),
-        digest,
-        name,
-        version,
-        pushed,
-        layers: result_layers,
-    })
+    let image = Layout::open(&opts.output)?.image_by_digest(digest)?;
+    push_image(
+        cache,
+        &image,
+        &reference,
+        &opts.registry,
+        &opts.push_options,
+        printer,
+    )
 }
 
 fn python_context<'a>(
@@ -373,7 +444,7 @@ pub fn vendor(
     let ctx = python_context(cache, runner, printer, &python, opts);
     let wheelhouse = python::compile(&ctx, &opts.requirement, &opts.pip, &compiler)?;
     printer.step(&format!("vendor: filling {}", store.dir().display()));
-    store.fill(
+    Ok(store.fill(
         cache.blobs(),
         &crate::vendor::Contents {
             requirement: requirement_text,
@@ -383,7 +454,7 @@ pub fn vendor(
             wheelhouse: &wheelhouse,
             constraints: opts.pip.constraints.as_deref(),
         },
-    )
+    )?)
 }
 
 /// The runtime layer, cached under the hash of what it is made of.

@@ -351,13 +351,7 @@ pub fn run_with<R: Runner>(
         .iter()
         .map(|v| parse_volume(v))
         .collect::<Result<Vec<_>, _>>()?;
-    let spec = opts.image.strip_prefix("oci:").unwrap_or(&opts.image);
-    let (dir, tag) = if Path::new(spec).join("oci-layout").is_file() {
-        (PathBuf::from(spec), None)
-    } else {
-        crate::rootfs::split_layout_ref(spec)
-    };
-    let image = Layout::open(&dir)?.image(tag.as_deref())?;
+    let image = open_image(&opts.image)?;
     let digest = image.digest();
     let config = image.config()?;
     let runner = sandbox()?;
@@ -372,49 +366,11 @@ pub fn run_with<R: Runner>(
         })
         .collect();
     let image_volumes: Vec<String> = c.volumes().clone().unwrap_or_default();
-    // Mount points the read-only tree must have: the volumes, and binds that
-    // do not land in a place bwrap makes itself (a tmpfs, /dev, another bind).
-    let made_by_bwrap: Vec<String> = ["/dev", "/tmp", "/run"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain(contract::SCRATCH.iter().map(|s| s.to_string()))
-        .chain(image_volumes.iter().cloned())
-        .chain(bound.iter().map(|(d, _)| d.clone()))
-        .collect();
-    let mut dests: Vec<(String, bool)> = image_volumes.iter().map(|v| (v.clone(), true)).collect();
-    dests.extend(
-        bound
-            .iter()
-            .filter(|(d, _)| !made_by_bwrap.iter().any(|w| w != d && covers(w, d)))
-            .cloned(),
-    );
+    let dests = mount_points(&image_volumes, &bound);
     let (tree, _tree_lock) = cached_tree(cache, &image, &dests, printer)?;
     let (uid, gid) = resolve_user(&tree, c.user().as_deref().unwrap_or(""))?;
-    let mut env: Vec<(String, String)> = c
-        .env()
-        .clone()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|e| {
-            e.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect();
-    for (k, v) in user_env {
-        env.retain(|(ek, _)| *ek != k);
-        env.push((k, v));
-    }
-    let mut argv: Vec<String> = c.entrypoint().clone().unwrap_or_default();
-    if opts.args.is_empty() {
-        argv.extend(c.cmd().clone().unwrap_or_default());
-    } else {
-        argv.extend(opts.args.iter().cloned());
-    }
-    if argv.is_empty() {
-        return Err(Error::Usage(
-            "the image has no entrypoint or command and none was given".into(),
-        ));
-    }
+    let env = environment(&c, user_env);
+    let argv = command(&c, &opts.args)?;
     // Writable places first, then the user's binds over them.
     let mut mounts = vec![Mount::Tmpfs("/run".into())];
     let mut files = Vec::new();
@@ -452,6 +408,77 @@ pub fn run_with<R: Runner>(
     // The descriptors bwrap copied the scratch files from.
     drop(files);
     Ok(code)
+}
+
+/// The image named `oci:DIR[:TAG]` (or a layout directory alone).
+fn open_image(name: &str) -> Result<Image, Error> {
+    let spec = name.strip_prefix("oci:").unwrap_or(name);
+    let (dir, tag) = if Path::new(spec).join("oci-layout").is_file() {
+        (PathBuf::from(spec), None)
+    } else {
+        crate::rootfs::split_layout_ref(spec)
+    };
+    Ok(Layout::open(&dir)?.image(tag.as_deref())?)
+}
+
+/// Mount points the read-only tree must have (path, is a directory): the
+/// image's volumes, and the user's binds (`bound`) that do not land in a
+/// place bwrap makes itself (a tmpfs, /dev, another bind).
+fn mount_points(image_volumes: &[String], bound: &[(String, bool)]) -> Vec<(String, bool)> {
+    let made_by_bwrap: Vec<String> = ["/dev", "/tmp", "/run"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(contract::SCRATCH.iter().map(|s| s.to_string()))
+        .chain(image_volumes.iter().cloned())
+        .chain(bound.iter().map(|(d, _)| d.clone()))
+        .collect();
+    let mut dests: Vec<(String, bool)> = image_volumes.iter().map(|v| (v.clone(), true)).collect();
+    dests.extend(
+        bound
+            .iter()
+            .filter(|(d, _)| !made_by_bwrap.iter().any(|w| w != d && covers(w, d)))
+            .cloned(),
+    );
+    dests
+}
+
+/// The image's environment with the user's `--env` values over it.
+fn environment(
+    c: &oci_spec::image::Config,
+    user_env: Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = c
+        .env()
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| {
+            e.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    for (k, v) in user_env {
+        env.retain(|(ek, _)| *ek != k);
+        env.push((k, v));
+    }
+    env
+}
+
+/// The entrypoint followed by the arguments given, else by the image's
+/// command.
+fn command(c: &oci_spec::image::Config, args: &[String]) -> Result<Vec<String>, Error> {
+    let mut argv: Vec<String> = c.entrypoint().clone().unwrap_or_default();
+    if args.is_empty() {
+        argv.extend(c.cmd().clone().unwrap_or_default());
+    } else {
+        argv.extend(args.iter().cloned());
+    }
+    if argv.is_empty() {
+        return Err(Error::Usage(
+            "the image has no entrypoint or command and none was given".into(),
+        ));
+    }
+    Ok(argv)
 }
 
 #[cfg(test)]

@@ -13,13 +13,17 @@
 //! `purge` also removes the cache, and only a directory carrying assemble's
 //! marker ([`crate::cache::MARKER`]). Both refuse the root directory, the
 //! home directory and any mount point outright, before removing anything.
-//! With `--dry-run` they say what would go and remove nothing.
+//! With `--dry-run` they say what would go and remove nothing. That refusal
+//! is [`guard`]'s; this module plans and removes.
+
+mod guard;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use crate::cache::{self, FileLock};
 use crate::output::Printer;
+pub use guard::{check_removable, is_mount_point};
 
 /// Why clean or purge removed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +86,7 @@ impl CleanError {
     }
 }
 
+/// A file error naming its path.
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CleanError + '_ {
     move |source| CleanError::Io {
         path: path.to_path_buf(),
@@ -125,93 +130,6 @@ impl Plan {
     }
 }
 
-/// Refuses `/`, the home directory and mount points; returns the path
-/// with symlinks resolved (what would really be touched).
-pub fn check_removable(path: &Path, action: &'static str) -> Result<PathBuf, CleanError> {
-    let real = std::fs::canonicalize(path).map_err(io_err(path))?;
-    let refuse = |why: &str| CleanError::Refused {
-        action,
-        path: path.to_path_buf(),
-        why: why.to_string(),
-    };
-    if real.parent().is_none() {
-        return Err(refuse("it is the root directory"));
-    }
-    if home_dirs().contains(&real) {
-        return Err(refuse("it is your home directory"));
-    }
-    if is_mount_point(&real) {
-        return Err(refuse(
-            "it is a mount point (a disk, volume or bind mount of its own); remove what you \
-             want gone from it yourself",
-        ));
-    }
-    Ok(real)
-}
-
-/// `$HOME` and the home directory of this user in /etc/passwd, resolved.
-fn home_dirs() -> Vec<PathBuf> {
-    let mut homes: Vec<PathBuf> = std::env::var_os(crate::env::HOME)
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-        .into_iter()
-        .collect();
-    // SAFETY: getuid(2) cannot fail and touches no memory.
-    let uid = unsafe { libc::getuid() }.to_string();
-    if let Ok(passwd) = std::fs::read_to_string("/etc/passwd") {
-        homes.extend(passwd.lines().filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() >= 6 && f[2] == uid).then(|| PathBuf::from(f[5]))
-        }));
-    }
-    homes
-        .into_iter()
-        .filter_map(|h| std::fs::canonicalize(h).ok())
-        .collect()
-}
-
-/// True when `real` (symlinks resolved) is a mount point: its device
-/// differs from its parent's, or the kernel lists it as one (a bind mount
-/// of the same device).
-pub fn is_mount_point(real: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(me), Some(parent)) = (std::fs::metadata(real), real.parent()) else {
-        return true;
-    };
-    let Ok(up) = std::fs::metadata(parent) else {
-        return true;
-    };
-    if me.dev() != up.dev() || me.ino() == up.ino() {
-        return true;
-    }
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| Path::new(&unescape_mount(m)) == real)
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\ooo`.
-fn unescape_mount(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            let digits = std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("");
-            if let Ok(v) = u8::from_str_radix(digits, 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Plans `clean` of the output directory `dir`; `cache` is the cache
 /// directory whose unpacked images of removed layouts go too.
 pub fn plan_clean(dir: &Path, cache: Option<&Path>) -> Result<Plan, CleanError> {
@@ -245,53 +163,14 @@ pub fn plan_clean(dir: &Path, cache: Option<&Path>) -> Result<Plan, CleanError> 
         ));
     }
     let mut manifests = Vec::new();
-    let mut foreign = Vec::new();
-    if let Some(layout) = recognise_layout(&real)? {
+    let foreign = if let Some(layout) = recognise_layout(&real)? {
         let (item, digests, left) = layout_item(&real, layout, !linked)?;
         manifests.extend(digests);
-        foreign.extend(left);
         plan.items.push(item);
+        left
     } else {
-        for entry in read_dir_sorted(&real)? {
-            let path = real.join(&entry);
-            let Ok(m) = std::fs::symlink_metadata(&path) else {
-                continue;
-            };
-            if m.is_dir() {
-                if let Some(layout) = recognise_layout(&path)? {
-                    let (item, digests, left) = layout_item(&path, layout, true)?;
-                    manifests.extend(digests);
-                    if !left.is_empty() {
-                        plan.notes.push(kept_note(&path, &left));
-                    }
-                    plan.items.push(item);
-                } else if is_temporary_dir(&entry) {
-                    plan.items.push(tree_item(
-                        format!("temporary directory {}", path.display()),
-                        &path,
-                    )?);
-                } else {
-                    foreign.push(entry);
-                }
-            } else if m.is_file() && is_temporary_file(&entry) {
-                plan.items.push(Item {
-                    label: format!("temporary file {}", path.display()),
-                    files: vec![path],
-                    bytes: m.len(),
-                    ..Item::default()
-                });
-            } else if m.is_file() && is_assemble_archive(&path) {
-                plan.items.push(Item {
-                    label: format!("archive {}", path.display()),
-                    files: vec![path],
-                    bytes: m.len(),
-                    ..Item::default()
-                });
-            } else {
-                foreign.push(entry);
-            }
-        }
-    }
+        plan_output_dir(&mut plan, &real, &mut manifests)?
+    };
     if !foreign.is_empty() {
         plan.notes.push(kept_note(&real, &foreign));
     }
@@ -302,6 +181,58 @@ pub fn plan_clean(dir: &Path, cache: Option<&Path>) -> Result<Plan, CleanError> 
         plan_trees(&mut plan, cache, &manifests)?;
     }
     Ok(plan)
+}
+
+/// Plans the entries of an output directory that is not itself a layout:
+/// the layouts in it (their manifests added to `manifests`), temporary
+/// files and directories assemble left, and its archives. Returns the
+/// names of the entries assemble did not write, which stay.
+fn plan_output_dir(
+    plan: &mut Plan,
+    real: &Path,
+    manifests: &mut Vec<String>,
+) -> Result<Vec<String>, CleanError> {
+    let mut foreign = Vec::new();
+    for entry in read_dir_sorted(real)? {
+        let path = real.join(&entry);
+        let Ok(m) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if m.is_dir() {
+            if let Some(layout) = recognise_layout(&path)? {
+                let (item, digests, left) = layout_item(&path, layout, true)?;
+                manifests.extend(digests);
+                if !left.is_empty() {
+                    plan.notes.push(kept_note(&path, &left));
+                }
+                plan.items.push(item);
+            } else if is_temporary_dir(&entry) {
+                plan.items.push(tree_item(
+                    format!("temporary directory {}", path.display()),
+                    &path,
+                )?);
+            } else {
+                foreign.push(entry);
+            }
+        } else if m.is_file() && is_temporary_file(&entry) {
+            plan.items.push(Item {
+                label: format!("temporary file {}", path.display()),
+                files: vec![path],
+                bytes: m.len(),
+                ..Item::default()
+            });
+        } else if m.is_file() && is_assemble_archive(&path) {
+            plan.items.push(Item {
+                label: format!("archive {}", path.display()),
+                files: vec![path],
+                bytes: m.len(),
+                ..Item::default()
+            });
+        } else {
+            foreign.push(entry);
+        }
+    }
+    Ok(foreign)
 }
 
 /// Adds the cache's unpacked images of these manifests to the plan.
@@ -713,17 +644,5 @@ mod tests {
         assert!(!is_temporary_file("tmp-a1B2c3"));
         assert!(is_temporary_dir(".pull-Ab12Cd"));
         assert!(!is_temporary_dir(".pull-cache"));
-    }
-
-    #[test]
-    fn the_root_directory_is_refused() {
-        let e = check_removable(Path::new("/"), "clean").unwrap_err();
-        assert!(matches!(e, CleanError::Refused { .. }), "{e}");
-    }
-
-    #[test]
-    fn mountinfo_escapes_are_read() {
-        assert_eq!(unescape_mount("/mnt/a\\040b"), "/mnt/a b");
-        assert_eq!(unescape_mount("/plain"), "/plain");
     }
 }

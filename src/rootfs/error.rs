@@ -1,0 +1,134 @@
+//! What can go wrong getting a root filesystem, and which of it is the
+//! user's input (exit 2).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::cache::CacheError;
+use crate::digest::Digest;
+use crate::image::layer::LayerError;
+use crate::image::unpack::UnpackError;
+use crate::image::ImageError;
+use crate::sandbox::SandboxError;
+
+/// Failure to get a root filesystem.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    /// mmdebstrap is needed and absent.
+    #[error(
+        "mmdebstrap is not installed, and it is needed to build the {role} rootfs; install it \
+         (Debian: apt-get install mmdebstrap uidmap) or pass --base FILE.tar or --base oci:DIR"
+    )]
+    NoMmdebstrap {
+        /// base or compiler.
+        role: String,
+    },
+    /// mmdebstrap ran and failed.
+    #[error(
+        "mmdebstrap failed to build the {role} rootfs ({status}); as a normal user it needs entries \
+         for you in /etc/subuid and /etc/subgid (usermod --add-subuids 100000-165535 --add-subgids \
+         100000-165535 $USER); its last lines:\n    {tail}"
+    )]
+    Mmdebstrap {
+        /// base or compiler.
+        role: String,
+        /// Exit status.
+        status: String,
+        /// Last lines of its output.
+        tail: String,
+    },
+    /// A given base cannot be used.
+    #[error("cannot use base {source_name}: {reason}")]
+    BadBase {
+        /// What the user named.
+        source_name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The interpreter asked for is not in the base.
+    #[error("the base has no python{wanted} (it has: {found}); pick one of those with --python, or use a base that has python{wanted}")]
+    NoPython {
+        /// What was asked for.
+        wanted: String,
+        /// What there is.
+        found: String,
+    },
+    /// Unpacking a layer failed.
+    #[error("cannot unpack a layer of {source_name}")]
+    Unpack {
+        /// The base named.
+        source_name: String,
+        #[source]
+        source: UnpackError,
+    },
+    /// A given base's file cannot be read.
+    #[error("cannot use base {source_name}: cannot read it")]
+    ReadBase {
+        /// What the user named.
+        source_name: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A given base's image cannot be read.
+    #[error("cannot use base {source_name}")]
+    UnusableBase {
+        /// What the user named.
+        source_name: String,
+        #[source]
+        source: ImageError,
+    },
+    /// A base layer's media type cannot be read.
+    #[error("cannot use base {source_name}: its layer {digest} cannot be read")]
+    Layer {
+        /// What the user named.
+        source_name: String,
+        /// The layer.
+        digest: Digest,
+        #[source]
+        source: io::Error,
+    },
+    /// mmdebstrap could not be run.
+    #[error(transparent)]
+    Run(#[from] SandboxError),
+    /// Writing a layer failed.
+    #[error(transparent)]
+    WriteLayer(#[from] LayerError),
+    /// Blob store failure.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// Cache failure.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// Other file failure.
+    #[error("cannot access {path}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl RootfsError {
+    /// True when the user's input or machine setup is at fault (exit 2).
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            RootfsError::NoMmdebstrap { .. }
+            | RootfsError::BadBase { .. }
+            | RootfsError::NoPython { .. }
+            | RootfsError::ReadBase { .. }
+            | RootfsError::UnusableBase { .. }
+            | RootfsError::Layer { .. } => true,
+            RootfsError::Unpack { source, .. } => source.is_bad_input(),
+            _ => false,
+        }
+    }
+}
+
+/// A file error naming its path.
+pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RootfsError + '_ {
+    move |source| RootfsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}

@@ -1,0 +1,201 @@
+//! The base and compiler root filesystems.
+//!
+//! A rootfs is a list of layer blobs (in the cache's blob store, never
+//! recompressed once there) plus the same layers unpacked into a tree that
+//! the sandbox uses as its root. Sources: built from `layers/base` and
+//! `layers/compiler` with `mmdebstrap --mode=unshare` (rootless), a tarball,
+//! an OCI layout, or a registry image (`docker://REF`, pulled into a layout
+//! first). Each is cached under a key derived from what defines it,
+//! so a second build neither runs mmdebstrap nor unpacks again.
+//!
+//! Pieces: [`debian`] (mmdebstrap and the definitions of `layers/`),
+//! [`given`] (tarball, layout, image and offline-store bases),
+//! [`interpreter`] (the Python a rootfs has), [`error`]. This module owns
+//! the cache entries they all commit: a tree with its mount points made and
+//! the layer list beside it.
+
+mod debian;
+mod error;
+mod given;
+mod interpreter;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::cache::Cache;
+use crate::image::layer::LayerBlob;
+
+pub use debian::{built, Definition, BASE_PACKAGES, COMPILER_PACKAGES, SETUP_HOOK, SUITE};
+use error::io_err;
+pub use error::RootfsError;
+pub use given::{from_blobs, from_image, from_layout, from_tarball};
+pub use interpreter::{choose_python, python_versions};
+
+/// Where the base comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BaseSource {
+    /// Built from `layers/base` with mmdebstrap.
+    Built,
+    /// A tar or tar.gz file.
+    Tarball(PathBuf),
+    /// An OCI layout and an optional tag.
+    Layout(PathBuf, Option<String>),
+    /// An image in a registry (`docker://REF`).
+    Registry(crate::registry::Reference),
+}
+
+impl BaseSource {
+    /// Parses `--base`: `docker://REF`, `oci:DIR[:tag]` or `FILE.tar[.gz]`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(rest) = s.strip_prefix("oci:") {
+            let (dir, tag) = split_layout_ref(rest);
+            return Ok(BaseSource::Layout(dir, tag));
+        }
+        if s.starts_with("docker://") {
+            return crate::registry::Reference::parse(s)
+                .map(BaseSource::Registry)
+                .map_err(|e| e.to_string());
+        }
+        let lower = s.to_ascii_lowercase();
+        if [".tar", ".tar.gz", ".tgz"]
+            .iter()
+            .any(|e| lower.ends_with(e))
+        {
+            return Ok(BaseSource::Tarball(PathBuf::from(s)));
+        }
+        Err(format!(
+            "--base {s:?} is not docker://REF, oci:DIR[:TAG] or a FILE.tar / FILE.tar.gz"
+        ))
+    }
+}
+
+/// Splits `DIR[:TAG]`; a colon followed by something with a slash is part of the path.
+pub fn split_layout_ref(s: &str) -> (PathBuf, Option<String>) {
+    match s.rsplit_once(':') {
+        Some((dir, tag)) if !tag.is_empty() && !tag.contains('/') && !dir.is_empty() => {
+            (PathBuf::from(dir), Some(tag.to_string()))
+        }
+        _ => (PathBuf::from(s), None),
+    }
+}
+
+/// An unpacked root filesystem and the layers it is made of.
+#[derive(Clone, Debug)]
+pub struct Rootfs {
+    /// Cache key.
+    pub key: String,
+    /// The unpacked tree (read-only use).
+    pub tree: PathBuf,
+    /// Layer blobs, bottom first, in the cache's blob store.
+    pub layers: Vec<LayerBlob>,
+    /// One history line per layer.
+    pub created_by: Vec<String>,
+    /// True when it came from the cache, false when made by this run.
+    pub cached: bool,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Meta {
+    layers: Vec<LayerBlob>,
+    created_by: Vec<String>,
+}
+
+/// The cache entry under `key`, if it is whole.
+fn load_cached(cache: &Cache, key: &str) -> Option<Rootfs> {
+    let dir = cache.entry("rootfs", key);
+    let meta: Meta = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).ok()?).ok()?;
+    if !meta.layers.iter().all(|l| cache.blobs().has(&l.digest)) || !dir.join("tree").is_dir() {
+        return None;
+    }
+    Some(Rootfs {
+        key: key.to_string(),
+        tree: dir.join("tree"),
+        layers: meta.layers,
+        created_by: meta.created_by,
+        cached: true,
+    })
+}
+
+/// Commits a work directory holding `tree/` as the cache entry `key`.
+fn commit(
+    cache: &Cache,
+    work: tempfile::TempDir,
+    key: &str,
+    layers: Vec<LayerBlob>,
+    created_by: Vec<String>,
+) -> Result<Rootfs, RootfsError> {
+    prepare_tree(&work.path().join("tree"))?;
+    let meta = Meta {
+        layers: layers.clone(),
+        created_by: created_by.clone(),
+    };
+    let meta_path = work.path().join("meta.json");
+    fs_err::write(
+        &meta_path,
+        serde_json::to_vec_pretty(&meta).expect("meta serialises"),
+    )
+    .map_err(io_err(&meta_path))?;
+    let dir = cache.commit_dir(work, "rootfs", key)?;
+    load_cached(cache, key)
+        .map(|r| Rootfs { cached: false, ..r })
+        .ok_or_else(|| RootfsError::Io {
+            path: dir,
+            source: io::Error::other("cache entry vanished after it was written"),
+        })
+}
+
+/// Creates the mount points the sandbox binds onto, so that the read-only
+/// root needs no change at run time. The tree is never packed into a layer.
+fn prepare_tree(tree: &Path) -> Result<(), RootfsError> {
+    for d in [
+        "assemble/wheelhouse",
+        "assemble/project",
+        "assemble/src",
+        "assemble/tools",
+        "assemble/out",
+        crate::contract::VENV.trim_start_matches('/'),
+        "tmp",
+        "dev",
+        "proc",
+    ] {
+        let p = tree.join(d);
+        fs_err::create_dir_all(&p).map_err(io_err(&p))?;
+    }
+    let resolv = tree.join("etc/resolv.conf");
+    if std::fs::symlink_metadata(&resolv)
+        .map(|m| !m.is_file())
+        .unwrap_or(true)
+    {
+        let _ = std::fs::remove_file(&resolv);
+        if tree.join("etc").is_dir() {
+            fs_err::write(&resolv, b"").map_err(io_err(&resolv))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_source_forms() {
+        assert_eq!(
+            BaseSource::parse("oci:/x/y:1.0").unwrap(),
+            BaseSource::Layout("/x/y".into(), Some("1.0".into()))
+        );
+        assert_eq!(
+            BaseSource::parse("oci:./a").unwrap(),
+            BaseSource::Layout("./a".into(), None)
+        );
+        assert_eq!(
+            BaseSource::parse("b.tar.gz").unwrap(),
+            BaseSource::Tarball("b.tar.gz".into())
+        );
+        assert!(BaseSource::parse("b.zip").is_err());
+        assert!(
+            matches!(BaseSource::parse("docker://127.0.0.1:5000/x/y:1").unwrap(), BaseSource::Registry(r) if r.repository == "x/y")
+        );
+        assert!(BaseSource::parse("docker://127.0.0.1:5000/X").is_err());
+    }
+}
