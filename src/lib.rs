@@ -90,6 +90,9 @@ pub enum Error {
     /// Registry.
     #[error(transparent)]
     Registry(#[from] registry::RegistryError),
+    /// The offline store and its bundle.
+    #[error(transparent)]
+    Vendor(#[from] vendor::VendorError),
     /// `clean` and `purge`.
     #[error(transparent)]
     Clean(#[from] housekeeping::CleanError),
@@ -123,6 +126,7 @@ impl Error {
             Error::Transfer(e) => e.is_bad_input(),
             Error::Registry(e) => e.is_bad_input(),
             Error::Clean(e) => e.is_bad_input(),
+            Error::Vendor(e) => e.is_bad_input(),
             Error::Cache(cache::CacheError::EmptyVariable) => true,
             _ => false,
         };

@@ -17,12 +17,135 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::digest::{digest_file, Digest};
-use crate::image::layer::{Content, Entry, Kind, Layer, LayerBlob, Owner};
-use crate::image::BlobStore;
+use crate::digest::{digest_file, Digest, InvalidDigest};
+use crate::fsutil::WriteError;
+use crate::image::layer::{Content, Entry, Kind, Layer, LayerBlob, LayerError, Owner};
+use crate::image::unpack::UnpackError;
+use crate::image::{BlobStore, ImageError};
 use crate::python::{ProjectWheel, Wheelhouse};
 use crate::rootfs::Rootfs;
-use crate::Error;
+
+/// The offline store or its bundle cannot be used or written.
+#[derive(Debug, thiserror::Error)]
+pub enum VendorError {
+    /// There is no lock to read.
+    #[error(
+        "no usable offline store at {dir}; fill it with `assemble vendor REQUIREMENT` where the \
+         network is reachable"
+    )]
+    NoStore {
+        /// The store.
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The lock is not JSON of the lock's shape.
+    #[error("{path} is not an assemble lock file")]
+    BadLock {
+        /// The lock file.
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The lock is of a format this assemble does not read.
+    #[error("{path} has format {format}, which this assemble does not read")]
+    LockFormat {
+        /// The lock file.
+        path: PathBuf,
+        /// Its format.
+        format: u32,
+    },
+    /// The lock names a wheel with a malformed sha256.
+    #[error("the lock gives the wheel {file} an unusable sha256")]
+    WheelDigest {
+        /// The wheel's file name.
+        file: String,
+        #[source]
+        source: InvalidDigest,
+    },
+    /// A file the lock names is not in the store.
+    #[error(
+        "{what} is missing from the offline store ({}); run `assemble vendor` again where the \
+         network is reachable",
+        .path.display()
+    )]
+    Missing {
+        /// What the file is (`the django 4.2.30 wheel`).
+        what: String,
+        /// Where it should be.
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file of the store is not what the lock says.
+    #[error(
+        "{what} in the offline store ({}) is damaged: its digest is {found}, the lock says {expected}",
+        .path.display()
+    )]
+    Damaged {
+        /// What the file is.
+        what: String,
+        /// Where it is.
+        path: PathBuf,
+        /// Its digest.
+        found: Digest,
+        /// The lock's.
+        expected: Digest,
+    },
+    /// The bundle cannot be opened.
+    #[error("cannot read bundle {}", .path.display())]
+    ReadBundle {
+        /// The bundle.
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bundle is not a tar assemble can unpack.
+    #[error("bundle {} is damaged or not a bundle", .path.display())]
+    BadBundle {
+        /// The bundle.
+        path: PathBuf,
+        #[source]
+        source: UnpackError,
+    },
+    /// The bundle's files do not match its lock.
+    #[error("bundle {} does not match its lock", .path.display())]
+    BundleMismatch {
+        /// The bundle.
+        path: PathBuf,
+        #[source]
+        source: Box<VendorError>,
+    },
+    /// The store's blob directory.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// A file could not be written into place.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The bundle's tar could not be written.
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    /// Other file access.
+    #[error("cannot access {}", .path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl VendorError {
+    /// True when the store or bundle given is unusable (exit 2), as opposed
+    /// to a failure writing one.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            VendorError::Image(e) => e.is_bad_input(),
+            VendorError::Write(_) | VendorError::Layer(_) | VendorError::Io { .. } => false,
+            _ => true,
+        }
+    }
+}
 
 /// Name of the lock file.
 pub const LOCK: &str = "assemble.lock";
@@ -84,8 +207,8 @@ pub struct Store {
     dir: PathBuf,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VendorError + '_ {
+    move |source| VendorError::Io {
         path: path.to_path_buf(),
         source,
     }
@@ -110,13 +233,13 @@ impl Store {
     }
 
     /// The rootfs blobs.
-    pub fn blobs(&self) -> Result<BlobStore, Error> {
+    pub fn blobs(&self) -> Result<BlobStore, VendorError> {
         Ok(BlobStore::open(self.dir.join("blobs").join("sha256"))?)
     }
 
     /// Adds what a build used to the store, copying only what is missing,
     /// then writes the lock (last, atomically).
-    pub fn fill(&self, cache_blobs: &BlobStore, what: &Contents) -> Result<Lock, Error> {
+    pub fn fill(&self, cache_blobs: &BlobStore, what: &Contents) -> Result<Lock, VendorError> {
         let Contents {
             requirement,
             python,
@@ -183,21 +306,21 @@ impl Store {
 
     /// Reads the lock and checks that every file it names is present with
     /// its sha256; a missing or changed file is named in the error (exit 2).
-    pub fn verify(&self) -> Result<Lock, Error> {
+    pub fn verify(&self) -> Result<Lock, VendorError> {
         let lock_path = self.dir.join(LOCK);
-        let text = fs_err::read(&lock_path).map_err(|e| Error::Usage(format!("no usable offline store at {}: {e}; fill it with `assemble vendor REQUIREMENT` where the network is reachable", self.dir.display())))?;
-        let lock: Lock = serde_json::from_slice(&text).map_err(|e| {
-            Error::Usage(format!(
-                "{} is not an assemble lock file: {e}",
-                lock_path.display()
-            ))
+        let text = std::fs::read(&lock_path).map_err(|source| VendorError::NoStore {
+            dir: self.dir.clone(),
+            source,
+        })?;
+        let lock: Lock = serde_json::from_slice(&text).map_err(|source| VendorError::BadLock {
+            path: lock_path.clone(),
+            source,
         })?;
         if lock.format != 1 {
-            return Err(Error::Usage(format!(
-                "{} has format {}, which this assemble does not read",
-                lock_path.display(),
-                lock.format
-            )));
+            return Err(VendorError::LockFormat {
+                path: lock_path,
+                format: lock.format,
+            });
         }
         let blobs = self.blobs()?;
         for l in lock.base.layers.iter().chain(&lock.compiler.layers) {
@@ -205,9 +328,13 @@ impl Store {
             check(&path, &l.digest, &format!("rootfs layer {}", l.digest))?;
         }
         for (file, sha) in &lock.wheels {
-            let expected: Digest = format!("sha256:{sha}")
-                .parse()
-                .map_err(|e: crate::digest::InvalidDigest| Error::Usage(e.to_string()))?;
+            let expected: Digest =
+                format!("sha256:{sha}")
+                    .parse()
+                    .map_err(|source| VendorError::WheelDigest {
+                        file: file.clone(),
+                        source,
+                    })?;
             let what = match crate::spec::wheel_name_version(Path::new(file)) {
                 Some((n, v)) => format!("the {n} {v} wheel"),
                 None => file.clone(),
@@ -218,7 +345,7 @@ impl Store {
     }
 
     /// Writes the store as one tar file (the lock inside), atomically.
-    pub fn write_bundle(&self, lock: &Lock, file: &Path, epoch: u64) -> Result<(), Error> {
+    pub fn write_bundle(&self, lock: &Lock, file: &Path, epoch: u64) -> Result<(), VendorError> {
         let mut tar = Layer::new();
         let add_file = |tar: &mut Layer, rel: String, src: PathBuf| {
             tar.add(
@@ -250,33 +377,43 @@ impl Store {
     }
 
     /// Unpacks a bundle into `dir` (safely) and verifies it against its lock.
-    pub fn from_bundle(file: &Path, dir: &Path) -> Result<(Store, Lock), Error> {
-        let f = fs_err::File::open(file)
-            .map_err(|e| Error::Usage(format!("cannot read bundle {}: {e}", file.display())))?;
-        crate::image::unpack::unpack(std::io::BufReader::new(f), dir).map_err(|e| {
-            Error::Usage(format!(
-                "bundle {} is damaged or not a bundle: {e}",
-                file.display()
-            ))
+    pub fn from_bundle(file: &Path, dir: &Path) -> Result<(Store, Lock), VendorError> {
+        let f = std::fs::File::open(file).map_err(|source| VendorError::ReadBundle {
+            path: file.to_path_buf(),
+            source,
+        })?;
+        crate::image::unpack::unpack(std::io::BufReader::new(f), dir).map_err(|source| {
+            VendorError::BadBundle {
+                path: file.to_path_buf(),
+                source,
+            }
         })?;
         let store = Store::at(dir);
-        let lock = store.verify().map_err(|e| {
-            Error::Usage(format!(
-                "bundle {} does not match its lock: {e}",
-                file.display()
-            ))
-        })?;
+        let lock = store
+            .verify()
+            .map_err(|source| VendorError::BundleMismatch {
+                path: file.to_path_buf(),
+                source: Box::new(source),
+            })?;
         Ok((store, lock))
     }
 }
 
-fn check(path: &Path, expected: &Digest, what: &str) -> Result<(), Error> {
+/// Checks that the store's file at `path` (`what`, for messages) has the
+/// lock's digest.
+fn check(path: &Path, expected: &Digest, what: &str) -> Result<(), VendorError> {
     match digest_file(path) {
-        Err(_) => Err(Error::Usage(format!(
-            "{what} is missing from the offline store ({}); run `assemble vendor` again where the network is reachable",
-            path.display()
-        ))),
-        Ok((found, _)) if &found != expected => Err(Error::Usage(format!("{what} in the offline store ({}) is damaged: its digest is {found}, the lock says {expected}", path.display()))),
+        Err(source) => Err(VendorError::Missing {
+            what: what.to_string(),
+            path: path.to_path_buf(),
+            source,
+        }),
+        Ok((found, _)) if &found != expected => Err(VendorError::Damaged {
+            what: what.to_string(),
+            path: path.to_path_buf(),
+            found,
+            expected: expected.clone(),
+        }),
         Ok(_) => Ok(()),
     }
 }
