@@ -16,7 +16,7 @@ use crate::image::Image;
 use crate::output::Printer;
 use crate::python::{self, PythonContext};
 use crate::registry::{Client, ClientOptions, Reference};
-use crate::rootfs::{self, BaseSource, Definition, Rootfs};
+use crate::rootfs::{self, BaseSource, Definition, Rootfs, RootfsError};
 use crate::runtime::{self, Project};
 use crate::sandbox::Runner;
 use crate::spec::{PipSettings, ProjectConfig, Requirement};
@@ -288,11 +288,8 @@ fn online_inputs(
         opts.python.as_deref().or(opts.config.python.as_deref()),
     )?;
     let compiler = compiler_rootfs(cache, &opts.config, runner, printer)?;
-    rootfs::choose_python(&compiler.tree, Some(&python)).map_err(|e| {
-        Error::Usage(format!(
-            "the compiler rootfs cannot build for the base: {e}"
-        ))
-    })?;
+    rootfs::choose_python(&compiler.tree, Some(&python))
+        .map_err(|e| RootfsError::CompilerMismatch(Box::new(e)))?;
     let ctx = python_context(cache, runner, printer, &python, opts);
     let wheelhouse = python::compile(&ctx, &opts.requirement, &opts.pip, &compiler)?;
     Ok(Inputs {

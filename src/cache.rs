@@ -62,6 +62,14 @@ pub enum CacheError {
     Image(#[from] ImageError),
 }
 
+impl CacheError {
+    /// True for an empty `ASSEMBLE_CACHE_DIR` (exit 2); a cache that cannot
+    /// be found or written is a failure of the machine (exit 1).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, CacheError::EmptyVariable)
+    }
+}
+
 /// The cache.
 #[derive(Clone, Debug)]
 pub struct Cache {

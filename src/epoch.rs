@@ -30,6 +30,13 @@ pub enum EpochError {
     },
 }
 
+impl EpochError {
+    /// Always: the variable's value is the user's input (exit 2).
+    pub fn is_bad_input(&self) -> bool {
+        true
+    }
+}
+
 /// `SOURCE_DATE_EPOCH` from the variable's value (unset or blank: 0),
 /// checked against what wheels can store.
 pub fn source_date_epoch(value: Option<&str>) -> Result<u64, EpochError> {

@@ -13,18 +13,18 @@
 //! - [`python`]: `pip wheel` in the compiler, the venv in the base, and the
 //!   split of the venv into per-distribution layers.
 //! - [`runtime`]: the entrypoint, templates and settings layer.
-//! - [`layer`]: deterministic tar, compressed and hashed in one pass, host
-//!   trees walked in tar order as they are written;
-//!   [`compress`]: gzip members or zstd frames on every core, deterministically.
-//! - [`unpack`]: safe extraction of untrusted tarballs.
-//! - [`oci`]: image config, manifest, index and the OCI layout.
+//! - [`image`]: the image as a value (config, manifest, layer descriptors
+//!   and their blob source), read from and written to OCI layouts, archives
+//!   ([`image::archive`]) and registries ([`image::remote`]); under it
+//!   [`image::layer`] (deterministic tar, compressed and hashed in one pass)
+//!   and [`image::unpack`] (safe extraction of untrusted tarballs).
+//! - [`contract`]: the image contract (user, ids, paths, ports, volumes).
 //! - [`cache`]: the content-addressed cache.
 //! - [`build`]: the pipeline, from options to layout.
 //! - [`registry`]: references, credentials, TLS per host (certs.d, --ca-file)
 //!   and the v2 client (timeouts, credentials only to the registry that asked):
 //!   push, pull, tags.
 //! - [`run`]: `assemble run`, an image run rootless for smoke tests.
-//! - [`archive`]: oci-archive and docker-archive files.
 //! - [`vendor`]: the offline store and its one-file bundle.
 //! - [`housekeeping`]: `clean` and `purge`, which remove only what assemble wrote.
 //! - [`settings`]: the command line turned into validated settings before any
@@ -93,6 +93,9 @@ pub enum Error {
     /// The offline store and its bundle.
     #[error(transparent)]
     Vendor(#[from] vendor::VendorError),
+    /// `assemble run`'s options or image.
+    #[error(transparent)]
+    Run(#[from] run::RunError),
     /// `clean` and `purge`.
     #[error(transparent)]
     Clean(#[from] housekeeping::CleanError),
@@ -114,10 +117,14 @@ pub enum Error {
 
 impl Error {
     /// 2 for bad usage or input (and a machine that lacks what is needed), 1 for a failed build.
+    /// Each module's error says which of its failures are bad input; no
+    /// catch-all, so a new variant must be placed here.
     pub fn exit_code(&self) -> i32 {
         use python::PythonError as P;
         let bad_input = match self {
-            Error::Usage(_) | Error::Spec(_) | Error::Epoch(_) => true,
+            Error::Usage(_) => true,
+            Error::Spec(e) => e.is_bad_input(),
+            Error::Epoch(e) => e.is_bad_input(),
             Error::Rootfs(e) => e.is_bad_input(),
             Error::Unpack(e) => e.is_bad_input(),
             Error::Python(P::HostileWheel { .. } | P::BadWheel { .. }) => true,
@@ -127,13 +134,59 @@ impl Error {
             Error::Registry(e) => e.is_bad_input(),
             Error::Clean(e) => e.is_bad_input(),
             Error::Vendor(e) => e.is_bad_input(),
-            Error::Cache(cache::CacheError::EmptyVariable) => true,
-            _ => false,
+            Error::Run(e) => e.is_bad_input(),
+            Error::Cache(e) => e.is_bad_input(),
+            // A file that cannot be written or read is the machine's failure.
+            Error::Layer(_) | Error::Write(_) | Error::Io { .. } => false,
+            // PythonError gets its own is_bad_input() with the split of
+            // python.rs into src/python/ (issue 12, done in parallel).
+            Error::Python(_) => false,
         };
         if bad_input {
             2
         } else {
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_come_from_the_modules() {
+        let code = |e: Error| e.exit_code();
+        assert_eq!(code(run::RunError::NoCommand.into()), 2);
+        assert_eq!(code(cache::CacheError::EmptyVariable.into()), 2);
+        assert_eq!(code(cache::CacheError::NoHome.into()), 1);
+        assert_eq!(
+            code(
+                vendor::VendorError::LockFormat {
+                    path: "vendor/assemble.lock".into(),
+                    format: 9
+                }
+                .into()
+            ),
+            2
+        );
+        let no_python = rootfs::RootfsError::NoPython {
+            wanted: "3.11".into(),
+            found: "python3.12".into(),
+        };
+        assert_eq!(
+            code(rootfs::RootfsError::CompilerMismatch(Box::new(no_python)).into()),
+            2
+        );
+        assert_eq!(code(sandbox::SandboxError::NoBubblewrap.into()), 2);
+        assert_eq!(
+            code(
+                sandbox::SandboxError::NoSandbox {
+                    what: "pip wheel".into()
+                }
+                .into()
+            ),
+            1
+        );
     }
 }

@@ -14,7 +14,7 @@
 //! marker ([`crate::cache::MARKER`]). Both refuse the root directory, the
 //! home directory and any mount point outright, before removing anything.
 //! With `--dry-run` they say what would go and remove nothing. That refusal
-//! is [`guard`]'s; this module plans and removes.
+//! is `guard`'s; this module plans and removes.
 
 mod guard;
 

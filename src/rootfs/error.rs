@@ -53,6 +53,9 @@ pub enum RootfsError {
         /// What there is.
         found: String,
     },
+    /// The compiler rootfs lacks the base's interpreter.
+    #[error("the compiler rootfs cannot build for the base")]
+    CompilerMismatch(#[source] Box<RootfsError>),
     /// Unpacking a layer failed.
     #[error("cannot unpack a layer of {source_name}")]
     Unpack {
@@ -116,6 +119,7 @@ impl RootfsError {
             RootfsError::NoMmdebstrap { .. }
             | RootfsError::BadBase { .. }
             | RootfsError::NoPython { .. }
+            | RootfsError::CompilerMismatch(_)
             | RootfsError::ReadBase { .. }
             | RootfsError::UnusableBase { .. }
             | RootfsError::Layer { .. } => true,

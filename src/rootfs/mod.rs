@@ -8,9 +8,9 @@
 //! first). Each is cached under a key derived from what defines it,
 //! so a second build neither runs mmdebstrap nor unpacks again.
 //!
-//! Pieces: [`debian`] (mmdebstrap and the definitions of `layers/`),
-//! [`given`] (tarball, layout, image and offline-store bases),
-//! [`interpreter`] (the Python a rootfs has), [`error`]. This module owns
+//! Pieces: `debian` (mmdebstrap and the definitions of `layers/`),
+//! `given` (tarball, layout, image and offline-store bases),
+//! `interpreter` (the Python a rootfs has), `error`. This module owns
 //! the cache entries they all commit: a tree with its mount points made and
 //! the layer list beside it.
 

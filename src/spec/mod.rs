@@ -2,7 +2,7 @@
 //! reach the compile sandbox. Command line beats file beats defaults.
 //!
 //! This module owns the requirement and the names of distributions;
-//! [`config`] reads `assemble.toml`, [`pip`] the pip settings.
+//! `config` reads `assemble.toml`, `pip` the pip settings.
 
 mod config;
 mod pip;
@@ -51,6 +51,14 @@ pub enum SpecError {
         /// Why.
         why: String,
     },
+}
+
+impl SpecError {
+    /// Always: the requirement, configuration and pip settings are the
+    /// user's input (exit 2).
+    pub fn is_bad_input(&self) -> bool {
+        true
+    }
 }
 
 /// Where the application comes from.
