@@ -360,6 +360,17 @@ fn image_layers(
     (layers, result_layers)
 }
 
+/// The repository name of a build under a registry: the project's name
+/// normalised (PEP 503), then each extra: `<project>[-<extra>...]`.
+fn image_name(project: &str, extras: &[String]) -> String {
+    let mut name = crate::spec::normalise_name(project);
+    for e in extras {
+        name.push('-');
+        name.push_str(e);
+    }
+    name
+}
+
 /// Pushes the image just written to the layout, named by `--tag` or under
 /// the registry as `<project>[-<extras>]:<version>`.
 fn push_built(
@@ -374,7 +385,7 @@ fn push_built(
     let reference = match target {
         PushTarget::Reference(r) => r.clone(),
         PushTarget::Registry(prefix) => {
-            Reference::for_build(prefix, name, &opts.requirement.extras, version)
+            Reference::for_build(prefix, &image_name(name, &opts.requirement.extras), version)
                 .map_err(crate::registry::RegistryError::from)?
         }
     };
@@ -558,6 +569,22 @@ mod tests {
     use super::*;
     use crate::python::Installed;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn build_names_follow_project_and_extras() {
+        assert_eq!(image_name("Milborne", &["extra".into()]), "milborne-extra");
+        assert_eq!(image_name("Foo.Bar", &[]), "foo-bar");
+        let r = Reference::for_build(
+            "127.0.0.1:5000/team",
+            &image_name("Milborne", &["extra".into()]),
+            "0.4.0+local",
+        )
+        .unwrap();
+        assert_eq!(
+            r.to_string(),
+            "127.0.0.1:5000/team/milborne-extra:0.4.0_local"
+        );
+    }
 
     #[test]
     fn image_documents_of_a_fixed_input() {

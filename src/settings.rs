@@ -408,7 +408,7 @@ fn push_target(args: &BuildArgs, config: &ProjectConfig) -> Result<Option<PushTa
         .or_else(|| config.registry.clone())
         .ok_or_else(|| Error::Usage(format!("--push needs a registry: --registry HOST[/PREFIX], {} or registry in assemble.toml, or a full --tag REF", env::ASSEMBLE_REGISTRY)))?;
     // Checked now, with a stand-in name, so a bad registry fails before the build.
-    Reference::for_build(&registry, "x", &[], "0").map_err(RegistryError::from)?;
+    Reference::for_build(&registry, "x", "0").map_err(RegistryError::from)?;
     Ok(Some(PushTarget::Registry(registry)))
 }
 

@@ -120,18 +120,10 @@ impl Reference {
         }
     }
 
-    /// The image name of a build: `<registry>[/<prefix>]/<project>[-<extras>]:<version>`.
-    pub fn for_build(
-        registry: &str,
-        project: &str,
-        extras: &[String],
-        version: &str,
-    ) -> Result<Self, ReferenceError> {
-        let mut name = crate::spec::normalise_name(project);
-        for e in extras {
-            name.push('-');
-            name.push_str(e);
-        }
+    /// The reference `<registry>[/<prefix>]/<name>:<version>` of a build,
+    /// the version made a valid tag. The name is the build's
+    /// (`crate::build` composes it from the project and its extras).
+    pub fn for_build(registry: &str, name: &str, version: &str) -> Result<Self, ReferenceError> {
         // A tag cannot hold `+` (local versions) or `!` (epochs).
         let tag: String = version
             .chars()
@@ -249,14 +241,9 @@ mod tests {
     }
 
     #[test]
-    fn build_names_follow_project_extras_and_version() {
-        let r = Reference::for_build(
-            "127.0.0.1:5000/team",
-            "Milborne",
-            &["extra".into()],
-            "0.4.0+local",
-        )
-        .unwrap();
+    fn build_references_make_the_version_a_tag() {
+        let r =
+            Reference::for_build("127.0.0.1:5000/team", "milborne-extra", "0.4.0+local").unwrap();
         assert_eq!(
             r.to_string(),
             "127.0.0.1:5000/team/milborne-extra:0.4.0_local"
