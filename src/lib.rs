@@ -106,16 +106,13 @@ pub enum Error {
 impl Error {
     /// 2 for bad usage or input (and a machine that lacks what is needed), 1 for a failed build.
     pub fn exit_code(&self) -> i32 {
-        use python::PythonError as P;
         use sandbox::SandboxError as S;
         let bad_input = match self {
             Error::Usage(_) | Error::Spec(_) | Error::Epoch(_) => true,
             Error::Rootfs(e) => e.is_bad_input(),
             Error::Unpack(e) => e.is_bad_input(),
-            Error::Python(P::HostileWheel { .. } | P::BadWheel { .. }) => true,
-            Error::Sandbox(e) | Error::Python(P::Sandbox(e)) => {
-                matches!(e, S::NoBubblewrap | S::NoUserNamespaces { .. })
-            }
+            Error::Python(e) => e.is_bad_input(),
+            Error::Sandbox(e) => matches!(e, S::NoBubblewrap | S::NoUserNamespaces { .. }),
             Error::Image(e) => e.is_bad_input(),
             Error::Transfer(e) => e.is_bad_input(),
             Error::Registry(e) => e.is_bad_input(),
