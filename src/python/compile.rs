@@ -5,7 +5,7 @@
 //! project's wheel in what pip wrote.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use super::{base_env, io_err, ProjectWheel, PythonContext, PythonError, Wheelhouse};
 use crate::cache::KeyBuilder;
@@ -82,6 +82,36 @@ pub fn compile(
     pip: &PipSettings,
     compiler: &Rootfs,
 ) -> Result<Wheelhouse, PythonError> {
+    let key = wheelhouse_key(ctx, req, pip, compiler)?;
+    if !ctx.rebuild {
+        if let Some(w) = cached_wheelhouse(ctx, &key, "") {
+            return Ok(w);
+        }
+    }
+    let work = ctx.cache.work_dir("wheelhouse")?;
+    let run = PipRun::prepare(ctx, pip, compiler, work.path())?;
+    let target = stage_target(ctx, &run, req, work.path())?;
+    pip_wheel(ctx, &run, pip, &target)?;
+    let project = find_project_wheel(&run.wheels, req)?;
+    write_project_record(work.path(), &project)?;
+    let _ = std::fs::remove_dir_all(work.path().join("src"));
+    let dir = ctx.cache.commit_dir(work, "wheelhouse", &key)?;
+    Ok(Wheelhouse {
+        key,
+        dir: dir.join("wheels"),
+        project,
+    })
+}
+
+/// The wheelhouse's cache key: the compiler, the interpreter, the
+/// requirement (a wheel or a project directory by its content) and every
+/// pip setting that can change what pip picks.
+fn wheelhouse_key(
+    ctx: &PythonContext,
+    req: &Requirement,
+    pip: &PipSettings,
+    compiler: &Rootfs,
+) -> Result<String, PythonError> {
     let mut key = KeyBuilder::new("wheelhouse-v1");
     key.part("compiler", compiler.key.as_bytes())
         .part("python", ctx.python.as_bytes())
@@ -108,55 +138,100 @@ pub fn compile(
         }
         Source::Directory(dir) => hash_project_dir(dir, &mut key)?,
     }
-    let key = key.finish();
-    if !ctx.rebuild {
-        if let Some(w) = cached_wheelhouse(ctx, &key, "") {
-            return Ok(w);
+    Ok(key.finish())
+}
+
+/// The sandboxed pip runs of one compile: the compiler's tree, the
+/// directories bound in and the environment they share.
+struct PipRun<'a> {
+    /// The compiler rootfs.
+    compiler: &'a Rootfs,
+    /// Where pip writes the wheelhouse (`/assemble/wheelhouse`).
+    wheels: PathBuf,
+    /// The requirement's own wheel (`/assemble/project`).
+    project_dir: PathBuf,
+    /// The constraints and the index's CA certificate, when given.
+    tools_mount: Option<Mount>,
+    /// The whole environment of pip.
+    env: Vec<(String, String)>,
+    /// `pythonX.Y`.
+    py: String,
+    /// pip's output: captured, echoed under `--verbose`.
+    output: Output<'a>,
+}
+
+impl<'a> PipRun<'a> {
+    /// Makes the work directories and writes the constraints and the CA
+    /// certificate where the sandbox will see them.
+    fn prepare(
+        ctx: &'a PythonContext,
+        pip: &PipSettings,
+        compiler: &'a Rootfs,
+        work: &Path,
+    ) -> Result<Self, PythonError> {
+        let wheels = work.join("wheels");
+        let project_dir = work.join("project");
+        for d in [&wheels, &project_dir] {
+            fs_err::create_dir(d).map_err(io_err(d))?;
         }
+        let mut env = base_env(ctx);
+        env.extend(pip.pip_env());
+        // Directories are bound, never single files: the read-only root has no
+        // file to mount a file onto.
+        let tools = work.join("tools");
+        fs_err::create_dir(&tools).map_err(io_err(&tools))?;
+        if let Some(c) = &pip.constraints {
+            let path = tools.join("constraints.txt");
+            fs_err::write(&path, c).map_err(io_err(&path))?;
+        }
+        if let Some(cert) = &pip.cert {
+            let path = tools.join("cert.pem");
+            fs_err::write(&path, cert).map_err(io_err(&path))?;
+            env.push(("PIP_CERT".into(), "/assemble/tools/cert.pem".into()));
+        }
+        let tools_mount = (pip.constraints.is_some() || pip.cert.is_some())
+            .then(|| Mount::ReadOnly(tools.clone(), "/assemble/tools".into()));
+        Ok(PipRun {
+            compiler,
+            wheels,
+            project_dir,
+            tools_mount,
+            env,
+            py: format!("python{}", ctx.python),
+            output: Output::Capture {
+                echo: ctx.printer.verbose().then_some(ctx.printer),
+            },
+        })
     }
-    let work = ctx.cache.work_dir("wheelhouse")?;
-    let wheels = work.path().join("wheels");
-    let project_dir = work.path().join("project");
-    for d in [&wheels, &project_dir] {
-        fs_err::create_dir(d).map_err(io_err(d))?;
-    }
-    let py = format!("python{}", ctx.python);
-    let mut env = base_env(ctx);
-    env.extend(pip.pip_env());
-    // Directories are bound, never single files: the read-only root has no
-    // file to mount a file onto.
-    let tools = work.path().join("tools");
-    fs_err::create_dir(&tools).map_err(io_err(&tools))?;
-    if let Some(c) = &pip.constraints {
-        let path = tools.join("constraints.txt");
-        fs_err::write(&path, c).map_err(io_err(&path))?;
-    }
-    if let Some(cert) = &pip.cert {
-        let path = tools.join("cert.pem");
-        fs_err::write(&path, cert).map_err(io_err(&path))?;
-        env.push(("PIP_CERT".into(), "/assemble/tools/cert.pem".into()));
-    }
-    let tools_mount = (pip.constraints.is_some() || pip.cert.is_some())
-        .then(|| Mount::ReadOnly(tools.clone(), "/assemble/tools".into()));
-    let plan = |what: &str, mut mounts: Vec<Mount>, argv: Vec<String>| {
-        mounts.extend(tools_mount.clone());
+
+    /// The plan of one pip run: `mounts`, then the tools when there are any.
+    fn plan(&self, what: &str, mut mounts: Vec<Mount>, argv: Vec<String>) -> Plan {
+        mounts.extend(self.tools_mount.clone());
         Plan {
             what: what.to_string(),
-            root: compiler.tree.clone(),
+            root: self.compiler.tree.clone(),
             writable_root: false,
             mounts,
-            env: env.clone(),
+            env: self.env.clone(),
             uid: BLUE.uid as u32,
             gid: BLUE.gid as u32,
             cwd: "/tmp".into(),
             share_net: true,
             argv,
         }
-    };
-    let output = Output::Capture {
-        echo: ctx.printer.verbose().then_some(ctx.printer),
-    };
-    let target = match &req.source {
+    }
+}
+
+/// What pip is asked for: the pinned name, or the requirement's wheel
+/// copied into the project directory, or the wheel built from the project
+/// directory (a first pip run, with no dependencies).
+fn stage_target(
+    ctx: &PythonContext,
+    run: &PipRun,
+    req: &Requirement,
+    work: &Path,
+) -> Result<String, PythonError> {
+    Ok(match &req.source {
         Source::Index { version, operator } => format!(
             "{}{}{operator}{version}",
             req.name.as_deref().unwrap_or_default(),
@@ -164,7 +239,7 @@ pub fn compile(
         ),
         Source::Wheel(path) => {
             let file = path.file_name().expect("wheel path has a file name");
-            fs_err::copy(path, project_dir.join(file)).map_err(io_err(path))?;
+            fs_err::copy(path, run.project_dir.join(file)).map_err(io_err(path))?;
             format!(
                 "/assemble/project/{}{}",
                 file.to_string_lossy(),
@@ -172,21 +247,21 @@ pub fn compile(
             )
         }
         Source::Directory(dir) => {
-            let src = work.path().join("src");
+            let src = work.join("src");
             copy_project_dir(dir, &src)?;
             ctx.printer.step(&format!(
                 "compile: building the project's wheel from {}",
                 dir.display()
             ));
             ctx.runner.run(
-                &plan(
+                &run.plan(
                     "pip wheel of the project directory",
                     vec![
                         Mount::Bind(src.clone(), "/assemble/src".into()),
-                        Mount::Bind(project_dir.clone(), "/assemble/project".into()),
+                        Mount::Bind(run.project_dir.clone(), "/assemble/project".into()),
                     ],
                     vec![
-                        py.clone(),
+                        run.py.clone(),
                         "-m".into(),
                         "pip".into(),
                         "wheel".into(),
@@ -196,18 +271,28 @@ pub fn compile(
                         "/assemble/src".into(),
                     ],
                 ),
-                output,
+                run.output,
             )?;
-            let built = only_wheel(&project_dir)?;
+            let built = only_wheel(&run.project_dir)?;
             format!("/assemble/project/{built}{}", req.extras_suffix())
         }
-    };
+    })
+}
+
+/// `pip wheel` of the target and its dependencies into the wheelhouse,
+/// under the constraints when there are some.
+fn pip_wheel(
+    ctx: &PythonContext,
+    run: &PipRun,
+    pip: &PipSettings,
+    target: &str,
+) -> Result<(), PythonError> {
     let mounts = vec![
-        Mount::Bind(wheels.clone(), "/assemble/wheelhouse".into()),
-        Mount::ReadOnly(project_dir.clone(), "/assemble/project".into()),
+        Mount::Bind(run.wheels.clone(), "/assemble/wheelhouse".into()),
+        Mount::ReadOnly(run.project_dir.clone(), "/assemble/project".into()),
     ];
     let mut argv = vec![
-        py.clone(),
+        run.py.clone(),
         "-m".into(),
         "pip".into(),
         "wheel".into(),
@@ -220,27 +305,26 @@ pub fn compile(
             "/assemble/tools/constraints.txt".into(),
         ]);
     }
-    argv.push(target.clone());
+    argv.push(target.to_string());
     ctx.printer.step(&format!(
         "compile: pip wheel {} (python{})",
-        display_target(&target),
+        display_target(target),
         ctx.python
     ));
-    ctx.runner.run(&plan("pip wheel", mounts, argv), output)?;
-    let project = find_project_wheel(&wheels, req)?;
-    let record = work.path().join("project.json");
+    ctx.runner
+        .run(&run.plan("pip wheel", mounts, argv), run.output)?;
+    Ok(())
+}
+
+/// Records which wheel is the project's, beside the wheels, so a cached
+/// wheelhouse knows it without asking pip again.
+fn write_project_record(work: &Path, project: &ProjectWheel) -> Result<(), PythonError> {
+    let record = work.join("project.json");
     fs_err::write(
         &record,
-        serde_json::to_vec_pretty(&project).expect("serialises"),
+        serde_json::to_vec_pretty(project).expect("serialises"),
     )
-    .map_err(io_err(&record))?;
-    let _ = std::fs::remove_dir_all(work.path().join("src"));
-    let dir = ctx.cache.commit_dir(work, "wheelhouse", &key)?;
-    Ok(Wheelhouse {
-        key,
-        dir: dir.join("wheels"),
-        project,
-    })
+    .map_err(io_err(&record))
 }
 
 /// Makes the wheelhouse from an offline store's wheels: `pip wheel` with
@@ -271,6 +355,36 @@ pub fn wheelhouse_from_store(
     for d in [&out, &tools] {
         fs_err::create_dir(d).map_err(io_err(d))?;
     }
+    let req_path = tools.join("requirements.txt");
+    fs_err::write(&req_path, store_requirements(wheels)?).map_err(io_err(&req_path))?;
+    ctx.printer.step(&format!(
+        "compile: {} wheels from the offline store, hashes checked (no network)",
+        wheels.len()
+    ));
+    ctx.runner.run(
+        &store_plan(ctx, compiler, store_wheels, &out, &tools),
+        Output::Capture {
+            echo: ctx.printer.verbose().then_some(ctx.printer),
+        },
+    )?;
+    if !out.join(&project.file).is_file() {
+        return Err(PythonError::Wheelhouse(format!(
+            "the offline store gave no {} wheel",
+            project.file
+        )));
+    }
+    write_project_record(work.path(), project)?;
+    let dir = ctx.cache.commit_dir(work, "wheelhouse", &key)?;
+    Ok(Wheelhouse {
+        key,
+        dir: dir.join("wheels"),
+        project: project.clone(),
+    })
+}
+
+/// A requirements file pinning every wheel of the store by name, version
+/// and sha256.
+fn store_requirements(wheels: &BTreeMap<String, String>) -> Result<String, PythonError> {
     let mut requirements = String::new();
     for (file, sha) in wheels {
         let (name, version) = wheel_name_version(Path::new(file)).ok_or_else(|| {
@@ -280,20 +394,26 @@ pub fn wheelhouse_from_store(
         })?;
         requirements.push_str(&format!("{name}=={version} --hash=sha256:{sha}\n"));
     }
-    let req_path = tools.join("requirements.txt");
-    fs_err::write(&req_path, requirements).map_err(io_err(&req_path))?;
-    ctx.printer.step(&format!(
-        "compile: {} wheels from the offline store, hashes checked (no network)",
-        wheels.len()
-    ));
-    let plan = Plan {
+    Ok(requirements)
+}
+
+/// The plan of `pip wheel` from the store: no index, no network, every
+/// hash required.
+fn store_plan(
+    ctx: &PythonContext,
+    compiler: &Rootfs,
+    store_wheels: &Path,
+    out: &Path,
+    tools: &Path,
+) -> Plan {
+    Plan {
         what: "pip wheel from the offline store".into(),
         root: compiler.tree.clone(),
         writable_root: false,
         mounts: vec![
-            Mount::Bind(out.clone(), "/assemble/wheelhouse".into()),
+            Mount::Bind(out.to_path_buf(), "/assemble/wheelhouse".into()),
             Mount::ReadOnly(store_wheels.to_path_buf(), "/assemble/project".into()),
-            Mount::ReadOnly(tools.clone(), "/assemble/tools".into()),
+            Mount::ReadOnly(tools.to_path_buf(), "/assemble/tools".into()),
         ],
         env: base_env(ctx),
         uid: BLUE.uid as u32,
@@ -318,31 +438,7 @@ pub fn wheelhouse_from_store(
         .iter()
         .map(|s| s.to_string())
         .collect(),
-    };
-    ctx.runner.run(
-        &plan,
-        Output::Capture {
-            echo: ctx.printer.verbose().then_some(ctx.printer),
-        },
-    )?;
-    if !out.join(&project.file).is_file() {
-        return Err(PythonError::Wheelhouse(format!(
-            "the offline store gave no {} wheel",
-            project.file
-        )));
     }
-    let record = work.path().join("project.json");
-    fs_err::write(
-        &record,
-        serde_json::to_vec_pretty(project).expect("serialises"),
-    )
-    .map_err(io_err(&record))?;
-    let dir = ctx.cache.commit_dir(work, "wheelhouse", &key)?;
-    Ok(Wheelhouse {
-        key,
-        dir: dir.join("wheels"),
-        project: project.clone(),
-    })
 }
 
 fn display_target(t: &str) -> &str {

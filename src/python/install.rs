@@ -49,16 +49,8 @@ pub fn install(
         .part("compression", ctx.compression.name().as_bytes())
         .finish();
     if !ctx.rebuild {
-        if let Some(cached) = ctx.cache.get_json::<VenvLayers>("layers", &key) {
-            if ctx.cache.blobs().has(&cached.dependencies.digest)
-                && ctx.cache.blobs().has(&cached.application.digest)
-            {
-                ctx.printer.step("install: cached venv layers");
-                return Ok(VenvLayers {
-                    cached: true,
-                    ..cached
-                });
-            }
+        if let Some(cached) = cached_layers(ctx, &key) {
+            return Ok(cached);
         }
     }
     check_wheelhouse(&wheelhouse.dir)?;
@@ -66,6 +58,40 @@ pub fn install(
     let work = ctx.cache.work_dir("venv")?;
     let venv = work.path().join("app");
     fs_err::create_dir(&venv).map_err(io_err(&venv))?;
+    pip_install(ctx, req, wheelhouse, base, &pip_whl, &venv)?;
+    let split = split_venv(&venv, &ctx.python, &wheelhouse.project.name)?;
+    let layers = pack_layers(ctx, &venv, split)?;
+    ctx.cache.put_json("layers", &key, &layers)?;
+    Ok(layers)
+}
+
+/// The layers cached under `key`, if both blobs are still in the store,
+/// with a progress line.
+fn cached_layers(ctx: &PythonContext, key: &str) -> Option<VenvLayers> {
+    let cached = ctx.cache.get_json::<VenvLayers>("layers", key)?;
+    if ctx.cache.blobs().has(&cached.dependencies.digest)
+        && ctx.cache.blobs().has(&cached.application.digest)
+    {
+        ctx.printer.step("install: cached venv layers");
+        return Some(VenvLayers {
+            cached: true,
+            ..cached
+        });
+    }
+    None
+}
+
+/// In the base rootfs, without network: the venv (no pip of its own), the
+/// project from the wheelhouse with the compiler's pip wheel, then the
+/// byte-code, checked by hash rather than by timestamp.
+fn pip_install(
+    ctx: &PythonContext,
+    req: &Requirement,
+    wheelhouse: &Wheelhouse,
+    base: &Rootfs,
+    pip_whl: &Path,
+    venv: &Path,
+) -> Result<(), PythonError> {
     let project = &wheelhouse.project;
     let target = format!(
         "{}{}=={}",
@@ -90,7 +116,7 @@ pub fn install(
         root: base.tree.clone(),
         writable_root: false,
         mounts: vec![
-            Mount::Bind(venv.clone(), VENV.into()),
+            Mount::Bind(venv.to_path_buf(), VENV.into()),
             Mount::ReadOnly(wheelhouse.dir.clone(), "/assemble/wheelhouse".into()),
             Mount::ReadOnly(
                 pip_whl
@@ -113,7 +139,12 @@ pub fn install(
             echo: ctx.printer.verbose().then_some(ctx.printer),
         },
     )?;
-    let split = split_venv(&venv, &ctx.python, &project.name)?;
+    Ok(())
+}
+
+/// Packs the split venv into its two layers, each under the home skeleton,
+/// the dependencies on a second thread.
+fn pack_layers(ctx: &PythonContext, venv: &Path, split: Split) -> Result<VenvLayers, PythonError> {
     ctx.printer.step(&format!(
         "layers: packing {} dependency files and {} application files",
         split.dependencies.len(),
@@ -122,7 +153,7 @@ pub fn install(
     let pack = |files: BTreeSet<PathBuf>| -> Result<LayerBlob, PythonError> {
         let mut l = Layer::new();
         contract::home_skeleton(&mut l);
-        l.add_tree(&venv, VENV, BLUE, layer::Select::Only(files));
+        l.add_tree(venv, VENV, BLUE, layer::Select::Only(files));
         Ok(l.write_blob(ctx.cache.blobs().dir(), ctx.compression, ctx.epoch)?)
     };
     let Split {
@@ -135,14 +166,12 @@ pub fn install(
         let app = pack(application);
         (deps.join().expect("layer thread"), app)
     });
-    let layers = VenvLayers {
+    Ok(VenvLayers {
         dependencies: dependencies?,
         application: application?,
         installed,
         cached: false,
-    };
-    ctx.cache.put_json("layers", &key, &layers)?;
-    Ok(layers)
+    })
 }
 
 fn find_pip_wheel(tree: &Path) -> Result<PathBuf, PythonError> {
