@@ -235,6 +235,7 @@ pub fn record_path(line: &str) -> Option<String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::path::Path;
 
     /// A zip written by Python's zipfile, which writes any member name it is
     /// given, each member holding `x`.
@@ -260,6 +261,47 @@ pub(crate) mod tests {
         assert_eq!(
             member_names(&std::fs::read(f.path()).unwrap()).unwrap(),
             ["a/b.py", "a-1.0.dist-info/RECORD"]
+        );
+    }
+
+    #[test]
+    fn the_fuzz_seeds_get_their_verdicts() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/corpus/wheel");
+        let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+        for good in [
+            "milborne-0.4.0.whl",
+            "tinypkg-1.0.whl",
+            "stored.whl",
+            "deflated.whl",
+        ] {
+            check(&read(good)).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        let verdict = |name: &str| check(&read(name)).unwrap_err().to_string();
+        assert_eq!(verdict("empty.zip"), "the wheel has no .dist-info/WHEEL");
+        assert_eq!(
+            verdict("no-record.whl"),
+            "the wheel has no .dist-info/RECORD"
+        );
+        assert_eq!(
+            verdict("truncated.whl"),
+            "not a zip archive (no end of central directory)"
+        );
+        assert_eq!(
+            verdict("zip64-marker.whl"),
+            "not a zip archive (zip64 archives are not supported)"
+        );
+        assert_eq!(
+            verdict("method-12.whl"),
+            "a/__init__.py uses zip method 12, which pip cannot read"
+        );
+        assert_eq!(
+            verdict("crc-mismatch.whl"),
+            "a/__init__.py is corrupt (its CRC-32 or size does not match)"
+        );
+        assert!(verdict("cut-directory.whl").starts_with("not a zip archive"));
+        assert_eq!(
+            member_names(&read("hostile-names.whl")).unwrap()[..3],
+            ["../../etc/cron.d/evil", "/abs", "a\\b"]
         );
     }
 
