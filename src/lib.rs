@@ -120,15 +120,14 @@ impl Error {
     /// Each module's error says which of its failures are bad input; no
     /// catch-all, so a new variant must be placed here.
     pub fn exit_code(&self) -> i32 {
-        use python::PythonError as P;
         let bad_input = match self {
             Error::Usage(_) => true,
             Error::Spec(e) => e.is_bad_input(),
             Error::Epoch(e) => e.is_bad_input(),
             Error::Rootfs(e) => e.is_bad_input(),
             Error::Unpack(e) => e.is_bad_input(),
-            Error::Python(P::HostileWheel { .. } | P::BadWheel { .. }) => true,
-            Error::Sandbox(e) | Error::Python(P::Sandbox(e)) => e.is_bad_input(),
+            Error::Python(e) => e.is_bad_input(),
+            Error::Sandbox(e) => e.is_bad_input(),
             Error::Image(e) => e.is_bad_input(),
             Error::Transfer(e) => e.is_bad_input(),
             Error::Registry(e) => e.is_bad_input(),
@@ -138,9 +137,6 @@ impl Error {
             Error::Cache(e) => e.is_bad_input(),
             // A file that cannot be written or read is the machine's failure.
             Error::Layer(_) | Error::Write(_) | Error::Io { .. } => false,
-            // PythonError gets its own is_bad_input() with the split of
-            // python.rs into src/python/ (issue 12, done in parallel).
-            Error::Python(_) => false,
         };
         if bad_input {
             2

@@ -1,0 +1,236 @@
+//! The venv install: creates the venv inside the base rootfs from the
+//! wheelhouse alone (no network), compiles its byte-code deterministically,
+//! and packs it into the dependency and application layers that the RECORD
+//! split ([`super::split`]) decides. Wheels are refused here, before pip
+//! sees them, when a member would land outside the venv.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use super::split::{split_venv, Installed, Split};
+use super::{base_env, io_err, wheel, PythonContext, PythonError, Wheelhouse};
+use crate::cache::KeyBuilder;
+use crate::contract::{self, OWNER as BLUE, VENV};
+use crate::image::layer::{self, Layer, LayerBlob};
+use crate::rootfs::Rootfs;
+use crate::sandbox::{Mount, Output, Plan};
+use crate::spec::Requirement;
+
+/// The venv's layers and what they hold.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VenvLayers {
+    /// Third-party distributions and the venv scaffolding.
+    pub dependencies: LayerBlob,
+    /// The project's own distribution.
+    pub application: LayerBlob,
+    /// Facts about the install.
+    pub installed: Installed,
+    /// True when the layers came from the cache (not part of the record).
+    #[serde(skip)]
+    pub cached: bool,
+}
+
+/// Creates the venv inside the base rootfs from the wheelhouse alone (no
+/// network, `--no-index`), compiles deterministic byte-code, and packs it
+/// into two layers: dependencies, then the application.
+pub fn install(
+    ctx: &PythonContext,
+    req: &Requirement,
+    wheelhouse: &Wheelhouse,
+    base: &Rootfs,
+    compiler: &Rootfs,
+) -> Result<VenvLayers, PythonError> {
+    let key = KeyBuilder::new("venv-layers-v1")
+        .part("base", base.key.as_bytes())
+        .part("wheelhouse", wheelhouse.key.as_bytes())
+        .part("python", ctx.python.as_bytes())
+        .part("extras", req.extras.join(",").as_bytes())
+        .part("epoch", ctx.epoch.to_string().as_bytes())
+        .part("compression", ctx.compression.name().as_bytes())
+        .finish();
+    if !ctx.rebuild {
+        if let Some(cached) = cached_layers(ctx, &key) {
+            return Ok(cached);
+        }
+    }
+    check_wheelhouse(&wheelhouse.dir)?;
+    let pip_whl = find_pip_wheel(&compiler.tree)?;
+    let work = ctx.cache.work_dir("venv")?;
+    let venv = work.path().join("app");
+    fs_err::create_dir(&venv).map_err(io_err(&venv))?;
+    pip_install(ctx, req, wheelhouse, base, &pip_whl, &venv)?;
+    let split = split_venv(&venv, &ctx.python, &wheelhouse.project.name)?;
+    let layers = pack_layers(ctx, &venv, split)?;
+    ctx.cache.put_json("layers", &key, &layers)?;
+    Ok(layers)
+}
+
+/// The layers cached under `key`, if both blobs are still in the store,
+/// with a progress line.
+fn cached_layers(ctx: &PythonContext, key: &str) -> Option<VenvLayers> {
+    let cached = ctx.cache.get_json::<VenvLayers>("layers", key)?;
+    if ctx.cache.blobs().has(&cached.dependencies.digest)
+        && ctx.cache.blobs().has(&cached.application.digest)
+    {
+        ctx.printer.step("install: cached venv layers");
+        return Some(VenvLayers {
+            cached: true,
+            ..cached
+        });
+    }
+    None
+}
+
+/// In the base rootfs, without network: the venv (no pip of its own), the
+/// project from the wheelhouse with the compiler's pip wheel, then the
+/// byte-code, checked by hash rather than by timestamp.
+fn pip_install(
+    ctx: &PythonContext,
+    req: &Requirement,
+    wheelhouse: &Wheelhouse,
+    base: &Rootfs,
+    pip_whl: &Path,
+    venv: &Path,
+) -> Result<(), PythonError> {
+    let project = &wheelhouse.project;
+    let target = format!(
+        "{}{}=={}",
+        project.name,
+        req.extras_suffix(),
+        project.version
+    );
+    let script = format!(
+        "set -eu\numask 022\n\
+         python{py} -m venv --without-pip {VENV}\n\
+         {VENV}/bin/python /assemble/tools/{pip_whl}/pip install --no-index --find-links /assemble/wheelhouse \
+           --no-compile --no-cache-dir --no-warn-script-location \"$1\"\n\
+         {VENV}/bin/python -m compileall -q -j 1 --invalidation-mode unchecked-hash {VENV}/lib\n",
+        py = ctx.python,
+        pip_whl = pip_whl.file_name().expect("wheel has a name").to_string_lossy()
+    );
+    ctx.printer.step(&format!(
+        "install: venv at {VENV} with {target} (no network)"
+    ));
+    let plan = Plan {
+        what: "venv install".into(),
+        root: base.tree.clone(),
+        writable_root: false,
+        mounts: vec![
+            Mount::Bind(venv.to_path_buf(), VENV.into()),
+            Mount::ReadOnly(wheelhouse.dir.clone(), "/assemble/wheelhouse".into()),
+            Mount::ReadOnly(
+                pip_whl
+                    .parent()
+                    .expect("wheel has a directory")
+                    .to_path_buf(),
+                "/assemble/tools".into(),
+            ),
+        ],
+        env: base_env(ctx),
+        uid: BLUE.uid as u32,
+        gid: BLUE.gid as u32,
+        cwd: "/tmp".into(),
+        share_net: false,
+        argv: vec!["/bin/sh".into(), "-c".into(), script, "sh".into(), target],
+    };
+    ctx.runner.run(
+        &plan,
+        Output::Capture {
+            echo: ctx.printer.verbose().then_some(ctx.printer),
+        },
+    )?;
+    Ok(())
+}
+
+/// Packs the split venv into its two layers, each under the home skeleton,
+/// the dependencies on a second thread.
+fn pack_layers(ctx: &PythonContext, venv: &Path, split: Split) -> Result<VenvLayers, PythonError> {
+    ctx.printer.step(&format!(
+        "layers: packing {} dependency files and {} application files",
+        split.dependencies.len(),
+        split.application.len()
+    ));
+    let pack = |files: BTreeSet<PathBuf>| -> Result<LayerBlob, PythonError> {
+        let mut l = Layer::new();
+        contract::home_skeleton(&mut l);
+        l.add_tree(venv, VENV, BLUE, layer::Select::Only(files));
+        Ok(l.write_blob(ctx.cache.blobs().dir(), ctx.compression, ctx.epoch)?)
+    };
+    let Split {
+        dependencies,
+        application,
+        installed,
+    } = split;
+    let (dependencies, application) = std::thread::scope(|s| {
+        let deps = s.spawn(|| pack(dependencies));
+        let app = pack(application);
+        (deps.join().expect("layer thread"), app)
+    });
+    Ok(VenvLayers {
+        dependencies: dependencies?,
+        application: application?,
+        installed,
+        cached: false,
+    })
+}
+
+fn find_pip_wheel(tree: &Path) -> Result<PathBuf, PythonError> {
+    let dir = tree.join("usr/share/python-wheels");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|_| PythonError::NoPipWheel)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                n.to_string_lossy().starts_with("pip-") && n.to_string_lossy().ends_with(".whl")
+            })
+        })
+        .collect();
+    found.sort();
+    found.pop().ok_or(PythonError::NoPipWheel)
+}
+
+/// Refuses wheels whose member names are absolute or climb with `..`:
+/// whatever pip would do with them, they have no business in an image.
+fn check_wheelhouse(dir: &Path) -> Result<(), PythonError> {
+    for e in fs_err::read_dir(dir).map_err(io_err(dir))?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".whl") {
+            continue;
+        }
+        let data = fs_err::read(e.path()).map_err(io_err(&e.path()))?;
+        let members =
+            wheel::member_names(&data).map_err(|source| PythonError::UnreadableWheel {
+                wheel: name.clone(),
+                source,
+            })?;
+        for m in members {
+            let bad = m.starts_with('/') || m.contains('\\') || m.split('/').any(|c| c == "..");
+            if bad {
+                return Err(PythonError::HostileWheel {
+                    wheel: name,
+                    entry: m,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::python::wheel::tests::zip_with;
+
+    #[test]
+    fn wheels_with_members_outside_the_venv_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = zip_with(&["ok.py", "../../etc/cron.d/evil"]);
+        std::fs::copy(f.path(), dir.path().join("evil-1.0-py3-none-any.whl")).unwrap();
+        let e = check_wheelhouse(dir.path()).unwrap_err();
+        assert!(
+            matches!(e, PythonError::HostileWheel { ref entry, .. } if entry == "../../etc/cron.d/evil"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! Python stages: compile the wheelhouse in the compiler rootfs
+//! ([`compile`](mod@compile)), install it into a venv at `/home/blue/app` inside the base
+//! rootfs ([`install`](mod@install)), and split the venv into layers by the
+//! distribution that owns each file ([`split`]). [`wheel`] reads the wheels
+//! themselves. This module owns what they share: the error, the context of
+//! a run, the wheelhouse and the environment of every sandboxed pip run.
+
+use std::path::{Path, PathBuf};
+
+use crate::cache::{Cache, CacheError};
+use crate::image::layer::{self, LayerError};
+use crate::output::Printer;
+use crate::sandbox::{Runner, SandboxError};
+
+pub mod compile;
+pub mod install;
+pub mod split;
+pub mod wheel;
+
+pub use compile::{compile, wheelhouse_from_store};
+pub use install::{install, VenvLayers};
+pub use split::{split_venv, Installed, Split};
+
+/// Failure of a Python stage.
+#[derive(Debug, thiserror::Error)]
+pub enum PythonError {
+    /// pip or venv failed in the sandbox.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// The wheelhouse does not hold what was asked for.
+    #[error("{0}")]
+    Wheelhouse(String),
+    /// A wheel in the wheelhouse cannot be read as a zip.
+    #[error("{wheel} is not a readable wheel (zip)")]
+    UnreadableWheel {
+        /// The wheel's file name.
+        wheel: String,
+        #[source]
+        source: wheel::WheelError,
+    },
+    /// A wheel would write outside the venv.
+    #[error("refusing wheel {wheel}: its entry {entry:?} points outside the virtualenv")]
+    HostileWheel {
+        /// The wheel file.
+        wheel: String,
+        /// The member or RECORD entry.
+        entry: String,
+    },
+    /// A wheel given as the requirement is not a readable wheel.
+    #[error("{path} is not a usable wheel; build it again (or download it again) and retry")]
+    BadWheel {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: wheel::WheelError,
+    },
+    /// The compiler rootfs lacks pip's wheel.
+    #[error("the compiler rootfs has no pip wheel in /usr/share/python-wheels; it needs python3-venv (python3-pip-whl)")]
+    NoPipWheel,
+    /// Files could not be read or written.
+    #[error("cannot access {path}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Cache failure.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// Layer writing failed.
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+}
+
+impl PythonError {
+    /// True when the input is at fault (a damaged or hostile wheel) or the
+    /// machine lacks what the sandbox needs: exit 2 rather than 1.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            PythonError::HostileWheel { .. } | PythonError::BadWheel { .. } => true,
+            PythonError::Sandbox(e) => e.is_bad_input(),
+            PythonError::Wheelhouse(_)
+            | PythonError::UnreadableWheel { .. }
+            | PythonError::NoPipWheel
+            | PythonError::Io { .. }
+            | PythonError::Cache(_)
+            | PythonError::Layer(_) => false,
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PythonError + '_ {
+    move |source| PythonError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The project's own wheel in a wheelhouse.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProjectWheel {
+    /// Name as in the wheel's file name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// File name in the wheelhouse.
+    pub file: String,
+}
+
+/// A compiled wheelhouse.
+#[derive(Clone, Debug)]
+pub struct Wheelhouse {
+    /// Cache key.
+    pub key: String,
+    /// Directory of wheels.
+    pub dir: PathBuf,
+    /// The project's wheel.
+    pub project: ProjectWheel,
+}
+
+/// Settings shared by the sandboxed pip runs.
+pub struct PythonContext<'a> {
+    /// The cache.
+    pub cache: &'a Cache,
+    /// Sandbox runner.
+    pub runner: &'a dyn Runner,
+    /// Progress output.
+    pub printer: &'a Printer,
+    /// `X.Y`.
+    pub python: String,
+    /// SOURCE_DATE_EPOCH.
+    pub epoch: u64,
+    /// Ignore cached wheelhouses and layers.
+    pub rebuild: bool,
+    /// Compression of the layers built.
+    pub compression: layer::Compression,
+}
+
+fn base_env(ctx: &PythonContext) -> Vec<(String, String)> {
+    [
+        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        ("HOME", "/tmp"),
+        ("LANG", "C.UTF-8"),
+        ("PYTHONHASHSEED", "0"),
+        ("PYTHONDONTWRITEBYTECODE", "1"),
+        ("PIP_CONFIG_FILE", "/dev/null"),
+        ("PIP_NO_INPUT", "1"),
+        ("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
+        ("PIP_PROGRESS_BAR", "off"),
+        ("PIP_ROOT_USER_ACTION", "ignore"),
+        // No debug information: it embeds pip's random build directory and
+        // would make compiled extensions differ from one build to the next.
+        ("CFLAGS", "-g0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .chain([("SOURCE_DATE_EPOCH".to_string(), ctx.epoch.to_string())])
+    .collect()
+}
+
+/// Reads a whole wheel before it is used (see [`wheel::check`]). A truncated
+/// or corrupt file is bad input, found before any work starts rather than by
+/// pip halfway through a build.
+pub fn check_wheel(path: &Path) -> Result<(), PythonError> {
+    let data = fs_err::read(path).map_err(io_err(path))?;
+    wheel::check(&data).map_err(|source| PythonError::BadWheel {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wheel::tests::zip_with;
+
+    /// The message and every cause, as the command line prints them.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            text.push_str(&format!("\ncaused by: {s}"));
+            source = s.source();
+        }
+        text
+    }
+
+    #[test]
+    fn a_complete_wheel_passes_and_a_damaged_one_is_refused() {
+        let f = zip_with(&[
+            "a/__init__.py",
+            "a-1.0.dist-info/WHEEL",
+            "a-1.0.dist-info/RECORD",
+        ]);
+        check_wheel(f.path()).unwrap();
+        let good = std::fs::read(f.path()).unwrap();
+        let cut = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(cut.path(), &good[..good.len() - 30]).unwrap();
+        assert!(matches!(
+            check_wheel(cut.path()),
+            Err(PythonError::BadWheel { .. })
+        ));
+        // The first member's one stored byte ('x'), flipped.
+        let mut bad = good.clone();
+        let at = 30 + "a/__init__.py".len();
+        assert_eq!(bad[at], b'x');
+        bad[at] = b'y';
+        std::fs::write(cut.path(), &bad).unwrap();
+        let e = chain(&check_wheel(cut.path()).unwrap_err());
+        assert!(e.contains("a/__init__.py is corrupt"), "{e}");
+        let f = zip_with(&["a/__init__.py"]);
+        let e = chain(&check_wheel(f.path()).unwrap_err());
+        assert!(e.contains("no .dist-info/WHEEL"), "{e}");
+    }
+}
