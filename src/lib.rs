@@ -1,7 +1,8 @@
 //! `assemble`: builds OCI images of Python web applications without a
 //! container engine and without root.
 //!
-//! One module per pipeline stage (see DESIGN.md):
+//! One module per pipeline stage (the map, with the data between the
+//! stages and the invariants, is `ARCHITECTURE.md` at the top level):
 //!
 //! - [`spec`]: what to build: the requirement, `assemble.toml`, pip settings.
 //! - [`rootfs`]: the base and compiler root filesystems (mmdebstrap, tarball,
@@ -10,8 +11,10 @@
 //!   unprivileged user (bubblewrap) and commands on the host (mmdebstrap,
 //!   credential helpers), behind one trait so their plans are tested without
 //!   privileges.
-//! - [`python`]: `pip wheel` in the compiler, the venv in the base, and the
-//!   split of the venv into per-distribution layers.
+//! - [`python`]: the Python stages: [`python::compile`](mod@python::compile) (`pip wheel` in the
+//!   compiler), [`python::install`](mod@python::install) (the venv in the base), [`python::split`]
+//!   (the venv into layers by RECORD) and [`python::wheel`] (the zip
+//!   directory and RECORD reader, fuzzed).
 //! - [`runtime`]: the entrypoint, templates and settings layer.
 //! - [`image`]: the image as a value (config, manifest, layer descriptors
 //!   and their blob source), read from and written to OCI layouts, archives
