@@ -6,7 +6,7 @@
 //!
 //! - [`spec`]: what to build: the requirement, `assemble.toml`, pip settings.
 //! - [`rootfs`]: the base and compiler root filesystems (mmdebstrap, tarball,
-//!   OCI layout), cached by what defines them.
+//!   OCI layout, registry image, offline store), cached by what defines them.
 //! - [`sandbox`]: every external process: commands in a rootfs as an
 //!   unprivileged user (bubblewrap) and commands on the host (mmdebstrap,
 //!   credential helpers), behind one trait so their plans are tested without
@@ -23,13 +23,15 @@
 //!   and [`image::unpack`] (safe extraction of untrusted tarballs).
 //! - [`contract`]: the image contract (user, ids, paths, ports, volumes).
 //! - [`cache`]: the content-addressed cache.
-//! - [`build`]: the pipeline, from options to layout.
+//! - [`build`]: the pipeline, from options to layout and push; also the
+//!   steps `base`, `vendor` and `push` share with it.
 //! - [`registry`]: references, credentials, TLS per host (certs.d, --ca-file)
 //!   and the v2 client (timeouts, credentials only to the registry that asked):
 //!   push, pull, tags.
 //! - [`run`]: `assemble run`, an image run rootless for smoke tests.
 //! - [`vendor`]: the offline store and its one-file bundle.
 //! - [`housekeeping`]: `clean` and `purge`, which remove only what assemble wrote.
+//! - [`cli`]: the command line (clap derive) and its help.
 //! - [`settings`]: the command line turned into validated settings before any
 //!   work; [`commands`]: one function per subcommand, running those settings.
 //! - [`output`]: the one printer; [`digest`]: sha256 helpers; [`env`](mod@env): variable names;
