@@ -2,7 +2,8 @@
 //! plan's root and mounts, and its processes killed when assemble dies.
 
 use std::ffi::OsString;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -46,15 +47,32 @@ impl Bubblewrap {
 /// network.
 const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 
-/// The bubblewrap arguments for a plan.
-pub fn bwrap_args(plan: &Plan) -> Vec<OsString> {
+/// The bubblewrap arguments for a plan, whose environment bwrap reads
+/// from the descriptor `env_fd` (see [`env_options`]).
+pub fn bwrap_args(plan: &Plan, env_fd: i32) -> Vec<OsString> {
     let resolv = Path::new(HOST_RESOLV_CONF);
-    args_for(plan, resolv.exists().then_some(resolv))
+    args_for(plan, resolv.exists().then_some(resolv), env_fd)
+}
+
+/// The environment of a plan as bwrap options (`--clearenv`, then a
+/// `--setenv` for each variable), NUL-separated as `--args FD` reads them.
+/// The environment is never on bwrap's command line: pip's index
+/// credentials are in it, and every local user can read a command line in
+/// `/proc/PID/cmdline`, while a descriptor is the process's own.
+pub fn env_options(plan: &Plan) -> Vec<u8> {
+    let mut bytes = b"--clearenv\0".to_vec();
+    for (k, v) in &plan.env {
+        for part in [b"--setenv".as_slice(), k.as_bytes(), v.as_bytes()] {
+            bytes.extend_from_slice(part);
+            bytes.push(0);
+        }
+    }
+    bytes
 }
 
 /// The bubblewrap arguments for a plan, given the host's resolv.conf if it
 /// has one.
-fn args_for(plan: &Plan, resolv_conf: Option<&Path>) -> Vec<OsString> {
+fn args_for(plan: &Plan, resolv_conf: Option<&Path>, env_fd: i32) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |items: &[&dyn AsRef<std::ffi::OsStr>]| {
         for i in items {
@@ -111,10 +129,7 @@ fn args_for(plan: &Plan, resolv_conf: Option<&Path>) -> Vec<OsString> {
             Mount::Symlink(target, dest) => push(&[&"--symlink", target, dest]),
         }
     }
-    push(&[&"--clearenv"]);
-    for (k, v) in &plan.env {
-        push(&[&"--setenv", k, v]);
-    }
+    push(&[&"--args", &env_fd.to_string()]);
     push(&[&"--chdir", &plan.cwd, &"--"]);
     for arg in &plan.argv {
         push(&[arg]);
@@ -125,10 +140,17 @@ fn args_for(plan: &Plan, resolv_conf: Option<&Path>) -> Vec<OsString> {
 impl Bubblewrap {
     /// The bwrap command for a plan. It is the one place bwrap starts: if
     /// assemble dies, the sandbox dies with it (`PR_SET_PDEATHSIG`), and the
-    /// descriptors of the plan's [`Mount::File`]s are inherited.
-    fn command(&self, plan: &Plan) -> Command {
+    /// descriptors of the plan's [`Mount::File`]s are inherited, with the
+    /// one bwrap reads the environment from (returned with the command: it
+    /// must stay open until the command is spawned).
+    fn command(&self, plan: &Plan) -> Result<(Command, std::fs::File), SandboxError> {
+        let mut env = tempfile::tempfile().map_err(SandboxError::Spawn)?;
+        env.write_all(&env_options(plan))
+            .and_then(|()| env.seek(SeekFrom::Start(0)))
+            .map_err(SandboxError::Spawn)?;
+        let env_fd = env.as_raw_fd();
         let mut cmd = Command::new(&self.program);
-        cmd.args(bwrap_args(plan));
+        cmd.args(bwrap_args(plan, env_fd));
         tracing::debug!(what = %plan.what, argv = ?plan.argv, "sandbox");
         let inherited: Vec<i32> = plan
             .mounts
@@ -137,6 +159,7 @@ impl Bubblewrap {
                 Mount::File { fd, .. } => Some(*fd),
                 _ => None,
             })
+            .chain([env_fd])
             .collect();
         // SAFETY: the closure runs in the child between fork and exec, and
         // calls only async-signal-safe functions (prctl, fcntl) on plain
@@ -153,13 +176,13 @@ impl Bubblewrap {
                 Ok(())
             });
         }
-        cmd
+        Ok((cmd, env))
     }
 
     /// Runs a plan with its output captured: the last lines are kept for
     /// the error, secrets masked, and each line echoed when asked.
     fn capture(&self, plan: &Plan, echo: Option<&Printer>) -> Result<i32, SandboxError> {
-        let mut cmd = self.command(plan);
+        let (mut cmd, _env) = self.command(plan)?;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -220,7 +243,8 @@ impl Runner for Bubblewrap {
                 // Installed before the sandbox starts, so that no signal is
                 // lost between its start and the moment its pid is known.
                 let signals = Signals::install().map_err(SandboxError::Spawn)?;
-                let child = self.command(plan).spawn().map_err(SandboxError::Spawn)?;
+                let (mut cmd, _env) = self.command(plan)?;
+                let child = cmd.spawn().map_err(SandboxError::Spawn)?;
                 let status = supervise(child, &signals, stop_timeout, printer)?;
                 Ok(exit_code(&status))
             }
@@ -258,7 +282,7 @@ mod tests {
 
     #[test]
     fn root_is_read_only_and_environment_is_cleared() {
-        let args: Vec<String> = bwrap_args(&plan())
+        let args: Vec<String> = bwrap_args(&plan(), 7)
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect();
@@ -266,14 +290,46 @@ mod tests {
         assert!(joined.contains("--ro-bind /r /"), "{joined}");
         assert!(joined.contains("--unshare-net"));
         assert!(joined.contains("--uid 1000 --gid 33"));
-        let clear = args.iter().position(|a| a == "--clearenv").unwrap();
-        let setenv = args.iter().position(|a| a == "--setenv").unwrap();
-        assert!(clear < setenv, "environment is cleared before it is set");
+        assert!(joined.contains("--args 7 --chdir /tmp -- true"), "{joined}");
         assert_eq!(args.last().unwrap(), "true");
+        let options = env_options(&plan());
+        let fields: Vec<&[u8]> = options.split(|b| *b == 0).collect();
+        assert_eq!(
+            fields,
+            [b"--clearenv".as_slice(), b"--setenv", b"A", b"1", b""]
+        );
+    }
+
+    /// Regression: pip's index credentials were passed as `--setenv` on
+    /// bwrap's command line, which every local user can read in /proc.
+    #[test]
+    fn the_environment_is_not_on_the_command_line() {
+        let mut p = plan();
+        p.env = vec![(
+            "PIP_INDEX_URL".into(),
+            "https://u:s3cret@index/simple".into(),
+        )];
+        let args = bwrap_args(&p, 7);
+        assert!(
+            !args.iter().any(|a| a.to_string_lossy().contains("s3cret")),
+            "{args:?}"
+        );
+        let options = env_options(&p);
+        let fields: Vec<&[u8]> = options.split(|b| *b == 0).collect();
+        assert_eq!(
+            fields,
+            [
+                b"--clearenv".as_slice(),
+                b"--setenv",
+                b"PIP_INDEX_URL",
+                b"https://u:s3cret@index/simple",
+                b"",
+            ]
+        );
     }
 
     fn args(plan: &Plan, resolv: Option<&str>) -> Vec<String> {
-        args_for(plan, resolv.map(Path::new))
+        args_for(plan, resolv.map(Path::new), 7)
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect()
