@@ -203,7 +203,8 @@ pub fn run_with<R: Runner>(
         share_net: true,
         argv,
     };
-    printer.step(&format!("run: {} as {uid}:{gid}", plan.argv.join(" ")));
+    // The runner prints the "run: …" line once its signal handlers are in
+    // place: a stop signal sent as soon as that line shows is never lost.
     let code = runner.run(
         &plan,
         Output::Interactive {

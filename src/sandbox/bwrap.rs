@@ -240,9 +240,16 @@ impl Runner for Bubblewrap {
                 stop_timeout,
                 printer,
             } => {
-                // Installed before the sandbox starts, so that no signal is
-                // lost between its start and the moment its pid is known.
+                // Installed before the "run:" line and the sandbox's start,
+                // so that no signal is lost between them and the moment its
+                // pid is known (whoever reads the line may signal at once).
                 let signals = Signals::install().map_err(SandboxError::Spawn)?;
+                printer.step(&format!(
+                    "run: {} as {}:{}",
+                    plan.argv.join(" "),
+                    plan.uid,
+                    plan.gid
+                ));
                 let (mut cmd, _env) = self.command(plan)?;
                 let child = cmd.spawn().map_err(SandboxError::Spawn)?;
                 let status = supervise(child, &signals, stop_timeout, printer)?;

@@ -108,7 +108,8 @@ pub enum Output<'a> {
     Interactive {
         /// How long a stop waits for the command.
         stop_timeout: Duration,
-        /// Where the stop is reported.
+        /// Where the start ("run: …", printed once the signal handlers are
+        /// in place) and the stop are reported.
         printer: &'a Printer,
     },
 }
