@@ -436,21 +436,12 @@ pub fn vendor(
     runner: &dyn Runner,
     printer: &Printer,
 ) -> Result<crate::vendor::Lock, Error> {
-    let base = base_rootfs(
-        cache,
-        &opts.base,
-        &opts.config,
-        &opts.registry,
-        runner,
-        printer,
-    )?;
-    let python = rootfs::choose_python(
-        &base.tree,
-        opts.python.as_deref().or(opts.config.python.as_deref()),
-    )?;
-    let compiler = compiler_rootfs(cache, &opts.config, runner, printer)?;
-    let ctx = python_context(cache, runner, printer, &python, opts);
-    let wheelhouse = python::compile(&ctx, &opts.requirement, &opts.pip, &compiler)?;
+    let Inputs {
+        base,
+        compiler,
+        python,
+        wheelhouse,
+    } = online_inputs(opts, cache, runner, printer)?;
     printer.step(&format!("vendor: filling {}", store.dir().display()));
     Ok(store.fill(
         cache.blobs(),

@@ -49,27 +49,25 @@ pub trait BlobSource: fmt::Debug + Send + Sync {
     /// The file holding the blob on this machine, when there is one.
     fn local_path(&self, digest: &Digest) -> Option<PathBuf>;
 
+    /// The blob's file, or the error saying this source has none on disk.
+    fn require_local(&self, digest: &Digest) -> Result<PathBuf, ImageError> {
+        self.local_path(digest).ok_or_else(|| ImageError::NotLocal {
+            origin: self.name(),
+            digest: digest.clone(),
+        })
+    }
+
     /// Opens a blob to read it from its start (the reader does not check
     /// the digest: callers that need to hash what they read).
     fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, ImageError> {
-        let path = self
-            .local_path(digest)
-            .ok_or_else(|| ImageError::NotLocal {
-                origin: self.name(),
-                digest: digest.clone(),
-            })?;
+        let path = self.require_local(digest)?;
         let file = fs_err::File::open(&path).map_err(|source| ImageError::Io { path, source })?;
         Ok(Box::new(file))
     }
 
     /// Reads a whole (small) blob, checking its digest.
     fn read_verified(&self, digest: &Digest) -> Result<Vec<u8>, ImageError> {
-        let path = self
-            .local_path(digest)
-            .ok_or_else(|| ImageError::NotLocal {
-                origin: self.name(),
-                digest: digest.clone(),
-            })?;
+        let path = self.require_local(digest)?;
         let bytes = fs_err::read(&path).map_err(|source| ImageError::Io {
             path: path.clone(),
             source,

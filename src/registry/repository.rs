@@ -13,7 +13,7 @@ use crate::output::Transfer;
 use crate::registry::client::Client;
 use crate::registry::error::{BodyError, RegistryError};
 use crate::registry::reference::Reference;
-use crate::registry::response::{backoff, excerpt, read_bounded, read_json, SendError};
+use crate::registry::response::{backoff, excerpt, read_bounded, read_json, successful, SendError};
 use crate::registry::token::Scopes;
 use crate::registry::upload::{absolute, location_of, with_query, Upload};
 
@@ -234,14 +234,7 @@ impl Repository {
                 http.get(format!("{base}/v2/{repo}/manifests/{reference}"))
                     .header(ACCEPT, MANIFEST_ACCEPT)
             })?;
-        if !resp.status().is_success() {
-            let status = resp.status().as_u16();
-            return Err(RegistryError::Status {
-                what,
-                status,
-                body: excerpt(resp),
-            });
-        }
+        let resp = successful(resp, what.clone())?;
         let too_large = |what: String| RegistryError::TooLarge {
             what,
             limit: MAX_MANIFEST,
@@ -365,14 +358,7 @@ impl Repository {
             let resp = self.client.send(host, &self.scopes, &what, &|http, base| {
                 http.get(format!("{base}{p}"))
             })?;
-            if !resp.status().is_success() {
-                let status = resp.status().as_u16();
-                return Err(RegistryError::Status {
-                    what,
-                    status,
-                    body: excerpt(resp),
-                });
-            }
+            let resp = successful(resp, what.clone())?;
             let link = next_link(&resp);
             #[derive(serde::Deserialize)]
             struct TagList {

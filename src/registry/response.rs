@@ -65,6 +65,19 @@ pub fn excerpt(resp: Response) -> String {
     t
 }
 
+/// The answer itself when its status is a success, else the error naming
+/// `what` with the status and the start of the body.
+pub fn successful(resp: Response, what: String) -> Result<Response, RegistryError> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    Err(RegistryError::Status {
+        what,
+        status: resp.status().as_u16(),
+        body: excerpt(resp),
+    })
+}
+
 /// Reads a body of at most `limit` bytes.
 pub fn read_bounded(resp: impl Read, limit: u64) -> Result<Vec<u8>, BodyError> {
     let mut bytes = Vec::new();
