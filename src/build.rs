@@ -291,7 +291,7 @@ fn online_inputs(
     rootfs::choose_python(&compiler.tree, Some(&python))
         .map_err(|e| RootfsError::CompilerMismatch(Box::new(e)))?;
     let ctx = python_context(cache, runner, printer, &python, opts);
-    let wheelhouse = python::compile(&ctx, &opts.requirement, &opts.pip, &compiler)?;
+    let wheelhouse = python::compile(&ctx, &opts.requirement, &opts.pip, &compiler, None)?;
     Ok(Inputs {
         base,
         compiler,

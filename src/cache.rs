@@ -229,9 +229,11 @@ pub const MARKER_TEXT: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 # For information about cache directory tags see https://bford.info/cachedir/\n";
 
 /// The entries of a cache directory (besides the marker).
-pub const ENTRIES: [&str; 8] = [
+pub const ENTRIES: [&str; 10] = [
     "tmp",
     "rootfs",
+    "resolutions",
+    "wheels",
     "wheelhouse",
     "layers",
     "registry",

@@ -125,6 +125,44 @@ impl Printer {
         }
     }
 
+    /// A warning: the command goes on (`warning: …` on stderr, a `warning`
+    /// event with `--json`), shown even with `--quiet`.
+    pub fn warn(&self, msg: &str) {
+        match self.mode {
+            Mode::Json => self.json_event(
+                serde_json::json!({"event": "warning", "elapsed": self.elapsed(), "message": msg}),
+            ),
+            _ if self.terminal && self.mode == Mode::Human => {
+                let _ = self.bars.println(format!("warning: {msg}"));
+            }
+            _ => {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "warning: {msg}");
+            }
+        }
+    }
+
+    /// What changed in the resolved set since the recorded build: one step
+    /// line (`changed: django 4.2.30 → 4.2.31`), or a `changes` event with
+    /// `--json` listing each name with its versions before and after.
+    pub fn changes<T: serde::Serialize + std::fmt::Display>(&self, changes: &[T]) {
+        match self.mode {
+            Mode::Quiet => {}
+            Mode::Json => self.json_event(serde_json::json!({
+                "event": "changes",
+                "elapsed": self.elapsed(),
+                "changes": changes,
+            })),
+            Mode::Human => {
+                let list: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+                self.step(&format!(
+                    "changed since the recorded build: {}",
+                    list.join(", ")
+                ));
+            }
+        }
+    }
+
     /// One line of a sandboxed command's output (`--verbose`): indented on
     /// stderr (above any bars on a terminal), or an `output` event with
     /// `--json`, whose stderr carries only JSON lines.

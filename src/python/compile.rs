@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use super::{base_env, io_err, ProjectWheel, PythonContext, PythonError, Wheelhouse};
+use super::resolve::{resolve, Decided, Resolution, Resolved, Target};
+use super::{base_env, io_err, BuiltWheel, ProjectWheel, PythonContext, PythonError, Wheelhouse};
 use crate::cache::KeyBuilder;
 use crate::contract::OWNER as BLUE;
 use crate::rootfs::Rootfs;
@@ -73,72 +74,351 @@ fn copy_project_dir(src: &Path, dest: &Path) -> Result<(), PythonError> {
     Ok(())
 }
 
-/// Runs `pip wheel` for the requirement and its dependencies inside the
-/// compiler rootfs. Only the project, the wheelhouse and the constraints are
-/// bound in; pip's index settings arrive as environment variables.
+/// The wheels of a build: the requirement resolved into an exact set (or
+/// the set a lock gives), each distribution's wheel taken from the cache
+/// or, for those missing, fetched or compiled in one `pip wheel --no-deps
+/// --require-hashes` run in the compiler rootfs, then gathered into a
+/// wheelhouse keyed on the wheels it holds.
 pub fn compile(
     ctx: &PythonContext,
     req: &Requirement,
     pip: &PipSettings,
     compiler: &Rootfs,
+    locked: Option<&Resolution>,
 ) -> Result<Wheelhouse, PythonError> {
-    let key = wheelhouse_key(ctx, req, pip, compiler)?;
-    if !ctx.rebuild {
-        if let Some(w) = cached_wheelhouse(ctx, &key, "") {
-            return Ok(w);
+    let local = project_wheel(ctx, req, pip, compiler)?;
+    let target = resolve_target(req, local.as_deref())?;
+    let (resolution, decided, changes) = match locked {
+        Some(set) => (set.clone(), Decided::Locked, Vec::new()),
+        None => resolve(ctx, &target, pip, compiler)?,
+    };
+    if !changes.is_empty() {
+        ctx.printer.changes(&changes);
+    }
+    let project = resolution.project().cloned().ok_or_else(|| {
+        PythonError::Wheelhouse(format!(
+            "the resolution of {} names no requested distribution",
+            target.pip_arg
+        ))
+    })?;
+    if let Some(name) = &req.name {
+        if normalise_name(name) != project.name {
+            return Err(PythonError::Wheelhouse(format!(
+                "asked for {name} but the resolution's project is {}",
+                project.name
+            )));
         }
     }
-    let work = ctx.cache.work_dir("wheelhouse")?;
-    let run = PipRun::prepare(ctx, pip, compiler, work.path())?;
-    let target = stage_target(ctx, &run, req, work.path())?;
-    pip_wheel(ctx, &run, pip, &target)?;
-    let project = find_project_wheel(&run.wheels, req)?;
-    write_project_record(work.path(), &project)?;
-    let _ = std::fs::remove_dir_all(work.path().join("src"));
-    let dir = ctx.cache.commit_dir(work, "wheelhouse", &key)?;
+    if let Source::Index { version, .. } = &req.source {
+        if &project.version != version && project.version.trim_start_matches('v') != version {
+            return Err(PythonError::Wheelhouse(format!(
+                "asked for {} {version} but the index gave {}",
+                project.name, project.version
+            )));
+        }
+    }
+    let wheels = wheels_of(ctx, &resolution, local.as_deref(), pip, compiler)?;
+    let house = gather(ctx, &wheels, &project)?;
     Ok(Wheelhouse {
-        key,
-        dir: dir.join("wheels"),
-        project,
+        resolved: Some(super::ResolvedBuild {
+            resolution,
+            decided,
+            changes,
+            wheels,
+        }),
+        ..house
     })
 }
 
-/// The wheelhouse's cache key: the compiler, the interpreter, the
-/// requirement (a wheel or a project directory by its content) and every
-/// pip setting that can change what pip picks.
-fn wheelhouse_key(
+/// The project's own wheel when it is local: the wheel given, or the one
+/// built from the project directory (cached by the directory's content).
+fn project_wheel(
     ctx: &PythonContext,
     req: &Requirement,
     pip: &PipSettings,
     compiler: &Rootfs,
-) -> Result<String, PythonError> {
-    let mut key = KeyBuilder::new("wheelhouse-v1");
-    key.part("compiler", compiler.key.as_bytes())
-        .part("python", ctx.python.as_bytes())
-        .part("extras", req.extras.join(",").as_bytes())
-        .part("index", pip.index_url.as_deref().unwrap_or("").as_bytes())
-        .part("extra-index", pip.extra_index_urls.join(" ").as_bytes())
-        .part("trusted", pip.trusted_hosts.join(" ").as_bytes())
-        .part("constraints", pip.constraints.as_deref().unwrap_or(b""))
-        .part("epoch", ctx.epoch.to_string().as_bytes());
+) -> Result<Option<PathBuf>, PythonError> {
     match &req.source {
-        Source::Index { version, operator } => {
-            key.part(
-                "index-req",
-                format!(
-                    "{}{operator}{version}",
-                    normalise_name(req.name.as_deref().unwrap_or(""))
-                )
-                .as_bytes(),
-            );
+        Source::Index { .. } => Ok(None),
+        Source::Wheel(path) => Ok(Some(path.clone())),
+        Source::Directory(dir) => {
+            let mut key = KeyBuilder::new("project-wheel-v1");
+            key.part("compiler", compiler.key.as_bytes())
+                .part("python", ctx.python.as_bytes())
+                .part("epoch", ctx.epoch.to_string().as_bytes());
+            hash_project_dir(dir, &mut key)?;
+            let key = key.finish();
+            let entry = ctx.cache.entry("wheels", &key);
+            if !ctx.rebuild {
+                if let Ok(one) = only_wheel(&entry) {
+                    ctx.printer
+                        .step(&format!("compile: cached project wheel {one}"));
+                    return Ok(Some(entry.join(one)));
+                }
+            }
+            let work = ctx.cache.work_dir("project-wheel")?;
+            let run = PipRun::prepare(ctx, pip, compiler, work.path())?;
+            let built = build_directory(ctx, &run, dir, work.path())?;
+            // Only the wheel stays in the entry.
+            let keep = work.path().join("keep");
+            fs_err::create_dir(&keep).map_err(io_err(&keep))?;
+            fs_err::rename(run.project_dir.join(&built), keep.join(&built))
+                .map_err(io_err(&keep))?;
+            let work_keep = ctx.cache.work_dir("project-wheel")?;
+            let dest = work_keep.path().join(&built);
+            fs_err::rename(keep.join(&built), &dest).map_err(io_err(&dest))?;
+            let dir = ctx.cache.commit_dir(work_keep, "wheels", &key)?;
+            Ok(Some(dir.join(built)))
         }
-        Source::Wheel(path) => {
-            let (d, _) = crate::digest::digest_file(path).map_err(io_err(path))?;
-            key.part("wheel", d.hex().as_bytes());
-        }
-        Source::Directory(dir) => hash_project_dir(dir, &mut key)?,
     }
-    Ok(key.finish())
+}
+
+/// What pip resolves: the pinned name, or the project's local wheel.
+fn resolve_target(req: &Requirement, local: Option<&Path>) -> Result<Target, PythonError> {
+    Ok(match (&req.source, local) {
+        (Source::Index { version, operator }, _) => {
+            let arg = format!(
+                "{}{}{operator}{version}",
+                req.name.as_deref().unwrap_or_default(),
+                req.extras_suffix()
+            );
+            Target {
+                key_text: format!(
+                    "{}{operator}{version}",
+                    normalise_name(req.name.as_deref().unwrap_or_default())
+                ) + &req.extras_suffix(),
+                pip_arg: arg,
+                local_wheel: None,
+            }
+        }
+        (_, Some(wheel)) => {
+            let (d, _) = crate::digest::digest_file(wheel).map_err(io_err(wheel))?;
+            let file = wheel
+                .file_name()
+                .expect("a wheel has a file name")
+                .to_string_lossy()
+                .into_owned();
+            Target {
+                pip_arg: format!("/assemble/project/{file}{}", req.extras_suffix()),
+                key_text: format!("wheel {file} {}{}", d.hex(), req.extras_suffix()),
+                local_wheel: Some(wheel.to_path_buf()),
+            }
+        }
+        (_, None) => unreachable!("a local requirement has its wheel"),
+    })
+}
+
+/// The cache key of one distribution's wheel: a wheel from an index is
+/// itself (its sha256); an sdist's wheel is what this compiler and
+/// interpreter made of those bytes.
+fn wheel_key(ctx: &PythonContext, p: &Resolved, compiler: &Rootfs) -> String {
+    if p.is_wheel() {
+        KeyBuilder::new("wheel-v1")
+            .part("sha256", p.sha256.as_bytes())
+            .finish()
+    } else {
+        KeyBuilder::new("wheel-built-v1")
+            .part("name", p.name.as_bytes())
+            .part("version", p.version.as_bytes())
+            .part("sha256", p.sha256.as_bytes())
+            .part("compiler", compiler.key.as_bytes())
+            .part("python", ctx.python.as_bytes())
+            .part("epoch", ctx.epoch.to_string().as_bytes())
+            .finish()
+    }
+}
+
+/// Each distribution's wheel: from the cache, the local project wheel, or
+/// fetched and compiled now (those missing, in one pip run).
+fn wheels_of(
+    ctx: &PythonContext,
+    resolution: &Resolution,
+    local: Option<&Path>,
+    pip: &PipSettings,
+    compiler: &Rootfs,
+) -> Result<Vec<BuiltWheel>, PythonError> {
+    let mut found: Vec<Option<BuiltWheel>> = Vec::new();
+    let mut missing: Vec<(usize, &Resolved, String)> = Vec::new();
+    for (i, p) in resolution.packages.iter().enumerate() {
+        if p.url.starts_with("file:") {
+            let path = local.ok_or_else(|| {
+                PythonError::Wheelhouse(format!("{} is a local file that is not given", p.file))
+            })?;
+            found.push(Some(BuiltWheel::at(p, path, None)?));
+            continue;
+        }
+        let key = wheel_key(ctx, p, compiler);
+        match (ctx.rebuild, only_wheel(&ctx.cache.entry("wheels", &key))) {
+            (false, Ok(file)) => {
+                let path = ctx.cache.entry("wheels", &key).join(file);
+                found.push(Some(BuiltWheel::at(p, &path, Some(key))?));
+            }
+            _ => {
+                found.push(None);
+                missing.push((i, p, key));
+            }
+        }
+    }
+    let cached = found.iter().filter(|f| f.is_some()).count();
+    if missing.is_empty() {
+        ctx.printer
+            .step(&format!("compile: all {cached} wheels cached"));
+    } else {
+        let (sdists, wheels): (Vec<_>, Vec<_>) =
+            missing.iter().partition(|(_, p, _)| !p.is_wheel());
+        let names = |v: &[&(usize, &Resolved, String)]| {
+            v.iter()
+                .map(|(_, p, _)| format!("{} {}", p.name, p.version))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut what = Vec::new();
+        if !sdists.is_empty() {
+            what.push(format!("compiling {} ({})", sdists.len(), names(&sdists)));
+        }
+        if !wheels.is_empty() {
+            what.push(format!("fetching {} ({})", wheels.len(), names(&wheels)));
+        }
+        ctx.printer.step(&format!(
+            "compile: {cached} wheels cached, {} (python{})",
+            what.join(", "),
+            ctx.python
+        ));
+        for (i, w) in fetch_and_compile(ctx, &missing, pip, compiler)? {
+            found[i] = Some(w);
+        }
+    }
+    Ok(found
+        .into_iter()
+        .map(|w| w.expect("every wheel found or made"))
+        .collect())
+}
+
+/// One `pip wheel --no-deps --require-hashes` run for the missing
+/// distributions, each pinned by version and sha256; each wheel made is
+/// committed to the cache under its own key.
+fn fetch_and_compile(
+    ctx: &PythonContext,
+    missing: &[(usize, &Resolved, String)],
+    pip: &PipSettings,
+    compiler: &Rootfs,
+) -> Result<Vec<(usize, BuiltWheel)>, PythonError> {
+    let work = ctx.cache.work_dir("wheels")?;
+    let run = PipRun::prepare(ctx, pip, compiler, work.path())?;
+    let mut requirements = String::new();
+    for (_, p, _) in missing {
+        requirements.push_str(&format!(
+            "{}=={} --hash=sha256:{}\n",
+            p.name, p.version, p.sha256
+        ));
+    }
+    let req_path = work.path().join("tools").join("requirements.txt");
+    fs_err::write(&req_path, requirements).map_err(io_err(&req_path))?;
+    let mounts = vec![Mount::Bind(
+        run.wheels.clone(),
+        "/assemble/wheelhouse".into(),
+    )];
+    let mut argv: Vec<String> = [
+        run.py.as_str(),
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--require-hashes",
+        "--wheel-dir",
+        "/assemble/wheelhouse",
+        "-r",
+        "/assemble/tools/requirements.txt",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if pip.constraints.is_some() {
+        // The constraints also pin the build requirements pip installs to
+        // compile an sdist (pip passes PIP_CONSTRAINT to its build env).
+        argv.extend([
+            "--constraint".into(),
+            "/assemble/tools/constraints.txt".into(),
+        ]);
+    }
+    ctx.runner
+        .run(&run.plan("pip wheel", mounts, argv), run.output)?;
+    let made = wheels_in(&run.wheels)?;
+    let mut out = Vec::new();
+    for (i, p, key) in missing {
+        let file = made
+            .iter()
+            .find(|f| {
+                wheel_name_version(Path::new(f))
+                    .is_some_and(|(n, v)| normalise_name(&n) == p.name && v == p.version)
+            })
+            .ok_or_else(|| {
+                PythonError::Wheelhouse(format!(
+                    "pip wheel did not put {} {} into the wheelhouse",
+                    p.name, p.version
+                ))
+            })?;
+        let one = ctx.cache.work_dir("wheel")?;
+        let dest = one.path().join(file);
+        fs_err::rename(run.wheels.join(file), &dest).map_err(io_err(&dest))?;
+        let entry = ctx.cache.commit_dir(one, "wheels", key)?;
+        out.push((*i, BuiltWheel::at(p, &entry.join(file), Some(key.clone()))?));
+    }
+    Ok(out)
+}
+
+/// The wheelhouse of these wheels, keyed on them: made once, by links to
+/// the cached wheels.
+fn gather(
+    ctx: &PythonContext,
+    wheels: &[BuiltWheel],
+    project: &Resolved,
+) -> Result<Wheelhouse, PythonError> {
+    let mut key = KeyBuilder::new("wheelhouse-v2");
+    key.part("project", project.name.as_bytes());
+    for w in wheels {
+        key.part("wheel", w.wheel.as_bytes())
+            .part("sha256", w.wheel_sha256.as_bytes());
+    }
+    let key = key.finish();
+    let project_wheel = wheels
+        .iter()
+        .find(|w| w.resolved.requested)
+        .expect("the project is in the set");
+    let (name, version) = wheel_name_version(Path::new(&project_wheel.wheel)).ok_or_else(|| {
+        PythonError::Wheelhouse(format!("{} is not a wheel file name", project_wheel.wheel))
+    })?;
+    let record = ProjectWheel {
+        name,
+        version,
+        file: project_wheel.wheel.clone(),
+    };
+    let entry = ctx.cache.entry("wheelhouse", &key);
+    if read_project(&entry).as_ref() == Some(&record) {
+        return Ok(Wheelhouse {
+            key,
+            dir: entry.join("wheels"),
+            project: record,
+            resolved: None,
+        });
+    }
+    let work = ctx.cache.work_dir("wheelhouse")?;
+    let dir = work.path().join("wheels");
+    fs_err::create_dir(&dir).map_err(io_err(&dir))?;
+    for w in wheels {
+        let dest = dir.join(&w.wheel);
+        if std::fs::hard_link(&w.path, &dest).is_err() {
+            fs_err::copy(&w.path, &dest).map_err(io_err(&w.path))?;
+        }
+    }
+    write_project_record(work.path(), &record)?;
+    let entry = ctx.cache.commit_dir(work, "wheelhouse", &key)?;
+    Ok(Wheelhouse {
+        key,
+        dir: entry.join("wheels"),
+        project: record,
+        resolved: None,
+    })
 }
 
 /// The sandboxed pip runs of one compile: the compiler's tree, the
@@ -189,8 +469,7 @@ impl<'a> PipRun<'a> {
             fs_err::write(&path, cert).map_err(io_err(&path))?;
             env.push(("PIP_CERT".into(), "/assemble/tools/cert.pem".into()));
         }
-        let tools_mount = (pip.constraints.is_some() || pip.cert.is_some())
-            .then(|| Mount::ReadOnly(tools.clone(), "/assemble/tools".into()));
+        let tools_mount = Some(Mount::ReadOnly(tools.clone(), "/assemble/tools".into()));
         Ok(PipRun {
             compiler,
             wheels,
@@ -222,98 +501,41 @@ impl<'a> PipRun<'a> {
     }
 }
 
-/// What pip is asked for: the pinned name, or the requirement's wheel
-/// copied into the project directory, or the wheel built from the project
-/// directory (a first pip run, with no dependencies).
-fn stage_target(
+/// Builds the project directory's own wheel (`pip wheel --no-deps`, from a
+/// copy) into the run's project directory; returns its file name.
+fn build_directory(
     ctx: &PythonContext,
     run: &PipRun,
-    req: &Requirement,
+    dir: &Path,
     work: &Path,
 ) -> Result<String, PythonError> {
-    Ok(match &req.source {
-        Source::Index { version, operator } => format!(
-            "{}{}{operator}{version}",
-            req.name.as_deref().unwrap_or_default(),
-            req.extras_suffix()
-        ),
-        Source::Wheel(path) => {
-            let file = path.file_name().expect("wheel path has a file name");
-            fs_err::copy(path, run.project_dir.join(file)).map_err(io_err(path))?;
-            format!(
-                "/assemble/project/{}{}",
-                file.to_string_lossy(),
-                req.extras_suffix()
-            )
-        }
-        Source::Directory(dir) => {
-            let src = work.join("src");
-            copy_project_dir(dir, &src)?;
-            ctx.printer.step(&format!(
-                "compile: building the project's wheel from {}",
-                dir.display()
-            ));
-            ctx.runner.run(
-                &run.plan(
-                    "pip wheel of the project directory",
-                    vec![
-                        Mount::Bind(src.clone(), "/assemble/src".into()),
-                        Mount::Bind(run.project_dir.clone(), "/assemble/project".into()),
-                    ],
-                    vec![
-                        run.py.clone(),
-                        "-m".into(),
-                        "pip".into(),
-                        "wheel".into(),
-                        "--no-deps".into(),
-                        "--wheel-dir".into(),
-                        "/assemble/project".into(),
-                        "/assemble/src".into(),
-                    ],
-                ),
-                run.output,
-            )?;
-            let built = only_wheel(&run.project_dir)?;
-            format!("/assemble/project/{built}{}", req.extras_suffix())
-        }
-    })
-}
-
-/// `pip wheel` of the target and its dependencies into the wheelhouse,
-/// under the constraints when there are some.
-fn pip_wheel(
-    ctx: &PythonContext,
-    run: &PipRun,
-    pip: &PipSettings,
-    target: &str,
-) -> Result<(), PythonError> {
-    let mounts = vec![
-        Mount::Bind(run.wheels.clone(), "/assemble/wheelhouse".into()),
-        Mount::ReadOnly(run.project_dir.clone(), "/assemble/project".into()),
-    ];
-    let mut argv = vec![
-        run.py.clone(),
-        "-m".into(),
-        "pip".into(),
-        "wheel".into(),
-        "--wheel-dir".into(),
-        "/assemble/wheelhouse".into(),
-    ];
-    if pip.constraints.is_some() {
-        argv.extend([
-            "--constraint".into(),
-            "/assemble/tools/constraints.txt".into(),
-        ]);
-    }
-    argv.push(target.to_string());
+    let src = work.join("src");
+    copy_project_dir(dir, &src)?;
     ctx.printer.step(&format!(
-        "compile: pip wheel {} (python{})",
-        display_target(target),
-        ctx.python
+        "compile: building the project's wheel from {}",
+        dir.display()
     ));
-    ctx.runner
-        .run(&run.plan("pip wheel", mounts, argv), run.output)?;
-    Ok(())
+    ctx.runner.run(
+        &run.plan(
+            "pip wheel of the project directory",
+            vec![
+                Mount::Bind(src.clone(), "/assemble/src".into()),
+                Mount::Bind(run.project_dir.clone(), "/assemble/project".into()),
+            ],
+            vec![
+                run.py.clone(),
+                "-m".into(),
+                "pip".into(),
+                "wheel".into(),
+                "--no-deps".into(),
+                "--wheel-dir".into(),
+                "/assemble/project".into(),
+                "/assemble/src".into(),
+            ],
+        ),
+        run.output,
+    )?;
+    only_wheel(&run.project_dir)
 }
 
 /// Records which wheel is the project's, beside the wheels, so a cached
@@ -379,6 +601,7 @@ pub fn wheelhouse_from_store(
         key,
         dir: dir.join("wheels"),
         project: project.clone(),
+        resolved: None,
     })
 }
 
@@ -441,10 +664,6 @@ fn store_plan(
     }
 }
 
-fn display_target(t: &str) -> &str {
-    t.strip_prefix("/assemble/project/").unwrap_or(t)
-}
-
 /// The wheelhouse cached under `key`, if complete, with a progress line.
 fn cached_wheelhouse(ctx: &PythonContext, key: &str, note: &str) -> Option<Wheelhouse> {
     let entry = ctx.cache.entry("wheelhouse", key);
@@ -457,6 +676,7 @@ fn cached_wheelhouse(ctx: &PythonContext, key: &str, note: &str) -> Option<Wheel
         key: key.to_string(),
         dir: entry.join("wheels"),
         project,
+        resolved: None,
     })
 }
 
@@ -487,65 +707,6 @@ fn only_wheel(dir: &Path) -> Result<String, PythonError> {
     }
 }
 
-fn find_project_wheel(wheels: &Path, req: &Requirement) -> Result<ProjectWheel, PythonError> {
-    let all = wheels_in(wheels)?;
-    let wanted = req.name.as_deref().map(normalise_name);
-    let candidates: Vec<ProjectWheel> = all
-        .iter()
-        .filter_map(|f| {
-            let (name, version) = wheel_name_version(Path::new(f))?;
-            Some(ProjectWheel {
-                name,
-                version,
-                file: f.clone(),
-            })
-        })
-        .collect();
-    let found = match (&wanted, &req.source) {
-        (Some(w), _) => candidates.iter().find(|c| &normalise_name(&c.name) == w),
-        (None, Source::Directory(_)) => None,
-        _ => None,
-    };
-    let found = match found {
-        Some(f) => f.clone(),
-        None if wanted.is_some() && !matches!(req.source, Source::Directory(_)) => {
-            return Err(PythonError::Wheelhouse(format!(
-                "pip wheel did not put {} into the wheelhouse",
-                req.name.as_deref().unwrap_or_default()
-            )))
-        }
-        None => {
-            // A directory build: its wheel was the one built first, in project/.
-            let project_dir = wheels
-                .parent()
-                .expect("wheels has a parent")
-                .join("project");
-            let built = only_wheel(&project_dir)?;
-            let (name, version) = wheel_name_version(Path::new(&built)).ok_or_else(|| {
-                PythonError::Wheelhouse(format!("{built} is not a wheel file name"))
-            })?;
-            candidates
-                .iter()
-                .find(|c| normalise_name(&c.name) == normalise_name(&name) && c.version == version)
-                .cloned()
-                .ok_or_else(|| {
-                    PythonError::Wheelhouse(format!(
-                        "pip wheel did not put {name} {version} into the wheelhouse"
-                    ))
-                })?
-        }
-    };
-    if let Source::Index { version, .. } = &req.source {
-        if &found.version != version && found.version.trim_start_matches('v') != version.as_str() {
-            return Err(PythonError::Wheelhouse(format!(
-                "asked for {} {version} but the index gave {}",
-                found.name, found.version
-            )));
-        }
-    }
-    Ok(found)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,7 +715,7 @@ mod tests {
     use crate::output::Printer;
 
     #[test]
-    fn compile_mounts_only_the_wheelhouse_project_and_constraints() {
+    fn resolution_mounts_only_its_output_the_tools_and_the_project() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path()).unwrap();
         let recorder = crate::sandbox::Recorder::default();
@@ -581,17 +742,18 @@ mod tests {
             constraints: Some(b"django<5\n".to_vec()),
             ..Default::default()
         };
-        // The recorder builds nothing, so finding the project's wheel fails,
-        // and only then: after the one plan, pip wheel's, was recorded.
-        let err = compile(&ctx, &req, &pip, &compiler).unwrap_err();
+        // The recorder runs nothing, so pip's report is missing, and only
+        // then: after the one plan, pip's resolution, was recorded.
+        let err = compile(&ctx, &req, &pip, &compiler, None).unwrap_err();
         assert!(
-            matches!(&err, PythonError::Wheelhouse(m) if m == "pip wheel did not put milborne into the wheelhouse"),
+            matches!(&err, PythonError::Io { path, .. } if path.ends_with("out/report.json")),
             "{err}"
         );
         let plans = recorder.plans.lock().unwrap();
         assert_eq!(plans.len(), 1, "one sandbox run");
         let plan = &plans[0];
-        assert_eq!(plan.what, "pip wheel");
+        assert_eq!(plan.what, "pip resolve");
+        assert!(plan.share_net, "pip resolves against the index");
         let targets: Vec<_> = plan
             .mounts
             .iter()
@@ -602,11 +764,7 @@ mod tests {
             .collect();
         assert_eq!(
             targets,
-            [
-                "/assemble/wheelhouse",
-                "/assemble/project",
-                "/assemble/tools"
-            ]
+            ["/assemble/out", "/assemble/tools", "/assemble/project"]
         );
         assert!(plan
             .env
@@ -620,6 +778,10 @@ mod tests {
             plan.env.iter().any(|(k, v)| k == "HOME" && v == "/tmp"),
             "the host's HOME is not visible"
         );
+        assert!(plan
+            .argv
+            .windows(2)
+            .any(|w| w == ["--constraint", "/assemble/tools/constraints.txt"]));
         assert_eq!(plan.argv.last().unwrap(), "milborne==0.4.0");
     }
 }

@@ -13,7 +13,9 @@ use crate::output::Printer;
 use crate::sandbox::{Runner, SandboxError};
 
 pub mod compile;
+pub mod index;
 pub mod install;
+pub mod resolve;
 pub mod split;
 pub mod wheel;
 
@@ -30,6 +32,22 @@ pub enum PythonError {
     /// The wheelhouse does not hold what was asked for.
     #[error("{0}")]
     Wheelhouse(String),
+    /// pip's resolution cannot be used.
+    #[error("{0}")]
+    Resolve(String),
+    /// An index page could not be read.
+    #[error(transparent)]
+    Index(#[from] index::PageError),
+    /// A file is not what its hash says.
+    #[error("{what}: expected sha256 {expected}, got {got}")]
+    HashMismatch {
+        /// The file and where it comes from.
+        what: String,
+        /// The hash recorded or given.
+        expected: String,
+        /// The file's.
+        got: String,
+    },
     /// A wheel in the wheelhouse cannot be read as a zip.
     #[error("{wheel} is not a readable wheel (zip)")]
     UnreadableWheel {
@@ -79,9 +97,13 @@ impl PythonError {
     /// machine lacks what the sandbox needs: exit 2 rather than 1.
     pub fn is_bad_input(&self) -> bool {
         match self {
-            PythonError::HostileWheel { .. } | PythonError::BadWheel { .. } => true,
+            PythonError::HostileWheel { .. }
+            | PythonError::BadWheel { .. }
+            | PythonError::HashMismatch { .. } => true,
             PythonError::Sandbox(e) => e.is_bad_input(),
             PythonError::Wheelhouse(_)
+            | PythonError::Resolve(_)
+            | PythonError::Index(_)
             | PythonError::UnreadableWheel { .. }
             | PythonError::NoPipWheel
             | PythonError::Io { .. }
@@ -118,6 +140,68 @@ pub struct Wheelhouse {
     pub dir: PathBuf,
     /// The project's wheel.
     pub project: ProjectWheel,
+    /// How its set was decided and which wheels it holds (None for a
+    /// wheelhouse from the offline store).
+    pub resolved: Option<ResolvedBuild>,
+}
+
+/// The resolved set of a build and the wheel made of each distribution.
+#[derive(Clone, Debug)]
+pub struct ResolvedBuild {
+    /// The set, with the index pages it was read from.
+    pub resolution: resolve::Resolution,
+    /// How it was decided.
+    pub decided: resolve::Decided,
+    /// What changed from the recorded set.
+    pub changes: Vec<resolve::Change>,
+    /// The wheel of each distribution, in the set's order.
+    pub wheels: Vec<BuiltWheel>,
+}
+
+/// A distribution of the set and the wheel installed for it.
+#[derive(Clone, Debug)]
+pub struct BuiltWheel {
+    /// The distribution.
+    pub resolved: resolve::Resolved,
+    /// The wheel's file name.
+    pub wheel: String,
+    /// Its sha256.
+    pub wheel_sha256: String,
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its cache key (None for the project's local wheel).
+    pub key: Option<String>,
+}
+
+impl BuiltWheel {
+    /// The wheel at `path` for `resolved`; a wheel taken from an index as it
+    /// is must have the sha256 the resolution names.
+    pub fn at(
+        resolved: &resolve::Resolved,
+        path: &Path,
+        key: Option<String>,
+    ) -> Result<Self, PythonError> {
+        let (d, _) = crate::digest::digest_file(path).map_err(io_err(path))?;
+        let wheel = path
+            .file_name()
+            .expect("a wheel has a file name")
+            .to_string_lossy()
+            .into_owned();
+        if resolved.is_wheel() && d.hex() != resolved.sha256 {
+            return Err(PythonError::HashMismatch {
+                what: format!("{} ({})", resolved.file, resolved.url),
+                expected: resolved.sha256.clone(),
+                got: d.hex().to_string(),
+            });
+        }
+        Ok(Self {
+            resolved: resolved.clone(),
+            wheel,
+            wheel_sha256: d.hex().to_string(),
+            path: path.to_path_buf(),
+            key,
+        })
+    }
 }
 
 /// Settings shared by the sandboxed pip runs.

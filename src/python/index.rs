@@ -1,0 +1,407 @@
+//! The package index as assemble itself sees it, without pip and without a
+//! sandbox: the project pages (PEP 503) a resolution consulted, fetched to
+//! record their state and fetched again, conditionally, to tell whether
+//! anything moved since. The body's sha256 is the validator (pypiserver,
+//! artifact stores and mirrors send no `ETag` or `Last-Modified`, or send
+//! them without honouring them); `ETag` and `Last-Modified` are used when
+//! an index gives them, and a `304` means unchanged.
+
+use std::io::Read;
+use std::time::Duration;
+
+use crate::digest::Digest;
+use crate::output::redact_url;
+use crate::spec::PipSettings;
+
+/// How long a page may take: connect, answer and body.
+const TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest page read (PyPI's page for a project with thousands of files
+/// is a few MB).
+const MAX_PAGE: u64 = 64 << 20;
+/// The representation asked for, always the same so that recorded hashes
+/// compare: PEP 503 HTML, which every index serves.
+const ACCEPT: &str = "text/html";
+
+/// One project page as it was when a resolution read it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IndexPage {
+    /// The page's URL, without credentials.
+    pub url: String,
+    /// sha256 of its body.
+    pub sha256: String,
+    /// The `ETag` the index sent, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// The `Last-Modified` the index sent, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+}
+
+/// Why a page could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the index page {url}: {why}")]
+pub struct PageError {
+    /// The page (credentials redacted).
+    pub url: String,
+    /// What went wrong.
+    pub why: String,
+}
+
+/// The client for index pages, with pip's CA and trusted hosts and the
+/// credentials of the configured indexes.
+pub struct IndexClient {
+    client: reqwest::blocking::Client,
+    /// Configured index URLs that carry credentials.
+    with_credentials: Vec<reqwest::Url>,
+}
+
+impl IndexClient {
+    /// A client for the indexes of `pip`.
+    pub fn new(pip: &PipSettings) -> Result<Self, PageError> {
+        let fail = |why: String| PageError {
+            url: pip
+                .index_url
+                .as_deref()
+                .map(redact_url)
+                .unwrap_or_else(|| "(pip's default index)".into()),
+            why,
+        };
+        let mut builder = reqwest::blocking::Client::builder()
+            .timeout(TIMEOUT)
+            .connect_timeout(TIMEOUT)
+            .user_agent(concat!("assemble/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &pip.cert {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| fail(format!("pip's CA bundle cannot be read: {e}")))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if !pip.trusted_hosts.is_empty() {
+            // pip's --trusted-host: that host's certificate is not checked.
+            // reqwest cannot do it per host; the client only ever talks to
+            // the configured indexes.
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| fail(format!("no HTTP client: {e}")))?;
+        let with_credentials = pip
+            .index_url
+            .iter()
+            .chain(&pip.extra_index_urls)
+            .filter_map(|u| reqwest::Url::parse(u).ok())
+            .filter(|u| !u.username().is_empty())
+            .collect();
+        Ok(Self {
+            client,
+            with_credentials,
+        })
+    }
+
+    /// The page at `url` (no credentials in it), with the credentials of the
+    /// configured index on the same origin.
+    fn get(&self, url: &str, previous: Option<&IndexPage>) -> Result<Fetched, PageError> {
+        let fail = |why: String| PageError {
+            url: url.to_string(),
+            why,
+        };
+        let parsed = reqwest::Url::parse(url).map_err(|e| fail(e.to_string()))?;
+        let mut request = self.client.get(parsed.clone()).header("Accept", ACCEPT);
+        if let Some(index) = self
+            .with_credentials
+            .iter()
+            .find(|i| i.origin() == parsed.origin())
+        {
+            request = request.basic_auth(
+                percent_decode(index.username()),
+                index.password().map(percent_decode),
+            );
+        }
+        if let Some(p) = previous {
+            if let Some(etag) = &p.etag {
+                request = request.header("If-None-Match", etag);
+            }
+            if let Some(lm) = &p.last_modified {
+                request = request.header("If-Modified-Since", lm);
+            }
+        }
+        let response = request.send().map_err(|e| fail(without_url(&e)))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_MODIFIED && previous.is_some() {
+            return Ok(Fetched::NotModified);
+        }
+        if !status.is_success() {
+            return Err(fail(format!("the index answered {status}")));
+        }
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (etag, last_modified) = (header("etag"), header("last-modified"));
+        let mut body = Vec::new();
+        response
+            .take(MAX_PAGE)
+            .read_to_end(&mut body)
+            .map_err(|e| fail(format!("the page stopped coming: {e}")))?;
+        Ok(Fetched::Page(IndexPage {
+            url: url.to_string(),
+            sha256: Digest::of(&body).hex().to_string(),
+            etag,
+            last_modified,
+        }))
+    }
+
+    /// Reads the pages at `urls` now, to record them.
+    pub fn record(&self, urls: &[String]) -> Result<Vec<IndexPage>, PageError> {
+        urls.iter()
+            .map(|u| match self.get(u, None)? {
+                Fetched::Page(p) => Ok(p),
+                Fetched::NotModified => unreachable!("no conditional request was made"),
+            })
+            .collect()
+    }
+
+    /// The recorded pages that are no longer what they were, each with its
+    /// new state; empty when nothing moved.
+    pub fn changed(&self, pages: &[IndexPage]) -> Result<Vec<IndexPage>, PageError> {
+        let mut changed = Vec::new();
+        for p in pages {
+            match self.get(&p.url, Some(p))? {
+                Fetched::NotModified => {}
+                Fetched::Page(now) if now.sha256 == p.sha256 => {}
+                Fetched::Page(now) => changed.push(now),
+            }
+        }
+        Ok(changed)
+    }
+}
+
+enum Fetched {
+    Page(IndexPage),
+    NotModified,
+}
+
+/// A reqwest error's text without the URL it carries (which may hold
+/// credentials): the caller names the page.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.without_url_ref().to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+trait WithoutUrl {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        if self.is_timeout() {
+            "no answer in time".into()
+        } else if self.is_connect() {
+            "cannot connect".into()
+        } else if self.is_body() || self.is_decode() {
+            "the page stopped coming".into()
+        } else {
+            "the request failed".into()
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `url` without its user information.
+pub fn strip_credentials(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The pages pip's log (`--log`) says it read: `Fetched page URL as TYPE`,
+/// credentials stripped (pip masks the password but keeps the user), in
+/// order, each once.
+pub fn pages_in_pip_log(log: &str) -> Vec<String> {
+    let mut pages: Vec<String> = Vec::new();
+    for line in log.lines() {
+        let Some((_, rest)) = line.split_once("Fetched page ") else {
+            continue;
+        };
+        let Some(url) = rest.split_whitespace().next() else {
+            continue;
+        };
+        let url = strip_credentials(url);
+        if url.starts_with("http") && !pages.contains(&url) {
+            pages.push(url);
+        }
+    }
+    pages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_come_from_pips_log_without_credentials_once_each() {
+        let log = "\
+2026-11-30T13:46:37,120 Looking in indexes: http://127.0.0.1:18093/simple/
+2026-11-30T13:46:37,168 Fetched page http://127.0.0.1:18093/simple/milborne/ as text/html; charset=UTF-8
+2026-11-30T13:46:39,807 Fetched page https://ci:****@127.0.0.1:9/simple/django/ as text/html
+2026-11-30T13:46:39,901 Fetched page http://127.0.0.1:18093/simple/milborne/ as text/html
+";
+        assert_eq!(
+            pages_in_pip_log(log),
+            [
+                "http://127.0.0.1:18093/simple/milborne/",
+                "https://127.0.0.1:9/simple/django/"
+            ]
+        );
+    }
+
+    #[test]
+    fn percent_encoded_credentials_are_decoded_for_basic_auth() {
+        assert_eq!(percent_decode("p%40ss%3Aword"), "p@ss:word");
+        assert_eq!(percent_decode("plain"), "plain");
+        assert_eq!(percent_decode("trail%4"), "trail%4");
+    }
+
+    /// A one-connection HTTP server on loopback answering `answers` in turn,
+    /// recording each request's head.
+    fn serve(answers: Vec<String>) -> (String, std::sync::mpsc::Receiver<String>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for answer in answers {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut head = String::new();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                tx.send(head).unwrap();
+                s.write_all(answer.as_bytes()).unwrap();
+            }
+        });
+        (format!("http://127.0.0.1:{port}/simple/django/"), rx)
+    }
+
+    fn ok(body: &str, extra: &str) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
+            body.len()
+        )
+    }
+
+    #[test]
+    fn an_unchanged_body_is_unchanged_and_a_new_file_is_a_change() {
+        let v1 = "<a href=\"/packages/django-4.2.30.whl#sha256=aa\">d</a>";
+        let v2 = "<a href=\"/packages/django-4.2.31.whl#sha256=bb\">d</a>";
+        let (url, rx) = serve(vec![ok(v1, ""), ok(v1, ""), ok(v2, "")]);
+        let client = IndexClient::new(&PipSettings::default()).unwrap();
+        let recorded = client.record(std::slice::from_ref(&url)).unwrap();
+        assert_eq!(recorded[0].sha256, Digest::of(v1.as_bytes()).hex());
+        assert!(client.changed(&recorded).unwrap().is_empty());
+        let changed = client.changed(&recorded).unwrap();
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].sha256, Digest::of(v2.as_bytes()).hex());
+        let heads: Vec<String> = rx.try_iter().collect();
+        assert_eq!(heads.len(), 3);
+        assert!(heads[0].to_lowercase().contains("accept: text/html"));
+    }
+
+    #[test]
+    fn validators_are_sent_back_and_304_means_unchanged() {
+        let (url, rx) = serve(vec![
+            ok(
+                "page",
+                "ETag: \"v1\"\r\nLast-Modified: Mon, 30 Nov 2026 10:00:00 GMT\r\n",
+            ),
+            "HTTP/1.1 304 Not Modified\r\nConnection: close\r\n\r\n".into(),
+        ]);
+        let client = IndexClient::new(&PipSettings::default()).unwrap();
+        let recorded = client.record(&[url]).unwrap();
+        assert_eq!(recorded[0].etag.as_deref(), Some("\"v1\""));
+        assert!(client.changed(&recorded).unwrap().is_empty());
+        let heads: Vec<String> = rx.try_iter().collect();
+        let second = heads[1].to_lowercase();
+        assert!(second.contains("if-none-match: \"v1\""), "{second}");
+        assert!(
+            second.contains("if-modified-since: mon, 30 nov 2026"),
+            "{second}"
+        );
+    }
+
+    #[test]
+    fn credentials_of_the_configured_index_go_to_its_origin_only() {
+        let (url, rx) = serve(vec![ok("a", ""), ok("b", "")]);
+        let origin = url.trim_end_matches("/simple/django/");
+        let pip = PipSettings {
+            index_url: Some(format!(
+                "{}/simple/",
+                origin.replace("http://", "http://ci:s%40cret@")
+            )),
+            ..Default::default()
+        };
+        let client = IndexClient::new(&pip).unwrap();
+        client.record(&[url]).unwrap();
+        let other = serve(vec![ok("c", "")]);
+        client.record(&[other.0]).unwrap();
+        let first = rx.recv().unwrap().to_lowercase();
+        // ci:s@cret
+        assert!(
+            first.contains("authorization: basic y2k6c0bjcmv0"),
+            "{first}"
+        );
+        let elsewhere = other.1.recv().unwrap().to_lowercase();
+        assert!(!elsewhere.contains("authorization"), "{elsewhere}");
+    }
+
+    #[test]
+    fn an_unreachable_index_is_an_error_naming_the_page_without_credentials() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = IndexClient::new(&PipSettings::default()).unwrap();
+        let err = client
+            .record(&[format!("http://127.0.0.1:{port}/simple/x/")])
+            .unwrap_err();
+        assert!(err.to_string().contains("/simple/x/"), "{err}");
+        assert!(err.to_string().contains("cannot connect"), "{err}");
+    }
+}
