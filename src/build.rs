@@ -45,6 +45,8 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// Build from an offline store only.
     pub offline: Option<Offline>,
+    /// `--locked`: the lock file whose set is built (no resolution).
+    pub locked: Option<PathBuf>,
     /// How registries are reached (base pulls, push).
     pub registry: ClientOptions,
     /// How blobs are pushed.
@@ -78,6 +80,10 @@ pub struct BuildResult {
     pub pushed: Option<PushReport>,
     /// The image's layers, bottom first, and whether each was built or cached.
     pub layers: Vec<ResultLayer>,
+    /// The interpreter (`X.Y`).
+    pub python: String,
+    /// The resolved Python set and the wheel of each (None from the offline store).
+    pub resolved: Option<python::ResolvedBuild>,
 }
 
 /// One layer in the result file.
@@ -107,12 +113,34 @@ pub fn result_document(result: &BuildResult) -> serde_json::Value {
             "blobs": p.blobs,
         })
     });
+    let python = result.resolved.as_ref().map(|r| {
+        let packages: Vec<serde_json::Value> = r
+            .wheels
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "name": w.resolved.name,
+                    "version": w.resolved.version,
+                    "file": w.resolved.file,
+                    "sha256": w.resolved.sha256,
+                    "wheel": w.wheel,
+                    "wheel_sha256": w.wheel_sha256,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "resolution": r.decided.word(),
+            "changes": r.changes,
+            "packages": packages,
+        })
+    });
     serde_json::json!({
         "reference": result.reference,
         "digest": result.digest,
         "name": result.name,
         "version": result.version,
         "platform": {"os": "linux", "architecture": documents::host_architecture()},
+        "python": {"version": result.python, "set": python},
         "layers": result.layers,
         "push": push,
     })
@@ -219,6 +247,8 @@ pub fn build(
         version,
         pushed,
         layers: result_layers,
+        python,
+        resolved: wheelhouse.resolved.clone(),
     })
 }
 
@@ -291,7 +321,26 @@ fn online_inputs(
     rootfs::choose_python(&compiler.tree, Some(&python))
         .map_err(|e| RootfsError::CompilerMismatch(Box::new(e)))?;
     let ctx = python_context(cache, runner, printer, &python, opts);
-    let wheelhouse = python::compile(&ctx, &opts.requirement, &opts.pip, &compiler, None)?;
+    let locked = match &opts.locked {
+        Some(path) => {
+            let l = python::lock::read(path, opts.requirement.name.as_deref(), Some(&python))
+                .map_err(python::PythonError::from)?;
+            printer.step(&format!(
+                "resolve: {} distributions from {} (no resolution)",
+                l.resolution.packages.len(),
+                path.display()
+            ));
+            Some(l.resolution)
+        }
+        None => None,
+    };
+    let wheelhouse = python::compile(
+        &ctx,
+        &opts.requirement,
+        &opts.pip,
+        &compiler,
+        locked.as_ref(),
+    )?;
     Ok(Inputs {
         base,
         compiler,
@@ -341,7 +390,7 @@ fn image_layers(
     let origin = |cached: bool| if cached { "cached" } else { "built" };
     let mut origins: Vec<&'static str> = vec![origin(base.cached); base.layers.len()];
     origins.extend([
-        origin(venv.cached),
+        origin(venv.cached || venv.dependencies_cached),
         origin(runtime_cached),
         origin(venv.cached),
     ]);
@@ -664,6 +713,33 @@ mod tests {
                 ],
             }),
             layers,
+            python: "3.11".into(),
+            resolved: Some(python::ResolvedBuild {
+                resolution: python::resolve::Resolution {
+                    packages: Vec::new(),
+                    pages: Vec::new(),
+                },
+                decided: python::resolve::Decided::Resolved,
+                changes: vec![python::resolve::Change {
+                    name: "django".into(),
+                    before: Some("4.2.30".into()),
+                    after: Some("4.2.31".into()),
+                }],
+                wheels: vec![python::BuiltWheel {
+                    resolved: python::resolve::Resolved {
+                        name: "django".into(),
+                        version: "4.2.31".into(),
+                        file: "django-4.2.31-py3-none-any.whl".into(),
+                        url: "http://127.0.0.1:1/packages/django-4.2.31-py3-none-any.whl".into(),
+                        sha256: "ab".repeat(32),
+                        requested: false,
+                    },
+                    wheel: "django-4.2.31-py3-none-any.whl".into(),
+                    wheel_sha256: "ab".repeat(32),
+                    path: "/nowhere".into(),
+                    key: None,
+                }],
+            }),
         };
         insta::assert_json_snapshot!("result_file", result_document(&result));
     }

@@ -265,6 +265,12 @@ pub struct BuildArgs {
     /// Write a JSON description of the result.
     #[arg(long, value_name = "FILE")]
     pub result_file: Option<PathBuf>,
+    /// Write what the build resolved as a PEP 751 lock (pylock.toml).
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
+    /// Build exactly the set a PEP 751 lock names, hashes required; no resolution.
+    #[arg(long, value_name = "FILE")]
+    pub locked: Option<PathBuf>,
     /// Registry options.
     #[command(flatten)]
     pub registry_args: RegistryArgs,

@@ -53,6 +53,15 @@ pub fn build(s: BuildSettings, printer: &Printer) -> Result<i32, Error> {
             serde_json::to_vec_pretty(&build::result_document(&result)).expect("result serialises");
         crate::fsutil::write_atomic(path, &doc)?;
     }
+    if let (Some(path), Some(set)) = (&s.lock, &result.resolved) {
+        let text = crate::python::lock::render(&s.requirement, &result.python, set, None);
+        crate::fsutil::write_atomic(path, text.as_bytes())?;
+        printer.step(&format!(
+            "lock: {} distributions written to {}",
+            set.wheels.len(),
+            path.display()
+        ));
+    }
     match &result.pushed {
         Some(report) => printer.result(&report.pushed.to_string()),
         None => printer.result(&format!("{} {}", result.reference, result.digest)),

@@ -62,6 +62,10 @@ pub struct BuildSettings {
     pub archives: Vec<ArchiveSpec>,
     /// `--result-file`.
     pub result_file: Option<PathBuf>,
+    /// `--lock`: where the build's lock is written.
+    pub lock: Option<PathBuf>,
+    /// The requirement as written (recorded in the lock).
+    pub requirement: String,
     /// The store was unpacked from `--from-bundle` for this build only.
     pub bundle_unpacked: bool,
 }
@@ -303,6 +307,8 @@ fn build(args: BuildArgs, cache_dir: Option<&Path>) -> Result<BuildSettings, Err
         options,
         archives,
         result_file: args.result_file,
+        lock: args.lock,
+        requirement: args.requirement,
         bundle_unpacked: args.from_bundle.is_some(),
     })
 }
@@ -351,6 +357,28 @@ fn build_options(args: &BuildArgs, cache: &Cache) -> Result<BuildOptions, Error>
         crate::epoch::source_date_epoch(std::env::var(env::SOURCE_DATE_EPOCH).ok().as_deref())?;
     let push = push_target(args, &config)?;
     let offline = offline(args, cache)?;
+    let locked =
+        match &args.locked {
+            None => None,
+            Some(_) if offline.is_some() => return Err(Error::Usage(
+                "--locked and --offline: an offline build already builds exactly the store's lock"
+                    .into(),
+            )),
+            Some(path) => {
+                // Read now so that a bad lock fails before any work; read again
+                // once the build knows its interpreter, which picks the files.
+                let python = args.python.as_deref().or(config.python.as_deref());
+                crate::python::lock::read(path, requirement.name.as_deref(), python)
+                    .map_err(crate::python::PythonError::from)?;
+                Some(path.clone())
+            }
+        };
+    if args.lock.is_some() && offline.is_some() {
+        return Err(Error::Usage(
+            "--lock and --offline: an offline build resolves nothing; its lock is the store's"
+                .into(),
+        ));
+    }
     Ok(BuildOptions {
         requirement,
         python: args.python.clone(),
@@ -362,6 +390,7 @@ fn build_options(args: &BuildArgs, cache: &Cache) -> Result<BuildOptions, Error>
         rebuild: args.rebuild,
         compression: args.compression,
         offline,
+        locked,
         registry: client_options(&args.registry_args),
         push_options: push_options(&args.registry_args),
         push,

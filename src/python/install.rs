@@ -28,6 +28,20 @@ pub struct VenvLayers {
     /// True when the layers came from the cache (not part of the record).
     #[serde(skip)]
     pub cached: bool,
+    /// True when the dependencies layer came from the cache and only the
+    /// application was installed (not part of the record).
+    #[serde(skip)]
+    pub dependencies_cached: bool,
+}
+
+/// The dependencies layer of a venv, recorded under its own key (the base,
+/// the interpreter and the dependencies' wheels) so that a new release of
+/// the application alone installs and packs only the application.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct DependenciesLayer {
+    blob: LayerBlob,
+    /// The distributions in it, with their versions.
+    distributions: std::collections::BTreeMap<String, String>,
 }
 
 /// Creates the venv inside the base rootfs from the wheelhouse alone (no
@@ -55,14 +69,89 @@ pub fn install(
     }
     check_wheelhouse(&wheelhouse.dir)?;
     let pip_whl = find_pip_wheel(&compiler.tree)?;
+    let deps_key = dependencies_key(ctx, base, wheelhouse)?;
+    let deps: Option<DependenciesLayer> = (!ctx.rebuild)
+        .then(|| ctx.cache.get_json::<DependenciesLayer>("layers", &deps_key))
+        .flatten()
+        .filter(|d| ctx.cache.blobs().has(&d.blob.digest));
     let work = ctx.cache.work_dir("venv")?;
     let venv = work.path().join("app");
     fs_err::create_dir(&venv).map_err(io_err(&venv))?;
-    pip_install(ctx, req, wheelhouse, base, &pip_whl, &venv)?;
-    let split = split_venv(&venv, &ctx.python, &wheelhouse.project.name)?;
-    let layers = pack_layers(ctx, &venv, split)?;
+    let only_app = deps.is_some();
+    pip_install(ctx, req, wheelhouse, base, &pip_whl, &venv, only_app)?;
+    let below = deps
+        .as_ref()
+        .map(|d| d.distributions.clone())
+        .unwrap_or_default();
+    let split = split_venv(&venv, &ctx.python, &wheelhouse.project.name, &below)?;
+    let layers = match deps {
+        Some(d) => {
+            ctx.printer.step(&format!(
+                "layers: cached dependencies layer; packing {} application files",
+                split.application.len()
+            ));
+            let application = pack(ctx, &venv, split.application)?;
+            VenvLayers {
+                dependencies: d.blob,
+                application,
+                installed: split.installed,
+                cached: false,
+                dependencies_cached: true,
+            }
+        }
+        None => {
+            let project = crate::spec::normalise_name(&wheelhouse.project.name);
+            let layers = pack_layers(ctx, &venv, split)?;
+            let mut distributions = layers.installed.distributions.clone();
+            distributions.remove(&project);
+            ctx.cache.put_json(
+                "layers",
+                &deps_key,
+                &DependenciesLayer {
+                    blob: layers.dependencies.clone(),
+                    distributions,
+                },
+            )?;
+            layers
+        }
+    };
     ctx.cache.put_json("layers", &key, &layers)?;
     Ok(layers)
+}
+
+/// The key of the dependencies layer alone: the base, the interpreter,
+/// the layers' epoch and compression, and every wheel but the project's.
+fn dependencies_key(
+    ctx: &PythonContext,
+    base: &Rootfs,
+    wheelhouse: &Wheelhouse,
+) -> Result<String, PythonError> {
+    let mut key = KeyBuilder::new("venv-dependencies-v1");
+    key.part("base", base.key.as_bytes())
+        .part("python", ctx.python.as_bytes())
+        .part("epoch", ctx.epoch.to_string().as_bytes())
+        .part("compression", ctx.compression.name().as_bytes());
+    for file in wheel_files(&wheelhouse.dir)? {
+        if file == wheelhouse.project.file {
+            continue;
+        }
+        let path = wheelhouse.dir.join(&file);
+        let (d, _) = crate::digest::digest_file(&path).map_err(io_err(&path))?;
+        key.part("wheel", file.as_bytes())
+            .part("sha256", d.hex().as_bytes());
+    }
+    Ok(key.finish())
+}
+
+fn wheel_files(dir: &Path) -> Result<Vec<String>, PythonError> {
+    let mut v: Vec<String> = fs_err::read_dir(dir)
+        .map_err(io_err(dir))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".whl"))
+        .collect();
+    v.sort();
+    Ok(v)
 }
 
 /// The layers cached under `key`, if both blobs are still in the store,
@@ -91,6 +180,7 @@ fn pip_install(
     base: &Rootfs,
     pip_whl: &Path,
     venv: &Path,
+    only_app: bool,
 ) -> Result<(), PythonError> {
     let project = &wheelhouse.project;
     let target = format!(
@@ -103,10 +193,11 @@ fn pip_install(
         "set -eu\numask 022\n\
          python{py} -m venv --without-pip {VENV}\n\
          {VENV}/bin/python /assemble/tools/{pip_whl}/pip install --no-index --find-links /assemble/wheelhouse \
-           --no-compile --no-cache-dir --no-warn-script-location \"$1\"\n\
+           --no-compile --no-cache-dir --no-warn-script-location {no_deps}\"$1\"\n\
          {VENV}/bin/python -m compileall -q -j 1 --invalidation-mode unchecked-hash {VENV}/lib\n",
         py = ctx.python,
-        pip_whl = pip_whl.file_name().expect("wheel has a name").to_string_lossy()
+        pip_whl = pip_whl.file_name().expect("wheel has a name").to_string_lossy(),
+        no_deps = if only_app { "--no-deps " } else { "" },
     );
     ctx.printer.step(&format!(
         "install: venv at {VENV} with {target} (no network)"
@@ -150,12 +241,7 @@ fn pack_layers(ctx: &PythonContext, venv: &Path, split: Split) -> Result<VenvLay
         split.dependencies.len(),
         split.application.len()
     ));
-    let pack = |files: BTreeSet<PathBuf>| -> Result<LayerBlob, PythonError> {
-        let mut l = Layer::new();
-        contract::home_skeleton(&mut l);
-        l.add_tree(venv, VENV, BLUE, layer::Select::Only(files));
-        Ok(l.write_blob(ctx.cache.blobs().dir(), ctx.compression, ctx.epoch)?)
-    };
+    let pack = |files| pack(ctx, venv, files);
     let Split {
         dependencies,
         application,
@@ -171,7 +257,20 @@ fn pack_layers(ctx: &PythonContext, venv: &Path, split: Split) -> Result<VenvLay
         application: application?,
         installed,
         cached: false,
+        dependencies_cached: false,
     })
+}
+
+/// One venv layer: these files of the venv under the home skeleton.
+fn pack(
+    ctx: &PythonContext,
+    venv: &Path,
+    files: BTreeSet<PathBuf>,
+) -> Result<LayerBlob, PythonError> {
+    let mut l = Layer::new();
+    contract::home_skeleton(&mut l);
+    l.add_tree(venv, VENV, BLUE, layer::Select::Only(files));
+    Ok(l.write_blob(ctx.cache.blobs().dir(), ctx.compression, ctx.epoch)?)
 }
 
 fn find_pip_wheel(tree: &Path) -> Result<PathBuf, PythonError> {

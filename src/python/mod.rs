@@ -15,6 +15,7 @@ use crate::sandbox::{Runner, SandboxError};
 pub mod compile;
 pub mod index;
 pub mod install;
+pub mod lock;
 pub mod resolve;
 pub mod split;
 pub mod wheel;
@@ -35,6 +36,9 @@ pub enum PythonError {
     /// pip's resolution cannot be used.
     #[error("{0}")]
     Resolve(String),
+    /// A lock file cannot be used.
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
     /// An index page could not be read.
     #[error(transparent)]
     Index(#[from] index::PageError),
@@ -99,7 +103,8 @@ impl PythonError {
         match self {
             PythonError::HostileWheel { .. }
             | PythonError::BadWheel { .. }
-            | PythonError::HashMismatch { .. } => true,
+            | PythonError::HashMismatch { .. }
+            | PythonError::Lock(_) => true,
             PythonError::Sandbox(e) => e.is_bad_input(),
             PythonError::Wheelhouse(_)
             | PythonError::Resolve(_)

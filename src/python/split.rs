@@ -39,7 +39,16 @@ pub struct Split {
 /// reading each distribution's RECORD. Byte-code goes with its source;
 /// files no RECORD names (pyvenv.cfg, bin/python) are scaffolding and go
 /// with the dependencies, which change least.
-pub fn split_venv(venv: &Path, python: &str, project: &str) -> Result<Split, PythonError> {
+///
+/// `also_installed` are distributions installed in a layer below this venv
+/// (an application-only install over cached dependencies): they count for
+/// what the project needs (Django) though their files are not here.
+pub fn split_venv(
+    venv: &Path,
+    python: &str,
+    project: &str,
+    also_installed: &BTreeMap<String, String>,
+) -> Result<Split, PythonError> {
     let site_rel = PathBuf::from(format!("lib/python{python}/site-packages"));
     let site = venv.join(&site_rel);
     let project_norm = normalise_name(project);
@@ -81,6 +90,10 @@ pub fn split_venv(venv: &Path, python: &str, project: &str) -> Result<Split, Pyt
             split.installed.distributions.keys()
         )));
     }
+    split
+        .installed
+        .distributions
+        .extend(also_installed.iter().map(|(k, v)| (k.clone(), v.clone())));
     split.installed.django = split.installed.distributions.contains_key("django");
     split.installed.module = project_module(&project_files, &site_rel, &project_norm);
     let module_dir = site_rel.join(&split.installed.module);
@@ -194,7 +207,7 @@ mod tests {
             &v.join(format!("{sp}/Django-4.2.dist-info/RECORD")),
             "django/__init__.py,sha256=x,0\nDjango-4.2.dist-info/RECORD,,\n",
         );
-        let s = split_venv(v, "3.11", "Milborne").unwrap();
+        let s = split_venv(v, "3.11", "Milborne", &BTreeMap::new()).unwrap();
         let app: Vec<_> = s
             .application
             .iter()
@@ -223,7 +236,7 @@ mod tests {
             &v.path().join(format!("{sp}/evil-1.0.dist-info/RECORD")),
             "../../../../../etc/passwd,,\n",
         );
-        let e = split_venv(v.path(), "3.11", "evil").unwrap_err();
+        let e = split_venv(v.path(), "3.11", "evil", &BTreeMap::new()).unwrap_err();
         assert!(matches!(e, PythonError::HostileWheel { .. }), "{e}");
     }
 
