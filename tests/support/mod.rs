@@ -8,7 +8,11 @@
 //!   fixture's sdist, on a free loopback port, fallback to PyPI disabled.
 //! - `image()`: an image built once per run and shared by the tests that
 //!   only read it.
+//! - `private_index::PrivateIndex`: an index of a test's own, to publish
+//!   releases into.
 #![allow(dead_code)]
+
+pub mod private_index;
 
 use std::fs::File;
 use std::io::{Read, Write};
