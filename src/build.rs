@@ -330,7 +330,7 @@ fn online_inputs(
                 l.resolution.packages.len(),
                 path.display()
             ));
-            Some(l.resolution)
+            Some(l)
         }
         None => None,
     };

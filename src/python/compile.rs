@@ -84,12 +84,12 @@ pub fn compile(
     req: &Requirement,
     pip: &PipSettings,
     compiler: &Rootfs,
-    locked: Option<&Resolution>,
+    locked: Option<&super::lock::Locked>,
 ) -> Result<Wheelhouse, PythonError> {
     let local = project_wheel(ctx, req, pip, compiler)?;
     let target = resolve_target(req, local.as_deref())?;
     let (resolution, decided, changes) = match locked {
-        Some(set) => (set.clone(), Decided::Locked, Vec::new()),
+        Some(l) => (l.resolution.clone(), Decided::Locked, Vec::new()),
         None => resolve(ctx, &target, pip, compiler)?,
     };
     if !changes.is_empty() {
@@ -117,7 +117,18 @@ pub fn compile(
             )));
         }
     }
-    let wheels = wheels_of(ctx, &resolution, local.as_deref(), pip, compiler)?;
+    let hashes_from = match locked {
+        Some(l) => l.path.display().to_string(),
+        None => "the resolved set".to_string(),
+    };
+    let wheels = wheels_of(
+        ctx,
+        &resolution,
+        local.as_deref(),
+        pip,
+        compiler,
+        &hashes_from,
+    )?;
     let house = gather(ctx, &wheels, &project)?;
     Ok(Wheelhouse {
         resolved: Some(super::ResolvedBuild {
@@ -236,6 +247,7 @@ fn wheels_of(
     local: Option<&Path>,
     pip: &PipSettings,
     compiler: &Rootfs,
+    hashes_from: &str,
 ) -> Result<Vec<BuiltWheel>, PythonError> {
     let mut found: Vec<Option<BuiltWheel>> = Vec::new();
     let mut missing: Vec<(usize, &Resolved, String)> = Vec::new();
@@ -284,7 +296,7 @@ fn wheels_of(
             what.join(", "),
             ctx.python
         ));
-        for (i, w) in fetch_and_compile(ctx, &missing, pip, compiler)? {
+        for (i, w) in fetch_and_compile(ctx, &missing, pip, compiler, hashes_from)? {
             found[i] = Some(w);
         }
     }
@@ -302,6 +314,7 @@ fn fetch_and_compile(
     missing: &[(usize, &Resolved, String)],
     pip: &PipSettings,
     compiler: &Rootfs,
+    hashes_from: &str,
 ) -> Result<Vec<(usize, BuiltWheel)>, PythonError> {
     let work = ctx.cache.work_dir("wheels")?;
     let run = PipRun::prepare(ctx, pip, compiler, work.path())?;
@@ -342,7 +355,8 @@ fn fetch_and_compile(
         ]);
     }
     ctx.runner
-        .run(&run.plan("pip wheel", mounts, argv), run.output)?;
+        .run(&run.plan("pip wheel", mounts, argv), run.output)
+        .map_err(|e| super::hashes_refused(e, hashes_from))?;
     let made = wheels_in(&run.wheels)?;
     let mut out = Vec::new();
     for (i, p, key) in missing {

@@ -62,14 +62,23 @@ pub fn install(
         .part("epoch", ctx.epoch.to_string().as_bytes())
         .part("compression", ctx.compression.name().as_bytes())
         .finish();
+    let deps_key = dependencies_key(ctx, base, wheelhouse)?;
     if !ctx.rebuild {
         if let Some(cached) = cached_layers(ctx, &key) {
+            // Layers cached before the dependencies layer had a key of its
+            // own: record it now, for the next release of the application.
+            if ctx
+                .cache
+                .get_json::<DependenciesLayer>("layers", &deps_key)
+                .is_none()
+            {
+                record_dependencies(ctx, &deps_key, &cached, &wheelhouse.project.name)?;
+            }
             return Ok(cached);
         }
     }
     check_wheelhouse(&wheelhouse.dir)?;
     let pip_whl = find_pip_wheel(&compiler.tree)?;
-    let deps_key = dependencies_key(ctx, base, wheelhouse)?;
     let deps: Option<DependenciesLayer> = (!ctx.rebuild)
         .then(|| ctx.cache.get_json::<DependenciesLayer>("layers", &deps_key))
         .flatten()
@@ -100,23 +109,33 @@ pub fn install(
             }
         }
         None => {
-            let project = crate::spec::normalise_name(&wheelhouse.project.name);
             let layers = pack_layers(ctx, &venv, split)?;
-            let mut distributions = layers.installed.distributions.clone();
-            distributions.remove(&project);
-            ctx.cache.put_json(
-                "layers",
-                &deps_key,
-                &DependenciesLayer {
-                    blob: layers.dependencies.clone(),
-                    distributions,
-                },
-            )?;
+            record_dependencies(ctx, &deps_key, &layers, &wheelhouse.project.name)?;
             layers
         }
     };
     ctx.cache.put_json("layers", &key, &layers)?;
     Ok(layers)
+}
+
+/// Records the dependencies layer of `layers` under its own key.
+fn record_dependencies(
+    ctx: &PythonContext,
+    deps_key: &str,
+    layers: &VenvLayers,
+    project: &str,
+) -> Result<(), PythonError> {
+    let mut distributions = layers.installed.distributions.clone();
+    distributions.remove(&crate::spec::normalise_name(project));
+    ctx.cache.put_json(
+        "layers",
+        deps_key,
+        &DependenciesLayer {
+            blob: layers.dependencies.clone(),
+            distributions,
+        },
+    )?;
+    Ok(())
 }
 
 /// The key of the dependencies layer alone: the base, the interpreter,

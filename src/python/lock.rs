@@ -123,6 +123,8 @@ struct InstalledWheel {
 /// What a lock file says to build.
 #[derive(Clone, Debug)]
 pub struct Locked {
+    /// The lock file.
+    pub path: PathBuf,
     /// The set, its project marked requested.
     pub resolution: Resolution,
     /// The project's name (normalised).
@@ -314,6 +316,7 @@ pub fn read(path: &Path, project: Option<&str>, python: Option<&str>) -> Result<
     }
     packages.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Locked {
+        path: path.to_path_buf(),
         resolution: Resolution {
             packages,
             pages: Vec::new(),

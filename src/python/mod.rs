@@ -36,6 +36,14 @@ pub enum PythonError {
     /// pip's resolution cannot be used.
     #[error("{0}")]
     Resolve(String),
+    /// pip refused files whose sha256 is not the one required.
+    #[error("{source_name}: files on the index do not match the required hashes:\n    {detail}")]
+    HashesRefused {
+        /// The lock or requirements file the hashes come from.
+        source_name: String,
+        /// pip's lines naming each package, its expected and actual hash.
+        detail: String,
+    },
     /// A lock file cannot be used.
     #[error(transparent)]
     Lock(#[from] lock::LockError),
@@ -104,6 +112,7 @@ impl PythonError {
             PythonError::HostileWheel { .. }
             | PythonError::BadWheel { .. }
             | PythonError::HashMismatch { .. }
+            | PythonError::HashesRefused { .. }
             | PythonError::Lock(_) => true,
             PythonError::Sandbox(e) => e.is_bad_input(),
             PythonError::Wheelhouse(_)
@@ -116,6 +125,28 @@ impl PythonError {
             | PythonError::Layer(_) => false,
         }
     }
+}
+
+/// pip's refusal of a file whose hash is not the one required, as bad
+/// input naming each package; any other failure as it is.
+fn hashes_refused(e: crate::sandbox::SandboxError, source_name: &str) -> PythonError {
+    if let crate::sandbox::SandboxError::Failed { tail, .. } = &e {
+        if let Some(at) = tail
+            .iter()
+            .position(|l| l.contains("DO NOT MATCH THE HASHES"))
+        {
+            return PythonError::HashesRefused {
+                source_name: source_name.to_string(),
+                detail: tail[at + 1..]
+                    .iter()
+                    .map(|l| l.trim())
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("\n    "),
+            };
+        }
+    }
+    PythonError::Sandbox(e)
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PythonError + '_ {
