@@ -215,8 +215,18 @@ pub struct RunArgs {
 /// `assemble build`.
 #[derive(Debug, Args, Clone)]
 pub struct BuildArgs {
-    /// NAME[EXTRAS]==VERSION, a .whl path (optionally [EXTRAS]), or a project directory.
-    pub requirement: String,
+    /// NAME[EXTRAS]==VERSION, a .whl path (optionally [EXTRAS]), a project
+    /// directory (its pylock.toml or requirements.txt used when present), or a pylock.toml.
+    #[arg(required_unless_present = "requirements")]
+    pub requirement: Option<String>,
+    /// A pip requirements file to build (with or without --hash lines); the
+    /// project is its first named requirement, or --name.
+    #[arg(short = 'r', long, value_name = "FILE", conflicts_with = "requirement")]
+    pub requirements: Option<PathBuf>,
+    /// The project of a requirements file or lock, when its first named
+    /// requirement is not.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
     /// Interpreter in the base (default: the base's python3).
     #[arg(long, value_name = "X.Y")]
     pub python: Option<String>,
@@ -310,7 +320,7 @@ mod tests {
         let Command::Build(b) = cli.command else {
             panic!("build expected")
         };
-        assert_eq!(b.requirement, "milborne==0.4.0");
+        assert_eq!(b.requirement.as_deref(), Some("milborne==0.4.0"));
         assert!(cli.global.quiet);
     }
 

@@ -302,13 +302,14 @@ fn build(args: BuildArgs, cache_dir: Option<&Path>) -> Result<BuildSettings, Err
     }
     let cache = open_cache(cache_dir)?;
     let options = build_options(&args, &cache)?;
+    let requirement = requirement_text(&args);
     Ok(BuildSettings {
         cache,
         options,
         archives,
         result_file: args.result_file,
+        requirement,
         lock: args.lock,
-        requirement: args.requirement,
         bundle_unpacked: args.from_bundle.is_some(),
     })
 }
@@ -327,15 +328,66 @@ fn vendor(
         cache,
         options,
         store: Store::at(&args.vendor),
-        requirement: args.requirement,
+        requirement: requirement_text(&args),
         bundle,
     })
+}
+
+/// The requirement as the user wrote it (`-r FILE` for a requirements file).
+fn requirement_text(args: &BuildArgs) -> String {
+    match (&args.requirement, &args.requirements) {
+        (_, Some(f)) => format!("-r {}", f.display()),
+        (Some(r), None) => r.clone(),
+        (None, None) => String::new(),
+    }
+}
+
+/// What to build, and the lock it implies: a `pylock.toml` given as the
+/// requirement, or one in the project directory given.
+fn requirement(args: &BuildArgs) -> Result<(Requirement, Option<PathBuf>), Error> {
+    if let Some(file) = &args.requirements {
+        return Ok((
+            Requirement::from_requirements_file(file, args.name.as_deref())?,
+            None,
+        ));
+    }
+    let text = args.requirement.as_deref().unwrap_or_default();
+    let mut r = Requirement::parse(text)?;
+    let implied = match r.source.clone() {
+        spec::Source::Lock(path) => {
+            let lock = crate::python::lock::read(&path, args.name.as_deref(), None)
+                .map_err(crate::python::PythonError::from)?;
+            let project = lock.resolution.project().ok_or_else(|| {
+                Error::Usage(format!(
+                    "{} locks {} as a directory: build that directory instead",
+                    path.display(),
+                    lock.project
+                ))
+            })?;
+            r.name = Some(project.name.clone());
+            r.source = spec::Source::Index {
+                version: project.version.clone(),
+                operator: "==".into(),
+            };
+            Some(path)
+        }
+        spec::Source::Directory(dir) if dir.join("pylock.toml").is_file() => {
+            Some(dir.join("pylock.toml"))
+        }
+        _ => None,
+    };
+    if args.name.is_some() && implied.is_none() {
+        return Err(Error::Usage(
+            "--name names the project of a requirements file (-r) or a lock; this requirement names its own".into(),
+        ));
+    }
+    Ok((r, implied))
 }
 
 /// Parse, then validate, then build: nothing heavy starts before every
 /// option is known to be usable.
 fn build_options(args: &BuildArgs, cache: &Cache) -> Result<BuildOptions, Error> {
-    let requirement = Requirement::parse(&args.requirement)?;
+    let (requirement, implied_lock) = requirement(args)?;
     if let spec::Source::Wheel(path) = &requirement.source {
         crate::python::check_wheel(path)?;
     }
@@ -358,7 +410,7 @@ fn build_options(args: &BuildArgs, cache: &Cache) -> Result<BuildOptions, Error>
     let push = push_target(args, &config)?;
     let offline = offline(args, cache)?;
     let locked =
-        match &args.locked {
+        match args.locked.as_ref().or(implied_lock.as_ref()) {
             None => None,
             Some(_) if offline.is_some() => return Err(Error::Usage(
                 "--locked and --offline: an offline build already builds exactly the store's lock"
@@ -462,13 +514,14 @@ fn offline(args: &BuildArgs, cache: &Cache) -> Result<Option<Offline>, Error> {
             (store, lock)
         }
     };
-    if lock.requirement != args.requirement {
+    let given = requirement_text(args);
+    if lock.requirement != given {
         return Err(Error::Usage(format!(
             "the offline store at {} was made for {:?}, not {:?}; run `assemble vendor {}` where the network is reachable",
             store.dir().display(),
             lock.requirement,
-            args.requirement,
-            args.requirement
+            given,
+            given
         )));
     }
     if let Some(p) = &args.python {

@@ -276,3 +276,112 @@ for p in lock.packages:
     );
     assert!(!tmp.path().join("b/index.json").exists());
 }
+
+#[test]
+fn a_requirements_file_with_hashes_builds_and_a_wrong_hash_exits_2_naming_file_and_package() {
+    let idx = PrivateIndex::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let files = idx.files();
+    let file = |prefix: &str| {
+        files
+            .iter()
+            .find(|f| f.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} in {files:?}"))
+            .clone()
+    };
+    let pins = [
+        ("milborne==0.4.0", file("milborne-0.4.0")),
+        ("django==4.2.30", file("django-4.2.30")),
+        ("asgiref==3.8.1", file("asgiref-3.8.1")),
+        ("sqlparse==0.5.3", file("sqlparse-0.5.3")),
+    ];
+    let text = |wrong: Option<&str>| {
+        pins.iter()
+            .map(|(pin, f)| {
+                let hash = if Some(*pin) == wrong {
+                    "0".repeat(64)
+                } else {
+                    idx.sha256(f)
+                };
+                format!("{pin} \\\n    --hash=sha256:{hash}\n")
+            })
+            .collect::<String>()
+    };
+    let good = tmp.path().join("requirements.txt");
+    std::fs::write(&good, format!("# pinned by the team\n{}", text(None))).unwrap();
+    let build_r = |req: &Path, out: &str| {
+        run(assemble()
+            .arg("-r")
+            .arg(req)
+            .arg("--index-url")
+            .arg(idx.url())
+            .arg("--cache-dir")
+            .arg(cache())
+            .arg("--output")
+            .arg(tmp.path().join(out)))
+    };
+    let a = build_r(&good, "a");
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert!(
+        String::from_utf8_lossy(&a.stdout).contains(":0.4.0 sha256:"),
+        "the project is the file's first requirement"
+    );
+    let bad = tmp.path().join("requirements-bad.txt");
+    std::fs::write(&bad, text(Some("sqlparse==0.5.3"))).unwrap();
+    let b = build_r(&bad, "b");
+    let log = stderr(&b);
+    assert_eq!(b.status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("requirements-bad.txt") && log.contains("sqlparse"),
+        "{log}"
+    );
+    assert!(!tmp.path().join("b/index.json").exists());
+}
+
+#[test]
+fn a_lock_given_as_the_requirement_or_found_in_the_project_directory_is_built_as_locked() {
+    let idx = PrivateIndex::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let lock = tmp.path().join("pylock.toml");
+    let (a, _) = build(
+        &idx,
+        "0.4.0",
+        &tmp.path().join("a"),
+        &["--lock", lock.to_str().unwrap()],
+    );
+    assert!(a.status.success());
+    let b = run(assemble()
+        .arg(&lock)
+        .arg("--index-url")
+        .arg(idx.url())
+        .arg("--cache-dir")
+        .arg(cache())
+        .arg("--output")
+        .arg(tmp.path().join("b")));
+    assert!(b.status.success(), "{}", stderr(&b));
+    assert!(stderr(&b).contains("(no resolution)"), "{}", stderr(&b));
+    assert_eq!(digest_of(&b), digest_of(&a));
+
+    // The fixture's directory with that lock beside it: its dependencies
+    // come from the lock, the project from the directory.
+    let dir = tmp.path().join("milborne");
+    run(std::process::Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("tests/fixtures/milborne"))
+        .arg(&dir));
+    std::fs::copy(&lock, dir.join("pylock.toml")).unwrap();
+    let c = run(assemble()
+        .arg(&dir)
+        .arg("--index-url")
+        .arg(idx.url())
+        .arg("--cache-dir")
+        .arg(cache())
+        .arg("--output")
+        .arg(tmp.path().join("c")));
+    let log = stderr(&c);
+    assert!(c.status.success(), "{log}");
+    assert!(
+        log.contains("(no resolution)") && !log.contains("pip resolves"),
+        "{log}"
+    );
+}

@@ -89,16 +89,28 @@ pub fn compile(
     let local = project_wheel(ctx, req, pip, compiler)?;
     let target = resolve_target(req, local.as_deref())?;
     let (resolution, decided, changes) = match locked {
-        Some(l) => (l.resolution.clone(), Decided::Locked, Vec::new()),
+        Some(l) => (
+            with_local_project(&l.resolution, local.as_deref(), req)?,
+            Decided::Locked,
+            Vec::new(),
+        ),
         None => resolve(ctx, &target, pip, compiler)?,
     };
     if !changes.is_empty() {
         ctx.printer.changes(&changes);
     }
+    // A requirements file asks for every line: the project is the one named.
+    let mut resolution = resolution;
+    if let (Some(name), Source::Requirements(_)) = (&req.name, &req.source) {
+        let name = normalise_name(name);
+        for p in &mut resolution.packages {
+            p.requested = p.name == name;
+        }
+    }
     let project = resolution.project().cloned().ok_or_else(|| {
         PythonError::Wheelhouse(format!(
             "the resolution of {} names no requested distribution",
-            target.pip_arg
+            target.label
         ))
     })?;
     if let Some(name) = &req.name {
@@ -117,9 +129,10 @@ pub fn compile(
             )));
         }
     }
-    let hashes_from = match locked {
-        Some(l) => l.path.display().to_string(),
-        None => "the resolved set".to_string(),
+    let hashes_from = match (locked, &target.hashes_from) {
+        (Some(l), _) => l.path.display().to_string(),
+        (None, Some(f)) => f.clone(),
+        (None, None) => "the resolved set".to_string(),
     };
     let wheels = wheels_of(
         ctx,
@@ -141,6 +154,57 @@ pub fn compile(
     })
 }
 
+/// A lock's set for a project built from its directory: the project's
+/// wheel just built stands for the lock's entry of it (a `directory`
+/// package, which the lock reader leaves out).
+fn with_local_project(
+    set: &Resolution,
+    local: Option<&Path>,
+    req: &Requirement,
+) -> Result<Resolution, PythonError> {
+    let Some(wheel) = local else {
+        return Ok(set.clone());
+    };
+    let file = wheel
+        .file_name()
+        .expect("a wheel has a file name")
+        .to_string_lossy()
+        .into_owned();
+    let (name, version) = wheel_name_version(wheel)
+        .ok_or_else(|| PythonError::Wheelhouse(format!("{file} is not a wheel file name")))?;
+    let name = normalise_name(&name);
+    if let Some(n) = &req.name {
+        if normalise_name(n) != name {
+            return Err(PythonError::Wheelhouse(format!(
+                "the lock is for {n}, the directory's project is {name}"
+            )));
+        }
+    }
+    let (d, _) = crate::digest::digest_file(wheel).map_err(io_err(wheel))?;
+    let mut packages: Vec<Resolved> = set
+        .packages
+        .iter()
+        .filter(|p| p.name != name)
+        .map(|p| Resolved {
+            requested: false,
+            ..p.clone()
+        })
+        .collect();
+    packages.push(Resolved {
+        name,
+        version,
+        file,
+        url: format!("file://{}", wheel.display()),
+        sha256: d.hex().to_string(),
+        requested: true,
+    });
+    packages.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Resolution {
+        packages,
+        pages: Vec::new(),
+    })
+}
+
 /// The project's own wheel when it is local: the wheel given, or the one
 /// built from the project directory (cached by the directory's content).
 fn project_wheel(
@@ -150,7 +214,7 @@ fn project_wheel(
     compiler: &Rootfs,
 ) -> Result<Option<PathBuf>, PythonError> {
     match &req.source {
-        Source::Index { .. } => Ok(None),
+        Source::Index { .. } | Source::Requirements(_) | Source::Lock(_) => Ok(None),
         Source::Wheel(path) => Ok(Some(path.clone())),
         Source::Directory(dir) => {
             let mut key = KeyBuilder::new("project-wheel-v1");
@@ -184,36 +248,87 @@ fn project_wheel(
     }
 }
 
-/// What pip resolves: the pinned name, or the project's local wheel.
+/// What pip resolves: the pinned name, the project's local wheel (with its
+/// directory's requirements.txt when it has one), or a requirements file.
 fn resolve_target(req: &Requirement, local: Option<&Path>) -> Result<Target, PythonError> {
+    let name = req.name.as_deref().unwrap_or_default();
+    let file_hash = |f: &Path| -> Result<String, PythonError> {
+        Ok(crate::digest::digest_file(f)
+            .map_err(io_err(f))?
+            .0
+            .hex()
+            .to_string())
+    };
+    let requirements_of = |f: &Path| -> Result<(Vec<String>, String, Option<String>), PythonError> {
+        let text = fs_err::read_to_string(f).map_err(io_err(f))?;
+        let file = f
+            .file_name()
+            .expect("a file")
+            .to_string_lossy()
+            .into_owned();
+        Ok((
+            vec!["-r".into(), format!("/assemble/src/{file}")],
+            format!("requirements {file} {}", file_hash(f)?),
+            text.contains("--hash").then(|| f.display().to_string()),
+        ))
+    };
     Ok(match (&req.source, local) {
-        (Source::Index { version, operator }, _) => {
-            let arg = format!(
-                "{}{}{operator}{version}",
-                req.name.as_deref().unwrap_or_default(),
-                req.extras_suffix()
-            );
+        (Source::Index { .. } | Source::Lock(_), None) => {
+            let (operator, version) = match &req.source {
+                Source::Index { version, operator } => (operator.as_str(), version.as_str()),
+                _ => ("", ""),
+            };
+            let arg = format!("{name}{}{operator}{version}", req.extras_suffix());
             Target {
                 key_text: format!(
-                    "{}{operator}{version}",
-                    normalise_name(req.name.as_deref().unwrap_or_default())
-                ) + &req.extras_suffix(),
-                pip_arg: arg,
+                    "{}{operator}{version}{}",
+                    normalise_name(name),
+                    req.extras_suffix()
+                ),
+                label: arg.clone(),
+                pip_args: vec![arg],
                 local_wheel: None,
+                src_dir: None,
+                hashes_from: None,
+            }
+        }
+        (Source::Requirements(f), _) => {
+            let (pip_args, key_text, hashes_from) = requirements_of(f)?;
+            Target {
+                pip_args,
+                key_text: format!("{key_text} project {}", normalise_name(name)),
+                label: format!("-r {}", f.display()),
+                local_wheel: None,
+                src_dir: Some(crate::fsutil::parent_dir(f).to_path_buf()),
+                hashes_from,
             }
         }
         (_, Some(wheel)) => {
-            let (d, _) = crate::digest::digest_file(wheel).map_err(io_err(wheel))?;
             let file = wheel
                 .file_name()
                 .expect("a wheel has a file name")
                 .to_string_lossy()
                 .into_owned();
-            Target {
-                pip_arg: format!("/assemble/project/{file}{}", req.extras_suffix()),
-                key_text: format!("wheel {file} {}{}", d.hex(), req.extras_suffix()),
+            let mut target = Target {
+                pip_args: vec![format!("/assemble/project/{file}{}", req.extras_suffix())],
+                key_text: format!("wheel {file} {}{}", file_hash(wheel)?, req.extras_suffix()),
+                label: format!("{file}{}", req.extras_suffix()),
                 local_wheel: Some(wheel.to_path_buf()),
+                src_dir: None,
+                hashes_from: None,
+            };
+            if let Source::Directory(dir) = &req.source {
+                let listed = dir.join("requirements.txt");
+                if listed.is_file() {
+                    let (args, key, hashes) = requirements_of(&listed)?;
+                    target.pip_args.extend(args);
+                    target.key_text.push_str(&format!(" {key}"));
+                    target.label.push_str(" with requirements.txt");
+                    target.src_dir = Some(dir.clone());
+                    target.hashes_from = hashes;
+                }
             }
+            target
         }
         (_, None) => unreachable!("a local requirement has its wheel"),
     })

@@ -131,6 +131,8 @@ pub struct Locked {
     pub project: String,
     /// The interpreter it was resolved for, when the lock says.
     pub python: Option<String>,
+    /// The project is locked as its directory: its wheel is built from it.
+    pub local_project: bool,
 }
 
 /// The `platform_machine` of this host, as Python names it.
@@ -258,12 +260,19 @@ pub fn read(path: &Path, project: Option<&str>, python: Option<&str>) -> Result<
         })?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut packages = Vec::new();
+    let mut local_project = false;
     for (i, p) in lock.packages.iter().enumerate() {
         let at = format!("packages[{i}] ({})", p.name);
         if !valid_name(&p.name) || normalise_name(&p.name) != p.name {
             return Err(invalid(format!(
                 "{at}: the name must be normalised (PEP 503)"
             )));
+        }
+        if p.directory.is_some() && normalise_name(&p.name) == project {
+            // The project itself, locked from its directory (`pip lock .`):
+            // the build makes its wheel from the directory.
+            local_project = true;
+            continue;
         }
         if p.vcs.is_some() || p.directory.is_some() || p.archive.is_some() {
             return Err(invalid(format!(
@@ -309,7 +318,7 @@ pub fn read(path: &Path, project: Option<&str>, python: Option<&str>) -> Result<
             sha256,
         });
     }
-    if !packages.iter().any(|p| p.requested) {
+    if !local_project && !packages.iter().any(|p| p.requested) {
         return Err(invalid(format!(
             "the project {project} is not among its packages"
         )));
@@ -323,6 +332,7 @@ pub fn read(path: &Path, project: Option<&str>, python: Option<&str>) -> Result<
         },
         project,
         python: table.map(|t| t.python.clone()),
+        local_project,
     })
 }
 

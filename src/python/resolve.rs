@@ -134,8 +134,17 @@ pub fn changes(before: &[Resolved], after: &[Resolved]) -> Vec<Change> {
 
 /// What pip is asked to resolve.
 pub struct Target {
-    /// pip's argument: `name[extras]==version` or `/assemble/project/FILE[extras]`.
-    pub pip_arg: String,
+    /// pip's arguments: `name[extras]==version`, `/assemble/project/FILE[extras]`,
+    /// `-r /assemble/src/FILE`, or the project's wheel and its directory's
+    /// requirements file.
+    pub pip_args: Vec<String>,
+    /// What the progress and errors call it.
+    pub label: String,
+    /// A directory bound read-only at `/assemble/src` (a requirements
+    /// file's, which may include others beside it).
+    pub src_dir: Option<PathBuf>,
+    /// The file hashes come from, when the requirements carry `--hash`.
+    pub hashes_from: Option<String>,
     /// The project's own wheel, when it is a local file (bound at
     /// `/assemble/project`).
     pub local_wheel: Option<PathBuf>,
@@ -273,21 +282,24 @@ fn pip_resolve(
         let dest = project.join(file);
         fs_err::copy(w, &dest).map_err(io_err(w))?;
     }
-    argv.push(target.pip_arg.clone());
+    argv.extend(target.pip_args.iter().cloned());
     ctx.printer.step(&format!(
         "resolve: pip resolves {} (python{})",
-        target.pip_arg.trim_start_matches("/assemble/project/"),
-        ctx.python
+        target.label, ctx.python
     ));
+    let mut mounts = vec![
+        Mount::Bind(out.clone(), "/assemble/out".into()),
+        Mount::ReadOnly(tools, "/assemble/tools".into()),
+        Mount::ReadOnly(project, "/assemble/project".into()),
+    ];
+    if let Some(dir) = &target.src_dir {
+        mounts.push(Mount::ReadOnly(dir.clone(), "/assemble/src".into()));
+    }
     let plan = Plan {
         what: "pip resolve".into(),
         root: compiler.tree.clone(),
         writable_root: false,
-        mounts: vec![
-            Mount::Bind(out.clone(), "/assemble/out".into()),
-            Mount::ReadOnly(tools, "/assemble/tools".into()),
-            Mount::ReadOnly(project, "/assemble/project".into()),
-        ],
+        mounts,
         env,
         uid: BLUE.uid as u32,
         gid: BLUE.gid as u32,
@@ -295,12 +307,17 @@ fn pip_resolve(
         share_net: true,
         argv,
     };
-    ctx.runner.run(
-        &plan,
-        Output::Capture {
-            echo: ctx.printer.verbose().then_some(ctx.printer),
-        },
-    )?;
+    ctx.runner
+        .run(
+            &plan,
+            Output::Capture {
+                echo: ctx.printer.verbose().then_some(ctx.printer),
+            },
+        )
+        .map_err(|e| match &target.hashes_from {
+            Some(from) => super::hashes_refused(e, from),
+            None => PythonError::Sandbox(e),
+        })?;
     let report_path = out.join("report.json");
     let report = fs_err::read(&report_path).map_err(io_err(&report_path))?;
     let mut packages = parse_report(&report)?;

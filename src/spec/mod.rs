@@ -75,6 +75,62 @@ pub enum Source {
     Wheel(PathBuf),
     /// A project directory to build a wheel from.
     Directory(PathBuf),
+    /// A pip requirements file (`-r FILE`), its project named by `--name` or
+    /// by its first named requirement.
+    Requirements(PathBuf),
+    /// A PEP 751 lock file (`pylock.toml`, `pylock.NAME.toml`) given as the
+    /// requirement: built as `--locked FILE`.
+    Lock(PathBuf),
+}
+
+/// True for the file names PEP 751 gives lock files.
+pub fn is_lock_file_name(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name == "pylock.toml"
+        || (name.starts_with("pylock.") && name.ends_with(".toml") && name.len() > 12)
+}
+
+/// The first named requirement of a requirements file: its project. Option
+/// lines (`-r`, `--hash`…), comments, URLs and paths are skipped.
+pub fn first_requirement_name(text: &str) -> Option<String> {
+    text.lines()
+        .map(|l| l.split(" #").next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('-'))
+        .find_map(|l| {
+            let end = l
+                .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+                .unwrap_or(l.len());
+            let name = &l[..end];
+            (valid_name(name) && !l.contains("://")).then(|| name.to_string())
+        })
+}
+
+impl Requirement {
+    /// The requirement of `-r FILE`: the project is `name`, else the file's
+    /// first named requirement.
+    pub fn from_requirements_file(file: &Path, name: Option<&str>) -> Result<Self, SpecError> {
+        let err = |why: String| SpecError::Requirement {
+            given: format!("-r {}", file.display()),
+            why,
+        };
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| err(format!("the file cannot be read ({e})")))?;
+        let name = match name {
+            Some(n) if valid_name(n) => n.to_string(),
+            Some(n) => return Err(err(format!("--name {n:?} is not a valid project name"))),
+            None => first_requirement_name(&text).ok_or_else(|| {
+                err("it names no requirement to be the project: add one, or pass --name".into())
+            })?,
+        };
+        Ok(Self {
+            name: Some(name),
+            extras: Vec::new(),
+            source: Source::Requirements(file.to_path_buf()),
+        })
+    }
 }
 
 /// A parsed requirement.
@@ -115,6 +171,13 @@ impl Requirement {
                 name: Some(name),
                 extras,
                 source: Source::Wheel(path.to_path_buf()),
+            });
+        }
+        if is_lock_file_name(path) && path.is_file() {
+            return Ok(Self {
+                name: None,
+                extras,
+                source: Source::Lock(path.to_path_buf()),
             });
         }
         if path.is_dir() {
