@@ -269,7 +269,7 @@ fn unknown_version_fails_with_pips_reason_and_no_index_json() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("pip resolve failed") && err.contains("9.9.9"),
+        err.contains("pip resolve (index") && err.contains("failed") && err.contains("9.9.9"),
         "{err}"
     );
     assert!(
@@ -295,7 +295,7 @@ fn index_that_does_not_answer_fails_clearly() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("pip resolve failed") && err.contains(&port.to_string()),
+        err.contains("pip resolve (index") && err.contains(&port.to_string()),
         "{err}"
     );
     assert!(!tmp.path().join("oci/index.json").exists());

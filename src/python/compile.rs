@@ -881,7 +881,10 @@ mod tests {
         let plans = recorder.plans.lock().unwrap();
         assert_eq!(plans.len(), 1, "one sandbox run");
         let plan = &plans[0];
-        assert_eq!(plan.what, "pip resolve");
+        assert_eq!(
+            plan.what,
+            "pip resolve (index http://***@127.0.0.1:1/simple/)"
+        );
         assert!(plan.share_net, "pip resolves against the index");
         let targets: Vec<_> = plan
             .mounts

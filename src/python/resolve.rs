@@ -295,8 +295,18 @@ fn pip_resolve(
     if let Some(dir) = &target.src_dir {
         mounts.push(Mount::ReadOnly(dir.clone(), "/assemble/src".into()));
     }
+    let indexes: Vec<String> = pip
+        .index_url
+        .iter()
+        .chain(&pip.extra_index_urls)
+        .map(|u| crate::output::redact_url(u))
+        .collect();
     let plan = Plan {
-        what: "pip resolve".into(),
+        what: if indexes.is_empty() {
+            "pip resolve (pip's default index)".into()
+        } else {
+            format!("pip resolve (index {})", indexes.join(", "))
+        },
         root: compiler.tree.clone(),
         writable_root: false,
         mounts,
