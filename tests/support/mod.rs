@@ -8,7 +8,11 @@
 //!   fixture's sdist, on a free loopback port, fallback to PyPI disabled.
 //! - `image()`: an image built once per run and shared by the tests that
 //!   only read it.
+//! - `debian_mirror`: a partial Debian mirror the tests control, served on
+//!   loopback, and a network namespace with only loopback to build in.
 #![allow(dead_code)]
+
+pub mod debian_mirror;
 
 use std::fs::File;
 use std::io::{Read, Write};
