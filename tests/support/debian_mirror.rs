@@ -78,9 +78,10 @@ impl DebianMirror {
         Self::start(dir, super::free_port(), None)
     }
 
-    /// Serves `dir` inside `net`, where any port is free.
+    /// Serves `dir` inside `net` (on a port free here, so that two servers
+    /// in one namespace do not collide).
     pub fn serve_in(dir: &Path, net: &LoopbackNet) -> DebianMirror {
-        Self::start(dir, 8080, Some(net))
+        Self::start(dir, super::free_port(), Some(net))
     }
 
     fn start(dir: &Path, port: u16, net: Option<&LoopbackNet>) -> DebianMirror {
