@@ -125,6 +125,26 @@ impl Printer {
         }
     }
 
+    /// A warning: something the user should know that does not stop the
+    /// command (`warning: …` on stderr, a `warning` event with `--json`;
+    /// shown with `--quiet` too).
+    pub fn warn(&self, msg: &str) {
+        match self.mode {
+            Mode::Json => self.json_event(
+                serde_json::json!({"event": "warning", "elapsed": self.elapsed(), "message": msg}),
+            ),
+            Mode::Human if self.terminal => {
+                let _ = self
+                    .bars
+                    .println(format!("\x1b[1;33mwarning:\x1b[0m {msg}"));
+            }
+            Mode::Human | Mode::Quiet => {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "warning: {msg}");
+            }
+        }
+    }
+
     /// One line of a sandboxed command's output (`--verbose`): indented on
     /// stderr (above any bars on a terminal), or an `output` event with
     /// `--json`, whose stderr carries only JSON lines.

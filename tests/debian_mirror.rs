@@ -1,12 +1,14 @@
 //! The Debian mirror the tests control (tests/debian-mirror.sh): `assemble
 //! base` builds the base and the compiler from it alone, in a network
-//! namespace where nothing but its loopback server can be reached, and a
-//! bumped package is what apt, looking at the new base, sees next.
+//! namespace where nothing but its loopback server can be reached; the same
+//! archive state gives the same bytes with an empty cache; a bumped package
+//! is what apt, looking at the new base, sees next, and what the next build
+//! rebuilds for; an unreachable mirror serves the last known state.
 
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use support::debian_mirror::{mirror_copy, mirror_dir, DebianMirror, LoopbackNet, SUITE};
 use support::*;
@@ -22,6 +24,40 @@ fn tree_of(stdout: &str, role: &str) -> PathBuf {
         .find_map(|l| l.strip_prefix(&format!("{role} ")))
         .map(PathBuf::from)
         .unwrap_or_else(|| panic!("no {role} tree in the output of assemble base:\n{stdout}"))
+}
+
+/// `assemble base` with `cache`, from `mirror_line`, inside `net`.
+fn assemble_base(net: &LoopbackNet, cache: &Path, mirror_line: &str) -> Output {
+    let out = run(net.wrap(
+        assemble()
+            .arg("base")
+            .arg("--cache-dir")
+            .arg(cache)
+            .env("ASSEMBLE_DEBIAN_MIRROR", mirror_line)
+            // The user's epoch is the image's: the base never sees it.
+            .env("SOURCE_DATE_EPOCH", "1234"),
+    ));
+    assert!(
+        out.status.success(),
+        "assemble base from the local mirror:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The cache's record of the `role` rootfs that `assemble base` printed:
+/// its layers and its Debian record (`meta.json` beside the tree).
+fn meta_of(out: &Output, role: &str) -> serde_json::Value {
+    let tree = tree_of(&String::from_utf8_lossy(&out.stdout), role);
+    serde_json::from_str(&read(&tree.parent().unwrap().join("meta.json"))).unwrap()
+}
+
+/// The digest of the one layer of the `role` rootfs.
+fn layer_digest(out: &Output, role: &str) -> String {
+    let meta = meta_of(out, role);
+    let layers = meta["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1, "{meta}");
+    layers[0]["digest"].as_str().unwrap().to_string()
 }
 
 /// `Date:` of an InRelease, in seconds.
@@ -110,7 +146,7 @@ fn apt_policy(net: &LoopbackNet, tree: &Path, mirror: &DebianMirror, package: &s
 }
 
 #[test]
-fn base_and_compiler_build_from_the_local_mirror_alone_and_apt_sees_a_bump() {
+fn base_and_compiler_build_from_the_local_mirror_alone_reproducibly_and_rebuild_on_a_bump() {
     let tmp = tempfile::tempdir_in(shared()).unwrap();
     // A copy: the bump below must not change the run's mirror.
     let dir = mirror_copy(&tmp.path().join("mirror"));
@@ -123,14 +159,7 @@ fn base_and_compiler_build_from_the_local_mirror_alone_and_apt_sees_a_bump() {
 
     let mirror = DebianMirror::serve_in(&dir, &net);
     let cache = tmp.path().join("cache");
-    let out = run(net.wrap(
-        assemble()
-            .arg("base")
-            .arg("--cache-dir")
-            .arg(&cache)
-            .env("ASSEMBLE_DEBIAN_MIRROR", mirror.line()),
-    ));
-    assert!(out.status.success(), "assemble base from the local mirror");
+    let out = assemble_base(&net, &cache, &mirror.line());
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let base = tree_of(&stdout, "base");
     let compiler = tree_of(&stdout, "compiler");
@@ -138,26 +167,87 @@ fn base_and_compiler_build_from_the_local_mirror_alone_and_apt_sees_a_bump() {
     assert!(compiler.join("usr/bin/gcc").exists(), "gcc in the compiler");
     // Both builds read the mirror's signed index and fetched their packages from it.
     let requests = mirror.requests();
-    let count = |needle: &str| requests.iter().filter(|r| r.contains(needle)).count();
-    assert!(
-        count(&format!("GET /dists/{SUITE}/InRelease")) >= 2,
-        "{requests:?}"
-    );
-    assert!(count("GET /pool/main/") > 100, "{requests:?}");
+    let count =
+        |requests: &[String], needle: &str| requests.iter().filter(|r| r.contains(needle)).count();
+    let in_release = format!("GET /dists/{SUITE}/InRelease");
+    assert!(count(&requests, &in_release) >= 2, "{requests:?}");
+    assert!(count(&requests, "GET /pool/main/") > 100, "{requests:?}");
     assert!(
         requests.iter().any(|r| r.contains("/pool/main/gcc-12_")),
         "the compiler's gcc came from the mirror: {requests:?}"
     );
-    let sources = read(&base.join("etc/apt/sources.list"));
-    assert_eq!(sources.trim(), mirror.line(), "the base's sources.list");
+    // Nothing of the host or the mirror in the base (setup.sh normalises it).
+    assert_eq!(
+        read(&base.join("etc/apt/sources.list")),
+        "",
+        "the base's sources.list"
+    );
+    assert_eq!(read(&base.join("etc/hostname")), "localhost\n");
 
-    let before = mirror.in_release();
+    // The record: the archive state, its newest Date as the epoch (not the
+    // user's 1234), and each installed package with the hash of the mirror's .deb.
+    let date = release_date(&mirror.in_release());
+    let record = &meta_of(&out, "base")["debian"];
+    assert_eq!(record["epoch"], date, "{record}");
+    let suites = record["suites"].as_array().unwrap();
+    assert_eq!(suites.len(), 1, "{record}");
+    assert_eq!(
+        suites[0]["url"],
+        format!("{}dists/{SUITE}/InRelease", mirror.url())
+    );
+    let packages = record["packages"].as_array().unwrap();
+    let ca = packages
+        .iter()
+        .find(|p| p["name"] == BUMPED)
+        .unwrap_or_else(|| panic!("{BUMPED} in the record: {record}"));
+    let deb = std::fs::read_dir(dir.join("archive/pool/main"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("{BUMPED}_"))
+        })
+        .unwrap();
+    let sha = run(Command::new("sha256sum").arg(&deb));
+    let sha = String::from_utf8_lossy(&sha.stdout);
+    assert_eq!(ca["sha256"], sha.split_whitespace().next().unwrap(), "{ca}");
+    assert!(
+        packages.iter().any(|p| p["name"] == "dash"),
+        "essential packages too"
+    );
+
+    // The same archive state with a second, empty cache: the same bytes.
+    let cache2 = tmp.path().join("cache2");
+    let out2 = assemble_base(&net, &cache2, &mirror.line());
+    for role in ["base", "compiler"] {
+        assert_eq!(
+            layer_digest(&out, role),
+            layer_digest(&out2, role),
+            "the {role} layer from two empty caches and one archive state"
+        );
+    }
+    // Nothing changed: the cached rootfs serve after one conditional request
+    // for both (the server answers 304), and mmdebstrap does not run.
+    let before = mirror.requests().len();
+    let again = assemble_base(&net, &cache2, &mirror.line());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(!stderr.contains("mmdebstrap ("), "{stderr}");
+    assert_eq!(
+        stderr.matches("Debian archive unchanged").count(),
+        2,
+        "{stderr}"
+    );
+    assert_eq!(mirror.requests()[before..], [in_release], "{stderr}");
+
+    let old_in_release = mirror.in_release();
     let (old, new) = mirror.bump(BUMPED);
     assert_eq!(new, format!("{old}+assemble1"));
     let after = mirror.in_release();
-    assert_ne!(before, after, "the bump changed InRelease");
+    assert_ne!(old_in_release, after, "the bump changed InRelease");
     assert!(
-        release_date(&after) > release_date(&before),
+        release_date(&after) > release_date(&old_in_release),
         "the bumped InRelease is newer"
     );
     let verify = run(Command::new("gpgv")
@@ -178,6 +268,54 @@ fn base_and_compiler_build_from_the_local_mirror_alone_and_apt_sees_a_bump() {
         policy.contains(&format!("Candidate: {new}")),
         "apt in the base sees {BUMPED} {new}:\n{policy}"
     );
+
+    // The next build with the first cache rebuilds both, and says why.
+    let bumped = assemble_base(&net, &cache, &mirror.line());
+    let stderr = String::from_utf8_lossy(&bumped.stderr).into_owned();
+    for role in ["base", "compiler"] {
+        assert!(
+            stderr.lines().any(
+                |l| l.contains(&format!("{role} rootfs: building with mmdebstrap"))
+                    && l.contains("Debian updated bookworm")
+            ),
+            "{stderr}"
+        );
+        assert_ne!(
+            layer_digest(&out, role),
+            layer_digest(&bumped, role),
+            "the {role} layer after the bump"
+        );
+    }
+    let record = &meta_of(&bumped, "base")["debian"];
+    assert_eq!(record["epoch"], release_date(&after), "{record}");
+    assert!(
+        record["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == BUMPED && p["version"] == new.as_str()),
+        "{record}"
+    );
+
+    // The mirror gone: the last known state serves, with one warning line.
+    let line = mirror.line();
+    drop(mirror);
+    let offline = assemble_base(&net, &cache, &line);
+    let stderr = String::from_utf8_lossy(&offline.stderr).into_owned();
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains("cannot check the Debian archive for updates")
+            && warnings[0].contains(&format!("dists/{SUITE}/InRelease")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("mmdebstrap ("), "{stderr}");
+    for role in ["base", "compiler"] {
+        assert_eq!(layer_digest(&offline, role), layer_digest(&bumped, role));
+    }
 }
 
 #[test]
