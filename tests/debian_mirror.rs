@@ -334,3 +334,91 @@ fn bump_of_a_package_the_mirror_lacks_exits_2() {
         .join("archive/dists/bookworm/InRelease")
         .exists());
 }
+
+/// The stanzas of the mirror's `Packages` index for the host architecture
+/// that name one of `names`, as a lock's Debian packages.
+fn locked_packages(dir: &Path, names: &[&str]) -> Vec<assemble::rootfs::DebPackage> {
+    let arch = run(Command::new("dpkg").arg("--print-architecture"));
+    let arch = String::from_utf8_lossy(&arch.stdout).trim().to_string();
+    let index = read(&dir.join(format!("archive/dists/{SUITE}/main/binary-{arch}/Packages")));
+    let field = |stanza: &str, name: &str| {
+        stanza
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let packages: Vec<_> = index
+        .split("\n\n")
+        .filter(|s| names.contains(&field(s, "Package").as_str()))
+        .map(|s| assemble::rootfs::DebPackage {
+            name: field(s, "Package"),
+            version: field(s, "Version"),
+            architecture: field(s, "Architecture"),
+            sha256: field(s, "SHA256"),
+        })
+        .collect();
+    assert_eq!(
+        packages.len(),
+        names.len(),
+        "{names:?} in the mirror's index"
+    );
+    packages
+}
+
+#[test]
+fn a_locked_base_is_the_locked_one_and_names_each_package_the_mirror_no_longer_has() {
+    use assemble::rootfs::{built, built_locked, Definition};
+    let tmp = tempfile::tempdir_in(shared()).unwrap();
+    let dir = mirror_copy(&tmp.path().join("mirror"));
+    let mirror = DebianMirror::serve(&dir);
+    let printer = assemble::output::Printer::new(assemble::output::Mode::Quiet, false);
+    let mut def = Definition::base(&[]);
+    def.mirror = mirror.line();
+    let cache = |name: &str| assemble::cache::Cache::open(&tmp.path().join(name)).unwrap();
+
+    // A base, then the same from its record with another empty cache: the
+    // packages pinned at the record's versions, the record's epoch.
+    let first = built(&cache("c1"), &def, &assemble::sandbox::HostOnly, &printer).unwrap();
+    let record = first
+        .debian
+        .clone()
+        .expect("a built base has a Debian record");
+    let locked = built_locked(
+        &cache("c2"),
+        &def,
+        &record,
+        &assemble::sandbox::HostOnly,
+        &printer,
+    )
+    .unwrap();
+    assert_eq!(locked.layers[0].digest, first.layers[0].digest);
+    let locked_record = locked.debian.expect("a locked base has a record too");
+    assert_eq!(locked_record.packages, record.packages);
+    assert_eq!(locked_record.epoch, record.epoch);
+
+    // Two packages of the lock bumped (the old .debs removed, as Debian
+    // does): exit 2 naming both, before any mmdebstrap run.
+    let wanted = locked_packages(&dir, &["ca-certificates", "dash", "libc6"]);
+    let (ca_old, _) = mirror.bump("ca-certificates");
+    let (dash_old, _) = mirror.bump("dash");
+    let record = assemble::rootfs::DebianRecord {
+        epoch: record.epoch,
+        suites: record.suites,
+        packages: wanted,
+    };
+    let recorder = assemble::sandbox::Recorder::default();
+    let err = built_locked(&cache("c3"), &def, &record, &recorder, &printer).unwrap_err();
+    let text = err.to_string();
+    assert!(err.is_bad_input(), "exit 2: {text}");
+    assert!(
+        text.contains(&format!("ca-certificates={ca_old} (all)")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("dash={dash_old} (")), "{text}");
+    assert!(!text.contains("libc6"), "libc6 is still there: {text}");
+    assert!(
+        recorder.host_commands.lock().unwrap().is_empty(),
+        "mmdebstrap never ran"
+    );
+}

@@ -441,6 +441,116 @@ fn state_of(
     })
 }
 
+/// Each package of `record` that the archive's current `Packages` indexes
+/// (of the suites `urls`, for `arch`) no longer have, as `name=version
+/// (arch)`: what a locked build cannot install. The indexes are those the
+/// current `InRelease` lists (`.gz`, else uncompressed), checked against
+/// its sha256.
+pub fn missing_packages(
+    record: &DebianRecord,
+    urls: &[String],
+    arch: &str,
+) -> Result<Vec<String>, RootfsError> {
+    let mut available = std::collections::HashSet::new();
+    for url in urls {
+        let public = strip_credentials(url);
+        let unreachable = |reason: String| RootfsError::ArchiveUnreachable {
+            role: "locked".into(),
+            reason: format!(
+                "{public}: {}",
+                redact_text(&reason, std::slice::from_ref(url))
+            ),
+        };
+        let in_release = fetch(url).map_err(unreachable)?;
+        let base = url.trim_end_matches("InRelease");
+        for (path, sha256) in packages_indexes(&String::from_utf8_lossy(&in_release), arch) {
+            let body = fetch(&format!("{base}{path}")).map_err(unreachable)?;
+            if hex::encode(Sha256::digest(&body)) != sha256 {
+                return Err(RootfsError::BadRelease {
+                    url: format!("{}{path}", strip_credentials(base)),
+                    reason: "its sha256 is not the one InRelease names".into(),
+                });
+            }
+            let text = if path.ends_with(".gz") {
+                let mut text = String::new();
+                std::io::Read::read_to_string(
+                    &mut flate2::read::MultiGzDecoder::new(body.as_slice()),
+                    &mut text,
+                )
+                .map_err(|e| RootfsError::BadRelease {
+                    url: format!("{}{path}", strip_credentials(base)),
+                    reason: e.to_string(),
+                })?;
+                text
+            } else {
+                String::from_utf8_lossy(&body).into_owned()
+            };
+            for p in stanzas(&text) {
+                if let (Some(n), Some(v), Some(a)) =
+                    (p.get("Package"), p.get("Version"), p.get("Architecture"))
+                {
+                    available.insert((n.clone(), v.clone(), a.clone()));
+                }
+            }
+        }
+    }
+    Ok(record
+        .packages
+        .iter()
+        .filter(|p| {
+            !available.contains(&(p.name.clone(), p.version.clone(), p.architecture.clone()))
+        })
+        .map(|p| format!("{}={} ({})", p.name, p.version, p.architecture))
+        .collect())
+}
+
+/// The `Packages` index of each component for `arch` that an `InRelease`
+/// lists in its SHA256 section (the `.gz` one when there is one), with its hash.
+fn packages_indexes(in_release: &str, arch: &str) -> Vec<(String, String)> {
+    let mut in_sha256 = false;
+    let mut files: BTreeMap<String, String> = BTreeMap::new();
+    for line in in_release.lines() {
+        if !line.starts_with(' ') {
+            in_sha256 = line.starts_with("SHA256:");
+            continue;
+        }
+        if !in_sha256 {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        if let (Some(hash), Some(_size), Some(path)) = (words.next(), words.next(), words.next()) {
+            files.insert(path.to_string(), hash.to_string());
+        }
+    }
+    let suffix = format!("binary-{arch}/Packages");
+    files
+        .iter()
+        .filter(|(path, _)| path.ends_with(&suffix))
+        .map(|(path, hash)| {
+            let gz = format!("{path}.gz");
+            match files.get(&gz) {
+                Some(h) => (gz, h.clone()),
+                None => (path.clone(), hash.clone()),
+            }
+        })
+        .collect()
+}
+
+/// A whole file from the mirror (http, https, file, copy), unconditionally.
+fn fetch(url: &str) -> Result<Vec<u8>, String> {
+    if let Some(path) = url
+        .strip_prefix("file://")
+        .or_else(|| url.strip_prefix("copy://"))
+    {
+        return std::fs::read(path).map_err(|e| e.to_string());
+    }
+    let resp = client()?.get(url).send().map_err(|e| error_chain(&e))?;
+    if !resp.status().is_success() {
+        return Err(format!("HTTP {}", resp.status()));
+    }
+    Ok(resp.bytes().map_err(|e| error_chain(&e))?.to_vec())
+}
+
 /// The HTTP client for the mirror: bounded waits, the proxy variables honoured.
 fn client() -> Result<reqwest::blocking::Client, String> {
     reqwest::blocking::Client::builder()
@@ -719,6 +829,27 @@ mod tests {
         assert!(
             why.contains("(Tue, 14 Nov 2023 22:13:30 UTC → Wed, 15 Nov 2023 00:00:00 UTC)"),
             "{why}"
+        );
+    }
+
+    #[test]
+    fn the_packages_indexes_of_an_in_release_are_its_sha256_entries_for_the_arch() {
+        let in_release = "Date: x\nMD5Sum:\n 00 1 main/binary-amd64/Packages.gz\nSHA256:\n \
+                          aa 10 main/binary-amd64/Packages\n bb 5 main/binary-amd64/Packages.gz\n \
+                          cc 9 contrib/binary-amd64/Packages\n dd 9 main/binary-arm64/Packages.gz\n \
+                          ee 3 main/i18n/Translation-en\n";
+        assert_eq!(
+            packages_indexes(in_release, "amd64"),
+            [
+                (
+                    "contrib/binary-amd64/Packages".to_string(),
+                    "cc".to_string()
+                ),
+                (
+                    "main/binary-amd64/Packages.gz".to_string(),
+                    "bb".to_string()
+                ),
+            ]
         );
     }
 

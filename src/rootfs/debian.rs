@@ -226,6 +226,74 @@ pub fn built(
     Ok(rootfs)
 }
 
+/// Builds the rootfs of `def` with the packages of a lock's `record` at
+/// exactly their versions (the essential set included: apt preferences pin
+/// each one) and its `SOURCE_DATE_EPOCH`, so that it is the rootfs the
+/// build that wrote the lock had. Before mmdebstrap runs, the archive's
+/// current `Packages` indexes are read: each locked package they no longer
+/// have is named in one error (exit 2).
+pub fn built_locked(
+    cache: &Cache,
+    def: &Definition,
+    record: &archive::DebianRecord,
+    runner: &dyn Runner,
+    printer: &Printer,
+) -> Result<Rootfs, RootfsError> {
+    let mut k = def.key_builder();
+    k.part("locked-epoch", record.epoch.to_string().as_bytes());
+    for p in &record.packages {
+        k.part(
+            "locked",
+            format!("{} {} {} {}", p.name, p.version, p.architecture, p.sha256).as_bytes(),
+        );
+    }
+    let key = k.finish();
+    if let Some(r) = load_cached(cache, &key) {
+        printer.step(&format!(
+            "{} rootfs: cached ({}, locked)",
+            def.role,
+            &key[..12]
+        ));
+        return Ok(r);
+    }
+    let urls = archive::suites(&def.mirror, SUITE, cache, runner)?;
+    let missing = archive::missing_packages(record, &urls, host_architecture())?;
+    if !missing.is_empty() {
+        return Err(RootfsError::LockedPackagesGone {
+            role: def.role.clone(),
+            packages: missing,
+        });
+    }
+    let state =
+        archive::revalidate(&urls, None).map_err(|reason| RootfsError::ArchiveUnreachable {
+            role: def.role.clone(),
+            reason,
+        })?;
+    let pins: String = record
+        .packages
+        .iter()
+        .map(|p| {
+            format!(
+                "Package: {}\nPin: version {}\nPin-Priority: 1001\n\n",
+                p.name, p.version
+            )
+        })
+        .collect();
+    make(
+        &Make {
+            cache,
+            def,
+            key: &key,
+            state: &state,
+            epoch: record.epoch,
+            pins: Some(&pins),
+            why: "at the lock's versions",
+        },
+        runner,
+        printer,
+    )
+}
+
 /// One mmdebstrap run and the cache entry it makes.
 struct Make<'a> {
     cache: &'a Cache,

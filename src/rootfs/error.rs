@@ -83,6 +83,19 @@ pub enum RootfsError {
         /// name version architecture.
         package: String,
     },
+    /// A locked build names packages the archive no longer has.
+    #[error(
+        "the lock's Debian packages for the {role} rootfs are no longer in the archive: {}; write \
+         the lock again from a build without it, or point ASSEMBLE_DEBIAN_MIRROR at a mirror (a \
+         snapshot of the archive) that still has them",
+        packages.join(", ")
+    )]
+    LockedPackagesGone {
+        /// base or compiler.
+        role: String,
+        /// Each as `name=version (arch)`.
+        packages: Vec<String>,
+    },
     /// A given base cannot be used.
     #[error("cannot use base {source_name}: {reason}")]
     BadBase {
@@ -164,6 +177,7 @@ impl RootfsError {
         match self {
             RootfsError::NoMmdebstrap { .. }
             | RootfsError::BadMirror { .. }
+            | RootfsError::LockedPackagesGone { .. }
             | RootfsError::BadBase { .. }
             | RootfsError::NoPython { .. }
             | RootfsError::CompilerMismatch(_)

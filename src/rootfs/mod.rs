@@ -27,7 +27,9 @@ use crate::cache::Cache;
 use crate::image::layer::LayerBlob;
 
 pub use archive::{DebPackage, DebianRecord, SuiteState};
-pub use debian::{built, Definition, BASE_PACKAGES, COMPILER_PACKAGES, SETUP_HOOK, SUITE};
+pub use debian::{
+    built, built_locked, Definition, BASE_PACKAGES, COMPILER_PACKAGES, SETUP_HOOK, SUITE,
+};
 use error::io_err;
 pub use error::RootfsError;
 pub use given::{from_blobs, from_image, from_layout, from_tarball};
