@@ -25,7 +25,7 @@
 //! sent, never recorded or printed ([`SuiteState::url`] has them stripped).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -283,8 +283,8 @@ fn default_sources(
         return Ok(entries);
     }
     let work = cache.work_dir("debian-sources")?;
-    let out_dir = work.path().join("out");
-    fs_err::create_dir(&out_dir).map_err(io_err(&out_dir))?;
+    // The hook prints the files: it runs as the namespace's root, which as a
+    // normal user is a subordinate id that cannot write to our directories.
     let cmd = HostCommand {
         what: "mmdebstrap (which sources it uses by default)".into(),
         program,
@@ -292,8 +292,9 @@ fn default_sources(
             "--mode=unshare".into(),
             "--variant=essential".into(),
             format!(
-                "--setup-hook=cp -r \"$1/etc/apt\" '{}/apt' && exit 75",
-                out_dir.display()
+                "--setup-hook=for f in \"$1/etc/apt/sources.list\" \"$1\"/etc/apt/sources.list.d/*; \
+                 do [ -f \"$f\" ] || continue; echo \"{MARK} ${{f##*/}}\"; cat \"$f\"; echo; done; \
+                 echo {MARK}; exit 75"
             ),
             suite.into(),
             work.path().join("probe.tar").display().to_string(),
@@ -302,24 +303,9 @@ fn default_sources(
         stdin: None,
     };
     let out = runner.run_host(&cmd)?;
-    let apt = out_dir.join("apt");
-    let mut entries = Vec::new();
-    let list = apt.join("sources.list");
-    if let Ok(text) = std::fs::read_to_string(&list) {
-        entries.extend(one_line_entries(&text));
-    }
-    if let Ok(dir) = std::fs::read_dir(apt.join("sources.list.d")) {
-        let mut files: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        files.sort();
-        for f in files {
-            let text = fs_err::read_to_string(&f).map_err(io_err(&f))?;
-            if f.extension().is_some_and(|e| e == "sources") {
-                entries.extend(deb822_entries(&text));
-            } else {
-                entries.extend(one_line_entries(&text));
-            }
-        }
-    }
+    let mut printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    printed.push_str(&String::from_utf8_lossy(&out.stderr));
+    let entries = printed_sources(&printed);
     if entries.is_empty() {
         let text = String::from_utf8_lossy(&out.stderr);
         let lines: Vec<&str> = text.lines().collect();
@@ -331,6 +317,35 @@ fn default_sources(
     }
     cache.put_json("rootfs", &format!("sources-{key}"), &entries)?;
     Ok(entries)
+}
+
+/// Marks the start of each file the probe's hook prints (and the end).
+const MARK: &str = "@@assemble-sources";
+
+/// The sources in what the probe printed: after `MARK NAME`, the content
+/// of file NAME (deb822 when it ends in `.sources`), up to the next mark.
+fn printed_sources(printed: &str) -> Vec<(String, String)> {
+    let mut entries = Vec::new();
+    let mut current: Option<(bool, String)> = None;
+    for line in printed.lines() {
+        if let Some(rest) = line.strip_prefix(MARK) {
+            if let Some((deb822, text)) = current.take() {
+                entries.extend(if deb822 {
+                    deb822_entries(&text)
+                } else {
+                    one_line_entries(&text)
+                });
+            }
+            let name = rest.trim();
+            if !name.is_empty() {
+                current = Some((name.ends_with(".sources"), String::new()));
+            }
+        } else if let Some((_, text)) = current.as_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    entries
 }
 
 /// The answers of this run, by `InRelease` URL: the base and the compiler
@@ -780,6 +795,35 @@ mod tests {
         assert!(
             runner.host_commands.lock().unwrap().is_empty(),
             "no probe for a given mirror"
+        );
+    }
+
+    #[test]
+    fn the_probe_output_gives_the_default_sources_of_each_file() {
+        let printed = "I: running --setup-hook in shell: sh -c ...\n\
+                       @@assemble-sources sources.list\n\
+                       deb http://127.0.0.1:8/debian bookworm main\n\
+                       deb http://127.0.0.1:8/debian bookworm-updates main\n\n\
+                       @@assemble-sources extra.sources\n\
+                       Types: deb\nURIs: http://127.0.0.1:8/sec\nSuites: bookworm-security\n\n\
+                       @@assemble-sources\n\
+                       E: command failed: ...\n";
+        assert_eq!(
+            printed_sources(printed),
+            [
+                (
+                    "http://127.0.0.1:8/debian".to_string(),
+                    "bookworm".to_string()
+                ),
+                (
+                    "http://127.0.0.1:8/debian".to_string(),
+                    "bookworm-updates".to_string()
+                ),
+                (
+                    "http://127.0.0.1:8/sec".to_string(),
+                    "bookworm-security".to_string()
+                ),
+            ]
         );
     }
 
