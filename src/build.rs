@@ -84,6 +84,18 @@ pub struct BuildResult {
     pub python: String,
     /// The resolved Python set and the wheel of each (None from the offline store).
     pub resolved: Option<python::ResolvedBuild>,
+    /// The Debian record of the base and of the compiler (None: not built
+    /// with mmdebstrap).
+    pub debian: DebianRecords,
+}
+
+/// The Debian records of a build's two root filesystems.
+#[derive(Clone, Debug, Default)]
+pub struct DebianRecords {
+    /// The base's.
+    pub base: Option<rootfs::DebianRecord>,
+    /// The compiler's.
+    pub compiler: Option<rootfs::DebianRecord>,
 }
 
 /// One layer in the result file.
@@ -143,7 +155,20 @@ pub fn result_document(result: &BuildResult) -> serde_json::Value {
         "python": {"version": result.python, "set": python},
         "layers": result.layers,
         "push": push,
+        "debian": {
+            "base": archive_state(result.debian.base.as_ref()),
+            "compiler": archive_state(result.debian.compiler.as_ref()),
+        },
     })
+}
+
+/// The archive state of a Debian record for the result file: the epoch
+/// and the suites (the packages go to the lock file).
+fn archive_state(record: Option<&rootfs::DebianRecord>) -> serde_json::Value {
+    match record {
+        Some(r) => serde_json::json!({"epoch": r.epoch, "suites": r.suites}),
+        None => serde_json::Value::Null,
+    }
 }
 
 /// Gets the base rootfs from wherever the options say.
@@ -249,6 +274,10 @@ pub fn build(
         layers: result_layers,
         python,
         resolved: wheelhouse.resolved.clone(),
+        debian: DebianRecords {
+            base: base.debian.clone(),
+            compiler: compiler.debian.clone(),
+        },
     })
 }
 
@@ -740,6 +769,26 @@ mod tests {
                     key: None,
                 }],
             }),
+            debian: DebianRecords {
+                base: Some(rootfs::DebianRecord {
+                    epoch: 1_700_000_000,
+                    suites: vec![rootfs::SuiteState {
+                        url: "http://127.0.0.1:8080/debian/dists/bookworm/InRelease".into(),
+                        sha256: "ab".repeat(32),
+                        date: "Tue, 14 Nov 2023 22:13:20 UTC".into(),
+                        etag: None,
+                        last_modified: Some("Tue, 14 Nov 2023 22:13:21 GMT".into()),
+                    }],
+                    // The result file names the archive state, not the packages.
+                    packages: vec![rootfs::DebPackage {
+                        name: "dash".into(),
+                        version: "0.5.12-2".into(),
+                        architecture: "amd64".into(),
+                        sha256: "cd".repeat(32),
+                    }],
+                }),
+                compiler: None,
+            },
         };
         insta::assert_json_snapshot!("result_file", result_document(&result));
     }

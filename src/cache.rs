@@ -3,6 +3,8 @@
 //! ```text
 //! blobs/sha256/<hex>         layer and config blobs, by digest
 //! rootfs/<key>/              an unpacked base or compiler rootfs and its layer list
+//! rootfs/state-<key>.json    the last Debian archive state a built rootfs definition was served for
+//! rootfs/sources-<key>.json  the suites mmdebstrap uses by default, per mmdebstrap binary
 //! wheelhouse/<key>/          wheels compiled for one set of inputs
 //! layers/<key>.json          a built layer's description, keyed by its inputs
 //! registry/<host>.json       which repositories of a registry hold which blobs (mount sources)

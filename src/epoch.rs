@@ -81,6 +81,47 @@ pub fn utc_date(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
 }
 
+/// Seconds since the epoch of an RFC 2822 date in UTC, as Debian's
+/// `Release` files write it (`Sat, 11 Jul 2026 10:16:37 UTC`); None when
+/// it is not one (another zone than UTC/GMT/+0000 included).
+pub fn from_rfc2822(date: &str) -> Option<u64> {
+    let mut words = date.split_whitespace();
+    let mut day = words.next()?;
+    if day.ends_with(',') {
+        day = words.next()?;
+    }
+    let day: i64 = day.parse().ok()?;
+    let month = words.next()?;
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == month)? as i64
+        + 1;
+    let year: i64 = words.next()?.parse().ok()?;
+    let mut hms = words.next()?.split(':').map(|n| n.parse::<i64>().ok());
+    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
+    if !matches!(words.next(), Some("UTC" | "GMT" | "+0000" | "Z")) || words.next().is_some() {
+        return None;
+    }
+    if !(1..=31).contains(&day)
+        || !(0..24).contains(&h)
+        || !(0..60).contains(&m)
+        || !(0..61).contains(&s)
+    {
+        return None;
+    }
+    // Days from 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + m * 60 + s).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +132,19 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(utc_date(1_700_000_000), "2023-11-14 22:13:20 UTC");
+    }
+
+    #[test]
+    fn release_file_dates_are_read() {
+        assert_eq!(
+            from_rfc2822("Tue, 14 Nov 2023 22:13:20 UTC"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(from_rfc2822("29 Feb 2000 00:00:00 GMT"), Some(951_782_400));
+        assert_eq!(from_rfc2822("Thu, 01 Jan 1970 00:00:00 +0000"), Some(0));
+        assert_eq!(from_rfc2822("Tue, 14 Nov 2023 22:13:20 +0100"), None);
+        assert_eq!(from_rfc2822("Tue, 14 Foo 2023 22:13:20 UTC"), None);
+        assert_eq!(from_rfc2822(""), None);
     }
 
     #[test]

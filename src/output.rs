@@ -125,17 +125,20 @@ impl Printer {
         }
     }
 
-    /// A warning: the command goes on (`warning: …` on stderr, a `warning`
-    /// event with `--json`), shown even with `--quiet`.
+    /// A warning: something the user should know that does not stop the
+    /// command (`warning: …` on stderr, a `warning` event with `--json`;
+    /// shown with `--quiet` too).
     pub fn warn(&self, msg: &str) {
         match self.mode {
             Mode::Json => self.json_event(
                 serde_json::json!({"event": "warning", "elapsed": self.elapsed(), "message": msg}),
             ),
-            _ if self.terminal && self.mode == Mode::Human => {
-                let _ = self.bars.println(format!("warning: {msg}"));
+            Mode::Human if self.terminal => {
+                let _ = self
+                    .bars
+                    .println(format!("\x1b[1;33mwarning:\x1b[0m {msg}"));
             }
-            _ => {
+            Mode::Human | Mode::Quiet => {
                 let mut err = std::io::stderr().lock();
                 let _ = writeln!(err, "warning: {msg}");
             }

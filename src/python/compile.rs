@@ -864,6 +864,7 @@ mod tests {
             layers: vec![],
             created_by: vec![],
             cached: true,
+            debian: None,
         };
         let req = Requirement::parse("milborne==0.4.0").unwrap();
         let pip = PipSettings {

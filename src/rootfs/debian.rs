@@ -1,7 +1,9 @@
 //! Rootfs built from Debian with `mmdebstrap --mode=unshare` (rootless):
 //! the [`Definition`] (package lists and hook of `layers/`), the mmdebstrap
 //! command it runs through the sandbox's [`Runner`], and the one layer made
-//! from its tarball.
+//! from its tarball. The cache key is the definition plus the archive
+//! state (`archive`): a Debian update rebuilds, nothing else does, and one
+//! archive state gives the same bytes (same `SOURCE_DATE_EPOCH`).
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use crate::image::documents::host_architecture;
 use crate::image::layer;
 use crate::image::unpack;
 use crate::output::Printer;
+use crate::rootfs::archive::{self, ArchiveState};
 use crate::rootfs::error::{io_err, RootfsError};
 use crate::rootfs::{commit, load_cached, Rootfs};
 use crate::sandbox::{HostCommand, Runner};
@@ -23,6 +26,8 @@ pub const SETUP_HOOK: &str = include_str!("../../layers/base/setup.sh");
 pub const COMPILER_PACKAGES: &str = include_str!("../../layers/compiler/packages");
 /// Debian suite the rootfs are built from.
 pub const SUITE: &str = "bookworm";
+/// The apt preferences of a locked build, in the chroot while mmdebstrap runs.
+const PINS: &str = "etc/apt/preferences.d/assemble-locked";
 
 /// A package list and hook that define a rootfs built with mmdebstrap.
 #[derive(Clone, Debug)]
@@ -62,23 +67,50 @@ impl Definition {
         }
     }
 
-    /// Cache key: everything that defines the result.
+    /// What defines the rootfs apart from the archive state: the key its
+    /// last known archive state is recorded under.
     pub fn key(&self) -> String {
+        self.key_builder().finish()
+    }
+
+    /// Cache key of the rootfs: the definition and the archive state.
+    pub fn key_with(&self, state: &ArchiveState) -> String {
+        let mut k = self.key_builder();
+        state.key_part(&mut k);
+        k.finish()
+    }
+
+    fn key_builder(&self) -> KeyBuilder {
         // v2: the base layer carries an empty `./dev/` (v1 had no /dev at all).
-        let mut k = KeyBuilder::new("rootfs-mmdebstrap-v2");
+        // v3: the archive state, SOURCE_DATE_EPOCH from it, the record.
+        let mut k = KeyBuilder::new("rootfs-mmdebstrap-v3");
         k.part("role", self.role.as_bytes())
             .part("suite", SUITE.as_bytes())
             .part("packages", self.packages.join(",").as_bytes())
             .part("hook", SETUP_HOOK.as_bytes())
             .part("arch", host_architecture().as_bytes())
             .part("mirror", self.mirror.as_bytes());
-        k.finish()
+        k
     }
 
-    /// The mmdebstrap command that makes this rootfs as a tar at `tar`,
-    /// running `hook` as its customize hook. Rootless (`--mode=unshare`);
-    /// documentation, manuals and locales left out.
-    pub fn mmdebstrap(&self, program: PathBuf, hook: &Path, tar: &Path) -> HostCommand {
+    /// The mmdebstrap command that makes this rootfs as a tar at `tar`:
+    /// apt's lists copied out to `lists`, then `hook` as its customize hook,
+    /// with `SOURCE_DATE_EPOCH` = `epoch` (never the user's: that one dates
+    /// the image's own layers). Rootless (`--mode=unshare`); documentation,
+    /// manuals and locales left out.
+    ///
+    /// With `pins` (a locked build), that apt preferences file is in the
+    /// chroot while apt resolves (the essential set included), and removed
+    /// before the hook.
+    pub fn mmdebstrap(
+        &self,
+        program: PathBuf,
+        hook: &Path,
+        lists: &Path,
+        tar: &Path,
+        epoch: u64,
+        pins: Option<&Path>,
+    ) -> HostCommand {
         let mut args = vec![
             "--mode=unshare".to_string(),
             "--variant=essential".into(),
@@ -89,10 +121,23 @@ impl Definition {
             "--dpkgopt=path-include=/usr/share/doc/*/copyright".into(),
             "--dpkgopt=path-exclude=/usr/share/man/*".into(),
             "--dpkgopt=path-exclude=/usr/share/locale/*".into(),
+        ];
+        if let Some(pins) = pins {
+            args.push(format!(
+                "--setup-hook=mkdir -p \"$1/etc/apt/preferences.d\" && cp '{}' \"$1/{PINS}\"",
+                pins.display()
+            ));
+            args.push(format!("--customize-hook=rm -f \"$1/{PINS}\""));
+        }
+        args.extend([
+            format!(
+                "--customize-hook=sync-out /var/lib/apt/lists {}",
+                lists.display()
+            ),
             format!("--customize-hook=sh {} \"$1\"", hook.display()),
             SUITE.into(),
             tar.display().to_string(),
-        ];
+        ]);
         if !self.mirror.is_empty() {
             args.push(self.mirror.clone());
         }
@@ -100,7 +145,7 @@ impl Definition {
             what: format!("mmdebstrap of the {} rootfs", self.role),
             program,
             args,
-            env: Vec::new(),
+            env: vec![(crate::env::SOURCE_DATE_EPOCH.to_string(), epoch.to_string())],
             stdin: None,
         }
     }
@@ -114,18 +159,161 @@ fn parse_package_list(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Gets the rootfs for a definition, running mmdebstrap on a cache miss.
+/// Gets the rootfs for a definition: the archive state revalidated, then
+/// the rootfs cached for it, or mmdebstrap on a miss. When the mirror
+/// cannot be reached, the last known state serves, with one warning.
 pub fn built(
     cache: &Cache,
     def: &Definition,
     runner: &dyn Runner,
     printer: &Printer,
 ) -> Result<Rootfs, RootfsError> {
-    let key = def.key();
+    let def_key = def.key();
+    let urls = archive::suites(&def.mirror, SUITE, cache, runner)?;
+    let last: Option<ArchiveState> = cache.get_json("rootfs", &format!("state-{def_key}"));
+    let state = match (archive::revalidate(&urls, last.as_ref()), &last) {
+        (Ok(state), _) => state,
+        (Err(reason), Some(last)) => {
+            if archive::first_warning(&reason) {
+                printer.warn(&format!(
+                    "cannot check the Debian archive for updates ({reason}); using the last \
+                     known state ({})",
+                    last.suites
+                        .iter()
+                        .map(|s| s.date.as_str())
+                        .max_by_key(|d| crate::epoch::from_rfc2822(d))
+                        .unwrap_or("?")
+                ));
+            }
+            last.clone()
+        }
+        (Err(reason), None) => {
+            return Err(RootfsError::ArchiveUnreachable {
+                role: def.role.clone(),
+                reason,
+            })
+        }
+    };
+    let key = def.key_with(&state);
     if let Some(r) = load_cached(cache, &key) {
-        printer.step(&format!("{} rootfs: cached ({})", def.role, &key[..12]));
+        printer.step(&format!(
+            "{} rootfs: cached ({}, Debian archive unchanged)",
+            def.role,
+            &key[..12]
+        ));
+        cache.put_json("rootfs", &format!("state-{def_key}"), &state)?;
         return Ok(r);
     }
+    let why = match &last {
+        Some(last) if *last != state => state.changes_since(last),
+        Some(_) => "its cache entry is gone".to_string(),
+        None => "first build of this definition here".to_string(),
+    };
+    let rootfs = make(
+        &Make {
+            cache,
+            def,
+            key: &key,
+            state: &state,
+            epoch: state.epoch()?,
+            pins: None,
+            why: &why,
+        },
+        runner,
+        printer,
+    )?;
+    cache.put_json("rootfs", &format!("state-{def_key}"), &state)?;
+    Ok(rootfs)
+}
+
+/// Builds the rootfs of `def` with the packages of a lock's `record` at
+/// exactly their versions (the essential set included: apt preferences pin
+/// each one) and its `SOURCE_DATE_EPOCH`, so that it is the rootfs the
+/// build that wrote the lock had. Before mmdebstrap runs, the archive's
+/// current `Packages` indexes are read: each locked package they no longer
+/// have is named in one error (exit 2).
+pub fn built_locked(
+    cache: &Cache,
+    def: &Definition,
+    record: &archive::DebianRecord,
+    runner: &dyn Runner,
+    printer: &Printer,
+) -> Result<Rootfs, RootfsError> {
+    let mut k = def.key_builder();
+    k.part("locked-epoch", record.epoch.to_string().as_bytes());
+    for p in &record.packages {
+        k.part(
+            "locked",
+            format!("{} {} {} {}", p.name, p.version, p.architecture, p.sha256).as_bytes(),
+        );
+    }
+    let key = k.finish();
+    if let Some(r) = load_cached(cache, &key) {
+        printer.step(&format!(
+            "{} rootfs: cached ({}, locked)",
+            def.role,
+            &key[..12]
+        ));
+        return Ok(r);
+    }
+    let urls = archive::suites(&def.mirror, SUITE, cache, runner)?;
+    let missing = archive::missing_packages(record, &urls, host_architecture())?;
+    if !missing.is_empty() {
+        return Err(RootfsError::LockedPackagesGone {
+            role: def.role.clone(),
+            packages: missing,
+        });
+    }
+    let state =
+        archive::revalidate(&urls, None).map_err(|reason| RootfsError::ArchiveUnreachable {
+            role: def.role.clone(),
+            reason,
+        })?;
+    let pins: String = record
+        .packages
+        .iter()
+        .map(|p| {
+            format!(
+                "Package: {}\nPin: version {}\nPin-Priority: 1001\n\n",
+                p.name, p.version
+            )
+        })
+        .collect();
+    make(
+        &Make {
+            cache,
+            def,
+            key: &key,
+            state: &state,
+            epoch: record.epoch,
+            pins: Some(&pins),
+            why: "at the lock's versions",
+        },
+        runner,
+        printer,
+    )
+}
+
+/// One mmdebstrap run and the cache entry it makes.
+struct Make<'a> {
+    cache: &'a Cache,
+    def: &'a Definition,
+    /// The cache key of the result.
+    key: &'a str,
+    /// The archive state apt must use (checked after the run).
+    state: &'a ArchiveState,
+    /// `SOURCE_DATE_EPOCH` for mmdebstrap.
+    epoch: u64,
+    /// apt preferences pinning a lock's versions.
+    pins: Option<&'a str>,
+    /// Why it runs, for the progress line.
+    why: &'a str,
+}
+
+/// Runs mmdebstrap for `m`, then makes the layer, the tree and the record,
+/// and commits them under `m.key`.
+fn make(m: &Make<'_>, runner: &dyn Runner, printer: &Printer) -> Result<Rootfs, RootfsError> {
+    let (cache, def) = (m.cache, m.def);
     let mmdebstrap =
         runner
             .find_program("mmdebstrap")
@@ -133,17 +321,35 @@ pub fn built(
                 role: def.role.clone(),
             })?;
     printer.step(&format!(
-        "{} rootfs: building with mmdebstrap ({} packages, once per definition)",
+        "{} rootfs: building with mmdebstrap ({} packages; {})",
         def.role,
-        def.packages.len()
+        def.packages.len(),
+        m.why
     ));
     let work = cache.work_dir(&format!("rootfs-{}", def.role))?;
     let hook = work.path().join("setup.sh");
     fs_err::write(&hook, SETUP_HOOK).map_err(io_err(&hook))?;
+    let lists = work.path().join("lists");
+    fs_err::create_dir(&lists).map_err(io_err(&lists))?;
+    let pins = match m.pins {
+        Some(text) => {
+            let path = work.path().join("pins");
+            fs_err::write(&path, text).map_err(io_err(&path))?;
+            Some(path)
+        }
+        None => None,
+    };
     let tar_path = work.path().join("rootfs.tar");
-    let out = runner.run_host(&def.mmdebstrap(mmdebstrap, &hook, &tar_path))?;
+    let out = runner.run_host(&def.mmdebstrap(
+        mmdebstrap,
+        &hook,
+        &lists,
+        &tar_path,
+        m.epoch,
+        pins.as_deref(),
+    ))?;
     if !out.success {
-        let text = String::from_utf8_lossy(&out.stderr);
+        let text = archive::mask_credentials(&String::from_utf8_lossy(&out.stderr));
         let lines: Vec<&str> = text.lines().collect();
         return Err(RootfsError::Mmdebstrap {
             role: def.role.clone(),
@@ -170,12 +376,22 @@ pub fn built(
         },
     )?;
     fs_err::remove_file(&tar_path).map_err(io_err(&tar_path))?;
+    let record = archive::record(m.state, m.epoch, &lists, &tree)?;
+    crate::fsutil::make_writable(&lists);
+    fs_err::remove_dir_all(&lists).map_err(io_err(&lists))?;
     let created_by = format!(
         "mmdebstrap --variant=essential {SUITE} ({}: {})",
         def.role,
         def.packages.join(" ")
     );
-    commit(cache, work, &key, vec![blob], vec![created_by])
+    commit(
+        cache,
+        work,
+        m.key,
+        vec![blob],
+        vec![created_by],
+        Some(record),
+    )
 }
 
 /// The tar header of an empty `./dev/` directory (root-owned, 0755), dated
@@ -256,25 +472,40 @@ mod tests {
     }
 
     #[test]
-    fn mmdebstrap_runs_rootless_with_the_definition_and_its_mirror() {
+    fn mmdebstrap_runs_rootless_with_the_definition_its_mirror_and_the_archive_epoch() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(dir.path()).unwrap();
+        let cache = Cache::open(&dir.path().join("cache")).unwrap();
+        let archive = dir.path().join("archive");
+        std::fs::create_dir_all(archive.join("dists/bookworm")).unwrap();
+        std::fs::write(
+            archive.join("dists/bookworm/InRelease"),
+            "Origin: test\nDate: Tue, 14 Nov 2023 22:13:20 UTC\n",
+        )
+        .unwrap();
         let mut def = Definition::base(&["libpq5".into()]);
-        def.mirror = "http://127.0.0.1:1/debian".into();
+        def.mirror = format!(
+            "deb [trusted=yes] file://{} bookworm main",
+            archive.display()
+        );
         let recorder = crate::sandbox::Recorder::answering(crate::sandbox::HostOutput {
             success: false,
             status: "exit status: 1".into(),
             stdout: Vec::new(),
-            stderr: b"E: cannot reach the mirror\n".to_vec(),
+            stderr: b"E: cannot reach http://user:s3cret@127.0.0.1:1/debian\n".to_vec(),
         });
         let printer = Printer::new(crate::output::Mode::Quiet, false);
         let err = built(&cache, &def, &recorder, &printer).unwrap_err();
         assert!(
-            matches!(&err, RootfsError::Mmdebstrap { tail, .. } if tail.contains("cannot reach the mirror")),
+            matches!(&err, RootfsError::Mmdebstrap { tail, .. } if tail.contains("cannot reach http://***@127.0.0.1:1/debian")),
             "{err}"
         );
+        assert!(!err.to_string().contains("s3cret"), "{err}");
         let cmds = recorder.host_commands.lock().unwrap();
-        assert_eq!(cmds.len(), 1, "one mmdebstrap run");
+        assert_eq!(
+            cmds.len(),
+            1,
+            "one mmdebstrap run, no probe: the mirror is given"
+        );
         let c = &cmds[0];
         assert_eq!(c.program, Path::new("mmdebstrap"));
         assert_eq!(
@@ -285,16 +516,79 @@ mod tests {
         assert!(c
             .args
             .contains(&format!("--include={}", def.packages.join(","))));
-        assert!(c
+        let sync = c
             .args
             .iter()
-            .any(|a| a.starts_with("--customize-hook=sh ") && a.ends_with("setup.sh \"$1\"")));
+            .position(|a| a.starts_with("--customize-hook=sync-out /var/lib/apt/lists "))
+            .expect("apt's lists copied out");
+        let setup = c
+            .args
+            .iter()
+            .position(|a| a.starts_with("--customize-hook=sh ") && a.ends_with("setup.sh \"$1\""))
+            .expect("the setup hook");
+        assert!(
+            sync < setup,
+            "the lists are copied out before setup.sh empties them"
+        );
         let n = c.args.len();
         assert_eq!(c.args[n - 3], SUITE);
         assert!(c.args[n - 2].ends_with("/rootfs.tar"), "{:?}", c.args);
-        assert_eq!(c.args[n - 1], "http://127.0.0.1:1/debian");
+        assert_eq!(c.args[n - 1], def.mirror);
+        // The archive's newest Date, never the user's SOURCE_DATE_EPOCH.
+        assert_eq!(
+            c.env,
+            [("SOURCE_DATE_EPOCH".to_string(), "1700000000".to_string())]
+        );
         assert_eq!(c.stdin, None);
         assert!(load_cached(&cache, &def.key()).is_none(), "nothing cached");
+        assert!(
+            cache
+                .get_json::<ArchiveState>("rootfs", &format!("state-{}", def.key()))
+                .is_none(),
+            "no state recorded for a rootfs that was not made"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_mirror_with_no_known_state_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let mut def = Definition::base(&[]);
+        def.mirror = "deb http://user:s3cret@127.0.0.1:1/debian bookworm main".into();
+        let recorder = crate::sandbox::Recorder::default();
+        let printer = Printer::new(crate::output::Mode::Quiet, false);
+        let err = built(&cache, &def, &recorder, &printer).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, RootfsError::ArchiveUnreachable { .. }),
+            "{text}"
+        );
+        assert!(
+            text.contains("http://127.0.0.1:1/debian/dists/bookworm/InRelease"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(
+            recorder.host_commands.lock().unwrap().is_empty(),
+            "mmdebstrap never ran"
+        );
+    }
+
+    #[test]
+    fn the_key_changes_with_the_archive_state() {
+        let def = Definition::base(&[]);
+        let state = |sha: &str| ArchiveState {
+            suites: vec![archive::SuiteState {
+                url: "http://127.0.0.1:1/debian/dists/bookworm/InRelease".into(),
+                sha256: sha.into(),
+                date: "Tue, 14 Nov 2023 22:13:20 UTC".into(),
+                etag: None,
+                last_modified: None,
+            }],
+        };
+        assert_eq!(def.key_with(&state("a")), def.key_with(&state("a")));
+        assert_ne!(def.key_with(&state("a")), def.key_with(&state("b")));
+        assert_ne!(def.key_with(&state("a")), def.key());
     }
 
     #[test]

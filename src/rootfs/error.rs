@@ -37,6 +37,65 @@ pub enum RootfsError {
         /// Last lines of its output.
         tail: String,
     },
+    /// `ASSEMBLE_DEBIAN_MIRROR` names no suite assemble can check.
+    #[error("ASSEMBLE_DEBIAN_MIRROR={mirror:?} cannot be used: {reason}")]
+    BadMirror {
+        /// The value, credentials masked.
+        mirror: String,
+        /// Why.
+        reason: String,
+    },
+    /// The archive state could not be learnt, and none is known.
+    #[error(
+        "cannot read the Debian archive state the {role} rootfs is built from ({reason}), and no \
+         earlier state is known on this machine; check the mirror (ASSEMBLE_DEBIAN_MIRROR), the \
+         network or the proxy, or pass --base FILE.tar or --base oci:DIR"
+    )]
+    ArchiveUnreachable {
+        /// base or compiler.
+        role: String,
+        /// The suite and why, credentials masked.
+        reason: String,
+    },
+    /// A suite's `InRelease` is not one.
+    #[error("the Debian archive's {url} cannot be used: {reason}")]
+    BadRelease {
+        /// The InRelease URL, credentials stripped.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The archive changed between the check and mmdebstrap's own download.
+    #[error(
+        "the Debian archive changed while the rootfs was being built ({url} is not the one \
+         checked before); nothing was cached: run the build again"
+    )]
+    ArchiveMoved {
+        /// The InRelease URL, credentials stripped.
+        url: String,
+    },
+    /// An installed package is in none of the archive's Packages indexes.
+    #[error(
+        "mmdebstrap installed {package}, which none of the archive's Packages indexes lists, so \
+         its .deb hash cannot be recorded; nothing was cached"
+    )]
+    UnknownPackage {
+        /// name version architecture.
+        package: String,
+    },
+    /// A locked build names packages the archive no longer has.
+    #[error(
+        "the lock's Debian packages for the {role} rootfs are no longer in the archive: {}; write \
+         the lock again from a build without it, or point ASSEMBLE_DEBIAN_MIRROR at a mirror (a \
+         snapshot of the archive) that still has them",
+        packages.join(", ")
+    )]
+    LockedPackagesGone {
+        /// base or compiler.
+        role: String,
+        /// Each as `name=version (arch)`.
+        packages: Vec<String>,
+    },
     /// A given base cannot be used.
     #[error("cannot use base {source_name}: {reason}")]
     BadBase {
@@ -117,6 +176,8 @@ impl RootfsError {
     pub fn is_bad_input(&self) -> bool {
         match self {
             RootfsError::NoMmdebstrap { .. }
+            | RootfsError::BadMirror { .. }
+            | RootfsError::LockedPackagesGone { .. }
             | RootfsError::BadBase { .. }
             | RootfsError::NoPython { .. }
             | RootfsError::CompilerMismatch(_)

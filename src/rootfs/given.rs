@@ -67,6 +67,7 @@ pub fn from_tarball(cache: &Cache, path: &Path, printer: &Printer) -> Result<Roo
         &key,
         vec![blob],
         vec![format!("base tarball {file_name}")],
+        None,
     )
 }
 
@@ -172,7 +173,7 @@ pub fn from_image(
         .enumerate()
         .map(|(i, _)| format!("base layer {} of {name}", i + 1))
         .collect();
-    commit(cache, work, &key, layers, created_by)
+    commit(cache, work, &key, layers, created_by, None)
 }
 
 /// Unpacks a layer blob of the cache into `tree`; returns its diff_id.
@@ -229,6 +230,6 @@ pub fn from_blobs(
             });
         }
     }
-    let r = commit(cache, work, key, layers.to_vec(), created_by.to_vec())?;
+    let r = commit(cache, work, key, layers.to_vec(), created_by.to_vec(), None)?;
     Ok(Rootfs { cached: false, ..r })
 }

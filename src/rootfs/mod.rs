@@ -14,6 +14,7 @@
 //! the cache entries they all commit: a tree with its mount points made and
 //! the layer list beside it.
 
+mod archive;
 mod debian;
 mod error;
 mod given;
@@ -25,7 +26,10 @@ use std::path::{Path, PathBuf};
 use crate::cache::Cache;
 use crate::image::layer::LayerBlob;
 
-pub use debian::{built, Definition, BASE_PACKAGES, COMPILER_PACKAGES, SETUP_HOOK, SUITE};
+pub use archive::{DebPackage, DebianRecord, SuiteState};
+pub use debian::{
+    built, built_locked, Definition, BASE_PACKAGES, COMPILER_PACKAGES, SETUP_HOOK, SUITE,
+};
 use error::io_err;
 pub use error::RootfsError;
 pub use given::{from_blobs, from_image, from_layout, from_tarball};
@@ -92,12 +96,17 @@ pub struct Rootfs {
     pub created_by: Vec<String>,
     /// True when it came from the cache, false when made by this run.
     pub cached: bool,
+    /// What a rootfs built with mmdebstrap was made from (archive state,
+    /// epoch, packages); None for a given base.
+    pub debian: Option<DebianRecord>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Meta {
     layers: Vec<LayerBlob>,
     created_by: Vec<String>,
+    #[serde(default)]
+    debian: Option<DebianRecord>,
 }
 
 /// The cache entry under `key`, if it is whole.
@@ -113,6 +122,7 @@ fn load_cached(cache: &Cache, key: &str) -> Option<Rootfs> {
         layers: meta.layers,
         created_by: meta.created_by,
         cached: true,
+        debian: meta.debian,
     })
 }
 
@@ -123,11 +133,13 @@ fn commit(
     key: &str,
     layers: Vec<LayerBlob>,
     created_by: Vec<String>,
+    debian: Option<DebianRecord>,
 ) -> Result<Rootfs, RootfsError> {
     prepare_tree(&work.path().join("tree"))?;
     let meta = Meta {
-        layers: layers.clone(),
-        created_by: created_by.clone(),
+        layers,
+        created_by,
+        debian,
     };
     let meta_path = work.path().join("meta.json");
     fs_err::write(

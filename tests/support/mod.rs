@@ -10,8 +10,11 @@
 //!   only read it.
 //! - `private_index::PrivateIndex`: an index of a test's own, to publish
 //!   releases into.
+//! - `debian_mirror`: a partial Debian mirror the tests control, served on
+//!   loopback, and a network namespace with only loopback to build in.
 #![allow(dead_code)]
 
+pub mod debian_mirror;
 pub mod private_index;
 
 use std::fs::File;
