@@ -334,19 +334,49 @@ fn online_inputs(
     runner: &dyn Runner,
     printer: &Printer,
 ) -> Result<Inputs, Error> {
-    let base = base_rootfs(
-        cache,
-        &opts.base,
-        &opts.config,
-        &opts.registry,
-        runner,
-        printer,
-    )?;
+    // A lock of ours also says what the rootfs were built from: with the
+    // built base, they are rebuilt at exactly those Debian versions.
+    let debian = match &opts.locked {
+        Some(path) => python::lock::read(path, opts.requirement.name.as_deref(), None)
+            .map_err(python::PythonError::from)?
+            .debian
+            .unwrap_or_default(),
+        None => python::lock::LockedDebian::default(),
+    };
+    let base = match (&opts.base, &debian.base) {
+        (BaseSource::Built, Some(record)) => rootfs::built_locked(
+            cache,
+            &Definition::base(&opts.config.dependencies.run),
+            record,
+            runner,
+            printer,
+        )?,
+        _ => base_rootfs(
+            cache,
+            &opts.base,
+            &opts.config,
+            &opts.registry,
+            runner,
+            printer,
+        )?,
+    };
     let python = rootfs::choose_python(
         &base.tree,
         opts.python.as_deref().or(opts.config.python.as_deref()),
     )?;
-    let compiler = compiler_rootfs(cache, &opts.config, runner, printer)?;
+    let compiler = match &debian.compiler {
+        Some(record) => rootfs::built_locked(
+            cache,
+            &Definition::compiler(
+                &opts.config.dependencies.run,
+                &opts.config.dependencies.build,
+            ),
+            record,
+            runner,
+            printer,
+        )?,
+        None => compiler_rootfs(cache, &opts.config, runner, printer)?,
+    };
     rootfs::choose_python(&compiler.tree, Some(&python))
         .map_err(|e| RootfsError::CompilerMismatch(Box::new(e)))?;
     let ctx = python_context(cache, runner, printer, &python, opts);

@@ -54,7 +54,11 @@ pub fn build(s: BuildSettings, printer: &Printer) -> Result<i32, Error> {
         crate::fsutil::write_atomic(path, &doc)?;
     }
     if let (Some(path), Some(set)) = (&s.lock, &result.resolved) {
-        let text = crate::python::lock::render(&s.requirement, &result.python, set, None);
+        let debian = crate::python::lock::LockedDebian {
+            base: result.debian.base.clone(),
+            compiler: result.debian.compiler.clone(),
+        };
+        let text = crate::python::lock::render(&s.requirement, &result.python, set, Some(&debian));
         crate::fsutil::write_atomic(path, text.as_bytes())?;
         printer.step(&format!(
             "lock: {} distributions written to {}",

@@ -105,7 +105,21 @@ struct AssembleTable {
     wheels: Vec<InstalledWheel>,
     /// The Debian side, as the build recorded it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    debian: Option<toml::Value>,
+    debian: Option<LockedDebian>,
+}
+
+/// `[tool.assemble.debian]`: what the base and the compiler were built
+/// from (each suite's `InRelease`, the epoch, every package with its
+/// version and the sha256 of its .deb), for a `--locked` build to rebuild
+/// them at exactly those versions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LockedDebian {
+    /// The base's record (none for a given base).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<crate::rootfs::DebianRecord>,
+    /// The compiler's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compiler: Option<crate::rootfs::DebianRecord>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -133,6 +147,8 @@ pub struct Locked {
     pub python: Option<String>,
     /// The project is locked as its directory: its wheel is built from it.
     pub local_project: bool,
+    /// The Debian side, when the lock has it (one of ours).
+    pub debian: Option<LockedDebian>,
 }
 
 /// The `platform_machine` of this host, as Python names it.
@@ -147,7 +163,7 @@ pub fn render(
     requirement: &str,
     python: &str,
     build: &ResolvedBuild,
-    debian: Option<&serde_json::Value>,
+    debian: Option<&LockedDebian>,
 ) -> String {
     let project = build
         .resolution
@@ -211,7 +227,9 @@ pub fn render(
                         sha256: w.wheel_sha256.clone(),
                     })
                     .collect(),
-                debian: debian.and_then(|d| toml::Value::try_from(d).ok()),
+                debian: debian
+                    .filter(|d| d.base.is_some() || d.compiler.is_some())
+                    .cloned(),
             }),
         }),
     };
@@ -333,6 +351,7 @@ pub fn read(path: &Path, project: Option<&str>, python: Option<&str>) -> Result<
         project,
         python: table.map(|t| t.python.clone()),
         local_project,
+        debian: table.and_then(|t| t.debian.clone()),
     })
 }
 

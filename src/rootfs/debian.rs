@@ -256,6 +256,19 @@ pub fn built_locked(
         ));
         return Ok(r);
     }
+    // The rootfs built here from the archive state the lock was written
+    // in, when it is still cached: the locked packages exactly.
+    let unlocked = def.key_with(&ArchiveState {
+        suites: record.suites.clone(),
+    });
+    if let Some(r) = load_cached(cache, &unlocked).filter(|r| r.debian.as_ref() == Some(record)) {
+        printer.step(&format!(
+            "{} rootfs: cached ({}, the lock's archive state)",
+            def.role,
+            &unlocked[..12]
+        ));
+        return Ok(r);
+    }
     let urls = archive::suites(&def.mirror, SUITE, cache, runner)?;
     let missing = archive::missing_packages(record, &urls, host_architecture())?;
     if !missing.is_empty() {
