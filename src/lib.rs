@@ -164,7 +164,7 @@ mod tests {
         assert_eq!(
             code(
                 vendor::VendorError::LockFormat {
-                    path: "vendor/assemble.lock".into(),
+                    path: "vendor/pylock.toml".into(),
                     format: 9
                 }
                 .into()

@@ -1,9 +1,11 @@
 //! The offline store (`vendor/`): everything an air-gapped build needs.
 //!
 //! ```text
-//! vendor/assemble.lock        what the store holds: requirement, python, the
-//!                             base and compiler rootfs (cache key, layer blobs),
-//!                             the project's wheel, and every file's sha256
+//! vendor/pylock.toml          a PEP 751 lock of the store's wheels (by path), and
+//!                             in [tool.assemble.store] what the store holds:
+//!                             requirement, python, the base and compiler rootfs
+//!                             (cache key, layer blobs), the project's wheel, and
+//!                             every file's sha256
 //! vendor/blobs/sha256/<hex>   the rootfs layer blobs, the same bytes as the cache
 //! vendor/wheels/*.whl         every wheel the image installs, compiled online
 //! vendor/constraints.txt      the pip constraints used, when there were any
@@ -39,13 +41,22 @@ pub enum VendorError {
         #[source]
         source: std::io::Error,
     },
-    /// The lock is not JSON of the lock's shape.
-    #[error("{path} is not an assemble lock file")]
+    /// The lock is not a pylock.toml with the store's table.
+    #[error("{path} is not the lock of an assemble offline store: {why}")]
     BadLock {
         /// The lock file.
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        /// What is wrong.
+        why: String,
+    },
+    /// The store was filled by an assemble that wrote `assemble.lock`.
+    #[error(
+        "{dir} was filled by an older assemble (its lock is assemble.lock, the lock is now \
+         pylock.toml): run `assemble vendor` again where the network is reachable"
+    )]
+    OldStore {
+        /// The store.
+        dir: PathBuf,
     },
     /// The lock is of a format this assemble does not read.
     #[error("{path} has format {format}, which this assemble does not read")]
@@ -147,8 +158,12 @@ impl VendorError {
     }
 }
 
-/// Name of the lock file.
-pub const LOCK: &str = "assemble.lock";
+/// Name of the lock file: a PEP 751 lock of the store's wheels, with the
+/// store's own record (rootfs blobs, the project, every wheel's sha256) in
+/// `[tool.assemble.store]`.
+pub const LOCK: &str = "pylock.toml";
+/// The lock's name before it was a PEP 751 lock.
+const OLD_LOCK: &str = "assemble.lock";
 
 /// A rootfs in the store.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -299,8 +314,14 @@ impl Store {
             constraints,
             wheels,
         };
-        let bytes = serde_json::to_vec_pretty(&lock).expect("the lock serialises");
-        crate::fsutil::write_atomic(&self.dir.join(LOCK), &bytes)?;
+        let text = crate::python::lock::render_store(
+            &lock.requirement,
+            &lock.python,
+            &wheelhouse.project.name,
+            &lock.wheels,
+            &lock,
+        );
+        crate::fsutil::write_atomic(&self.dir.join(LOCK), text.as_bytes())?;
         Ok(lock)
     }
 
@@ -308,14 +329,20 @@ impl Store {
     /// its sha256; a missing or changed file is named in the error (exit 2).
     pub fn verify(&self) -> Result<Lock, VendorError> {
         let lock_path = self.dir.join(LOCK);
-        let text = std::fs::read(&lock_path).map_err(|source| VendorError::NoStore {
+        if !lock_path.exists() && self.dir.join(OLD_LOCK).is_file() {
+            return Err(VendorError::OldStore {
+                dir: self.dir.clone(),
+            });
+        }
+        let text = std::fs::read_to_string(&lock_path).map_err(|source| VendorError::NoStore {
             dir: self.dir.clone(),
             source,
         })?;
-        let lock: Lock = serde_json::from_slice(&text).map_err(|source| VendorError::BadLock {
-            path: lock_path.clone(),
-            source,
-        })?;
+        let lock: Lock =
+            crate::python::lock::read_store(&text).map_err(|why| VendorError::BadLock {
+                path: lock_path.clone(),
+                why,
+            })?;
         if lock.format != 1 {
             return Err(VendorError::LockFormat {
                 path: lock_path,

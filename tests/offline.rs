@@ -53,7 +53,7 @@ fn offline_build_in_a_network_namespace_gives_the_online_digest() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("vendor");
     vendor(&store, None);
-    assert!(store.join("assemble.lock").is_file());
+    assert!(store.join("pylock.toml").is_file());
     let out = offline(&[
         "--offline".into(),
         "milborne==0.4.0".into(),
@@ -71,6 +71,25 @@ fn offline_build_in_a_network_namespace_gives_the_online_digest() {
         digest_of(&out),
         online,
         "offline and online builds give the same manifest digest"
+    );
+
+    // One lock format: the store's lock is PEP 751 (packaging's reader), and
+    // with the network `--locked` builds its wheels into the same image.
+    let check = "import sys, tomllib; from packaging.pylock import Pylock; \
+                 print(len(Pylock.from_dict(tomllib.load(open(sys.argv[1], 'rb'))).packages))";
+    let listed = run(Command::new(data().join("venv/bin/python"))
+        .args(["-c", check])
+        .arg(store.join("pylock.toml")));
+    assert!(listed.status.success());
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "4");
+    let locked = run(build_cmd("milborne==0.4.0", &tmp.path().join("oci-locked"))
+        .arg("--locked")
+        .arg(store.join("pylock.toml")));
+    assert!(locked.status.success());
+    assert_eq!(
+        digest_of(&locked),
+        online,
+        "the store's lock, built with the network, gives the same digest"
     );
 
     // Rerunning vendor adds only what is missing: the files stay as they were.

@@ -367,11 +367,20 @@ fn wheels_of(
     let mut found: Vec<Option<BuiltWheel>> = Vec::new();
     let mut missing: Vec<(usize, &Resolved, String)> = Vec::new();
     for (i, p) in resolution.packages.iter().enumerate() {
-        if p.url.starts_with("file:") {
-            let path = local.ok_or_else(|| {
-                PythonError::Wheelhouse(format!("{} is a local file that is not given", p.file))
-            })?;
-            found.push(Some(BuiltWheel::at(p, path, None)?));
+        if let Some(file) = p.url.strip_prefix("file://") {
+            // The project's wheel given here, or a wheel a lock names by path
+            // (an offline store's lock): used as it is, its hash checked.
+            let path = match local {
+                Some(l) if p.requested => l.to_path_buf(),
+                _ if p.is_wheel() => PathBuf::from(file),
+                _ => {
+                    return Err(PythonError::Wheelhouse(format!(
+                        "{} is a local sdist; assemble builds local files only as wheels",
+                        p.file
+                    )))
+                }
+            };
+            found.push(Some(BuiltWheel::at(p, &path, None)?));
             continue;
         }
         let key = wheel_key(ctx, p, compiler);

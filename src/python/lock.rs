@@ -106,6 +106,9 @@ struct AssembleTable {
     /// The Debian side, as the build recorded it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     debian: Option<LockedDebian>,
+    /// An offline store's own record (`assemble vendor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    store: Option<toml::Value>,
 }
 
 /// `[tool.assemble.debian]`: what the base and the compiler were built
@@ -230,6 +233,7 @@ pub fn render(
                 debian: debian
                     .filter(|d| d.base.is_some() || d.compiler.is_some())
                     .cloned(),
+                store: None,
             }),
         }),
     };
@@ -239,6 +243,79 @@ pub fn render(
     );
     text.push_str(&toml::to_string(&lock).expect("a lock serialises"));
     text
+}
+
+/// The lock of an offline store (`assemble vendor`): a PEP 751 lock whose
+/// packages are the store's wheels (`path = "wheels/FILE"`, relative to
+/// the store), so that `--locked STORE/pylock.toml` builds them online too,
+/// and the store's own record in `[tool.assemble.store]`.
+pub fn render_store<T: serde::Serialize>(
+    requirement: &str,
+    python: &str,
+    project: &str,
+    wheels: &BTreeMap<String, String>,
+    store: &T,
+) -> String {
+    let packages = wheels
+        .iter()
+        .filter_map(|(file, sha)| {
+            let (name, version) = crate::spec::wheel_name_version(Path::new(file))?;
+            Some(Package {
+                name: normalise_name(&name),
+                version: Some(version),
+                marker: None,
+                vcs: None,
+                directory: None,
+                archive: None,
+                sdist: None,
+                wheels: vec![FileRef {
+                    name: Some(file.clone()),
+                    url: None,
+                    path: Some(format!("wheels/{file}")),
+                    hashes: BTreeMap::from([("sha256".to_string(), sha.clone())]),
+                }],
+            })
+        })
+        .collect();
+    let lock = PyLock {
+        lock_version: LOCK_VERSION.into(),
+        environments: vec![format!(
+            "sys_platform == 'linux' and platform_machine == '{}' and python_version == '{python}'",
+            platform_machine()
+        )],
+        requires_python: Some(format!("=={python}.*")),
+        created_by: "assemble".into(),
+        packages,
+        tool: Some(Tool {
+            assemble: Some(AssembleTable {
+                format: TOOL_FORMAT,
+                requirement: requirement.to_string(),
+                project: normalise_name(project),
+                python: python.to_string(),
+                wheels: Vec::new(),
+                debian: None,
+                store: Some(toml::Value::try_from(store).expect("the store's record serialises")),
+            }),
+        }),
+    };
+    let mut text = String::from(
+        "# Written by `assemble vendor`: the offline store's wheels, PEP 751, and\n\
+         # the store's record. `assemble --offline` builds from it; so does\n\
+         # `assemble --locked THIS_FILE` with the network.\n",
+    );
+    text.push_str(&toml::to_string(&lock).expect("a lock serialises"));
+    text
+}
+
+/// The store's record in the lock of an offline store.
+pub fn read_store<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    let lock: PyLock = toml::from_str(text).map_err(|e| e.message().to_string())?;
+    lock.tool
+        .and_then(|t| t.assemble)
+        .and_then(|a| a.store)
+        .ok_or_else(|| "it has no [tool.assemble.store] table".to_string())?
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().to_string())
 }
 
 /// Reads a PEP 751 lock to build from: one file per package (a wheel for
