@@ -371,7 +371,13 @@ fn requirement(args: &BuildArgs) -> Result<(Requirement, Option<PathBuf>), Error
             };
             Some(path)
         }
-        spec::Source::Directory(dir) if dir.join("pylock.toml").is_file() => {
+        // Offline, the store's lock is the lock: the directory's is not read.
+        spec::Source::Directory(dir)
+            if dir.join("pylock.toml").is_file() && !args.offline && args.from_bundle.is_none() =>
+        {
+            if let Some(n) = &args.name {
+                r.name = Some(n.clone());
+            }
             Some(dir.join("pylock.toml"))
         }
         _ => None,

@@ -399,3 +399,68 @@ fn a_lock_given_as_the_requirement_or_found_in_the_project_directory_is_built_as
         "{log}"
     );
 }
+
+/// The review of issue 13 found a directory's requirements.txt making its
+/// first line the project, and files it includes left out of the key.
+#[test]
+fn a_directory_with_a_requirements_file_stays_the_project_and_its_includes_are_keyed() {
+    let idx = PrivateIndex::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("milborne");
+    run(std::process::Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("tests/fixtures/milborne"))
+        .arg(&dir));
+    std::fs::write(
+        dir.join("requirements.txt"),
+        "Django==4.2.30\n-r extra/more.txt\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.join("extra")).unwrap();
+    std::fs::write(dir.join("extra/more.txt"), "sqlparse==0.5.3\n").unwrap();
+    let build_dir = |out: &str| {
+        let result = tmp.path().join(format!("{out}.json"));
+        let o = run(assemble()
+            .arg(&dir)
+            .arg("--index-url")
+            .arg(idx.url())
+            .arg("--cache-dir")
+            .arg(cache())
+            .arg("--output")
+            .arg(tmp.path().join(out))
+            .arg("--result-file")
+            .arg(&result));
+        assert!(o.status.success(), "{}", stderr(&o));
+        (
+            o,
+            serde_json::from_str::<serde_json::Value>(&read(&result)).unwrap(),
+        )
+    };
+    let (a, doc_a) = build_dir("a");
+    assert_eq!(doc_a["name"], "milborne", "{}", stderr(&a));
+    assert!(
+        stderr(&a).contains("with requirements.txt"),
+        "{}",
+        stderr(&a)
+    );
+    // A change in an included file alone: resolved again, six in the set.
+    std::fs::write(dir.join("extra/more.txt"), "sqlparse==0.5.3\nsix==1.16.0\n").unwrap();
+    let (b, doc_b) = build_dir("b");
+    assert!(stderr(&b).contains("pip resolves"), "{}", stderr(&b));
+    assert_eq!(version_of(&doc_b, "six"), "1.16.0");
+    assert_eq!(doc_b["name"], "milborne");
+
+    // An include outside the requirements file's directory: exit 2.
+    std::fs::write(dir.join("requirements.txt"), "-r ../elsewhere.txt\n").unwrap();
+    std::fs::write(tmp.path().join("elsewhere.txt"), "six==1.16.0\n").unwrap();
+    let c = run(assemble()
+        .arg(&dir)
+        .arg("--index-url")
+        .arg(idx.url())
+        .arg("--cache-dir")
+        .arg(cache())
+        .arg("--output")
+        .arg(tmp.path().join("c")));
+    assert_eq!(c.status.code(), Some(2), "{}", stderr(&c));
+    assert!(stderr(&c).contains("../elsewhere.txt"), "{}", stderr(&c));
+}

@@ -99,23 +99,32 @@ pub fn compile(
     if !changes.is_empty() {
         ctx.printer.changes(&changes);
     }
-    // A requirements file asks for every line: the project is the one named.
+    // A requirements file asks for every line: the project is the one named,
+    // or the local wheel pip was given beside the directory's requirements.
     let mut resolution = resolution;
-    if let (Some(name), Source::Requirements(_)) = (&req.name, &req.source) {
-        let name = normalise_name(name);
-        for p in &mut resolution.packages {
-            p.requested = p.name == name;
+    match (&req.name, &req.source, &local) {
+        (_, Source::Wheel(_) | Source::Directory(_), Some(_)) if locked.is_none() => {
+            for p in &mut resolution.packages {
+                p.requested = p.url.starts_with("file:");
+            }
         }
+        (Some(name), Source::Requirements(_), _) => {
+            let name = normalise_name(name);
+            for p in &mut resolution.packages {
+                p.requested = p.name == name;
+            }
+        }
+        _ => {}
     }
     let project = resolution.project().cloned().ok_or_else(|| {
-        PythonError::Wheelhouse(format!(
+        PythonError::Requirements(format!(
             "the resolution of {} names no requested distribution",
             target.label
         ))
     })?;
     if let Some(name) = &req.name {
         if normalise_name(name) != project.name {
-            return Err(PythonError::Wheelhouse(format!(
+            return Err(PythonError::Requirements(format!(
                 "asked for {name} but the resolution's project is {}",
                 project.name
             )));
@@ -123,8 +132,8 @@ pub fn compile(
     }
     if let Source::Index { version, .. } = &req.source {
         if &project.version != version && project.version.trim_start_matches('v') != version {
-            return Err(PythonError::Wheelhouse(format!(
-                "asked for {} {version} but the index gave {}",
+            return Err(PythonError::Requirements(format!(
+                "asked for {} {version} but the set (resolved or locked) has {}",
                 project.name, project.version
             )));
         }
@@ -248,6 +257,11 @@ fn project_wheel(
     }
 }
 
+/// A requirements file for pip: its arguments, its part of the key, the
+/// files to copy into the sandbox, and the file hashes come from (when it
+/// has `--hash` lines).
+type Listed = (Vec<String>, String, Vec<(String, PathBuf)>, Option<String>);
+
 /// What pip resolves: the pinned name, the project's local wheel (with its
 /// directory's requirements.txt when it has one), or a requirements file.
 fn resolve_target(req: &Requirement, local: Option<&Path>) -> Result<Target, PythonError> {
@@ -259,17 +273,21 @@ fn resolve_target(req: &Requirement, local: Option<&Path>) -> Result<Target, Pyt
             .hex()
             .to_string())
     };
-    let requirements_of = |f: &Path| -> Result<(Vec<String>, String, Option<String>), PythonError> {
-        let text = fs_err::read_to_string(f).map_err(io_err(f))?;
-        let file = f
-            .file_name()
-            .expect("a file")
-            .to_string_lossy()
-            .into_owned();
+    let requirements_of = |f: &Path| -> Result<Listed, PythonError> {
+        let files = requirement_files(f)?;
+        let mut key = String::from("requirements");
+        let mut hashes = false;
+        for (rel, path) in &files {
+            key.push_str(&format!(" {rel} {}", file_hash(path)?));
+            hashes |= fs_err::read_to_string(path)
+                .map_err(io_err(path))?
+                .contains("--hash");
+        }
         Ok((
-            vec!["-r".into(), format!("/assemble/src/{file}")],
-            format!("requirements {file} {}", file_hash(f)?),
-            text.contains("--hash").then(|| f.display().to_string()),
+            vec!["-r".into(), format!("/assemble/src/{}", files[0].0)],
+            key,
+            files,
+            hashes.then(|| f.display().to_string()),
         ))
     };
     Ok(match (&req.source, local) {
@@ -288,18 +306,18 @@ fn resolve_target(req: &Requirement, local: Option<&Path>) -> Result<Target, Pyt
                 label: arg.clone(),
                 pip_args: vec![arg],
                 local_wheel: None,
-                src_dir: None,
+                src_files: Vec::new(),
                 hashes_from: None,
             }
         }
         (Source::Requirements(f), _) => {
-            let (pip_args, key_text, hashes_from) = requirements_of(f)?;
+            let (pip_args, key_text, src_files, hashes_from) = requirements_of(f)?;
             Target {
                 pip_args,
                 key_text: format!("{key_text} project {}", normalise_name(name)),
                 label: format!("-r {}", f.display()),
                 local_wheel: None,
-                src_dir: Some(crate::fsutil::parent_dir(f).to_path_buf()),
+                src_files,
                 hashes_from,
             }
         }
@@ -314,17 +332,17 @@ fn resolve_target(req: &Requirement, local: Option<&Path>) -> Result<Target, Pyt
                 key_text: format!("wheel {file} {}{}", file_hash(wheel)?, req.extras_suffix()),
                 label: format!("{file}{}", req.extras_suffix()),
                 local_wheel: Some(wheel.to_path_buf()),
-                src_dir: None,
+                src_files: Vec::new(),
                 hashes_from: None,
             };
             if let Source::Directory(dir) = &req.source {
                 let listed = dir.join("requirements.txt");
                 if listed.is_file() {
-                    let (args, key, hashes) = requirements_of(&listed)?;
+                    let (args, key, files, hashes) = requirements_of(&listed)?;
                     target.pip_args.extend(args);
                     target.key_text.push_str(&format!(" {key}"));
                     target.label.push_str(" with requirements.txt");
-                    target.src_dir = Some(dir.clone());
+                    target.src_files = files;
                     target.hashes_from = hashes;
                 }
             }
@@ -334,10 +352,75 @@ fn resolve_target(req: &Requirement, local: Option<&Path>) -> Result<Target, Pyt
     })
 }
 
+/// A requirements file and every file it includes (`-r`, `-c`,
+/// `--requirement`, `--constraint`, recursively), each with its path
+/// relative to the first file's directory: what is hashed into the key and
+/// copied into the sandbox (never the directory around them). An include
+/// outside that directory is bad input.
+fn requirement_files(top: &Path) -> Result<Vec<(String, PathBuf)>, PythonError> {
+    let base = crate::fsutil::parent_dir(top).to_path_buf();
+    let name = top
+        .file_name()
+        .expect("a file")
+        .to_string_lossy()
+        .into_owned();
+    let mut files: Vec<(String, PathBuf)> = vec![(name, top.to_path_buf())];
+    let mut i = 0;
+    while i < files.len() {
+        let (rel, path) = files[i].clone();
+        let text = fs_err::read_to_string(&path).map_err(io_err(&path))?;
+        let dir = Path::new(&rel)
+            .parent()
+            .unwrap_or(Path::new(""))
+            .to_path_buf();
+        for line in text.lines() {
+            let line = line.split(" #").next().unwrap_or("").trim();
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let included = match words.as_slice() {
+                ["-r" | "-c" | "--requirement" | "--constraint", f, ..] => Some(f.to_string()),
+                [w, ..] => ["--requirement=", "--constraint=", "-r", "-c"]
+                    .iter()
+                    .find_map(|p| {
+                        w.strip_prefix(p)
+                            .filter(|f| !f.is_empty() && !f.starts_with('-'))
+                    })
+                    .map(|f| f.trim_start_matches('=').to_string()),
+                [] => None,
+            };
+            let Some(included) = included else { continue };
+            let joined = dir.join(&included);
+            let clean: Option<PathBuf> =
+                joined.components().try_fold(PathBuf::new(), |mut acc, c| {
+                    match c {
+                        std::path::Component::Normal(n) => acc.push(n),
+                        std::path::Component::CurDir => {}
+                        std::path::Component::ParentDir if acc.pop() => {}
+                        _ => return None,
+                    }
+                    Some(acc)
+                });
+            let Some(clean) = clean else {
+                return Err(PythonError::Requirements(format!(
+                    "{} includes {included}, outside the directory of {}: assemble copies only that directory's files into the sandbox",
+                    path.display(),
+                    top.display()
+                )));
+            };
+            let rel_inc = clean.to_string_lossy().into_owned();
+            if !files.iter().any(|(r, _)| *r == rel_inc) {
+                files.push((rel_inc, base.join(&clean)));
+            }
+        }
+        i += 1;
+    }
+    Ok(files)
+}
+
 /// The cache key of one distribution's wheel: a wheel from an index is
 /// itself (its sha256); an sdist's wheel is what this compiler and
-/// interpreter made of those bytes.
-fn wheel_key(ctx: &PythonContext, p: &Resolved, compiler: &Rootfs) -> String {
+/// interpreter made of those bytes, with the build requirements from these
+/// indexes under these constraints.
+fn wheel_key(ctx: &PythonContext, p: &Resolved, pip: &PipSettings, compiler: &Rootfs) -> String {
     if p.is_wheel() {
         KeyBuilder::new("wheel-v1")
             .part("sha256", p.sha256.as_bytes())
@@ -350,6 +433,10 @@ fn wheel_key(ctx: &PythonContext, p: &Resolved, compiler: &Rootfs) -> String {
             .part("compiler", compiler.key.as_bytes())
             .part("python", ctx.python.as_bytes())
             .part("epoch", ctx.epoch.to_string().as_bytes())
+            // What the build requirements (setuptools...) are taken from.
+            .part("index", pip.index_url.as_deref().unwrap_or("").as_bytes())
+            .part("extra-index", pip.extra_index_urls.join(" ").as_bytes())
+            .part("constraints", pip.constraints.as_deref().unwrap_or(b""))
             .finish()
     }
 }
@@ -383,7 +470,7 @@ fn wheels_of(
             found.push(Some(BuiltWheel::at(p, &path, None)?));
             continue;
         }
-        let key = wheel_key(ctx, p, compiler);
+        let key = wheel_key(ctx, p, pip, compiler);
         match (ctx.rebuild, only_wheel(&ctx.cache.entry("wheels", &key))) {
             (false, Ok(file)) => {
                 let path = ctx.cache.entry("wheels", &key).join(file);
@@ -455,7 +542,7 @@ fn fetch_and_compile(
         run.wheels.clone(),
         "/assemble/wheelhouse".into(),
     )];
-    let mut argv: Vec<String> = [
+    let argv: Vec<String> = [
         run.py.as_str(),
         "-m",
         "pip",
@@ -470,13 +557,15 @@ fn fetch_and_compile(
     .iter()
     .map(|s| s.to_string())
     .collect();
+    let mut run = run;
     if pip.constraints.is_some() {
-        // The constraints also pin the build requirements pip installs to
-        // compile an sdist (pip passes PIP_CONSTRAINT to its build env).
-        argv.extend([
-            "--constraint".into(),
+        // Through the environment, so that they also pin the build
+        // requirements pip installs in its isolated build environment to
+        // compile an sdist (a --constraint option would not reach it).
+        run.env.push((
+            "PIP_CONSTRAINT".into(),
             "/assemble/tools/constraints.txt".into(),
-        ]);
+        ));
     }
     ctx.runner
         .run(&run.plan("pip wheel", mounts, argv), run.output)

@@ -45,12 +45,19 @@ pub struct PageError {
     pub url: String,
     /// What went wrong.
     pub why: String,
+    /// True when the index could not be reached at all (no connection, no
+    /// answer in time), as opposed to an answer that refused the page.
+    pub unreachable: bool,
 }
 
 /// The client for index pages, with pip's CA and trusted hosts and the
 /// credentials of the configured indexes.
 pub struct IndexClient {
     client: reqwest::blocking::Client,
+    /// pip's `--trusted-host`s, and a client that does not check their
+    /// certificates (theirs only, as pip does).
+    trusted: Vec<String>,
+    relaxed: Option<reqwest::blocking::Client>,
     /// Configured index URLs that carry credentials.
     with_credentials: Vec<reqwest::Url>,
 }
@@ -65,27 +72,32 @@ impl IndexClient {
                 .map(redact_url)
                 .unwrap_or_else(|| "(pip's default index)".into()),
             why,
+            unreachable: false,
         };
-        let mut builder = reqwest::blocking::Client::builder()
-            .timeout(TIMEOUT)
-            .connect_timeout(TIMEOUT)
-            .user_agent(concat!("assemble/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &pip.cert {
-            for cert in reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| fail(format!("pip's CA bundle cannot be read: {e}")))?
-            {
-                builder = builder.add_root_certificate(cert);
+        let certs = match &pip.cert {
+            Some(pem) => reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| fail(format!("pip's CA bundle cannot be read: {e}")))?,
+            None => Vec::new(),
+        };
+        let build = |check_certificates: bool| {
+            let mut builder = reqwest::blocking::Client::builder()
+                .timeout(TIMEOUT)
+                .connect_timeout(TIMEOUT)
+                .user_agent(concat!("assemble/", env!("CARGO_PKG_VERSION")))
+                .danger_accept_invalid_certs(!check_certificates);
+            for cert in &certs {
+                builder = builder.add_root_certificate(cert.clone());
             }
-        }
-        if !pip.trusted_hosts.is_empty() {
-            // pip's --trusted-host: that host's certificate is not checked.
-            // reqwest cannot do it per host; the client only ever talks to
-            // the configured indexes.
-            builder = builder.danger_accept_invalid_certs(true);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| fail(format!("no HTTP client: {e}")))?;
+            builder
+                .build()
+                .map_err(|e| fail(format!("no HTTP client: {e}")))
+        };
+        let client = build(true)?;
+        let relaxed = if pip.trusted_hosts.is_empty() {
+            None
+        } else {
+            Some(build(false)?)
+        };
         let with_credentials = pip
             .index_url
             .iter()
@@ -95,6 +107,8 @@ impl IndexClient {
             .collect();
         Ok(Self {
             client,
+            trusted: pip.trusted_hosts.clone(),
+            relaxed,
             with_credentials,
         })
     }
@@ -105,9 +119,20 @@ impl IndexClient {
         let fail = |why: String| PageError {
             url: url.to_string(),
             why,
+            unreachable: false,
         };
         let parsed = reqwest::Url::parse(url).map_err(|e| fail(e.to_string()))?;
-        let mut request = self.client.get(parsed.clone()).header("Accept", ACCEPT);
+        // pip's --trusted-host is a host or host:port.
+        let host = parsed.host_str().unwrap_or_default();
+        let host_port = match parsed.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        let client = match &self.relaxed {
+            Some(relaxed) if self.trusted.iter().any(|t| *t == host || *t == host_port) => relaxed,
+            _ => &self.client,
+        };
+        let mut request = client.get(parsed.clone()).header("Accept", ACCEPT);
         if let Some(index) = self
             .with_credentials
             .iter()
@@ -126,7 +151,11 @@ impl IndexClient {
                 request = request.header("If-Modified-Since", lm);
             }
         }
-        let response = request.send().map_err(|e| fail(without_url(&e)))?;
+        let response = request.send().map_err(|e| PageError {
+            url: url.to_string(),
+            why: without_url(&e),
+            unreachable: e.is_connect() || e.is_timeout(),
+        })?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_MODIFIED && previous.is_some() {
             return Ok(Fetched::NotModified);

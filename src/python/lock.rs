@@ -347,9 +347,23 @@ pub fn read(path: &Path, project: Option<&str>, python: Option<&str>) -> Result<
             )));
         }
     }
+    // pip lock . writes the project as the package whose directory is ".".
+    let here = lock
+        .packages
+        .iter()
+        .filter(|p| {
+            p.directory
+                .as_ref()
+                .and_then(|d| d.get("path"))
+                .and_then(|v| v.as_str())
+                .is_some_and(|d| d == "." || d == "./")
+        })
+        .map(|p| normalise_name(&p.name))
+        .next();
     let project = table
         .map(|t| t.project.clone())
         .or_else(|| project.map(normalise_name))
+        .or(here)
         .ok_or_else(|| {
             invalid("it does not say which package is the project: name it on the command line (NAME==VERSION)".into())
         })?;
@@ -445,10 +459,20 @@ fn last_segment(s: &str) -> String {
 /// The package's file for Linux on this machine and `python` (`X.Y`; None:
 /// any CPython 3): a pure or matching wheel, else the sdist.
 fn choose_file<'a>(p: &'a Package, python: Option<&str>) -> Option<&'a FileRef> {
-    let cp = python.map(|v| format!("cp{}", v.replace('.', "")));
-    let cp_ok = |t: &str| match &cp {
-        Some(cp) => t == cp,
-        None => t.starts_with("cp3"),
+    let minor = |t: &str| t.strip_prefix("cp3").and_then(|m| m.parse::<u32>().ok());
+    let wanted = python
+        .and_then(|v| v.strip_prefix("3."))
+        .and_then(|m| m.parse::<u32>().ok());
+    let cp_ok = |t: &str| match (minor(t), wanted) {
+        (Some(m), Some(w)) => m == w,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    // An abi3 wheel tagged cp3X serves every CPython 3.Y with Y >= X.
+    let abi3_ok = |t: &str| match (minor(t), wanted) {
+        (Some(m), Some(w)) => m <= w,
+        (Some(_), None) => true,
+        (None, _) => false,
     };
     let machine = platform_machine();
     p.wheels
@@ -467,7 +491,9 @@ fn choose_file<'a>(p: &'a Package, python: Option<&str>) -> Option<&'a FileRef> 
             let [platform, abi, py, ..] = parts[..] else {
                 return false;
             };
-            let py_ok = py.split('.').any(|t| t == "py3" || cp_ok(t));
+            let py_ok = py
+                .split('.')
+                .any(|t| t == "py3" || cp_ok(t) || (abi == "abi3" && abi3_ok(t)));
             let abi_ok = abi == "none" || abi == "abi3" || abi.split('.').any(cp_ok);
             let platform_ok = platform == "any"
                 || platform.split('.').any(|t| {
@@ -591,5 +617,15 @@ mod tests {
             choose_file(&p, Some("3.13")).unwrap().name.as_deref(),
             Some("x-1.tar.gz")
         );
+        let abi3 = Package {
+            sdist: None,
+            wheels: vec![f(&format!("x-1-cp39-abi3-manylinux_2_28_{machine}.whl"))],
+            ..p
+        };
+        assert!(
+            choose_file(&abi3, Some("3.11")).is_some(),
+            "abi3 cp39 serves 3.11"
+        );
+        assert!(choose_file(&abi3, Some("3.8")).is_none(), "but not 3.8");
     }
 }

@@ -36,6 +36,10 @@ pub enum PythonError {
     /// pip's resolution cannot be used.
     #[error("{0}")]
     Resolve(String),
+    /// A requirements file or the set asked for cannot be used as given
+    /// (an include outside its directory, a project not in the set).
+    #[error("{0}")]
+    Requirements(String),
     /// pip refused files whose sha256 is not the one required.
     #[error("{source_name}: files on the index do not match the required hashes:\n    {detail}")]
     HashesRefused {
@@ -113,6 +117,7 @@ impl PythonError {
             | PythonError::BadWheel { .. }
             | PythonError::HashMismatch { .. }
             | PythonError::HashesRefused { .. }
+            | PythonError::Requirements(_)
             | PythonError::Lock(_) => true,
             PythonError::Sandbox(e) => e.is_bad_input(),
             PythonError::Wheelhouse(_)

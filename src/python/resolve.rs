@@ -140,9 +140,9 @@ pub struct Target {
     pub pip_args: Vec<String>,
     /// What the progress and errors call it.
     pub label: String,
-    /// A directory bound read-only at `/assemble/src` (a requirements
-    /// file's, which may include others beside it).
-    pub src_dir: Option<PathBuf>,
+    /// Requirements files copied into `/assemble/src` (path relative to
+    /// it, file on the host): the one given and those it includes.
+    pub src_files: Vec<(String, PathBuf)>,
     /// The file hashes come from, when the requirements carry `--hash`.
     pub hashes_from: Option<String>,
     /// The project's own wheel, when it is a local file (bound at
@@ -182,7 +182,11 @@ pub fn resolve(
     let key = key(ctx, target, pip);
     let recorded: Option<Resolution> = ctx.cache.get_json("resolutions", &key);
     let client = IndexClient::new(pip)?;
-    if let (Some(rec), false) = (&recorded, ctx.rebuild) {
+    // A set recorded without its pages cannot be revalidated: resolve again.
+    if let (Some(rec), false) = (
+        recorded.as_ref().filter(|r| !r.pages.is_empty()),
+        ctx.rebuild,
+    ) {
         ctx.printer.step(&format!(
             "resolve: checking {} index pages for new releases",
             rec.pages.len()
@@ -202,13 +206,15 @@ pub fn resolve(
                     names.join(", ")
                 ));
             }
-            Err(e) => {
+            Err(e) if e.unreachable => {
                 ctx.printer.warn(&format!(
                     "{e}; building the recorded set of {} distributions without checking for new releases",
                     rec.packages.len()
                 ));
                 return Ok((rec.clone(), Decided::KeptOffline, Vec::new()));
             }
+            // The index answered, but not with the page: pip asks it again.
+            Err(e) => ctx.printer.step(&format!("resolve: {e}; resolving again")),
         }
     }
     let resolution = pip_resolve(ctx, target, pip, compiler, &client)?;
@@ -292,8 +298,14 @@ fn pip_resolve(
         Mount::ReadOnly(tools, "/assemble/tools".into()),
         Mount::ReadOnly(project, "/assemble/project".into()),
     ];
-    if let Some(dir) = &target.src_dir {
-        mounts.push(Mount::ReadOnly(dir.clone(), "/assemble/src".into()));
+    if !target.src_files.is_empty() {
+        let src = work.path().join("src");
+        for (rel, path) in &target.src_files {
+            let dest = src.join(rel);
+            fs_err::create_dir_all(crate::fsutil::parent_dir(&dest)).map_err(io_err(&dest))?;
+            fs_err::copy(path, &dest).map_err(io_err(path))?;
+        }
+        mounts.push(Mount::ReadOnly(src, "/assemble/src".into()));
     }
     let indexes: Vec<String> = pip
         .index_url
