@@ -134,9 +134,11 @@ impl DebianMirror {
     /// The value of `ASSEMBLE_DEBIAN_MIRROR` (mmdebstrap's MIRROR argument)
     /// that builds from this mirror alone, with its signature checked.
     pub fn line(&self) -> String {
+        let key = self.key();
+        readable_by_everyone(&key);
         format!(
             "deb [signed-by={}] {} {SUITE} main",
-            self.key().display(),
+            key.display(),
             self.url()
         )
     }
@@ -179,12 +181,41 @@ impl Drop for DebianMirror {
     }
 }
 
+/// Lets every user read `file` and pass through each directory above it up
+/// to the run's shared directory (made 0700 by `.ci/run`'s mktemp): run as
+/// root, mmdebstrap's unshare mode runs apt as a subordinate uid, which must
+/// read the mirror's key (else apt says NO_PUBKEY).
+fn readable_by_everyone(file: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let stop = shared();
+    let add = |p: &Path, bits: u32| {
+        if let Ok(m) = std::fs::metadata(p) {
+            let mode = m.permissions().mode() | bits;
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+        }
+    };
+    add(file, 0o444);
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        if !d.starts_with(&stop) {
+            break;
+        }
+        add(d, 0o555);
+        if d == stop {
+            break;
+        }
+        dir = d.parent();
+    }
+}
+
 /// A mirror line on a loopback port nobody listens on: mmdebstrap given it
 /// fails at once, so a build that succeeds with it never ran mmdebstrap.
 pub fn unreachable_mirror_line() -> String {
+    let key = mirror_dir().join("key.gpg");
+    readable_by_everyone(&key);
     format!(
         "deb [signed-by={}] http://127.0.0.1:{}/ {SUITE} main",
-        mirror_dir().join("key.gpg").display(),
+        key.display(),
         super::free_port()
     )
 }
