@@ -224,6 +224,17 @@ pub fn redact_url(url: &str) -> String {
     url.to_string()
 }
 
+/// `url` without its user information (for what is kept: records, keys).
+pub fn strip_credentials(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let end = rest.find('/').unwrap_or(rest.len());
+        if let Some((_, host)) = rest[..end].rsplit_once('@') {
+            return format!("{scheme}://{host}{}", &rest[end..]);
+        }
+    }
+    url.to_string()
+}
+
 /// Replaces every occurrence of the secrets' user information in `text`.
 pub fn redact_text(text: &str, urls: &[String]) -> String {
     let mut out = text.to_string();

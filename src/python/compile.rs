@@ -913,7 +913,8 @@ fn read_project(entry: &Path) -> Option<ProjectWheel> {
     entry.join("wheels").join(&p.file).is_file().then_some(p)
 }
 
-fn wheels_in(dir: &Path) -> Result<Vec<String>, PythonError> {
+/// The wheel files in `dir`, sorted.
+pub(super) fn wheels_in(dir: &Path) -> Result<Vec<String>, PythonError> {
     let mut v: Vec<String> = fs_err::read_dir(dir)
         .map_err(io_err(dir))?
         .flatten()

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use crate::digest::Digest;
-use crate::output::redact_url;
+use crate::output::{redact_url, strip_credentials};
 use crate::spec::PipSettings;
 
 /// How long a page may take: connect, answer and body.
@@ -260,18 +260,6 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// `url` without its user information.
-pub fn strip_credentials(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
 }
 
 /// The pages pip's log (`--log`) says it read: `Fetched page URL as TYPE`,

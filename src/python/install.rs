@@ -150,7 +150,7 @@ fn dependencies_key(
         .part("python", ctx.python.as_bytes())
         .part("epoch", ctx.epoch.to_string().as_bytes())
         .part("compression", ctx.compression.name().as_bytes());
-    for file in wheel_files(&wheelhouse.dir)? {
+    for file in super::compile::wheels_in(&wheelhouse.dir)? {
         if file == wheelhouse.project.file {
             continue;
         }
@@ -160,17 +160,6 @@ fn dependencies_key(
             .part("sha256", d.hex().as_bytes());
     }
     Ok(key.finish())
-}
-
-fn wheel_files(dir: &Path) -> Result<Vec<String>, PythonError> {
-    let mut v: Vec<String> = fs_err::read_dir(dir)
-        .map_err(io_err(dir))?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".whl"))
-        .collect();
-    v.sort();
-    Ok(v)
 }
 
 /// The layers cached under `key`, if both blobs are still in the store,

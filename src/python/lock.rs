@@ -204,45 +204,34 @@ pub fn render(
             }
         })
         .collect();
-    let lock = PyLock {
-        lock_version: LOCK_VERSION.into(),
-        environments: vec![format!(
-            "sys_platform == 'linux' and platform_machine == '{}' and python_version == '{python}'",
-            platform_machine()
-        )],
-        requires_python: Some(format!("=={python}.*")),
-        created_by: "assemble".into(),
-        packages,
-        tool: Some(Tool {
-            assemble: Some(AssembleTable {
-                format: TOOL_FORMAT,
-                requirement: requirement.to_string(),
-                project,
-                python: python.to_string(),
-                wheels: build
-                    .wheels
-                    .iter()
-                    .map(|w| InstalledWheel {
-                        name: w.resolved.name.clone(),
-                        version: w.resolved.version.clone(),
-                        input: w.resolved.sha256.clone(),
-                        wheel: w.wheel.clone(),
-                        sha256: w.wheel_sha256.clone(),
-                    })
-                    .collect(),
-                debian: debian
-                    .filter(|d| d.base.is_some() || d.compiler.is_some())
-                    .cloned(),
-                store: None,
-            }),
-        }),
+    let table = AssembleTable {
+        format: TOOL_FORMAT,
+        requirement: requirement.to_string(),
+        project,
+        python: python.to_string(),
+        wheels: build
+            .wheels
+            .iter()
+            .map(|w| InstalledWheel {
+                name: w.resolved.name.clone(),
+                version: w.resolved.version.clone(),
+                input: w.resolved.sha256.clone(),
+                wheel: w.wheel.clone(),
+                sha256: w.wheel_sha256.clone(),
+            })
+            .collect(),
+        debian: debian
+            .filter(|d| d.base.is_some() || d.compiler.is_some())
+            .cloned(),
+        store: None,
     };
-    let mut text = String::from(
+    document(
         "# Written by assemble (--lock): the exact set of this build, PEP 751.\n\
          # Build it again with `assemble --locked THIS_FILE`.\n",
-    );
-    text.push_str(&toml::to_string(&lock).expect("a lock serialises"));
-    text
+        python,
+        packages,
+        table,
+    )
 }
 
 /// The lock of an offline store (`assemble vendor`): a PEP 751 lock whose
@@ -277,6 +266,28 @@ pub fn render_store<T: serde::Serialize>(
             })
         })
         .collect();
+    let table = AssembleTable {
+        format: TOOL_FORMAT,
+        requirement: requirement.to_string(),
+        project: normalise_name(project),
+        python: python.to_string(),
+        wheels: Vec::new(),
+        debian: None,
+        store: Some(toml::Value::try_from(store).expect("the store's record serialises")),
+    };
+    document(
+        "# Written by `assemble vendor`: the offline store's wheels, PEP 751, and\n\
+         # the store's record. `assemble --offline` builds from it; so does\n\
+         # `assemble --locked THIS_FILE` with the network.\n",
+        python,
+        packages,
+        table,
+    )
+}
+
+/// A lock's text: the comment `header`, then the PEP 751 document for
+/// Linux on this machine and `python`, with `table` as `[tool.assemble]`.
+fn document(header: &str, python: &str, packages: Vec<Package>, table: AssembleTable) -> String {
     let lock = PyLock {
         lock_version: LOCK_VERSION.into(),
         environments: vec![format!(
@@ -287,22 +298,10 @@ pub fn render_store<T: serde::Serialize>(
         created_by: "assemble".into(),
         packages,
         tool: Some(Tool {
-            assemble: Some(AssembleTable {
-                format: TOOL_FORMAT,
-                requirement: requirement.to_string(),
-                project: normalise_name(project),
-                python: python.to_string(),
-                wheels: Vec::new(),
-                debian: None,
-                store: Some(toml::Value::try_from(store).expect("the store's record serialises")),
-            }),
+            assemble: Some(table),
         }),
     };
-    let mut text = String::from(
-        "# Written by `assemble vendor`: the offline store's wheels, PEP 751, and\n\
-         # the store's record. `assemble --offline` builds from it; so does\n\
-         # `assemble --locked THIS_FILE` with the network.\n",
-    );
+    let mut text = header.to_string();
     text.push_str(&toml::to_string(&lock).expect("a lock serialises"));
     text
 }
@@ -406,7 +405,7 @@ pub fn read(path: &Path, project: Option<&str>, python: Option<&str>) -> Result<
             .to_ascii_lowercase();
         let (url, name) = match (&file.url, &file.path) {
             (Some(u), _) => (
-                super::index::strip_credentials(u),
+                crate::output::strip_credentials(u),
                 file.name.clone().unwrap_or_else(|| last_segment(u)),
             ),
             (None, Some(local)) => {

@@ -14,10 +14,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::index::{pages_in_pip_log, strip_credentials, IndexClient, IndexPage};
+use super::index::{pages_in_pip_log, IndexClient, IndexPage};
 use super::{base_env, io_err, PythonContext, PythonError};
 use crate::cache::KeyBuilder;
 use crate::contract::OWNER as BLUE;
+use crate::output::strip_credentials;
 use crate::rootfs::Rootfs;
 use crate::sandbox::{Mount, Output, Plan};
 use crate::spec::{normalise_name, PipSettings};

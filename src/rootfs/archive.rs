@@ -32,6 +32,7 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 
 use crate::cache::{Cache, KeyBuilder};
+use crate::output::strip_credentials;
 use crate::output::{redact_text, redact_url};
 use crate::rootfs::error::{io_err, RootfsError};
 use crate::sandbox::{HostCommand, Runner};
@@ -585,17 +586,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     msg
-}
-
-/// `url` without user information (`http://user:pass@host/x` → `http://host/x`).
-pub fn strip_credentials(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let end = rest.find('/').unwrap_or(rest.len());
-        if let Some((_, host)) = rest[..end].rsplit_once('@') {
-            return format!("{scheme}://{host}{}", &rest[end..]);
-        }
-    }
-    url.to_string()
 }
 
 /// Every user information of a URL in `text` masked (mmdebstrap's and
