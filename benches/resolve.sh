@@ -6,7 +6,9 @@
 #     the same compiler (`pip install --dry-run`, the peer a revalidation
 #     replaces), as a ratio;
 #   - release bump: the fixture (a C extension) published at a new version,
-#     then built: one resolution, one compile, one layer (target < 3 s);
+#     then built: one resolution (uv), one sdist built (uv build), the
+#     application installed over the cached dependencies layer (uv), one
+#     layer packed (target < 3 s);
 #   - cold build: wheels and layers rebuilt (--rebuild), rootfs cached, for
 #     the record next to build.sh's figures.
 # Prints median times of RUNS runs.

@@ -245,7 +245,15 @@ pub fn build(
         None => online_inputs(opts, cache, runner, printer)?,
     };
     let ctx = python_context(cache, runner, printer, &python, opts);
-    let venv = python::install(&ctx, &opts.requirement, &wheelhouse, &base, &compiler)?;
+    let store_tools = opts.offline.as_ref().map(|off| off.store.tools());
+    let uv_from = match &store_tools {
+        Some(dir) => python::uv::Source::Store(dir),
+        None => python::uv::Source::Index {
+            pip: &opts.pip,
+            compiler: &compiler,
+        },
+    };
+    let venv = python::install(&ctx, &opts.requirement, &wheelhouse, &base, uv_from)?;
     let name = wheelhouse.project.name.clone();
     let version = wheelhouse.project.version.clone();
     let project = Project {
@@ -550,6 +558,14 @@ pub fn vendor(
         python,
         wheelhouse,
     } = online_inputs(opts, cache, runner, printer)?;
+    let ctx = python_context(cache, runner, printer, &python, opts);
+    let uv = python::uv::ensure(
+        &ctx,
+        python::uv::Source::Index {
+            pip: &opts.pip,
+            compiler: &compiler,
+        },
+    )?;
     printer.step(&format!("vendor: filling {}", store.dir().display()));
     Ok(store.fill(
         cache.blobs(),
@@ -560,6 +576,7 @@ pub fn vendor(
             compiler: &compiler,
             wheelhouse: &wheelhouse,
             constraints: opts.pip.constraints.as_deref(),
+            uv_wheel: &uv.wheel,
         },
     )?)
 }

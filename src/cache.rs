@@ -231,11 +231,12 @@ pub const MARKER_TEXT: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 # For information about cache directory tags see https://bford.info/cachedir/\n";
 
 /// The entries of a cache directory (besides the marker).
-pub const ENTRIES: [&str; 10] = [
+pub const ENTRIES: [&str; 11] = [
     "tmp",
     "rootfs",
     "resolutions",
     "wheels",
+    "tools",
     "wheelhouse",
     "layers",
     "registry",

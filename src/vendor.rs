@@ -214,12 +214,31 @@ pub struct Contents<'a> {
     pub wheelhouse: &'a Wheelhouse,
     /// The constraints file, if any.
     pub constraints: Option<&'a [u8]>,
+    /// uv's wheel (the installer offline builds run).
+    pub uv_wheel: &'a Path,
 }
 
 /// An offline store on disk.
 #[derive(Clone, Debug)]
 pub struct Store {
     dir: PathBuf,
+}
+
+/// Copies `file` into `dir` under its name unless the same bytes are
+/// there (through a temporary name); returns its sha256.
+fn copy_if_changed(file: &Path, dir: &Path) -> Result<Digest, VendorError> {
+    let (digest, _) = digest_file(file).map_err(io(file))?;
+    let dest = dir.join(file.file_name().expect("a file has a name"));
+    let present = dest.is_file()
+        && digest_file(&dest)
+            .map(|(d, _)| d == digest)
+            .unwrap_or(false);
+    if !present {
+        let tmp = crate::fsutil::temp_file(dir, ".copy-").map_err(io(dir))?;
+        fs_err::copy(file, tmp.path()).map_err(io(&dest))?;
+        tmp.persist(&dest).map_err(|e| io(&dest)(e.error))?;
+    }
+    Ok(digest)
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VendorError + '_ {
@@ -247,6 +266,11 @@ impl Store {
         self.dir.join("wheels")
     }
 
+    /// The tools assemble runs (uv's wheel).
+    pub fn tools(&self) -> PathBuf {
+        self.dir.join("tools")
+    }
+
     /// The rootfs blobs.
     pub fn blobs(&self) -> Result<BlobStore, VendorError> {
         Ok(BlobStore::open(self.dir.join("blobs").join("sha256"))?)
@@ -262,6 +286,7 @@ impl Store {
             compiler,
             wheelhouse,
             constraints,
+            uv_wheel,
         } = *what;
         let blobs = self.blobs()?;
         let constraints = match constraints {
@@ -274,6 +299,9 @@ impl Store {
         for l in base.layers.iter().chain(&compiler.layers) {
             blobs.import(cache_blobs, &l.digest)?;
         }
+        let tools = self.tools();
+        fs_err::create_dir_all(&tools).map_err(io(&tools))?;
+        copy_if_changed(uv_wheel, &tools)?;
         let wheels_dir = self.wheels();
         fs_err::create_dir_all(&wheels_dir).map_err(io(&wheels_dir))?;
         let mut wheels = BTreeMap::new();
@@ -285,18 +313,7 @@ impl Store {
             if !name.ends_with(".whl") {
                 continue;
             }
-            let (digest, _) = digest_file(&e.path()).map_err(io(&e.path()))?;
-            let dest = wheels_dir.join(&name);
-            let present = dest.is_file()
-                && digest_file(&dest)
-                    .map(|(d, _)| d == digest)
-                    .unwrap_or(false);
-            if !present {
-                let tmp =
-                    crate::fsutil::temp_file(&wheels_dir, ".wheel-").map_err(io(&wheels_dir))?;
-                fs_err::copy(e.path(), tmp.path()).map_err(io(&dest))?;
-                tmp.persist(&dest).map_err(|e| io(&dest)(e.error))?;
-            }
+            let digest = copy_if_changed(&e.path(), &wheels_dir)?;
             wheels.insert(name, digest.hex().to_string());
         }
         let locked = |r: &Rootfs| LockedRootfs {
@@ -396,6 +413,18 @@ impl Store {
         }
         for w in lock.wheels.keys() {
             add_file(&mut tar, format!("wheels/{w}"), self.wheels().join(w));
+        }
+        // uv's wheel, which offline builds install with.
+        let mut tools: Vec<String> = std::fs::read_dir(self.tools())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".whl"))
+            .collect();
+        tools.sort();
+        for t in tools {
+            add_file(&mut tar, format!("tools/{t}"), self.tools().join(&t));
         }
         crate::fsutil::write_with(file, ".bundle-", 0o644, |out| {
             tar.write_tar(out, epoch)?;

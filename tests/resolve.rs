@@ -130,7 +130,7 @@ fn a_dependency_release_is_picked_up_recompiling_only_it_and_a_lock_holds_the_ol
     );
     assert!(c.status.success());
     assert!(stderr(&c).contains("(no resolution)"), "{}", stderr(&c));
-    assert!(!stderr(&c).contains("pip resolves"), "{}", stderr(&c));
+    assert!(!stderr(&c).contains("uv resolves"), "{}", stderr(&c));
     assert_eq!(version_of(&doc_c, "sqlparse"), old);
     assert_eq!(doc_c["python"]["set"]["resolution"], "locked");
     assert_eq!(digest_of(&c), digest_of(&a));
@@ -187,7 +187,7 @@ fn a_no_change_rebuild_asks_the_index_pages_and_runs_no_resolver() {
     assert!(b.status.success());
     let log = stderr(&b);
     assert!(log.contains("nothing new on the index"), "{log}");
-    assert!(!log.contains("pip resolves"), "{log}");
+    assert!(!log.contains("uv resolves"), "{log}");
     assert_eq!(doc_b["python"]["set"]["resolution"], "revalidated");
     assert!(layers(&doc_b).iter().all(|l| l.1 == "cached"));
     assert_eq!(digest_of(&a), digest_of(&b));
@@ -395,7 +395,7 @@ fn a_lock_given_as_the_requirement_or_found_in_the_project_directory_is_built_as
     let log = stderr(&c);
     assert!(c.status.success(), "{log}");
     assert!(
-        log.contains("(no resolution)") && !log.contains("pip resolves"),
+        log.contains("(no resolution)") && !log.contains("uv resolves"),
         "{log}"
     );
 }
@@ -446,7 +446,7 @@ fn a_directory_with_a_requirements_file_stays_the_project_and_its_includes_are_k
     // A change in an included file alone: resolved again, six in the set.
     std::fs::write(dir.join("extra/more.txt"), "sqlparse==0.5.3\nsix==1.16.0\n").unwrap();
     let (b, doc_b) = build_dir("b");
-    assert!(stderr(&b).contains("pip resolves"), "{}", stderr(&b));
+    assert!(stderr(&b).contains("uv resolves"), "{}", stderr(&b));
     assert_eq!(version_of(&doc_b, "six"), "1.16.0");
     assert_eq!(doc_b["name"], "milborne");
 

@@ -1,12 +1,14 @@
-//! The compile stage: `pip wheel` for the requirement and its dependencies
-//! inside the compiler rootfs, bound to nothing but the project, the
-//! wheelhouse and the constraints, or from an offline store's wheels with
-//! their hashes required. It owns the wheelhouse's cache key and finding the
-//! project's wheel in what pip wrote.
+//! The compile stage: the resolved set's wheels, each from the cache, or
+//! downloaded by assemble (sha256 checked) and, for an sdist, built by `uv
+//! build` inside the compiler rootfs, bound to nothing but the sdists, the
+//! wheelhouse and the constraints; or from an offline store's wheels with
+//! their hashes required. A project directory's own wheel is `pip wheel`'s.
+//! It owns the wheelhouse's cache key and finding the project's wheel.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
+use super::index::IndexClient;
 use super::resolve::{resolve, Decided, Resolution, Resolved, Target};
 use super::{base_env, io_err, BuiltWheel, ProjectWheel, PythonContext, PythonError, Wheelhouse};
 use crate::cache::KeyBuilder;
@@ -87,7 +89,19 @@ pub fn compile(
     locked: Option<&super::lock::Locked>,
 ) -> Result<Wheelhouse, PythonError> {
     let local = project_wheel(ctx, req, pip, compiler)?;
-    let target = resolve_target(req, local.as_deref())?;
+    let mut target = resolve_target(req, local.as_deref())?;
+    // The project: named, or the local wheel's.
+    target.project = req
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .map(normalise_name)
+        .or_else(|| {
+            local
+                .as_deref()
+                .and_then(wheel_name_version)
+                .map(|(n, _)| normalise_name(&n))
+        });
     let (resolution, decided, changes) = match locked {
         Some(l) => (
             with_local_project(&l.resolution, local.as_deref(), req)?,
@@ -308,6 +322,7 @@ fn resolve_target(req: &Requirement, local: Option<&Path>) -> Result<Target, Pyt
                 local_wheel: None,
                 src_files: Vec::new(),
                 hashes_from: None,
+                project: None,
             }
         }
         (Source::Requirements(f), _) => {
@@ -319,6 +334,7 @@ fn resolve_target(req: &Requirement, local: Option<&Path>) -> Result<Target, Pyt
                 local_wheel: None,
                 src_files,
                 hashes_from,
+                project: None,
             }
         }
         (_, Some(wheel)) => {
@@ -334,6 +350,7 @@ fn resolve_target(req: &Requirement, local: Option<&Path>) -> Result<Target, Pyt
                 local_wheel: Some(wheel.to_path_buf()),
                 src_files: Vec::new(),
                 hashes_from: None,
+                project: None,
             };
             if let Source::Directory(dir) = &req.source {
                 let listed = dir.join("requirements.txt");
@@ -426,7 +443,7 @@ fn wheel_key(ctx: &PythonContext, p: &Resolved, pip: &PipSettings, compiler: &Ro
             .part("sha256", p.sha256.as_bytes())
             .finish()
     } else {
-        KeyBuilder::new("wheel-built-v1")
+        KeyBuilder::new("wheel-built-v2")
             .part("name", p.name.as_bytes())
             .part("version", p.version.as_bytes())
             .part("sha256", p.sha256.as_bytes())
@@ -517,9 +534,11 @@ fn wheels_of(
         .collect())
 }
 
-/// One `pip wheel --no-deps --require-hashes` run for the missing
-/// distributions, each pinned by version and sha256; each wheel made is
-/// committed to the cache under its own key.
+/// The missing distributions: each file downloaded by assemble from the
+/// index and checked against the set's sha256; a wheel is committed to the
+/// cache as it is, an sdist built into one by `uv build` in the compiler
+/// sandbox (all of them in one run). Each wheel is committed under its own
+/// key.
 fn fetch_and_compile(
     ctx: &PythonContext,
     missing: &[(usize, &Resolved, String)],
@@ -527,52 +546,88 @@ fn fetch_and_compile(
     compiler: &Rootfs,
     hashes_from: &str,
 ) -> Result<Vec<(usize, BuiltWheel)>, PythonError> {
+    let client = IndexClient::new(pip)?;
     let work = ctx.cache.work_dir("wheels")?;
-    let run = PipRun::prepare(ctx, pip, compiler, work.path())?;
-    let mut requirements = String::new();
-    for (_, p, _) in missing {
-        requirements.push_str(&format!(
-            "{}=={} --hash=sha256:{}\n",
-            p.name, p.version, p.sha256
-        ));
-    }
-    let req_path = work.path().join("tools").join("requirements.txt");
-    fs_err::write(&req_path, requirements).map_err(io_err(&req_path))?;
-    let mounts = vec![Mount::Bind(
-        run.wheels.clone(),
-        "/assemble/wheelhouse".into(),
-    )];
-    let argv: Vec<String> = [
-        run.py.as_str(),
-        "-m",
-        "pip",
-        "wheel",
-        "--no-deps",
-        "--require-hashes",
-        "--wheel-dir",
-        "/assemble/wheelhouse",
-        "-r",
-        "/assemble/tools/requirements.txt",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut run = run;
-    if pip.constraints.is_some() {
-        // Through the environment, so that they also pin the build
-        // requirements pip installs in its isolated build environment to
-        // compile an sdist (a --constraint option would not reach it).
-        run.env.push((
-            "PIP_CONSTRAINT".into(),
-            "/assemble/tools/constraints.txt".into(),
-        ));
-    }
-    ctx.runner
-        .run(&run.plan("pip wheel", mounts, argv), run.output)
-        .map_err(|e| super::hashes_refused(e, hashes_from))?;
-    let made = wheels_in(&run.wheels)?;
+    let sdists = work.path().join("sdists");
+    fs_err::create_dir(&sdists).map_err(io_err(&sdists))?;
     let mut out = Vec::new();
+    let mut to_build = Vec::new();
     for (i, p, key) in missing {
+        let file = super::index::percent_decode(&p.file);
+        if file.contains('/') || file.starts_with('.') {
+            return Err(PythonError::Resolve(format!(
+                "{} {} comes as {file:?}, not a file name",
+                p.name, p.version
+            )));
+        }
+        let one = ctx.cache.work_dir("wheel")?;
+        let dest = if p.is_wheel() {
+            one.path().join(&file)
+        } else {
+            sdists.join(&file)
+        };
+        let got = client.download(&p.url, &dest)?;
+        if got.hex() != p.sha256 {
+            return Err(PythonError::HashesRefused {
+                source_name: hashes_from.to_string(),
+                detail: format!(
+                    "{} {}: {} from {} has sha256 {}, not {}",
+                    p.name,
+                    p.version,
+                    file,
+                    p.url,
+                    got.hex(),
+                    p.sha256
+                ),
+            });
+        }
+        if p.is_wheel() {
+            let entry = ctx.cache.commit_dir(one, "wheels", key)?;
+            out.push((
+                *i,
+                BuiltWheel::at(p, &entry.join(&file), Some(key.clone()))?,
+            ));
+        } else {
+            to_build.push((*i, *p, key, file));
+        }
+    }
+    if to_build.is_empty() {
+        return Ok(out);
+    }
+    let uv = super::uv::ensure(ctx, super::uv::Source::Index { pip, compiler })?;
+    let run = PipRun::prepare(ctx, pip, compiler, work.path())?;
+    let mut run = run;
+    run.env.extend(super::uv::env(Some(pip)));
+    let mut script = String::from("set -e\n");
+    let py = format!("python{}", ctx.python);
+    let constraints = if pip.constraints.is_some() {
+        " --build-constraints /assemble/tools/constraints.txt"
+    } else {
+        ""
+    };
+    for (_, _, _, file) in &to_build {
+        script.push_str(&format!(
+            "{bin} build --wheel --no-create-gitignore --python {py}{constraints} --out-dir /assemble/wheelhouse {}\n",
+            shell_quote(&format!("/assemble/sdists/{file}")),
+            bin = super::uv::BIN,
+        ));
+    }
+    let mounts = vec![
+        Mount::Bind(run.wheels.clone(), "/assemble/wheelhouse".into()),
+        Mount::ReadOnly(sdists.clone(), "/assemble/sdists".into()),
+        uv.mount(),
+    ];
+    let argv = vec!["/bin/sh".into(), "-c".into(), script];
+    ctx.runner.run(
+        &run.plan(
+            &format!("uv build{}", super::index_label(pip)),
+            mounts,
+            argv,
+        ),
+        run.output,
+    )?;
+    let made = wheels_in(&run.wheels)?;
+    for (i, p, key, _) in to_build {
         let file = made
             .iter()
             .find(|f| {
@@ -581,7 +636,7 @@ fn fetch_and_compile(
             })
             .ok_or_else(|| {
                 PythonError::Wheelhouse(format!(
-                    "pip wheel did not put {} {} into the wheelhouse",
+                    "uv build did not make a wheel of {} {}",
                     p.name, p.version
                 ))
             })?;
@@ -589,9 +644,14 @@ fn fetch_and_compile(
         let dest = one.path().join(file);
         fs_err::rename(run.wheels.join(file), &dest).map_err(io_err(&dest))?;
         let entry = ctx.cache.commit_dir(one, "wheels", key)?;
-        out.push((*i, BuiltWheel::at(p, &entry.join(file), Some(key.clone()))?));
+        out.push((i, BuiltWheel::at(p, &entry.join(file), Some(key.clone()))?));
     }
     Ok(out)
+}
+
+/// `s` as one shell word.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// The wheelhouse of these wheels, keyed on them: made once, by links to
@@ -650,11 +710,11 @@ fn gather(
 
 /// The sandboxed pip runs of one compile: the compiler's tree, the
 /// directories bound in and the environment they share.
-struct PipRun<'a> {
+pub(super) struct PipRun<'a> {
     /// The compiler rootfs.
     compiler: &'a Rootfs,
     /// Where pip writes the wheelhouse (`/assemble/wheelhouse`).
-    wheels: PathBuf,
+    pub(super) wheels: PathBuf,
     /// The requirement's own wheel (`/assemble/project`).
     project_dir: PathBuf,
     /// The constraints and the index's CA certificate, when given.
@@ -662,15 +722,15 @@ struct PipRun<'a> {
     /// The whole environment of pip.
     env: Vec<(String, String)>,
     /// `pythonX.Y`.
-    py: String,
+    pub(super) py: String,
     /// pip's output: captured, echoed under `--verbose`.
-    output: Output<'a>,
+    pub(super) output: Output<'a>,
 }
 
 impl<'a> PipRun<'a> {
     /// Makes the work directories and writes the constraints and the CA
     /// certificate where the sandbox will see them.
-    fn prepare(
+    pub(super) fn prepare(
         ctx: &'a PythonContext,
         pip: &PipSettings,
         compiler: &'a Rootfs,
@@ -711,7 +771,7 @@ impl<'a> PipRun<'a> {
     }
 
     /// The plan of one pip run: `mounts`, then the tools when there are any.
-    fn plan(&self, what: &str, mut mounts: Vec<Mount>, argv: Vec<String>) -> Plan {
+    pub(super) fn plan(&self, what: &str, mut mounts: Vec<Mount>, argv: Vec<String>) -> Plan {
         mounts.extend(self.tools_mount.clone());
         Plan {
             what: what.to_string(),
@@ -971,11 +1031,17 @@ mod tests {
             constraints: Some(b"django<5\n".to_vec()),
             ..Default::default()
         };
-        // The recorder runs nothing, so pip's report is missing, and only
-        // then: after the one plan, pip's resolution, was recorded.
+        // uv as if fetched before.
+        let pin = crate::python::uv::pinned().unwrap();
+        let uv_dir = cache.entry("tools", &crate::python::uv::cache_key(pin));
+        std::fs::create_dir_all(&uv_dir).unwrap();
+        std::fs::write(uv_dir.join("uv"), "").unwrap();
+        std::fs::write(uv_dir.join(pin.wheel), "").unwrap();
+        // The recorder runs nothing, so uv's lock is missing, and only
+        // then: after the one plan, uv's resolution, was recorded.
         let err = compile(&ctx, &req, &pip, &compiler, None).unwrap_err();
         assert!(
-            matches!(&err, PythonError::Io { path, .. } if path.ends_with("out/report.json")),
+            matches!(&err, PythonError::Resolve(why) if why.contains("out/pylock.toml")),
             "{err}"
         );
         let plans = recorder.plans.lock().unwrap();
@@ -983,9 +1049,9 @@ mod tests {
         let plan = &plans[0];
         assert_eq!(
             plan.what,
-            "pip resolve (index http://***@127.0.0.1:1/simple/)"
+            "uv resolve (index http://***@127.0.0.1:1/simple/)"
         );
-        assert!(plan.share_net, "pip resolves against the index");
+        assert!(plan.share_net, "uv resolves against the index");
         let targets: Vec<_> = plan
             .mounts
             .iter()
@@ -996,12 +1062,19 @@ mod tests {
             .collect();
         assert_eq!(
             targets,
-            ["/assemble/out", "/assemble/tools", "/assemble/project"]
+            [
+                "/assemble/out",
+                "/assemble/tools",
+                "/assemble/project",
+                "/assemble/uv"
+            ]
         );
+        // The index in the environment, never on the command line.
         assert!(plan
             .env
             .iter()
-            .any(|(k, v)| k == "PIP_INDEX_URL" && v.contains("127.0.0.1")));
+            .any(|(k, v)| k == "UV_INDEX_URL" && v.contains("127.0.0.1")));
+        assert!(!plan.argv.iter().any(|a| a.contains("secret")));
         assert!(!plan
             .env
             .iter()
@@ -1010,10 +1083,12 @@ mod tests {
             plan.env.iter().any(|(k, v)| k == "HOME" && v == "/tmp"),
             "the host's HOME is not visible"
         );
-        assert!(plan
-            .argv
-            .windows(2)
-            .any(|w| w == ["--constraint", "/assemble/tools/constraints.txt"]));
-        assert_eq!(plan.argv.last().unwrap(), "milborne==0.4.0");
+        for option in ["--constraints", "--build-constraints"] {
+            assert!(plan
+                .argv
+                .windows(2)
+                .any(|w| w == [option, "/assemble/tools/constraints.txt"]));
+        }
+        assert_eq!(plan.argv.last().unwrap(), "/assemble/tools/requirements.in");
     }
 }

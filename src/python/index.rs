@@ -7,14 +7,17 @@
 //! an index gives them, and a `304` means unchanged.
 
 use std::io::Read;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::digest::Digest;
-use crate::output::{redact_url, strip_credentials};
+use crate::output::redact_url;
 use crate::spec::PipSettings;
 
 /// How long a page may take: connect, answer and body.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a file (a wheel, an sdist) may take.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(900);
 /// The largest page read (PyPI's page for a project with thousands of files
 /// is a few MB).
 const MAX_PAGE: u64 = 64 << 20;
@@ -113,15 +116,15 @@ impl IndexClient {
         })
     }
 
-    /// The page at `url` (no credentials in it), with the credentials of the
-    /// configured index on the same origin.
-    fn get(&self, url: &str, previous: Option<&IndexPage>) -> Result<Fetched, PageError> {
-        let fail = |why: String| PageError {
+    /// The request for `url` (no credentials in it): the client for its
+    /// host (relaxed for a trusted one), the credentials of the configured
+    /// index on the same origin.
+    fn request(&self, url: &str) -> Result<reqwest::blocking::RequestBuilder, PageError> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| PageError {
             url: url.to_string(),
-            why,
+            why: e.to_string(),
             unreachable: false,
-        };
-        let parsed = reqwest::Url::parse(url).map_err(|e| fail(e.to_string()))?;
+        })?;
         // pip's --trusted-host is a host or host:port.
         let host = parsed.host_str().unwrap_or_default();
         let host_port = match parsed.port() {
@@ -132,7 +135,7 @@ impl IndexClient {
             Some(relaxed) if self.trusted.iter().any(|t| *t == host || *t == host_port) => relaxed,
             _ => &self.client,
         };
-        let mut request = client.get(parsed.clone()).header("Accept", ACCEPT);
+        let mut request = client.get(parsed.clone());
         if let Some(index) = self
             .with_credentials
             .iter()
@@ -143,6 +146,48 @@ impl IndexClient {
                 index.password().map(percent_decode),
             );
         }
+        Ok(request)
+    }
+
+    /// Downloads the file at `url` (no credentials in it) to `dest`,
+    /// returning the sha256 of what came; the caller compares it.
+    pub fn download(&self, url: &str, dest: &Path) -> Result<Digest, PageError> {
+        let fail = |why: String| PageError {
+            url: url.to_string(),
+            why,
+            unreachable: false,
+        };
+        let response = self
+            .request(url)?
+            .timeout(DOWNLOAD_TIMEOUT)
+            .send()
+            .map_err(|e| PageError {
+                url: url.to_string(),
+                why: without_url(&e),
+                unreachable: e.is_connect() || e.is_timeout(),
+            })?;
+        if !response.status().is_success() {
+            return Err(fail(format!("the index answered {}", response.status())));
+        }
+        let file = fs_err::File::create(dest).map_err(|e| fail(e.to_string()))?;
+        let mut out = crate::digest::HashingWriter::new(std::io::BufWriter::new(file));
+        let mut response = response;
+        std::io::copy(&mut response, &mut out)
+            .map_err(|e| fail(format!("the file stopped coming: {e}")))?;
+        let (mut file, digest, _) = out.finish();
+        std::io::Write::flush(&mut file).map_err(|e| fail(e.to_string()))?;
+        Ok(digest)
+    }
+
+    /// The page at `url` (no credentials in it), with the credentials of the
+    /// configured index on the same origin.
+    fn get(&self, url: &str, previous: Option<&IndexPage>) -> Result<Fetched, PageError> {
+        let fail = |why: String| PageError {
+            url: url.to_string(),
+            why,
+            unreachable: false,
+        };
+        let mut request = self.request(url)?.header("Accept", ACCEPT);
         if let Some(p) = previous {
             if let Some(etag) = &p.etag {
                 request = request.header("If-None-Match", etag);
@@ -244,7 +289,7 @@ impl WithoutUrl for reqwest::Error {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -262,46 +307,9 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The pages pip's log (`--log`) says it read: `Fetched page URL as TYPE`,
-/// credentials stripped (pip masks the password but keeps the user), in
-/// order, each once.
-pub fn pages_in_pip_log(log: &str) -> Vec<String> {
-    let mut pages: Vec<String> = Vec::new();
-    for line in log.lines() {
-        let Some((_, rest)) = line.split_once("Fetched page ") else {
-            continue;
-        };
-        let Some(url) = rest.split_whitespace().next() else {
-            continue;
-        };
-        let url = strip_credentials(url);
-        if url.starts_with("http") && !pages.contains(&url) {
-            pages.push(url);
-        }
-    }
-    pages
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pages_come_from_pips_log_without_credentials_once_each() {
-        let log = "\
-2026-11-30T13:46:37,120 Looking in indexes: http://127.0.0.1:18093/simple/
-2026-11-30T13:46:37,168 Fetched page http://127.0.0.1:18093/simple/milborne/ as text/html; charset=UTF-8
-2026-11-30T13:46:39,807 Fetched page https://ci:****@127.0.0.1:9/simple/django/ as text/html
-2026-11-30T13:46:39,901 Fetched page http://127.0.0.1:18093/simple/milborne/ as text/html
-";
-        assert_eq!(
-            pages_in_pip_log(log),
-            [
-                "http://127.0.0.1:18093/simple/milborne/",
-                "https://127.0.0.1:9/simple/django/"
-            ]
-        );
-    }
 
     #[test]
     fn percent_encoded_credentials_are_decoded_for_basic_auth() {

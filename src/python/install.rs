@@ -1,7 +1,7 @@
 //! The venv install: creates the venv inside the base rootfs from the
 //! wheelhouse alone (no network), compiles its byte-code deterministically,
 //! and packs it into the dependency and application layers that the RECORD
-//! split ([`super::split`]) decides. Wheels are refused here, before pip
+//! split ([`super::split`]) decides. Wheels are refused here, before uv
 //! sees them, when a member would land outside the venv.
 
 use std::collections::BTreeSet;
@@ -52,9 +52,9 @@ pub fn install(
     req: &Requirement,
     wheelhouse: &Wheelhouse,
     base: &Rootfs,
-    compiler: &Rootfs,
+    uv_from: super::uv::Source,
 ) -> Result<VenvLayers, PythonError> {
-    let key = KeyBuilder::new("venv-layers-v1")
+    let key = KeyBuilder::new("venv-layers-v2")
         .part("base", base.key.as_bytes())
         .part("wheelhouse", wheelhouse.key.as_bytes())
         .part("python", ctx.python.as_bytes())
@@ -78,7 +78,7 @@ pub fn install(
         }
     }
     check_wheelhouse(&wheelhouse.dir)?;
-    let pip_whl = find_pip_wheel(&compiler.tree)?;
+    let uv = super::uv::ensure(ctx, uv_from)?;
     let deps: Option<DependenciesLayer> = (!ctx.rebuild)
         .then(|| ctx.cache.get_json::<DependenciesLayer>("layers", &deps_key))
         .flatten()
@@ -87,7 +87,7 @@ pub fn install(
     let venv = work.path().join("app");
     fs_err::create_dir(&venv).map_err(io_err(&venv))?;
     let only_app = deps.is_some();
-    pip_install(ctx, req, wheelhouse, base, &pip_whl, &venv, only_app)?;
+    uv_install(ctx, req, wheelhouse, base, &uv, &venv, only_app)?;
     let below = deps
         .as_ref()
         .map(|d| d.distributions.clone())
@@ -145,7 +145,7 @@ fn dependencies_key(
     base: &Rootfs,
     wheelhouse: &Wheelhouse,
 ) -> Result<String, PythonError> {
-    let mut key = KeyBuilder::new("venv-dependencies-v1");
+    let mut key = KeyBuilder::new("venv-dependencies-v2");
     key.part("base", base.key.as_bytes())
         .part("python", ctx.python.as_bytes())
         .part("epoch", ctx.epoch.to_string().as_bytes())
@@ -179,14 +179,16 @@ fn cached_layers(ctx: &PythonContext, key: &str) -> Option<VenvLayers> {
 }
 
 /// In the base rootfs, without network: the venv (no pip of its own), the
-/// project from the wheelhouse with the compiler's pip wheel, then the
-/// byte-code, checked by hash rather than by timestamp.
-fn pip_install(
+/// project from the wheelhouse with uv (less the `uv_cache.json` it leaves
+/// in each dist-info, and its RECORD line: it holds the wheel file's
+/// modification time), then the byte-code, checked by
+/// hash rather than by timestamp.
+fn uv_install(
     ctx: &PythonContext,
     req: &Requirement,
     wheelhouse: &Wheelhouse,
     base: &Rootfs,
-    pip_whl: &Path,
+    uv: &super::uv::Uv,
     venv: &Path,
     only_app: bool,
 ) -> Result<(), PythonError> {
@@ -200,16 +202,21 @@ fn pip_install(
     let script = format!(
         "set -eu\numask 022\n\
          python{py} -m venv --without-pip {VENV}\n\
-         {VENV}/bin/python /assemble/tools/{pip_whl}/pip install --no-index --find-links /assemble/wheelhouse \
-           --no-compile --no-cache-dir --no-warn-script-location {no_deps}\"$1\"\n\
+         {uv} pip install --quiet --python {VENV}/bin/python --no-index --find-links /assemble/wheelhouse \
+           --no-cache --link-mode copy {no_deps}\"$1\"\n\
+         for f in {VENV}/lib/python*/site-packages/*.dist-info/uv_cache.json; do\n\
+           [ -e \"$f\" ] || continue; rm \"$f\"; sed -i '/\\.dist-info\\/uv_cache\\.json,/d' \"${{f%/uv_cache.json}}/RECORD\"\n\
+         done\n\
          {VENV}/bin/python -m compileall -q -j 1 --invalidation-mode unchecked-hash {VENV}/lib\n",
         py = ctx.python,
-        pip_whl = pip_whl.file_name().expect("wheel has a name").to_string_lossy(),
+        uv = super::uv::BIN,
         no_deps = if only_app { "--no-deps " } else { "" },
     );
     ctx.printer.step(&format!(
         "install: venv at {VENV} with {target} (no network)"
     ));
+    let mut env = base_env(ctx);
+    env.extend(super::uv::env(None));
     let plan = Plan {
         what: "venv install".into(),
         root: base.tree.clone(),
@@ -217,15 +224,9 @@ fn pip_install(
         mounts: vec![
             Mount::Bind(venv.to_path_buf(), VENV.into()),
             Mount::ReadOnly(wheelhouse.dir.clone(), "/assemble/wheelhouse".into()),
-            Mount::ReadOnly(
-                pip_whl
-                    .parent()
-                    .expect("wheel has a directory")
-                    .to_path_buf(),
-                "/assemble/tools".into(),
-            ),
+            uv.mount(),
         ],
-        env: base_env(ctx),
+        env,
         uid: BLUE.uid as u32,
         gid: BLUE.gid as u32,
         cwd: "/tmp".into(),
@@ -279,22 +280,6 @@ fn pack(
     contract::home_skeleton(&mut l);
     l.add_tree(venv, VENV, BLUE, layer::Select::Only(files));
     Ok(l.write_blob(ctx.cache.blobs().dir(), ctx.compression, ctx.epoch)?)
-}
-
-fn find_pip_wheel(tree: &Path) -> Result<PathBuf, PythonError> {
-    let dir = tree.join("usr/share/python-wheels");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(|_| PythonError::NoPipWheel)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name().is_some_and(|n| {
-                n.to_string_lossy().starts_with("pip-") && n.to_string_lossy().ends_with(".whl")
-            })
-        })
-        .collect();
-    found.sort();
-    found.pop().ok_or(PythonError::NoPipWheel)
 }
 
 /// Refuses wheels whose member names are absolute or climb with `..`:

@@ -382,7 +382,22 @@ pub fn read(path: &Path, project: Option<&str>, python: Option<&str>) -> Result<
             local_project = true;
             continue;
         }
-        if p.vcs.is_some() || p.directory.is_some() || p.archive.is_some() {
+        // An archive that is a wheel or sdist file (uv locks a wheel given
+        // by its path so) stands for the package's one file.
+        let archive: Option<FileRef> = p
+            .archive
+            .clone()
+            .and_then(|a| a.try_into::<FileRef>().ok())
+            .filter(|f| {
+                let name = f
+                    .url
+                    .as_deref()
+                    .or(f.path.as_deref())
+                    .map(last_segment)
+                    .unwrap_or_default();
+                name.ends_with(".whl") || super::resolve::is_sdist(&name)
+            });
+        if p.vcs.is_some() || p.directory.is_some() || (p.archive.is_some() && archive.is_none()) {
             return Err(invalid(format!(
                 "{at}: VCS, directory and archive packages cannot be built from a lock by assemble; lock them as wheels or sdists"
             )));
@@ -391,12 +406,15 @@ pub fn read(path: &Path, project: Option<&str>, python: Option<&str>) -> Result<
             .version
             .clone()
             .ok_or_else(|| invalid(format!("{at}: no version")))?;
-        let file = choose_file(p, python).ok_or_else(|| {
-            invalid(format!(
-                "{at}: no wheel for Linux and Python {}, and no sdist",
-                python.unwrap_or("3")
-            ))
-        })?;
+        let file = archive
+            .as_ref()
+            .or_else(|| choose_file(p, python))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "{at}: no wheel for Linux and Python {}, and no sdist",
+                    python.unwrap_or("3")
+                ))
+            })?;
         let sha256 = file
             .hashes
             .get("sha256")

@@ -18,6 +18,7 @@ pub mod install;
 pub mod lock;
 pub mod resolve;
 pub mod split;
+pub mod uv;
 pub mod wheel;
 
 pub use compile::{compile, wheelhouse_from_store};
@@ -89,6 +90,9 @@ pub enum PythonError {
         #[source]
         source: wheel::WheelError,
     },
+    /// A tool assemble runs (uv) cannot be had.
+    #[error("{0}")]
+    Tool(String),
     /// The compiler rootfs lacks pip's wheel.
     #[error("the compiler rootfs has no pip wheel in /usr/share/python-wheels; it needs python3-venv (python3-pip-whl)")]
     NoPipWheel,
@@ -125,6 +129,7 @@ impl PythonError {
             | PythonError::Index(_)
             | PythonError::UnreadableWheel { .. }
             | PythonError::NoPipWheel
+            | PythonError::Tool(_)
             | PythonError::Io { .. }
             | PythonError::Cache(_)
             | PythonError::Layer(_) => false,
@@ -132,26 +137,20 @@ impl PythonError {
     }
 }
 
-/// pip's refusal of a file whose hash is not the one required, as bad
-/// input naming each package; any other failure as it is.
-fn hashes_refused(e: crate::sandbox::SandboxError, source_name: &str) -> PythonError {
-    if let crate::sandbox::SandboxError::Failed { tail, .. } = &e {
-        if let Some(at) = tail
-            .iter()
-            .position(|l| l.contains("DO NOT MATCH THE HASHES"))
-        {
-            return PythonError::HashesRefused {
-                source_name: source_name.to_string(),
-                detail: tail[at + 1..]
-                    .iter()
-                    .map(|l| l.trim())
-                    .filter(|l| !l.is_empty())
-                    .collect::<Vec<_>>()
-                    .join("\n    "),
-            };
-        }
+/// The indexes of `pip`, credentials redacted, as the sandbox plans name
+/// them: ` (index URL, URL)` or ` (pip's default index)`.
+fn index_label(pip: &crate::spec::PipSettings) -> String {
+    let indexes: Vec<String> = pip
+        .index_url
+        .iter()
+        .chain(&pip.extra_index_urls)
+        .map(|u| crate::output::redact_url(u))
+        .collect();
+    if indexes.is_empty() {
+        " (the default index)".into()
+    } else {
+        format!(" (index {})", indexes.join(", "))
     }
-    PythonError::Sandbox(e)
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PythonError + '_ {

@@ -1,20 +1,22 @@
 //! The resolve stage: the requirement (extras, constraints, indexes) turned
 //! into an exact set of distributions, each with its version, the file
-//! chosen and that file's sha256. pip resolves (`install --dry-run
-//! --report`) in the compiler sandbox with network, as `pip wheel` would;
-//! everything after this stage is keyed on the set, not on the
-//! requirement's text.
+//! chosen and that file's sha256. uv resolves (`uv pip compile`, a PEP 751
+//! lock out) in the compiler sandbox with network, for the compiler's
+//! interpreter; everything after this stage is keyed on the set, not on the
+//! requirement's text. Requirements files with `--hash` lines are checked
+//! here as pip's hash-checking mode would: every distribution hashed, the
+//! file chosen among its hashes.
 //!
-//! A resolution is recorded with the index pages pip read. The next build
+//! A resolution is recorded with the index pages uv read. The next build
 //! of the same requirement asks the index for those pages from assemble
 //! itself ([`super::index`]): when none moved, the recorded set stands and
-//! no resolver runs; when one did, pip resolves again and the progress says
+//! no resolver runs; when one did, uv resolves again and the progress says
 //! what changed. A lock file (`--locked`) gives the set directly.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::index::{pages_in_pip_log, IndexClient, IndexPage};
+use super::index::{IndexClient, IndexPage};
 use super::{base_env, io_err, PythonContext, PythonError};
 use crate::cache::KeyBuilder;
 use crate::contract::OWNER as BLUE;
@@ -54,7 +56,7 @@ impl Resolved {
 pub struct Resolution {
     /// The distributions, sorted by name.
     pub packages: Vec<Resolved>,
-    /// The index pages pip read, as they were.
+    /// The index pages uv read, as they were.
     pub pages: Vec<IndexPage>,
 }
 
@@ -72,7 +74,7 @@ pub enum Decided {
     Revalidated,
     /// Recorded; the index could not be reached, so it was kept as it was.
     KeptOffline,
-    /// pip resolved it now.
+    /// uv resolved it now.
     Resolved,
     /// Read from a lock file.
     Locked,
@@ -133,9 +135,9 @@ pub fn changes(before: &[Resolved], after: &[Resolved]) -> Vec<Change> {
         .collect()
 }
 
-/// What pip is asked to resolve.
+/// What the resolver is asked to resolve.
 pub struct Target {
-    /// pip's arguments: `name[extras]==version`, `/assemble/project/FILE[extras]`,
+    /// The requirements: `name[extras]==version`, `/assemble/project/FILE[extras]`,
     /// `-r /assemble/src/FILE`, or the project's wheel and its directory's
     /// requirements file.
     pub pip_args: Vec<String>,
@@ -151,12 +153,14 @@ pub struct Target {
     pub local_wheel: Option<PathBuf>,
     /// What identifies the target in the key (for a local wheel, its sha256).
     pub key_text: String,
+    /// The project's name (normalised), when known before resolving.
+    pub project: Option<String>,
 }
 
 /// The resolution's cache key: the target, the interpreter and platform,
 /// and every pip setting that can change what pip picks.
 fn key(ctx: &PythonContext, target: &Target, pip: &PipSettings) -> String {
-    KeyBuilder::new("resolution-v1")
+    KeyBuilder::new("resolution-v2")
         .part("target", target.key_text.as_bytes())
         .part("python", ctx.python.as_bytes())
         .part(
@@ -172,7 +176,7 @@ fn key(ctx: &PythonContext, target: &Target, pip: &PipSettings) -> String {
 
 /// The exact set for `target`: the recorded one when no index page it
 /// was read from moved (or, with a warning, when the index cannot be
-/// reached), else pip's new resolution, recorded. Returns how it was
+/// reached), else uv's new resolution, recorded. Returns how it was
 /// decided and what changed from the recorded set.
 pub fn resolve(
     ctx: &PythonContext,
@@ -214,11 +218,11 @@ pub fn resolve(
                 ));
                 return Ok((rec.clone(), Decided::KeptOffline, Vec::new()));
             }
-            // The index answered, but not with the page: pip asks it again.
+            // The index answered, but not with the page: uv asks it again.
             Err(e) => ctx.printer.step(&format!("resolve: {e}; resolving again")),
         }
     }
-    let resolution = pip_resolve(ctx, target, pip, compiler, &client)?;
+    let resolution = uv_resolve(ctx, target, pip, compiler, &client)?;
     let changes = recorded
         .as_ref()
         .map(|r| changes(&r.packages, &resolution.packages))
@@ -236,16 +240,18 @@ fn page_project(url: &str) -> String {
         .to_string()
 }
 
-/// pip's resolution in the compiler sandbox: `install --dry-run
-/// --ignore-installed --report`, its log read for the pages it fetched,
-/// which assemble then reads itself to record their state.
-fn pip_resolve(
+/// uv's resolution in the compiler sandbox (`uv pip compile`, for the
+/// compiler's interpreter, a PEP 751 lock out), read back like any lock;
+/// its log gives the index pages it fetched, which assemble then reads
+/// itself to record their state.
+fn uv_resolve(
     ctx: &PythonContext,
     target: &Target,
     pip: &PipSettings,
     compiler: &Rootfs,
     client: &IndexClient,
 ) -> Result<Resolution, PythonError> {
+    let uv = super::uv::ensure(ctx, super::uv::Source::Index { pip, compiler })?;
     let work = ctx.cache.work_dir("resolve")?;
     let out = work.path().join("out");
     let tools = work.path().join("tools");
@@ -255,49 +261,56 @@ fn pip_resolve(
     }
     let mut env = base_env(ctx);
     env.extend(pip.pip_env());
-    let mut argv: Vec<String> = [
-        &format!("python{}", ctx.python)[..],
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--dry-run",
-        "--ignore-installed",
-        "--report",
-        "/assemble/out/report.json",
-        "--log",
-        "/assemble/out/pip.log",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    env.extend(super::uv::env(Some(pip)));
+    // One requirement per line, `-r FILE` kept together.
+    let mut lines = Vec::new();
+    let mut args = target.pip_args.iter();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "-r" => lines.push(format!("-r {}", args.next().map_or("", |s| s.as_str()))),
+            _ => lines.push(a.clone()),
+        }
+    }
+    let input = tools.join("requirements.in");
+    fs_err::write(&input, lines.join("\n") + "\n").map_err(io_err(&input))?;
+    let mut uv_args: Vec<String> = vec![
+        "pip".into(),
+        "compile".into(),
+        "--verbose".into(),
+        "--no-header".into(),
+        "--format".into(),
+        "pylock.toml".into(),
+        "--output-file".into(),
+        "/assemble/out/pylock.toml".into(),
+        "--python".into(),
+        format!("python{}", ctx.python),
+    ];
     if let Some(c) = &pip.constraints {
         let path = tools.join("constraints.txt");
         fs_err::write(&path, c).map_err(io_err(&path))?;
-        argv.extend([
-            "--constraint".into(),
-            "/assemble/tools/constraints.txt".into(),
-        ]);
+        for o in ["--constraints", "--build-constraints"] {
+            uv_args.extend([o.into(), "/assemble/tools/constraints.txt".into()]);
+        }
     }
     if let Some(cert) = &pip.cert {
         let path = tools.join("cert.pem");
         fs_err::write(&path, cert).map_err(io_err(&path))?;
-        env.push(("PIP_CERT".into(), "/assemble/tools/cert.pem".into()));
     }
     if let Some(w) = &target.local_wheel {
         let file = w.file_name().expect("a wheel has a file name");
         let dest = project.join(file);
         fs_err::copy(w, &dest).map_err(io_err(w))?;
     }
-    argv.extend(target.pip_args.iter().cloned());
+    uv_args.push("/assemble/tools/requirements.in".into());
     ctx.printer.step(&format!(
-        "resolve: pip resolves {} (python{})",
+        "resolve: uv resolves {} (python{})",
         target.label, ctx.python
     ));
     let mut mounts = vec![
         Mount::Bind(out.clone(), "/assemble/out".into()),
         Mount::ReadOnly(tools, "/assemble/tools".into()),
         Mount::ReadOnly(project, "/assemble/project".into()),
+        uv.mount(),
     ];
     if !target.src_files.is_empty() {
         let src = work.path().join("src");
@@ -308,18 +321,17 @@ fn pip_resolve(
         }
         mounts.push(Mount::ReadOnly(src, "/assemble/src".into()));
     }
-    let indexes: Vec<String> = pip
-        .index_url
-        .iter()
-        .chain(&pip.extra_index_urls)
-        .map(|u| crate::output::redact_url(u))
-        .collect();
+    // uv's debug log goes to a file (for the pages); its other lines, on
+    // failure, to stderr, where the error's tail takes them.
+    let script = format!(
+        "{bin} \"$@\" 2>/assemble/out/uv.log; rc=$?; \
+         [ $rc -eq 0 ] || grep -v -e '^DEBUG' -e '^TRACE' -e '^ *[0-9.]*m* *DEBUG' /assemble/out/uv.log >&2; exit $rc",
+        bin = super::uv::BIN
+    );
+    let mut argv: Vec<String> = vec!["/bin/sh".into(), "-c".into(), script, "uv".into()];
+    argv.extend(uv_args);
     let plan = Plan {
-        what: if indexes.is_empty() {
-            "pip resolve (pip's default index)".into()
-        } else {
-            format!("pip resolve (index {})", indexes.join(", "))
-        },
+        what: format!("uv resolve{}", super::index_label(pip)),
         root: compiler.tree.clone(),
         writable_root: false,
         mounts,
@@ -330,115 +342,122 @@ fn pip_resolve(
         share_net: true,
         argv,
     };
-    ctx.runner
-        .run(
-            &plan,
-            Output::Capture {
-                echo: ctx.printer.verbose().then_some(ctx.printer),
-            },
-        )
-        .map_err(|e| match &target.hashes_from {
-            Some(from) => super::hashes_refused(e, from),
-            None => PythonError::Sandbox(e),
-        })?;
-    let report_path = out.join("report.json");
-    let report = fs_err::read(&report_path).map_err(io_err(&report_path))?;
-    let mut packages = parse_report(&report)?;
+    ctx.runner.run(
+        &plan,
+        Output::Capture {
+            echo: ctx.printer.verbose().then_some(ctx.printer),
+        },
+    )?;
+    let lock_path = out.join("pylock.toml");
+    let locked = super::lock::read(&lock_path, target.project.as_deref(), Some(&ctx.python))
+        .map_err(|e| PythonError::Resolve(format!("uv's lock cannot be used: {e}")))?;
+    let mut packages = locked.resolution.packages;
     if let Some(w) = &target.local_wheel {
         let (d, _) = crate::digest::digest_file(w).map_err(io_err(w))?;
         for p in packages.iter_mut().filter(|p| p.url.starts_with("file:")) {
             p.sha256 = d.hex().to_string();
         }
     }
-    let log_path = out.join("pip.log");
+    if let Some(from) = &target.hashes_from {
+        check_required_hashes(&target.src_files, from, &packages)?;
+    }
+    let log_path = out.join("uv.log");
     let log = fs_err::read_to_string(&log_path).map_err(io_err(&log_path))?;
-    let pages = client.record(&pages_in_pip_log(&log))?;
+    let pages = client.record(&pages_in_uv_log(&log))?;
     Ok(Resolution { packages, pages })
 }
 
-/// The distributions of pip's installation report (format version 1).
-fn parse_report(bytes: &[u8]) -> Result<Vec<Resolved>, PythonError> {
-    #[derive(serde::Deserialize)]
-    struct Report {
-        version: String,
-        install: Vec<Item>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Item {
-        metadata: Metadata,
-        download_info: DownloadInfo,
-        #[serde(default)]
-        requested: bool,
-    }
-    #[derive(serde::Deserialize)]
-    struct Metadata {
-        name: String,
-        version: String,
-    }
-    #[derive(serde::Deserialize)]
-    struct DownloadInfo {
-        url: String,
-        #[serde(default)]
-        archive_info: Option<ArchiveInfo>,
-    }
-    #[derive(serde::Deserialize)]
-    struct ArchiveInfo {
-        #[serde(default)]
-        hashes: BTreeMap<String, String>,
-        #[serde(default)]
-        hash: Option<String>,
-    }
-    let bad = |why: String| PythonError::Resolve(format!("pip's report cannot be used: {why}"));
-    let report: Report = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-    if report.version != "1" {
-        return Err(bad(format!("report version {}, not 1", report.version)));
-    }
-    let mut out = Vec::new();
-    for item in report.install {
-        let url = strip_credentials(&item.download_info.url);
-        let file = url
-            .split(['#', '?'])
-            .next()
-            .unwrap_or("")
-            .rsplit('/')
-            .next()
-            .unwrap_or("")
-            .to_string();
-        if file.is_empty() || !(file.ends_with(".whl") || is_sdist(&file)) {
-            return Err(bad(format!(
-                "{} {} comes from {url}, which is not a wheel or sdist file",
-                item.metadata.name, item.metadata.version
-            )));
+/// The `--hash` options of requirements files, by normalised name.
+fn required_hashes(
+    files: &[(String, PathBuf)],
+) -> Result<BTreeMap<String, Vec<String>>, PythonError> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (_, path) in files {
+        let text = fs_err::read_to_string(path).map_err(io_err(path))?;
+        // Continuation lines joined, comments dropped, as pip reads them.
+        let joined = text.replace("\\\r\n", " ").replace("\\\n", " ");
+        for line in joined.lines() {
+            let line = line.split(" #").next().unwrap_or("").trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('-') {
+                continue;
+            }
+            let hashes: Vec<String> = line
+                .split_whitespace()
+                .filter_map(|w| w.strip_prefix("--hash="))
+                .filter_map(|h| h.strip_prefix("sha256:"))
+                .map(str::to_ascii_lowercase)
+                .collect();
+            if hashes.is_empty() {
+                continue;
+            }
+            let name: String = line
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                .collect();
+            out.entry(normalise_name(&name)).or_default().extend(hashes);
         }
-        let sha256 = item
-            .download_info
-            .archive_info
-            .as_ref()
-            .and_then(|a| {
-                a.hashes.get("sha256").cloned().or_else(|| {
-                    a.hash
-                        .as_deref()
-                        .and_then(|h| h.strip_prefix("sha256="))
-                        .map(str::to_string)
-                })
-            })
-            .unwrap_or_default();
-        if sha256.is_empty() && !url.starts_with("file:") {
-            return Err(bad(format!(
-                "the index gave no sha256 for {file}; assemble needs an index that publishes hashes (PEP 503 #sha256=)"
-            )));
-        }
-        out.push(Resolved {
-            name: normalise_name(&item.metadata.name),
-            version: item.metadata.version,
-            file,
-            url,
-            sha256,
-            requested: item.requested,
-        });
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// pip's hash-checking mode, for a requirements file with `--hash` lines:
+/// every distribution of the set has hashes there, and the file chosen is
+/// one of them; else exit 2 naming the file and each package.
+fn check_required_hashes(
+    files: &[(String, PathBuf)],
+    from: &str,
+    packages: &[Resolved],
+) -> Result<(), PythonError> {
+    let hashes = required_hashes(files)?;
+    let mut refused = Vec::new();
+    for p in packages.iter().filter(|p| !p.url.starts_with("file:")) {
+        match hashes.get(&p.name) {
+            None => refused.push(format!(
+                "{} {}: no --hash for it (with hashes, every requirement needs them, dependencies included)",
+                p.name, p.version
+            )),
+            Some(h) if !h.contains(&p.sha256) => refused.push(format!(
+                "{} {}: {} has sha256 {}, not {}",
+                p.name,
+                p.version,
+                p.file,
+                p.sha256,
+                h.join(" or ")
+            )),
+            Some(_) => {}
+        }
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(PythonError::HashesRefused {
+        source_name: from.to_string(),
+        detail: refused.join("\n    "),
+    })
+}
+
+/// The index pages uv's `--verbose` log says it fetched (`… request for:
+/// URL`), files left out, credentials stripped, in order, each once.
+pub fn pages_in_uv_log(log: &str) -> Vec<String> {
+    let mut pages: Vec<String> = Vec::new();
+    for line in log.lines() {
+        if !line.contains("GET request for: ") {
+            continue;
+        }
+        let Some((_, rest)) = line.split_once(" request for: ") else {
+            continue;
+        };
+        let Some(url) = rest.split_whitespace().next() else {
+            continue;
+        };
+        let url = strip_credentials(url);
+        let last = url.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+        let file = url.ends_with(".metadata") || last.ends_with(".whl") || is_sdist(last);
+        if url.starts_with("http") && !file && !pages.contains(&url) {
+            pages.push(url);
+        }
+    }
+    pages
 }
 
 /// True for the file names of source distributions.
@@ -462,39 +481,63 @@ pub fn local_file(url: &str) -> Option<&Path> {
 mod tests {
     use super::*;
 
-    const REPORT: &str = r#"{"version": "1", "pip_version": "23.0.1", "install": [
-      {"metadata": {"name": "milborne", "version": "0.4.0"}, "requested": true,
-       "download_info": {"url": "http://127.0.0.1:1/packages/milborne-0.4.0.tar.gz",
-         "archive_info": {"hash": "sha256=9b7d", "hashes": {"sha256": "9b7d"}}}},
-      {"metadata": {"name": "Django", "version": "4.2.30"}, "requested": false,
-       "download_info": {"url": "http://ci:s3cret@127.0.0.1:1/packages/django-4.2.30-py3-none-any.whl",
-         "archive_info": {"hash": "sha256=4d07"}}}
-    ], "environment": {}}"#;
-
     #[test]
-    fn the_report_gives_names_versions_files_and_hashes_without_credentials() {
-        let set = parse_report(REPORT.as_bytes()).unwrap();
-        assert_eq!(set.len(), 2);
-        assert_eq!(set[0].name, "django");
-        assert_eq!(set[0].file, "django-4.2.30-py3-none-any.whl");
-        assert_eq!(set[0].sha256, "4d07");
-        assert!(!set[0].url.contains("s3cret"), "{}", set[0].url);
-        assert!(set[0].is_wheel() && !set[0].requested);
-        assert_eq!(set[1].name, "milborne");
-        assert!(set[1].requested && !set[1].is_wheel());
+    fn pages_come_from_uvs_log_without_files_or_credentials_once_each() {
+        let log = "\
+DEBUG Sending fresh GET request for: http://127.0.0.1:5/simple/milborne/
+DEBUG Sending fresh GET request for: http://127.0.0.1:5/packages/milborne-0.4.1.tar.gz
+DEBUG Sending fresh HEAD request for: http://127.0.0.1:5/packages/django-4.2.30-py3-none-any.whl
+DEBUG Sending fresh GET request for: https://ci:****@127.0.0.1:9/simple/django/
+DEBUG Sending fresh GET request for: http://127.0.0.1:5/packages/a-1-py3-none-any.whl.metadata
+DEBUG Sending fresh GET request for: http://127.0.0.1:5/simple/milborne/
+";
+        assert_eq!(
+            pages_in_uv_log(log),
+            [
+                "http://127.0.0.1:5/simple/milborne/",
+                "https://127.0.0.1:9/simple/django/"
+            ]
+        );
     }
 
     #[test]
-    fn a_file_without_a_hash_from_an_index_is_refused() {
-        let r = REPORT.replace(
-            r#""archive_info": {"hash": "sha256=4d07"}"#,
-            r#""archive_info": {}"#,
-        );
-        let err = parse_report(r.as_bytes()).unwrap_err();
+    fn hashed_requirements_refuse_a_wrong_or_missing_hash_naming_each_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("requirements.txt");
+        std::fs::write(
+            &f,
+            "# pinned\nDjango==4.2.30 \\\n    --hash=sha256:AAAA \\\n    --hash=sha256:bbbb\nsqlparse==0.5.3 --hash=sha256:cccc  # comment\n",
+        )
+        .unwrap();
+        let files = vec![("requirements.txt".to_string(), f)];
+        let p = |name: &str, sha: &str| Resolved {
+            name: name.into(),
+            version: "1".into(),
+            file: format!("{name}-1-py3-none-any.whl"),
+            url: "http://127.0.0.1:1/packages/x".into(),
+            sha256: sha.into(),
+            requested: false,
+        };
+        check_required_hashes(
+            &files,
+            "r.txt",
+            &[p("django", "aaaa"), p("sqlparse", "cccc")],
+        )
+        .unwrap();
+        let e = check_required_hashes(
+            &files,
+            "r.txt",
+            &[p("django", "bbbb"), p("sqlparse", "dddd"), p("six", "eeee")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("r.txt:"), "{e}");
         assert!(
-            err.to_string().contains("no sha256 for django-4.2.30"),
-            "{err}"
+            e.contains("sqlparse 1: sqlparse-1-py3-none-any.whl has sha256 dddd, not cccc"),
+            "{e}"
         );
+        assert!(e.contains("six 1: no --hash"), "{e}");
+        assert!(!e.contains("django"), "{e}");
     }
 
     fn r(name: &str, version: &str) -> Resolved {

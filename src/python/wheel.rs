@@ -156,6 +156,27 @@ pub fn check(data: &[u8]) -> Result<(), WheelError> {
 /// Decompresses one member, no further than one byte past its recorded
 /// size, and compares its CRC-32 and size with the directory's.
 fn check_member(data: &[u8], entry: &Entry) -> Result<(), WheelError> {
+    read_member(data, entry, &mut std::io::sink())
+}
+
+/// One member's bytes, checked like every member by [`check`]: the
+/// member named `name` of the zip file `data`, or None when it has none.
+pub fn member(data: &[u8], name: &str) -> Result<Option<Vec<u8>>, WheelError> {
+    let Some(entry) = directory(data)?.into_iter().find(|e| e.name == name) else {
+        return Ok(None);
+    };
+    let mut out = Vec::with_capacity(usize::try_from(entry.size).unwrap_or(0).min(1 << 28));
+    read_member(data, &entry, &mut out)?;
+    Ok(Some(out))
+}
+
+/// Decompresses one member into `sink`, no further than one byte past its
+/// recorded size, and compares its CRC-32 and size with the directory's.
+fn read_member(
+    data: &[u8],
+    entry: &Entry,
+    sink: &mut dyn std::io::Write,
+) -> Result<(), WheelError> {
     let name = || entry.name.clone();
     let local = entry.local;
     if u32_at(data, local) != Some(LOCAL_HEADER) {
@@ -197,6 +218,13 @@ fn check_member(data: &[u8], entry: &Entry) -> Result<(), WheelError> {
         }
         crc32.update(&buf[..k]);
         amount += k as u64;
+        if amount <= entry.size {
+            sink.write_all(&buf[..k])
+                .map_err(|source| WheelError::Decompress {
+                    name: name(),
+                    source,
+                })?;
+        }
     }
     if crc32.sum() != entry.crc || amount != entry.size {
         return Err(WheelError::Corrupt { name: name() });

@@ -116,6 +116,10 @@ fn load_cached(cache: &Cache, key: &str) -> Option<Rootfs> {
     if !meta.layers.iter().all(|l| cache.blobs().has(&l.digest)) || !dir.join("tree").is_dir() {
         return None;
     }
+    // A tree cached by an older assemble may lack newer mount points.
+    if !dir.join("tree/assemble/uv").is_dir() {
+        prepare_tree(&dir.join("tree")).ok()?;
+    }
     Some(Rootfs {
         key: key.to_string(),
         tree: dir.join("tree"),
@@ -165,6 +169,8 @@ fn prepare_tree(tree: &Path) -> Result<(), RootfsError> {
         "assemble/src",
         "assemble/tools",
         "assemble/out",
+        "assemble/uv",
+        "assemble/sdists",
         crate::contract::VENV.trim_start_matches('/'),
         "tmp",
         "dev",
