@@ -385,6 +385,18 @@ impl Store {
             };
             check(&self.wheels().join(file), &expected, &what)?;
         }
+        // uv, which installs the venv offline (a store vendored before
+        // assemble used uv has none: vendor again).
+        if let Ok(pin) = crate::python::uv::pinned() {
+            let expected: Digest = format!("sha256:{}", pin.wheel_sha256)
+                .parse()
+                .expect("a pinned sha256 is a digest");
+            check(
+                &self.tools().join(pin.wheel),
+                &expected,
+                &format!("uv's wheel (tools/{})", pin.wheel),
+            )?;
+        }
         Ok(lock)
     }
 

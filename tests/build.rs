@@ -143,6 +143,10 @@ fn umoci_unpacks_the_image_with_the_contract_layout() {
         );
     }
     assert_eq!(dist_infos, 4, "milborne, django, asgiref, sqlparse");
+    assert!(
+        !root.join("home/blue/app/.lock").exists(),
+        "uv's lock file (mode 0666) is not shipped"
+    );
     // Owners as the contract says, read from the application layer's tar headers.
     let listing = run(Command::new("tar")
         .arg("-tvzf")

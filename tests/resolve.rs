@@ -350,6 +350,18 @@ fn a_requirements_file_with_hashes_builds_and_a_wrong_hash_exits_2_naming_file_a
         "{log}"
     );
     assert!(!tmp.path().join("b/index.json").exists());
+    // A wrong hash on the sdist: refused before its code runs (no metadata
+    // built, nothing compiled), exit 2 naming the file and the package.
+    let bad = tmp.path().join("requirements-sdist.txt");
+    std::fs::write(&bad, text(Some("milborne==0.4.0"))).unwrap();
+    let c = build_r(&bad, "c");
+    let log = stderr(&c);
+    assert_eq!(c.status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("requirements-sdist.txt") && log.contains("milborne"),
+        "{log}"
+    );
+    assert!(!log.contains("compile:"), "{log}");
 }
 
 #[test]

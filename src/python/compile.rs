@@ -78,9 +78,9 @@ fn copy_project_dir(src: &Path, dest: &Path) -> Result<(), PythonError> {
 
 /// The wheels of a build: the requirement resolved into an exact set (or
 /// the set a lock gives), each distribution's wheel taken from the cache
-/// or, for those missing, fetched or compiled in one `pip wheel --no-deps
-/// --require-hashes` run in the compiler rootfs, then gathered into a
-/// wheelhouse keyed on the wheels it holds.
+/// or, for those missing, downloaded and checked against the set's sha256
+/// (sdists then built by `uv build` in the compiler rootfs), then gathered
+/// into a wheelhouse keyed on the wheels it holds.
 pub fn compile(
     ctx: &PythonContext,
     req: &Requirement,
@@ -276,7 +276,7 @@ fn project_wheel(
 /// has `--hash` lines).
 type Listed = (Vec<String>, String, Vec<(String, PathBuf)>, Option<String>);
 
-/// What pip resolves: the pinned name, the project's local wheel (with its
+/// What uv resolves: the pinned name, the project's local wheel (with its
 /// directory's requirements.txt when it has one), or a requirements file.
 fn resolve_target(req: &Requirement, local: Option<&Path>) -> Result<Target, PythonError> {
     let name = req.name.as_deref().unwrap_or_default();
@@ -290,13 +290,10 @@ fn resolve_target(req: &Requirement, local: Option<&Path>) -> Result<Target, Pyt
     let requirements_of = |f: &Path| -> Result<Listed, PythonError> {
         let files = requirement_files(f)?;
         let mut key = String::from("requirements");
-        let mut hashes = false;
         for (rel, path) in &files {
             key.push_str(&format!(" {rel} {}", file_hash(path)?));
-            hashes |= fs_err::read_to_string(path)
-                .map_err(io_err(path))?
-                .contains("--hash");
         }
+        let hashes = super::resolve::has_hashes(&files)?;
         Ok((
             vec!["-r".into(), format!("/assemble/src/{}", files[0].0)],
             key,
@@ -449,6 +446,7 @@ fn wheel_key(ctx: &PythonContext, p: &Resolved, pip: &PipSettings, compiler: &Ro
             .part("sha256", p.sha256.as_bytes())
             .part("compiler", compiler.key.as_bytes())
             .part("python", ctx.python.as_bytes())
+            .part("builder", super::uv::VERSION.as_bytes())
             .part("epoch", ctx.epoch.to_string().as_bytes())
             // What the build requirements (setuptools...) are taken from.
             .part("index", pip.index_url.as_deref().unwrap_or("").as_bytes())
@@ -459,7 +457,7 @@ fn wheel_key(ctx: &PythonContext, p: &Resolved, pip: &PipSettings, compiler: &Ro
 }
 
 /// Each distribution's wheel: from the cache, the local project wheel, or
-/// fetched and compiled now (those missing, in one pip run).
+/// downloaded and built now (those missing: sdists in one `uv build` run).
 fn wheels_of(
     ctx: &PythonContext,
     resolution: &Resolution,
@@ -566,7 +564,8 @@ fn fetch_and_compile(
         } else {
             sdists.join(&file)
         };
-        let got = client.download(&p.url, &dest)?;
+        let url = file_source(&client, pip, p, &file)?;
+        let got = client.download(&url, &dest)?;
         if got.hex() != p.sha256 {
             return Err(PythonError::HashesRefused {
                 source_name: hashes_from.to_string(),
@@ -605,9 +604,11 @@ fn fetch_and_compile(
     } else {
         ""
     };
-    for (_, _, _, file) in &to_build {
+    // Each sdist with a uv cache of its own: one package's build code cannot
+    // change the build environment of the next.
+    for (n, (_, _, _, file)) in to_build.iter().enumerate() {
         script.push_str(&format!(
-            "{bin} build --wheel --no-create-gitignore --python {py}{constraints} --out-dir /assemble/wheelhouse {}\n",
+            "UV_CACHE_DIR=/tmp/uv-cache-{n} {bin} build --wheel --no-create-gitignore --python {py}{constraints} --out-dir /assemble/wheelhouse {}\n",
             shell_quote(&format!("/assemble/sdists/{file}")),
             bin = super::uv::BIN,
         ));
@@ -647,6 +648,36 @@ fn fetch_and_compile(
         out.push((i, BuiltWheel::at(p, &entry.join(file), Some(key.clone()))?));
     }
     Ok(out)
+}
+
+/// Where the file of `p` is downloaded from: its URL when it is on a
+/// configured index (or none is configured), else the same file on the
+/// configured indexes (a lock written against another index, built behind
+/// a mirror, as pip would have fetched it), else its URL. The sha256 is
+/// checked whatever the source.
+fn file_source(
+    client: &IndexClient,
+    pip: &PipSettings,
+    p: &Resolved,
+    file: &str,
+) -> Result<String, PythonError> {
+    let indexes: Vec<String> = pip
+        .index_url
+        .iter()
+        .chain(&pip.extra_index_urls)
+        .map(|u| crate::output::strip_credentials(u))
+        .collect();
+    let origin = |u: &str| reqwest::Url::parse(u).ok().map(|u| u.origin());
+    let on_an_index = indexes.iter().any(|i| origin(i) == origin(&p.url));
+    if indexes.is_empty() || on_an_index {
+        return Ok(p.url.clone());
+    }
+    for index in &indexes {
+        if let Some(url) = client.file_url(index, &p.name, file)? {
+            return Ok(url);
+        }
+    }
+    Ok(p.url.clone())
 }
 
 /// `s` as one shell word.
@@ -708,12 +739,12 @@ fn gather(
     })
 }
 
-/// The sandboxed pip runs of one compile: the compiler's tree, the
+/// The sandboxed runs of one compile (pip's or uv's): the compiler's tree, the
 /// directories bound in and the environment they share.
 pub(super) struct PipRun<'a> {
     /// The compiler rootfs.
     compiler: &'a Rootfs,
-    /// Where pip writes the wheelhouse (`/assemble/wheelhouse`).
+    /// Where the wheels are written (`/assemble/wheelhouse`).
     pub(super) wheels: PathBuf,
     /// The requirement's own wheel (`/assemble/project`).
     project_dir: PathBuf,
@@ -723,7 +754,7 @@ pub(super) struct PipRun<'a> {
     env: Vec<(String, String)>,
     /// `pythonX.Y`.
     pub(super) py: String,
-    /// pip's output: captured, echoed under `--verbose`.
+    /// The output: captured, echoed under `--verbose`.
     pub(super) output: Output<'a>,
 }
 
@@ -770,7 +801,7 @@ impl<'a> PipRun<'a> {
         })
     }
 
-    /// The plan of one pip run: `mounts`, then the tools when there are any.
+    /// The plan of one run: `mounts`, then the tools when there are any.
     pub(super) fn plan(&self, what: &str, mut mounts: Vec<Mount>, argv: Vec<String>) -> Plan {
         mounts.extend(self.tools_mount.clone());
         Plan {
@@ -1037,11 +1068,11 @@ mod tests {
         std::fs::create_dir_all(&uv_dir).unwrap();
         std::fs::write(uv_dir.join("uv"), "").unwrap();
         std::fs::write(uv_dir.join(pin.wheel), "").unwrap();
-        // The recorder runs nothing, so uv's lock is missing, and only
+        // The recorder runs nothing, so uv's log is missing, and only
         // then: after the one plan, uv's resolution, was recorded.
         let err = compile(&ctx, &req, &pip, &compiler, None).unwrap_err();
         assert!(
-            matches!(&err, PythonError::Resolve(why) if why.contains("out/pylock.toml")),
+            matches!(&err, PythonError::Io { path, .. } if path.ends_with("out/uv.log")),
             "{err}"
         );
         let plans = recorder.plans.lock().unwrap();

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::digest::Digest;
-use crate::output::redact_url;
+use crate::output::{redact_url, strip_credentials};
 use crate::spec::PipSettings;
 
 /// How long a page may take: connect, answer and body.
@@ -177,6 +177,57 @@ impl IndexClient {
         let (mut file, digest, _) = out.finish();
         std::io::Write::flush(&mut file).map_err(|e| fail(e.to_string()))?;
         Ok(digest)
+    }
+
+    /// Where `index` (no credentials in it) serves the file named `file` of
+    /// the project `name`: the link of its page (PEP 503) whose last path
+    /// segment is the file, made absolute; None when the page lists none.
+    pub fn file_url(
+        &self,
+        index: &str,
+        name: &str,
+        file: &str,
+    ) -> Result<Option<String>, PageError> {
+        let page = super::resolve::page_url(index, name);
+        let fail = |why: String| PageError {
+            url: page.clone(),
+            why,
+            unreachable: false,
+        };
+        let response = self
+            .request(&page)?
+            .header("Accept", ACCEPT)
+            .send()
+            .map_err(|e| PageError {
+                url: page.clone(),
+                why: without_url(&e),
+                unreachable: e.is_connect() || e.is_timeout(),
+            })?;
+        if !response.status().is_success() {
+            return Err(fail(format!("the index answered {}", response.status())));
+        }
+        let mut body = String::new();
+        response
+            .take(MAX_PAGE)
+            .read_to_string(&mut body)
+            .map_err(|e| fail(format!("the page stopped coming: {e}")))?;
+        let base = reqwest::Url::parse(&page).map_err(|e| fail(e.to_string()))?;
+        for part in body.split("href=").skip(1) {
+            let Some(quote) = part.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+                continue;
+            };
+            let Some(href) = part[1..].split(quote).next() else {
+                continue;
+            };
+            let href = href.replace("&amp;", "&");
+            let path = href.split(['#', '?']).next().unwrap_or("");
+            let last = percent_decode(path.rsplit('/').next().unwrap_or(""));
+            if last == file {
+                let url = base.join(&href).map_err(|e| fail(e.to_string()))?;
+                return Ok(Some(strip_credentials(url.as_str())));
+            }
+        }
+        Ok(None)
     }
 
     /// The page at `url` (no credentials in it), with the credentials of the

@@ -181,7 +181,7 @@ fn cached_layers(ctx: &PythonContext, key: &str) -> Option<VenvLayers> {
 /// In the base rootfs, without network: the venv (no pip of its own), the
 /// project from the wheelhouse with uv (less the `uv_cache.json` it leaves
 /// in each dist-info, and its RECORD line: it holds the wheel file's
-/// modification time), then the byte-code, checked by
+/// modification time; and its `.lock` file, mode 0666), then the byte-code, checked by
 /// hash rather than by timestamp.
 fn uv_install(
     ctx: &PythonContext,
@@ -207,6 +207,7 @@ fn uv_install(
          for f in {VENV}/lib/python*/site-packages/*.dist-info/uv_cache.json; do\n\
            [ -e \"$f\" ] || continue; rm \"$f\"; sed -i '/\\.dist-info\\/uv_cache\\.json,/d' \"${{f%/uv_cache.json}}/RECORD\"\n\
          done\n\
+         rm -f {VENV}/.lock\n\
          {VENV}/bin/python -m compileall -q -j 1 --invalidation-mode unchecked-hash {VENV}/lib\n",
         py = ctx.python,
         uv = super::uv::BIN,

@@ -492,9 +492,33 @@ fn choose_file<'a>(p: &'a Package, python: Option<&str>) -> Option<&'a FileRef> 
         (None, _) => false,
     };
     let machine = platform_machine();
-    p.wheels
+    // Among the wheels that fit, the most specific, as pip ranks them: the
+    // interpreter's own ABI before abi3 before none, a Linux build before
+    // `any`; the first listed among equals.
+    let rank = |w: &FileRef| -> (u8, u8) {
+        let name = w
+            .name
+            .clone()
+            .or_else(|| w.url.as_deref().map(last_segment))
+            .or_else(|| w.path.as_deref().map(last_segment))
+            .unwrap_or_default();
+        let stem = name.strip_suffix(".whl").unwrap_or_default();
+        let parts: Vec<&str> = stem.rsplitn(4, '-').collect();
+        let (platform, abi) = (
+            parts.first().copied().unwrap_or(""),
+            parts.get(1).copied().unwrap_or(""),
+        );
+        let abi_rank = match abi {
+            "none" => 0,
+            "abi3" => 1,
+            _ => 2,
+        };
+        (abi_rank, u8::from(platform != "any"))
+    };
+    let fits: Vec<&FileRef> = p
+        .wheels
         .iter()
-        .find(|w| {
+        .filter(|w| {
             let name = w
                 .name
                 .clone()
@@ -518,6 +542,10 @@ fn choose_file<'a>(p: &'a Package, python: Option<&str>) -> Option<&'a FileRef> 
                 });
             py_ok && abi_ok && platform_ok
         })
+        .collect();
+    let best = fits.iter().map(|w| rank(w)).max();
+    fits.into_iter()
+        .find(|w| Some(rank(w)) == best)
         .or(p.sdist.as_ref())
 }
 
@@ -644,5 +672,23 @@ mod tests {
             "abi3 cp39 serves 3.11"
         );
         assert!(choose_file(&abi3, Some("3.8")).is_none(), "but not 3.8");
+        // uv lists every wheel by name: the interpreter's own ABI wins over
+        // abi3, which wins over a pure wheel.
+        let many = Package {
+            wheels: vec![
+                f(&format!("x-1-cp310-abi3-manylinux_2_17_{machine}.whl")),
+                f("x-1-py3-none-any.whl"),
+                f(&format!("x-1-cp311-cp311-manylinux_2_17_{machine}.whl")),
+            ],
+            ..abi3
+        };
+        assert_eq!(
+            choose_file(&many, Some("3.11")).unwrap().name.as_deref(),
+            Some(format!("x-1-cp311-cp311-manylinux_2_17_{machine}.whl").as_str())
+        );
+        assert_eq!(
+            choose_file(&many, Some("3.13")).unwrap().name.as_deref(),
+            Some(format!("x-1-cp310-abi3-manylinux_2_17_{machine}.whl").as_str())
+        );
     }
 }

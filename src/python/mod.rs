@@ -28,25 +28,25 @@ pub use split::{split_venv, Installed, Split};
 /// Failure of a Python stage.
 #[derive(Debug, thiserror::Error)]
 pub enum PythonError {
-    /// pip or venv failed in the sandbox.
+    /// uv, pip or the venv failed in the sandbox.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
     /// The wheelhouse does not hold what was asked for.
     #[error("{0}")]
     Wheelhouse(String),
-    /// pip's resolution cannot be used.
+    /// The resolution cannot be used.
     #[error("{0}")]
     Resolve(String),
     /// A requirements file or the set asked for cannot be used as given
     /// (an include outside its directory, a project not in the set).
     #[error("{0}")]
     Requirements(String),
-    /// pip refused files whose sha256 is not the one required.
+    /// Files whose sha256 is not the one required, or requirements without one.
     #[error("{source_name}: files on the index do not match the required hashes:\n    {detail}")]
     HashesRefused {
         /// The lock or requirements file the hashes come from.
         source_name: String,
-        /// pip's lines naming each package, its expected and actual hash.
+        /// The lines naming each package, its expected and actual hash.
         detail: String,
     },
     /// A lock file cannot be used.
@@ -93,9 +93,6 @@ pub enum PythonError {
     /// A tool assemble runs (uv) cannot be had.
     #[error("{0}")]
     Tool(String),
-    /// The compiler rootfs lacks pip's wheel.
-    #[error("the compiler rootfs has no pip wheel in /usr/share/python-wheels; it needs python3-venv (python3-pip-whl)")]
-    NoPipWheel,
     /// Files could not be read or written.
     #[error("cannot access {path}")]
     Io {
@@ -128,7 +125,6 @@ impl PythonError {
             | PythonError::Resolve(_)
             | PythonError::Index(_)
             | PythonError::UnreadableWheel { .. }
-            | PythonError::NoPipWheel
             | PythonError::Tool(_)
             | PythonError::Io { .. }
             | PythonError::Cache(_)

@@ -158,7 +158,7 @@ pub struct Target {
 }
 
 /// The resolution's cache key: the target, the interpreter and platform,
-/// and every pip setting that can change what pip picks.
+/// and every index setting that can change what the resolver picks.
 fn key(ctx: &PythonContext, target: &Target, pip: &PipSettings) -> String {
     KeyBuilder::new("resolution-v2")
         .part("target", target.key_text.as_bytes())
@@ -321,11 +321,24 @@ fn uv_resolve(
         }
         mounts.push(Mount::ReadOnly(src, "/assemble/src".into()));
     }
+    // With hashes, pip's hash-checking mode first: every requirement hashed
+    // and every file checked before any sdist's code runs (uv's resolution
+    // would build an sdist's metadata whatever its hash).
+    let hash_check = match (&target.hashes_from, target.src_files.first()) {
+        (Some(_), Some((rel, _))) => format!(
+            "{bin} pip install --dry-run --require-hashes --quiet --python python{py} \
+               --target /tmp/hash-check -r /assemble/src/{rel} || exit $?\n",
+            bin = super::uv::BIN,
+            py = ctx.python,
+            rel = shell_word(rel),
+        ),
+        _ => String::new(),
+    };
     // uv's debug log goes to a file (for the pages); its other lines, on
     // failure, to stderr, where the error's tail takes them.
     let script = format!(
-        "{bin} \"$@\" 2>/assemble/out/uv.log; rc=$?; \
-         [ $rc -eq 0 ] || grep -v -e '^DEBUG' -e '^TRACE' -e '^ *[0-9.]*m* *DEBUG' /assemble/out/uv.log >&2; exit $rc",
+        "{hash_check}{bin} \"$@\" 2>/assemble/out/uv.log; rc=$?; \
+         [ $rc -eq 0 ] || grep -v -e '^DEBUG' -e '^TRACE' -e '^ *[0-9.]*m* *DEBUG' -e '^Caused by' /assemble/out/uv.log >&2; exit $rc",
         bin = super::uv::BIN
     );
     let mut argv: Vec<String> = vec!["/bin/sh".into(), "-c".into(), script, "uv".into()];
@@ -342,15 +355,38 @@ fn uv_resolve(
         share_net: true,
         argv,
     };
-    ctx.runner.run(
-        &plan,
-        Output::Capture {
-            echo: ctx.printer.verbose().then_some(ctx.printer),
-        },
-    )?;
+    ctx.runner
+        .run(
+            &plan,
+            Output::Capture {
+                echo: ctx.printer.verbose().then_some(ctx.printer),
+            },
+        )
+        .map_err(|e| match &target.hashes_from {
+            Some(from) => hashes_refused(e, from),
+            None => PythonError::Sandbox(e),
+        })?;
+    let log_path = out.join("uv.log");
+    let log = fs_err::read_to_string(&log_path).map_err(io_err(&log_path))?;
+    // What uv ignored or doubted (an option of a requirements file it does
+    // not apply, a yanked release) is said, never only in its log.
+    for line in log.lines() {
+        if let Some(w) = line.strip_prefix("warning: ") {
+            ctx.printer.warn(&format!("uv: {}", strip_credentials(w)));
+        }
+    }
     let lock_path = out.join("pylock.toml");
     let locked = super::lock::read(&lock_path, target.project.as_deref(), Some(&ctx.python))
-        .map_err(|e| PythonError::Resolve(format!("uv's lock cannot be used: {e}")))?;
+        .map_err(|e| {
+            let why = match e {
+                super::lock::LockError::Invalid { why, .. } => why,
+                other => other.to_string(),
+            };
+            PythonError::Requirements(format!(
+                "the resolution of {} cannot be built: {why}",
+                target.label
+            ))
+        })?;
     let mut packages = locked.resolution.packages;
     if let Some(w) = &target.local_wheel {
         let (d, _) = crate::digest::digest_file(w).map_err(io_err(w))?;
@@ -361,8 +397,6 @@ fn uv_resolve(
     if let Some(from) = &target.hashes_from {
         check_required_hashes(&target.src_files, from, &packages)?;
     }
-    let log_path = out.join("uv.log");
-    let log = fs_err::read_to_string(&log_path).map_err(io_err(&log_path))?;
     let pages = client.record(&pages_in_uv_log(&log))?;
     Ok(Resolution { packages, pages })
 }
@@ -381,19 +415,31 @@ fn required_hashes(
             if line.is_empty() || line.starts_with('#') || line.starts_with('-') {
                 continue;
             }
-            let hashes: Vec<String> = line
-                .split_whitespace()
-                .filter_map(|w| w.strip_prefix("--hash="))
-                .filter_map(|h| h.strip_prefix("sha256:"))
-                .map(str::to_ascii_lowercase)
-                .collect();
-            if hashes.is_empty() {
+            // `--hash=ALG:HEX` or `--hash ALG:HEX`, as pip reads them.
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let mut given: Vec<&str> = Vec::new();
+            for (i, w) in words.iter().enumerate() {
+                if let Some(h) = w.strip_prefix("--hash=") {
+                    given.push(h);
+                } else if *w == "--hash" {
+                    given.extend(words.get(i + 1));
+                }
+            }
+            if given.is_empty() {
                 continue;
             }
+            let hashes: Vec<String> = given
+                .iter()
+                .filter_map(|h| h.split_once(':'))
+                .filter(|(alg, _)| alg.eq_ignore_ascii_case("sha256"))
+                .map(|(_, hex)| hex.to_ascii_lowercase())
+                .collect();
             let name: String = line
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
                 .collect();
+            // A requirement hashed with other algorithms only has an empty
+            // list here: refused below, sha256 being what indexes publish.
             out.entry(normalise_name(&name)).or_default().extend(hashes);
         }
     }
@@ -412,6 +458,10 @@ fn check_required_hashes(
     let mut refused = Vec::new();
     for p in packages.iter().filter(|p| !p.url.starts_with("file:")) {
         match hashes.get(&p.name) {
+            Some(h) if h.is_empty() => refused.push(format!(
+                "{} {}: no sha256 among its hashes (assemble checks sha256, which indexes publish)",
+                p.name, p.version
+            )),
             None => refused.push(format!(
                 "{} {}: no --hash for it (with hashes, every requirement needs them, dependencies included)",
                 p.name, p.version
@@ -434,6 +484,40 @@ fn check_required_hashes(
         source_name: from.to_string(),
         detail: refused.join("\n    "),
     })
+}
+
+/// uv's refusal of a file whose hash is not the one required, or of a
+/// requirement without one (its hash-checking run), as bad input naming
+/// each package; any other failure as it is. uv has no exit code of its own
+/// for these, so its words are recognised.
+fn hashes_refused(e: crate::sandbox::SandboxError, source_name: &str) -> PythonError {
+    if let crate::sandbox::SandboxError::Failed { tail, .. } = &e {
+        let refused = tail
+            .iter()
+            .any(|l| l.contains("Hash mismatch") || l.contains("--require-hashes"));
+        if refused {
+            return PythonError::HashesRefused {
+                source_name: source_name.to_string(),
+                detail: tail
+                    .iter()
+                    .map(|l| l.trim())
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("\n    "),
+            };
+        }
+    }
+    PythonError::Sandbox(e)
+}
+
+/// `s` as one shell word.
+fn shell_word(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Whether requirements files carry `--hash` options (comments aside).
+pub fn has_hashes(files: &[(String, PathBuf)]) -> Result<bool, PythonError> {
+    Ok(required_hashes(files)?.values().next().is_some())
 }
 
 /// The index pages uv's `--verbose` log says it fetched (`… request for:
@@ -506,7 +590,7 @@ DEBUG Sending fresh GET request for: http://127.0.0.1:5/simple/milborne/
         let f = dir.path().join("requirements.txt");
         std::fs::write(
             &f,
-            "# pinned\nDjango==4.2.30 \\\n    --hash=sha256:AAAA \\\n    --hash=sha256:bbbb\nsqlparse==0.5.3 --hash=sha256:cccc  # comment\n",
+            "# pinned\nDjango==4.2.30 \\\n    --hash=sha256:AAAA \\\n    --hash=sha256:bbbb\nsqlparse==0.5.3 --hash sha256:cccc  # comment\nsix==1 --hash=sha512:ffff\n",
         )
         .unwrap();
         let files = vec![("requirements.txt".to_string(), f)];
@@ -536,7 +620,7 @@ DEBUG Sending fresh GET request for: http://127.0.0.1:5/simple/milborne/
             e.contains("sqlparse 1: sqlparse-1-py3-none-any.whl has sha256 dddd, not cccc"),
             "{e}"
         );
-        assert!(e.contains("six 1: no --hash"), "{e}");
+        assert!(e.contains("six 1: no sha256 among its hashes"), "{e}");
         assert!(!e.contains("django"), "{e}");
     }
 

@@ -35,7 +35,7 @@ pub struct Pinned {
     /// The wheel's file name.
     pub wheel: &'static str,
     /// sha256 of the wheel.
-    wheel_sha256: &'static str,
+    pub wheel_sha256: &'static str,
     /// sha256 of the binary in it.
     binary_sha256: &'static str,
 }
@@ -214,14 +214,21 @@ fn download(
         run.wheels.clone(),
         "/assemble/wheelhouse".into(),
     )];
-    ctx.runner.run(
-        &run.plan(
-            &format!("fetch uv {VERSION}{}", super::index_label(pip)),
-            mounts,
-            argv,
-        ),
-        run.output,
-    )?;
+    ctx.runner
+        .run(
+            &run.plan(
+                &format!("fetch uv {VERSION}{}", super::index_label(pip)),
+                mounts,
+                argv,
+            ),
+            run.output,
+        )
+        .map_err(|e| {
+            PythonError::Tool(format!(
+                "cannot fetch uv {VERSION} ({}) from the index: assemble resolves, builds and installs with it; put that file on the index (a mirror of PyPI has it), or build with --offline from a store `assemble vendor` filled\n  {e}",
+                pin.wheel
+            ))
+        })?;
     let got = run.wheels.join(pin.wheel);
     fs_err::rename(&got, dest).map_err(io_err(&got))?;
     Ok(())
@@ -232,12 +239,15 @@ fn download(
 /// merged as pip merges them (`unsafe-best-match`), hosts whose
 /// certificates are not checked, pip's CA when one is set (bound with the
 /// tools at `/assemble/tools`); no keyring, no config file, no Python
-/// download; its cache on the sandbox's /tmp, a new one each run (nothing a
-/// package's build code wrote is reused).
+/// download; its cache on the sandbox's /tmp, a new one each run (and one
+/// per sdist built: nothing a package's build code wrote is reused), build
+/// environments copied out of it, never linked.
 pub fn env(pip: Option<&PipSettings>) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = [
         ("UV_CACHE_DIR", "/tmp/uv-cache"),
         ("UV_NO_PROGRESS", "1"),
+        // Build environments are copies, never links into a cache.
+        ("UV_LINK_MODE", "copy"),
         ("UV_NO_CONFIG", "1"),
         ("UV_PYTHON_DOWNLOADS", "never"),
         ("UV_KEYRING_PROVIDER", "disabled"),
