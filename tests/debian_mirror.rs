@@ -421,4 +421,16 @@ fn a_locked_base_is_the_locked_one_and_names_each_package_the_mirror_no_longer_h
         recorder.host_commands.lock().unwrap().is_empty(),
         "mmdebstrap never ran"
     );
+
+    // The archive moved (the two bumps; that a bump rebuilds the base
+    // without a lock is the first test's): with the lock written before, it
+    // is the cached base, the same layer, and nothing runs.
+    let original = first.debian.as_ref().expect("a record");
+    let recorder = assemble::sandbox::Recorder::default();
+    let again = built_locked(&cache("c1"), &def, original, &recorder, &printer).unwrap();
+    assert_eq!(again.layers[0].digest, first.layers[0].digest);
+    assert!(
+        recorder.host_commands.lock().unwrap().is_empty(),
+        "with the lock, no rebuild"
+    );
 }
