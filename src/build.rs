@@ -15,7 +15,8 @@ use crate::image::remote::{self, PushOptions, PushReport};
 use crate::image::Image;
 use crate::output::Printer;
 use crate::python::{self, PythonContext};
-use crate::registry::{Client, ClientOptions, Reference};
+use crate::registry::{Client, ClientOptions, Reference, Repository};
+use crate::remote_cache::{self, Record, RecordedRootfs};
 use crate::rootfs::{self, BaseSource, Definition, Rootfs, RootfsError};
 use crate::runtime::{self, Project};
 use crate::sandbox::Runner;
@@ -54,6 +55,12 @@ pub struct BuildOptions {
     /// Where to push the image, if anywhere: a full reference, or a registry
     /// (`HOST[/PREFIX]`) under which the image is named.
     pub push: Option<PushTarget>,
+    /// The registry repositories used as the build cache.
+    pub remote_cache: remote_cache::Repos,
+    /// Whether this build may be served by a build record (local or
+    /// remote): a requirement from the index, the built base, no lock in or
+    /// out, no offline store, no archive (which needs every blob here).
+    pub recordable: bool,
 }
 
 /// Where a build pushes its image.
@@ -235,6 +242,12 @@ pub fn build(
     runner: &dyn Runner,
     printer: &Printer,
 ) -> Result<BuildResult, Error> {
+    let key = opts.recordable.then(|| record_key(opts));
+    if let (Some(key), false) = (&key, opts.rebuild) {
+        if let Some(result) = from_remote_cache(opts, key, cache, printer)? {
+            return Ok(result);
+        }
+    }
     let Inputs {
         base,
         compiler,
@@ -263,6 +276,7 @@ pub fn build(
         services: &opts.config.services,
     };
     let runtime = runtime_layer(cache, &project, opts.epoch, opts.compression)?;
+    let runtime_blob = runtime.0.clone();
     let (layers, result_layers) = image_layers(&base, &venv, runtime, &name, &version);
     let settings = image_settings(&project, &version, &opts.config, opts.epoch);
     let docs = documents::image_documents(&settings, &layers)?;
@@ -273,6 +287,29 @@ pub fn build(
             opts, target, cache, &digest, &name, &version, printer,
         )?),
     };
+    if let (Some(key), Some(resolved)) = (&key, &wheelhouse.resolved) {
+        let record = Record {
+            format: remote_cache::FORMAT,
+            key: key.clone(),
+            assemble: env!("CARGO_PKG_VERSION").into(),
+            name: name.clone(),
+            version: version.clone(),
+            python: python.clone(),
+            base: RecordedRootfs {
+                key: base.key.clone(),
+                layers: base.layers.clone(),
+                created_by: base.created_by.clone(),
+                debian: base.debian.clone(),
+            },
+            compiler_debian: compiler.debian.clone(),
+            resolution: resolved.resolution.clone(),
+            dependencies: venv.dependencies.clone(),
+            application: venv.application.clone(),
+            installed: venv.installed.clone(),
+            runtime: runtime_blob,
+        };
+        record_build(opts, cache, &record, printer)?;
+    }
     Ok(BuildResult {
         reference: format!("oci:{}:{version}", opts.output.display()),
         digest,
@@ -478,7 +515,7 @@ fn image_layers(
 
 /// The repository name of a build under a registry: the project's name
 /// normalised (PEP 503), then each extra: `<project>[-<extra>...]`.
-fn image_name(project: &str, extras: &[String]) -> String {
+pub(crate) fn image_name(project: &str, extras: &[String]) -> String {
     let mut name = crate::spec::normalise_name(project);
     for e in extras {
         name.push('-');
@@ -498,13 +535,7 @@ fn push_built(
     version: &str,
     printer: &Printer,
 ) -> Result<PushReport, Error> {
-    let reference = match target {
-        PushTarget::Reference(r) => r.clone(),
-        PushTarget::Registry(prefix) => {
-            Reference::for_build(prefix, &image_name(name, &opts.requirement.extras), version)
-                .map_err(crate::registry::RegistryError::from)?
-        }
-    };
+    let reference = push_reference(opts, target, name, version)?;
     let image = Layout::open(&opts.output)?.image_by_digest(digest)?;
     push_image(
         cache,
@@ -514,6 +545,294 @@ fn push_built(
         &opts.push_options,
         printer,
     )
+}
+
+/// The key of a build's inputs in the build cache: the assemble version,
+/// the requirement, the interpreter asked for, the index settings, the
+/// base and compiler definitions (packages, hook, mirror; not the archive
+/// state, which a record carries and a reader checks), the image
+/// configuration, the epoch and the compression.
+fn record_key(opts: &BuildOptions) -> String {
+    let c = &opts.config;
+    let mut k = crate::cache::KeyBuilder::new("build-record-v1");
+    k.part("assemble", env!("CARGO_PKG_VERSION").as_bytes())
+        .part("requirement", format!("{:?}", opts.requirement).as_bytes())
+        .part(
+            "python",
+            opts.python
+                .as_deref()
+                .or(c.python.as_deref())
+                .unwrap_or("")
+                .as_bytes(),
+        )
+        .part(
+            "index",
+            opts.pip.index_url.as_deref().unwrap_or("").as_bytes(),
+        )
+        .part(
+            "extra-index",
+            opts.pip.extra_index_urls.join(" ").as_bytes(),
+        )
+        .part("trusted", opts.pip.trusted_hosts.join(" ").as_bytes())
+        .part(
+            "constraints",
+            opts.pip.constraints.as_deref().unwrap_or(b""),
+        )
+        .part(
+            "base",
+            Definition::base(&c.dependencies.run).key().as_bytes(),
+        )
+        .part(
+            "compiler",
+            Definition::compiler(&c.dependencies.run, &c.dependencies.build)
+                .key()
+                .as_bytes(),
+        )
+        .part(
+            "image",
+            format!("{:?} {:?} {:?} {:?}", c.env, c.ports, c.volumes, c.services).as_bytes(),
+        )
+        .part("epoch", opts.epoch.to_string().as_bytes())
+        .part("compression", opts.compression.name().as_bytes());
+    k.finish()
+}
+
+/// Keeps the record of a build in the cache and, when a build cache
+/// repository is written, there too (a failure there is a warning: the
+/// build itself succeeded).
+fn record_build(
+    opts: &BuildOptions,
+    cache: &Cache,
+    record: &Record,
+    printer: &Printer,
+) -> Result<(), Error> {
+    cache.put_json("records", &record.key, record)?;
+    let Some(to) = &opts.remote_cache.to else {
+        return Ok(());
+    };
+    printer.step(&format!("remote cache: recording this build in {to}"));
+    let image = remote_cache::entry_image(record, cache.blobs())?;
+    let reference = remote_cache::entry_reference(to, &record.key);
+    let mut options = opts.push_options.clone();
+    options.format = crate::image::mutate::ManifestFormat::Oci;
+    if let Err(e) = push_image(cache, &image, &reference, &opts.registry, &options, printer) {
+        printer.warn(&format!(
+            "cannot record this build in the build cache {to}: {}",
+            one_line(&e)
+        ));
+    }
+    Ok(())
+}
+
+/// An error and its causes on one line.
+fn one_line(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// The build served by a record of the same inputs, when the local cache
+/// has none and a build cache repository has one that is still current:
+/// no rootfs, no resolver, no compile, no install, no packing. None: build
+/// here (the reason was said).
+fn from_remote_cache(
+    opts: &BuildOptions,
+    key: &str,
+    cache: &Cache,
+    printer: &Printer,
+) -> Result<Option<BuildResult>, Error> {
+    // The local cache first: a build recorded here is rebuilt from its
+    // cached stages, which checks the same things.
+    if opts.remote_cache.from.is_empty() || cache.get_json::<Record>("records", key).is_some() {
+        return Ok(None);
+    }
+    let client = Arc::new(Client::new(opts.registry.clone())?);
+    for repo in &opts.remote_cache.from {
+        printer.step(&format!("remote cache: looking in {repo}"));
+        match remote_cache::fetch(client.clone(), repo, key, cache.blobs()) {
+            Ok(record) => {
+                if !still_current(opts, &record, printer)? {
+                    return Ok(None);
+                }
+                return finish_from_record(opts, &record, repo, client, cache, printer).map(Some);
+            }
+            Err(miss) => remote_cache::warn_miss(printer, repo, &miss),
+        }
+    }
+    Ok(None)
+}
+
+/// Whether the Debian archive and the index still are as the record saw
+/// them; either one unreachable keeps the recorded state, with a warning,
+/// as a local build does.
+fn still_current(opts: &BuildOptions, record: &Record, printer: &Printer) -> Result<bool, Error> {
+    let debian = [record.base.debian.as_ref(), record.compiler_debian.as_ref()];
+    for d in debian.into_iter().flatten() {
+        match rootfs::archive_moved(&d.suites) {
+            Ok(false) => {}
+            Ok(true) => {
+                printer.step("remote cache: the Debian archive moved since the recorded build; building here");
+                return Ok(false);
+            }
+            Err(why) => {
+                printer.warn(&format!(
+                    "cannot check the Debian archive for updates ({why}); using the recorded build's state"
+                ));
+                break;
+            }
+        }
+    }
+    let client = python::index::IndexClient::new(&opts.pip).map_err(python::PythonError::from)?;
+    match client.changed(&record.resolution.pages) {
+        Ok(moved) if moved.is_empty() => {
+            printer.step(&format!(
+                "remote cache: nothing new on the index ({} distributions as recorded)",
+                record.resolution.packages.len()
+            ));
+            Ok(true)
+        }
+        Ok(moved) => {
+            printer.step(&format!(
+                "remote cache: {} index pages changed since the recorded build; building here",
+                moved.len()
+            ));
+            Ok(false)
+        }
+        Err(e) if e.unreachable => {
+            printer.warn(&format!(
+                "{e}; using the recorded build without checking for new releases"
+            ));
+            Ok(true)
+        }
+        Err(e) => {
+            printer.step(&format!("remote cache: {e}; building here"));
+            Ok(false)
+        }
+    }
+}
+
+/// The image written from a record: its layers as recorded, the
+/// configuration and manifest made here. Pushed to the registry that holds
+/// the cache, its blobs are mounted from there and nothing comes down (no
+/// layout is written); otherwise the blobs missing here are downloaded
+/// (digests checked) and the layout is written as usual.
+fn finish_from_record(
+    opts: &BuildOptions,
+    record: &Record,
+    repo: &Reference,
+    client: Arc<Client>,
+    cache: &Cache,
+    printer: &Printer,
+) -> Result<BuildResult, Error> {
+    let base = Rootfs {
+        key: record.base.key.clone(),
+        tree: PathBuf::new(),
+        layers: record.base.layers.clone(),
+        created_by: record.base.created_by.clone(),
+        cached: true,
+        debian: record.base.debian.clone(),
+    };
+    let venv = python::VenvLayers {
+        dependencies: record.dependencies.clone(),
+        application: record.application.clone(),
+        installed: record.installed.clone(),
+        cached: true,
+        dependencies_cached: true,
+    };
+    let (name, version, python) = (&record.name, &record.version, &record.python);
+    let project = Project {
+        name,
+        python,
+        installed: &venv.installed,
+        services: &opts.config.services,
+    };
+    let (layers, mut result_layers) =
+        image_layers(&base, &venv, (record.runtime.clone(), true), name, version);
+    for l in &mut result_layers {
+        l.build = "remote-cache";
+    }
+    let settings = image_settings(&project, version, &opts.config, opts.epoch);
+    let docs = documents::image_documents(&settings, &layers)?;
+    let target = opts
+        .push
+        .as_ref()
+        .map(|t| push_reference(opts, t, name, version))
+        .transpose()?;
+    let debian = DebianRecords {
+        base: record.base.debian.clone(),
+        compiler: record.compiler_debian.clone(),
+    };
+    if let Some(target) = target.filter(|t| t.registry == repo.registry) {
+        printer.step(&format!(
+            "remote cache: the image of {name} {version} from the recorded build; its {} layers stay in the registry (no layout written)",
+            layers.len()
+        ));
+        // The configuration is the one blob made here: the push reads it
+        // from the cache.
+        cache.blobs().put_bytes(&docs.config)?;
+        let image = Image::built(docs.manifest, docs.config, Arc::new(cache.blobs().clone()))?;
+        let mut options = opts.push_options.clone();
+        options.mount_from.push(repo.repository.clone());
+        let report = push_image(cache, &image, &target, &opts.registry, &options, printer)?;
+        return Ok(BuildResult {
+            reference: target.to_string(),
+            digest: image.digest().clone(),
+            name: name.clone(),
+            version: version.clone(),
+            pushed: Some(report),
+            layers: result_layers,
+            python: python.clone(),
+            resolved: None,
+            debian,
+        });
+    }
+    let entry = remote_cache::entry_reference(repo, &record.key);
+    let remote = remote::image(&Repository::for_pull(client, &entry), &entry)?;
+    for blob in remote.layers() {
+        if !cache.blobs().has(&blob.digest) {
+            printer.step(&format!("remote cache: fetching layer {}", blob.digest));
+            remote.source().copy_into(blob, cache.blobs())?;
+        }
+    }
+    printer.step(&format!(
+        "remote cache: the image of {name} {version} from the recorded build"
+    ));
+    let digest = write_layout(&opts.output, cache, docs, version)?;
+    let pushed = match &opts.push {
+        None => None,
+        Some(t) => Some(push_built(opts, t, cache, &digest, name, version, printer)?),
+    };
+    Ok(BuildResult {
+        reference: format!("oci:{}:{version}", opts.output.display()),
+        digest,
+        name: name.clone(),
+        version: version.clone(),
+        pushed,
+        layers: result_layers,
+        python: python.clone(),
+        resolved: None,
+        debian,
+    })
+}
+
+/// Where the image of `name` `version` is pushed.
+fn push_reference(
+    opts: &BuildOptions,
+    target: &PushTarget,
+    name: &str,
+    version: &str,
+) -> Result<Reference, Error> {
+    Ok(match target {
+        PushTarget::Reference(r) => r.clone(),
+        PushTarget::Registry(prefix) => {
+            Reference::for_build(prefix, &image_name(name, &opts.requirement.extras), version)
+                .map_err(crate::registry::RegistryError::from)?
+        }
+    })
 }
 
 fn python_context<'a>(

@@ -231,7 +231,7 @@ pub const MARKER_TEXT: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 # For information about cache directory tags see https://bford.info/cachedir/\n";
 
 /// The entries of a cache directory (besides the marker).
-pub const ENTRIES: [&str; 11] = [
+pub const ENTRIES: [&str; 12] = [
     "tmp",
     "rootfs",
     "resolutions",
@@ -239,6 +239,7 @@ pub const ENTRIES: [&str; 11] = [
     "tools",
     "wheelhouse",
     "layers",
+    "records",
     "registry",
     "pulled",
     "blobs",

@@ -284,6 +284,19 @@ pub struct BuildArgs {
     /// Registry options.
     #[command(flatten)]
     pub registry_args: RegistryArgs,
+    /// Registry repository used as the build cache, read and written (HOST/REPO; else
+    /// $ASSEMBLE_CACHE_REPO, else assemble.toml's cache-repo; with --push, <image repository>/cache).
+    #[arg(long, value_name = "HOST/REPO")]
+    pub cache_repo: Option<String>,
+    /// Registry repository read as a build cache, never written. Repeatable.
+    #[arg(long, value_name = "HOST/REPO")]
+    pub cache_from: Vec<String>,
+    /// Registry repository the build cache is written to (and not read).
+    #[arg(long, value_name = "HOST/REPO")]
+    pub cache_to: Option<String>,
+    /// Use no registry as the build cache, not even the default one of --push.
+    #[arg(long)]
+    pub no_remote_cache: bool,
     /// Rebuild the wheelhouse and layers even when cached (the rootfs stay cached).
     #[arg(long)]
     pub rebuild: bool,

@@ -39,12 +39,19 @@ pub fn build(s: BuildSettings, printer: &Printer) -> Result<i32, Error> {
         housekeeping::remove_tree(off.store.dir())?;
     }
     let result = result?;
-    printer.step(&format!(
-        "built {} {} into {}",
-        result.name,
-        result.version,
-        opts.output.display()
-    ));
+    if result.reference.starts_with("oci:") {
+        printer.step(&format!(
+            "built {} {} into {}",
+            result.name,
+            result.version,
+            opts.output.display()
+        ));
+    } else {
+        printer.step(&format!(
+            "{} {} is {} (from the build cache; no layout written)",
+            result.name, result.version, result.reference
+        ));
+    }
     if !s.archives.is_empty() {
         write_archives(&s, &result, printer)?;
     }

@@ -4,6 +4,8 @@
 pub const ASSEMBLE_CACHE_DIR: &str = "ASSEMBLE_CACHE_DIR";
 /// Default registry (`HOST[/PREFIX]`), like `--registry`.
 pub const ASSEMBLE_REGISTRY: &str = "ASSEMBLE_REGISTRY";
+/// The build cache repository (`HOST/REPO`), like `--cache-repo`.
+pub const ASSEMBLE_CACHE_REPO: &str = "ASSEMBLE_CACHE_REPO";
 /// Debian mirror for mmdebstrap (default: mmdebstrap's own choice).
 pub const ASSEMBLE_DEBIAN_MIRROR: &str = "ASSEMBLE_DEBIAN_MIRROR";
 /// Log filter for `tracing` (`debug`, `assemble=trace`).

@@ -28,6 +28,8 @@
 //! - [`registry`]: references, credentials, TLS per host (certs.d, --ca-file)
 //!   and the v2 client (timeouts, credentials only to the registry that asked):
 //!   push, pull, tags.
+//! - [`remote_cache`]: a registry repository as the build cache of many
+//!   runners: a build's record, stored as an OCI artifact, read back checked.
 //! - [`run`]: `assemble run`, an image run rootless for smoke tests.
 //! - [`vendor`]: the offline store and its one-file bundle.
 //! - [`housekeeping`]: `clean` and `purge`, which remove only what assemble wrote.
@@ -51,6 +53,7 @@ pub mod image;
 pub mod output;
 pub mod python;
 pub mod registry;
+pub mod remote_cache;
 pub mod rootfs;
 pub mod run;
 pub mod runtime;

@@ -437,7 +437,17 @@ fn build_options(args: &BuildArgs, cache: &Cache) -> Result<BuildOptions, Error>
                 .into(),
         ));
     }
+    let remote_cache = remote_cache_repos(args, &config, push.as_ref(), &requirement)?;
+    let recordable = offline.is_none()
+        && locked.is_none()
+        && args.lock.is_none()
+        && args.archive.is_empty()
+        && matches!(base, BaseSource::Built)
+        && matches!(requirement.source, spec::Source::Index { .. })
+        && requirement.name.is_some();
     Ok(BuildOptions {
+        remote_cache,
+        recordable,
         requirement,
         python: args.python.clone(),
         pip,
@@ -453,6 +463,83 @@ fn build_options(args: &BuildArgs, cache: &Cache) -> Result<BuildOptions, Error>
         push_options: push_options(&args.registry_args),
         push,
     })
+}
+
+/// The build cache repositories: `--cache-repo` (else `ASSEMBLE_CACHE_REPO`,
+/// else assemble.toml's `cache-repo`) read and written, each `--cache-from`
+/// read, `--cache-to` written; with none of them and `--push`, the image
+/// repository's `/cache` on the same registry (so that blobs mount instead
+/// of uploading); nothing with `--no-remote-cache`.
+fn remote_cache_repos(
+    args: &BuildArgs,
+    config: &ProjectConfig,
+    push: Option<&PushTarget>,
+    requirement: &Requirement,
+) -> Result<crate::remote_cache::Repos, Error> {
+    let parse = |option: &str, s: &str| -> Result<Reference, Error> {
+        let r = Reference::parse(s).map_err(RegistryError::from)?;
+        if r.tag.is_some() || r.digest.is_some() {
+            return Err(Error::Usage(format!(
+                "{option} {s}: name a repository (HOST/REPO), without a tag or digest"
+            )));
+        }
+        Ok(r)
+    };
+    let given = args.cache_repo.is_some() || !args.cache_from.is_empty() || args.cache_to.is_some();
+    if args.no_remote_cache {
+        if given {
+            return Err(Error::Usage(
+                "--no-remote-cache with --cache-repo, --cache-from or --cache-to: choose one"
+                    .into(),
+            ));
+        }
+        return Ok(Default::default());
+    }
+    let repo = match args.cache_repo.clone() {
+        Some(r) => Some(("--cache-repo", r)),
+        None => std::env::var(env::ASSEMBLE_CACHE_REPO)
+            .ok()
+            .filter(|r| !r.is_empty())
+            .map(|r| (env::ASSEMBLE_CACHE_REPO, r))
+            .or_else(|| config.cache_repo.clone().map(|r| ("cache-repo", r))),
+    };
+    let mut repos = crate::remote_cache::Repos::default();
+    if let Some((option, r)) = &repo {
+        let r = parse(option, r)?;
+        repos.from.push(r.clone());
+        repos.to = Some(r);
+    }
+    for r in &args.cache_from {
+        repos.from.push(parse("--cache-from", r)?);
+    }
+    if let Some(r) = &args.cache_to {
+        repos.to = Some(parse("--cache-to", r)?);
+    }
+    if repos.is_empty() {
+        let image = match push {
+            Some(PushTarget::Reference(r)) => Some(r.clone()),
+            Some(PushTarget::Registry(prefix)) => requirement.name.as_deref().and_then(|n| {
+                Reference::for_build(
+                    prefix,
+                    &crate::build::image_name(n, &requirement.extras),
+                    "x",
+                )
+                .ok()
+            }),
+            None => None,
+        };
+        if let Some(image) = image {
+            let r = Reference {
+                repository: format!("{}/cache", image.repository),
+                tag: None,
+                digest: None,
+                ..image
+            };
+            repos.from.push(r.clone());
+            repos.to = Some(r);
+        }
+    }
+    Ok(repos)
 }
 
 /// `--base`, whose file or directory must exist.

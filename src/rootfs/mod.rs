@@ -73,6 +73,22 @@ impl BaseSource {
     }
 }
 
+/// Whether the archive moved since `suites` were read: each `InRelease`
+/// asked again (conditionally when validators were kept) and compared by
+/// sha256. Err: a suite could not be read, and why (credentials masked).
+pub fn archive_moved(suites: &[SuiteState]) -> Result<bool, String> {
+    let urls: Vec<String> = suites.iter().map(|s| s.url.clone()).collect();
+    let last = archive::ArchiveState {
+        suites: suites.to_vec(),
+    };
+    let now = archive::revalidate(&urls, Some(&last))?;
+    Ok(now
+        .suites
+        .iter()
+        .zip(suites)
+        .any(|(n, s)| n.sha256 != s.sha256))
+}
+
 /// Splits `DIR[:TAG]`; a colon followed by something with a slash is part of the path.
 pub fn split_layout_ref(s: &str) -> (PathBuf, Option<String>) {
     match s.rsplit_once(':') {

@@ -12,6 +12,9 @@ use crate::spec::SpecError;
 pub struct ProjectConfig {
     /// Registry the image is pushed to (`HOST[/PREFIX]`).
     pub registry: Option<String>,
+    /// The build cache repository (`HOST/REPO`), like `--cache-repo`.
+    #[serde(default, rename = "cache-repo")]
+    pub cache_repo: Option<String>,
     /// Interpreter version in the base (`3.11`).
     pub python: Option<String>,
     /// Debian packages added to the base and compiler.

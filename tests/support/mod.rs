@@ -186,6 +186,7 @@ pub fn assemble() -> Command {
         .env_remove("PIP_INDEX_URL")
         .env_remove("PIP_EXTRA_INDEX_URL")
         .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("ASSEMBLE_CACHE_REPO")
         .env_remove("DOCKER_CONFIG")
         .env("PIP_CONFIG_FILE", "/dev/null")
         .env("SOURCE_DATE_EPOCH", "1700000000")

@@ -1,0 +1,288 @@
+//! The registry as the build cache of runners with empty caches (issue 14),
+//! against a real registry (CNCF distribution) on loopback: runner A builds
+//! and pushes, and records its build in the cache repository; runner B,
+//! with an empty cache, writes the same image from that record.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use support::*;
+
+/// `assemble milborne==0.4.0` with `cache_dir`, pushing as `args` say.
+fn build(cache_dir: &Path, out: &Path, reg: &Registry, args: &[String]) -> Output {
+    let mut c = assemble();
+    c.arg("milborne==0.4.0")
+        .arg("--index-url")
+        .arg(index())
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .arg("--output")
+        .arg(out.join("oci"))
+        .arg("--result-file")
+        .arg(out.join("result.json"))
+        .args(["--insecure-registry", &reg.host])
+        .args(args);
+    c.output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn result(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&read(&out.join("result.json"))).unwrap()
+}
+
+/// Runner A: the run's warm cache, pushed to `team/milborne` under the
+/// registry; the build cache is its default, `team/milborne/cache`.
+fn runner_a(reg: &Registry, tmp: &Path) -> String {
+    let a = tmp.join("a");
+    let out = build(
+        &cache(),
+        &a,
+        reg,
+        &[
+            "--push".into(),
+            "--registry".into(),
+            format!("{}/team", reg.host),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("remote cache: recording this build in"),
+        "{}",
+        stderr(&out)
+    );
+    result(&a)["digest"].as_str().unwrap().to_string()
+}
+
+/// A cache with the run's root filesystems and nothing else: a runner that
+/// would build the Python side here.
+fn cache_with_rootfs_only(tmp: &Path) -> PathBuf {
+    let dir = tmp.join("rootfs-only");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shared = cache();
+    let cp = run(Command::new("cp")
+        .arg("-al")
+        .arg(shared.join("rootfs"))
+        .arg(shared.join("blobs"))
+        .arg(&dir));
+    assert!(cp.status.success());
+    dir
+}
+
+fn entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn a_runner_with_an_empty_cache_writes_the_image_from_the_record_and_uploads_no_layer() {
+    let reg = Registry::start("", "");
+    let tmp = tempfile::tempdir().unwrap();
+    let digest = runner_a(&reg, tmp.path());
+    let before = reg.log().len();
+
+    // Runner B: an empty cache, the image pushed under another name, the
+    // build cache read only.
+    let empty = tmp.path().join("empty-cache");
+    let b = tmp.path().join("b");
+    std::fs::create_dir(&b).unwrap();
+    let out = build(
+        &empty,
+        &b,
+        &reg,
+        &[
+            "--push".into(),
+            "--tag".into(),
+            format!("{}/team/copy:0.4.0", reg.host),
+            "--cache-from".into(),
+            format!("{}/team/milborne/cache", reg.host),
+        ],
+    );
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    let doc = result(&b);
+    assert_eq!(doc["digest"], digest, "the same image as runner A's");
+    let layers = doc["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 4);
+    assert!(
+        layers.iter().all(|l| l["build"] == "remote-cache"),
+        "{layers:?}"
+    );
+    // Nothing built here: no rootfs, no wheel, no uv, no layer blob.
+    for entry in ["rootfs", "wheels", "tools", "layers", "wheelhouse"] {
+        let n = entries(&empty.join(entry));
+        assert!(
+            n == 0 || (entry == "rootfs" && only_state_files(&empty.join(entry))),
+            "{entry}: {n} entries"
+        );
+    }
+    assert!(!log.contains("mmdebstrap"), "{log}");
+    assert!(
+        !b.join("oci/index.json").exists(),
+        "no layout without the layers"
+    );
+    // By the registry's log: the config uploaded, every layer mounted from
+    // the cache repository; the read-only cache never written.
+    let after = &reg.log()[before..];
+    let pushed: Vec<&serde_json::Value> = doc["push"]["blobs"].as_array().unwrap().iter().collect();
+    assert_eq!(pushed.len(), 5, "{pushed:?}");
+    assert_eq!(
+        pushed.iter().filter(|b| b["outcome"] == "mounted").count(),
+        4,
+        "{pushed:?}"
+    );
+    let uploads = after
+        .lines()
+        .filter(|l| l.contains("PUT /v2/team/copy/blobs/uploads/"))
+        .count();
+    assert_eq!(uploads, 1, "only the config is sent:\n{after}");
+    assert!(
+        !after.contains("PUT /v2/team/milborne/cache/"),
+        "the read-only cache is not written:\n{after}"
+    );
+    assert_eq!(
+        skopeo_inspect(&format!("{}/team/copy:0.4.0", reg.host), false)["Digest"],
+        digest
+    );
+}
+
+/// True when `dir` holds only files (the archive states and mmdebstrap's
+/// probed sources), no rootfs.
+fn only_state_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .all(|e| e.file_type().unwrap().is_file())
+}
+
+#[test]
+fn an_entry_whose_record_is_not_its_manifests_is_ignored_and_the_build_goes_on_here() {
+    let reg = Registry::start("", "");
+    let tmp = tempfile::tempdir().unwrap();
+    let digest = runner_a(&reg, tmp.path());
+    // Rewrite the entry: its record now names another application layer
+    // than its manifest does (what a poisoned or broken entry looks like).
+    let script = r#"
+import hashlib, json, sys, urllib.request
+base, repo = sys.argv[1], sys.argv[2]
+tags = json.load(urllib.request.urlopen(f"{base}/v2/{repo}/tags/list"))["tags"]
+tag = [t for t in tags if t.startswith("build-")][0]
+req = urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}",
+    headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+manifest = json.load(urllib.request.urlopen(req))
+config = json.load(urllib.request.urlopen(f"{base}/v2/{repo}/blobs/{manifest['config']['digest']}"))
+config["application"]["digest"] = "sha256:" + "0" * 64
+body = json.dumps(config).encode()
+digest = "sha256:" + hashlib.sha256(body).hexdigest()
+start = urllib.request.urlopen(urllib.request.Request(f"{base}/v2/{repo}/blobs/uploads/", method="POST"))
+location = start.headers["Location"]
+sep = "&" if "?" in location else "?"
+urllib.request.urlopen(urllib.request.Request(f"{location}{sep}digest={digest}", data=body, method="PUT",
+    headers={"Content-Type": "application/octet-stream"}))
+manifest["config"]["digest"] = digest
+manifest["config"]["size"] = len(body)
+urllib.request.urlopen(urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}",
+    data=json.dumps(manifest).encode(), method="PUT",
+    headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}))
+print(tag)
+"#;
+    let out = run(Command::new("python3").args([
+        "-c",
+        script,
+        &format!("http://{}", reg.host),
+        "team/milborne/cache",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let c = tmp.path().join("c");
+    let out = build(
+        &cache_with_rootfs_only(tmp.path()),
+        &c,
+        &reg,
+        &[
+            "--cache-from".into(),
+            format!("{}/team/milborne/cache", reg.host),
+        ],
+    );
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("warning: ignoring the build cache entry")
+            && log.contains("its layers are not the ones its record names"),
+        "{log}"
+    );
+    let doc = result(&c);
+    assert_eq!(doc["digest"], digest, "built here, the same image");
+    assert!(doc["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["build"] != "remote-cache"));
+    assert!(c.join("oci/index.json").is_file());
+}
+
+#[test]
+fn a_cache_registry_that_cannot_be_reached_is_a_warning_and_a_read_only_one_is_never_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache_dir = cache_with_rootfs_only(tmp.path());
+    let closed = format!("127.0.0.1:{}", free_port());
+    let reg = Registry::start("", "");
+    let d = tmp.path().join("d");
+    let out = build(
+        &cache_dir,
+        &d,
+        &reg,
+        &[
+            "--cache-repo".into(),
+            format!("{closed}/team/cache"),
+            "--insecure-registry".into(),
+            closed.clone(),
+        ],
+    );
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains(&format!(
+            "warning: cannot read the build cache {closed}/team/cache"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "warning: cannot record this build in the build cache {closed}/team/cache"
+        )),
+        "{log}"
+    );
+    assert!(d.join("oci/index.json").is_file());
+
+    // A read-only cache (--cache-from) with nothing for these inputs: the
+    // build goes on here, pushes, and writes nothing to the cache.
+    let e = tmp.path().join("e");
+    let fresh = cache_with_rootfs_only(&tmp.path().join("second"));
+    let out = build(
+        &fresh,
+        &e,
+        &reg,
+        &[
+            "--push".into(),
+            "--registry".into(),
+            format!("{}/team", reg.host),
+            "--cache-from".into(),
+            format!("{}/team/shared/cache", reg.host),
+        ],
+    );
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("remote cache: nothing recorded"), "{log}");
+    assert!(!log.contains("recording this build"), "{log}");
+    assert_eq!(
+        reg.count("\"GET /v2/team/shared/cache/manifests/build-"),
+        1,
+        "one lookup:\n{}",
+        reg.log()
+    );
+    assert_eq!(reg.count("PUT /v2/team/shared/cache"), 0, "no write");
+}
