@@ -243,8 +243,11 @@ pub fn build(
     printer: &Printer,
 ) -> Result<BuildResult, Error> {
     let key = opts.recordable.then(|| record_key(opts));
+    let mut unreachable = Vec::new();
     if let (Some(key), false) = (&key, opts.rebuild) {
-        if let Some(result) = from_remote_cache(opts, key, cache, printer)? {
+        if let Some(result) =
+            from_remote_cache(opts, key, cache, runner, &mut unreachable, printer)?
+        {
             return Ok(result);
         }
     }
@@ -308,7 +311,7 @@ pub fn build(
             installed: venv.installed.clone(),
             runtime: runtime_blob,
         };
-        record_build(opts, cache, &record, printer)?;
+        record_build(opts, cache, &record, &unreachable, printer)?;
     }
     Ok(BuildResult {
         reference: format!("oci:{}:{version}", opts.output.display()),
@@ -565,13 +568,20 @@ fn record_key(opts: &BuildOptions) -> String {
                 .unwrap_or("")
                 .as_bytes(),
         )
+        // Without credentials: a per-job token must not change the key.
         .part(
             "index",
-            opts.pip.index_url.as_deref().unwrap_or("").as_bytes(),
+            strip(opts.pip.index_url.as_deref().unwrap_or("")).as_bytes(),
         )
         .part(
             "extra-index",
-            opts.pip.extra_index_urls.join(" ").as_bytes(),
+            opts.pip
+                .extra_index_urls
+                .iter()
+                .map(|u| strip(u))
+                .collect::<Vec<_>>()
+                .join(" ")
+                .as_bytes(),
         )
         .part("trusted", opts.pip.trusted_hosts.join(" ").as_bytes())
         .part(
@@ -580,11 +590,11 @@ fn record_key(opts: &BuildOptions) -> String {
         )
         .part(
             "base",
-            Definition::base(&c.dependencies.run).key().as_bytes(),
+            record_definition(base_definition(opts)).key().as_bytes(),
         )
         .part(
             "compiler",
-            Definition::compiler(&c.dependencies.run, &c.dependencies.build)
+            record_definition(compiler_definition(opts))
                 .key()
                 .as_bytes(),
         )
@@ -597,6 +607,26 @@ fn record_key(opts: &BuildOptions) -> String {
     k.finish()
 }
 
+fn strip(url: &str) -> String {
+    crate::output::strip_credentials(url)
+}
+
+fn base_definition(opts: &BuildOptions) -> Definition {
+    Definition::base(&opts.config.dependencies.run)
+}
+
+fn compiler_definition(opts: &BuildOptions) -> Definition {
+    let deps = &opts.config.dependencies;
+    Definition::compiler(&deps.run, &deps.build)
+}
+
+/// A definition as the key of a record sees it: the mirror without
+/// credentials (the archive it names is checked against the record's).
+fn record_definition(mut def: Definition) -> Definition {
+    def.mirror = def.mirror.lines().map(strip).collect::<Vec<_>>().join("\n");
+    def
+}
+
 /// Keeps the record of a build in the cache and, when a build cache
 /// repository is written, there too (a failure there is a warning: the
 /// build itself succeeded).
@@ -604,12 +634,17 @@ fn record_build(
     opts: &BuildOptions,
     cache: &Cache,
     record: &Record,
+    unreachable: &[Reference],
     printer: &Printer,
 ) -> Result<(), Error> {
     cache.put_json("records", &record.key, record)?;
     let Some(to) = &opts.remote_cache.to else {
         return Ok(());
     };
+    if unreachable.contains(to) {
+        // Said once, when it was read.
+        return Ok(());
+    }
     printer.step(&format!("remote cache: recording this build in {to}"));
     let image = remote_cache::entry_image(record, cache.blobs())?;
     let reference = remote_cache::entry_reference(to, &record.key);
@@ -643,6 +678,8 @@ fn from_remote_cache(
     opts: &BuildOptions,
     key: &str,
     cache: &Cache,
+    runner: &dyn Runner,
+    unreachable: &mut Vec<Reference>,
     printer: &Printer,
 ) -> Result<Option<BuildResult>, Error> {
     // The local cache first: a build recorded here is rebuilt from its
@@ -655,24 +692,100 @@ fn from_remote_cache(
         printer.step(&format!("remote cache: looking in {repo}"));
         match remote_cache::fetch(client.clone(), repo, key, cache.blobs()) {
             Ok(record) => {
-                if !still_current(opts, &record, printer)? {
+                if !matches_request(opts, &record, repo, printer) {
+                    continue;
+                }
+                if !still_current(opts, &record, cache, runner, printer)? {
                     return Ok(None);
                 }
-                return finish_from_record(opts, &record, repo, client, cache, printer).map(Some);
+                // Anything that fails from here on (a mount declined, a blob
+                // gone) is a warning: the build goes on here.
+                match finish_from_record(opts, &record, repo, client.clone(), cache, printer) {
+                    Ok(result) => return Ok(Some(result)),
+                    Err(e) => {
+                        printer.warn(&format!(
+                            "cannot write the image from the build cache {repo} ({}); building here",
+                            one_line(&e)
+                        ));
+                        return Ok(None);
+                    }
+                }
             }
-            Err(miss) => remote_cache::warn_miss(printer, repo, &miss),
+            Err(miss) => {
+                if matches!(miss, remote_cache::Miss::Unreachable(_)) {
+                    unreachable.push(repo.clone());
+                }
+                remote_cache::warn_miss(printer, repo, &miss)
+            }
         }
     }
     Ok(None)
 }
 
+/// Whether a record is of what was asked: its project is the requirement's
+/// (a record naming another project would name another push target), at
+/// the version pinned when one is; else it is ignored with a warning.
+fn matches_request(
+    opts: &BuildOptions,
+    record: &Record,
+    repo: &Reference,
+    printer: &Printer,
+) -> bool {
+    let asked = opts
+        .requirement
+        .name
+        .as_deref()
+        .map(crate::spec::normalise_name)
+        .unwrap_or_default();
+    let pinned = match &opts.requirement.source {
+        crate::spec::Source::Index { version, operator } if operator == "==" => Some(version),
+        _ => None,
+    };
+    let name_ok = crate::spec::normalise_name(&record.name) == asked
+        && record
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let version_ok = pinned.is_none_or(|v| *v == record.version)
+        && record
+            .version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-_.!".contains(c));
+    if !(name_ok && version_ok) {
+        printer.warn(&format!(
+            "ignoring the build cache entry in {repo}: it records {:?} {:?}, not what was asked; building here",
+            record.name, record.version
+        ));
+    }
+    name_ok && version_ok
+}
+
 /// Whether the Debian archive and the index still are as the record saw
 /// them; either one unreachable keeps the recorded state, with a warning,
-/// as a local build does.
-fn still_current(opts: &BuildOptions, record: &Record, printer: &Printer) -> Result<bool, Error> {
-    let debian = [record.base.debian.as_ref(), record.compiler_debian.as_ref()];
-    for d in debian.into_iter().flatten() {
-        match rootfs::archive_moved(&d.suites) {
+/// as a local build does. A record without the archive states or the index
+/// pages cannot be checked: it is not used.
+fn still_current(
+    opts: &BuildOptions,
+    record: &Record,
+    cache: &Cache,
+    runner: &dyn Runner,
+    printer: &Printer,
+) -> Result<bool, Error> {
+    let (Some(base), Some(compiler)) = (&record.base.debian, &record.compiler_debian) else {
+        printer
+            .step("remote cache: the record has no Debian archive state to check; building here");
+        return Ok(false);
+    };
+    if record.resolution.pages.is_empty() {
+        printer.step("remote cache: the record has no index pages to check; building here");
+        return Ok(false);
+    }
+    let debian = [
+        (base_definition(opts), &base.suites),
+        (compiler_definition(opts), &compiler.suites),
+    ];
+    for (def, suites) in debian {
+        match rootfs::archive_moved(&def, suites, cache, runner) {
             Ok(false) => {}
             Ok(true) => {
                 printer.step("remote cache: the Debian archive moved since the recorded build; building here");

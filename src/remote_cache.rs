@@ -197,20 +197,26 @@ pub fn fetch(
         )));
     }
     if record.key != key {
+        let short: String = record.key.chars().take(12).collect();
         return Err(Miss::Refused(format!(
-            "it records the inputs {} under the tag of {}",
-            &record.key[..record.key.len().min(12)],
+            "it records the inputs {short:?} under the tag of {:?}",
             &key[..key.len().min(12)]
         )));
     }
     if record.assemble != env!("CARGO_PKG_VERSION") {
-        return Err(Miss::Refused(format!(
-            "written by assemble {}",
-            record.assemble
-        )));
+        let short: String = record.assemble.chars().take(32).collect();
+        return Err(Miss::Refused(format!("written by assemble {short:?}")));
     }
-    let named: Vec<&Digest> = image.layers().iter().map(|b| &b.digest).collect();
-    let recorded: Vec<&Digest> = record.blobs().into_iter().map(|b| &b.digest).collect();
+    let named: Vec<(&Digest, u64, &str)> = image
+        .layers()
+        .iter()
+        .map(|b| (&b.digest, b.size, b.media_type.as_str()))
+        .collect();
+    let recorded: Vec<(&Digest, u64, &str)> = record
+        .blobs()
+        .into_iter()
+        .map(|b| (&b.digest, b.size, b.media_type.as_str()))
+        .collect();
     if named != recorded {
         return Err(Miss::Refused(
             "its layers are not the ones its record names".into(),

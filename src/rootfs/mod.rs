@@ -73,19 +73,39 @@ impl BaseSource {
     }
 }
 
-/// Whether the archive moved since `suites` were read: each `InRelease`
-/// asked again (conditionally when validators were kept) and compared by
-/// sha256. Err: a suite could not be read, and why (credentials masked).
-pub fn archive_moved(suites: &[SuiteState]) -> Result<bool, String> {
-    let urls: Vec<String> = suites.iter().map(|s| s.url.clone()).collect();
+/// Whether the archive `def` builds from moved since `recorded` was read:
+/// the suites `def`'s mirror names now (with its credentials; mmdebstrap's
+/// defaults, which need a probe run to learn, are taken as recorded) must
+/// be the recorded ones, and each `InRelease`, asked again (conditionally
+/// when validators were kept), must have the recorded sha256. Err: a suite
+/// could not be read, and why (credentials masked).
+pub fn archive_moved(
+    def: &Definition,
+    recorded: &[SuiteState],
+    cache: &Cache,
+    runner: &dyn crate::sandbox::Runner,
+) -> Result<bool, String> {
+    let urls: Vec<String> = if def.mirror.trim().is_empty() {
+        recorded.iter().map(|s| s.url.clone()).collect()
+    } else {
+        archive::suites(&def.mirror, debian::SUITE, cache, runner).map_err(|e| e.to_string())?
+    };
+    let public: Vec<String> = urls
+        .iter()
+        .map(|u| crate::output::strip_credentials(u))
+        .collect();
+    let was: Vec<&str> = recorded.iter().map(|s| s.url.as_str()).collect();
+    if public != was {
+        return Ok(true);
+    }
     let last = archive::ArchiveState {
-        suites: suites.to_vec(),
+        suites: recorded.to_vec(),
     };
     let now = archive::revalidate(&urls, Some(&last))?;
     Ok(now
         .suites
         .iter()
-        .zip(suites)
+        .zip(recorded)
         .any(|(n, s)| n.sha256 != s.sha256))
 }
 
