@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Origin};
 use crate::contract;
 use crate::digest::Digest;
 use crate::image::documents::{self, ImageDocuments, ImageLayer, ImageSettings};
@@ -15,7 +15,7 @@ use crate::image::remote::{self, PushOptions, PushReport};
 use crate::image::Image;
 use crate::output::Printer;
 use crate::python::{self, PythonContext};
-use crate::registry::{Client, ClientOptions, Reference, Repository};
+use crate::registry::{Client, ClientOptions, Reference};
 use crate::remote_cache::{self, Record, RecordedRootfs};
 use crate::rootfs::{self, BaseSource, Definition, Rootfs, RootfsError};
 use crate::runtime::{self, Project};
@@ -243,11 +243,25 @@ pub fn build(
     printer: &Printer,
 ) -> Result<BuildResult, Error> {
     let key = opts.recordable.then(|| record_key(opts));
-    let mut unreachable = Vec::new();
-    if let (Some(key), false) = (&key, opts.rebuild) {
-        if let Some(result) =
-            from_remote_cache(opts, key, cache, runner, &mut unreachable, printer)?
-        {
+    // The build cache in a registry: the tier behind the local cache
+    // (stage entries) and the build records.
+    let tier = match (&opts.offline, opts.remote_cache.is_empty()) {
+        (None, false) => Some(Arc::new(remote_cache::Tier::new(
+            Arc::new(Client::new(opts.registry.clone())?),
+            opts.remote_cache.clone(),
+        ))),
+        _ => None,
+    };
+    let with_tier;
+    let cache = match &tier {
+        Some(t) => {
+            with_tier = cache.clone().with_remote(t.clone());
+            &with_tier
+        }
+        None => cache,
+    };
+    if let (Some(key), Some(tier), false) = (&key, &tier, opts.rebuild) {
+        if let Some(result) = from_remote_cache(opts, key, cache, runner, tier, printer)? {
             return Ok(result);
         }
     }
@@ -278,7 +292,7 @@ pub fn build(
         installed: &venv.installed,
         services: &opts.config.services,
     };
-    let runtime = runtime_layer(cache, &project, opts.epoch, opts.compression)?;
+    let runtime = runtime_layer(cache, &project, opts.epoch, opts.compression, printer)?;
     let runtime_blob = runtime.0.clone();
     let (layers, result_layers) = image_layers(&base, &venv, runtime, &name, &version);
     let settings = image_settings(&project, &version, &opts.config, opts.epoch);
@@ -311,7 +325,10 @@ pub fn build(
             installed: venv.installed.clone(),
             runtime: runtime_blob,
         };
-        record_build(opts, cache, &record, &unreachable, printer)?;
+        record_build(opts, cache, &record, tier.as_deref(), printer)?;
+    }
+    if let Some(tier) = &tier {
+        write_offered(opts, cache, tier, printer)?;
     }
     Ok(BuildResult {
         reference: format!("oci:{}:{version}", opts.output.display()),
@@ -462,7 +479,7 @@ fn online_inputs(
 fn image_layers(
     base: &Rootfs,
     venv: &python::VenvLayers,
-    (runtime_blob, runtime_cached): (LayerBlob, bool),
+    (runtime_blob, runtime_origin): (LayerBlob, Origin),
     name: &str,
     version: &str,
 ) -> (Vec<ImageLayer>, Vec<ResultLayer>) {
@@ -494,13 +511,13 @@ fn image_layers(
         blob: venv.application.clone(),
         created_by: format!("assemble: {name}=={version}"),
     });
-    let origin = |cached: bool| if cached { "cached" } else { "built" };
-    let mut origins: Vec<&'static str> = vec![origin(base.cached); base.layers.len()];
-    origins.extend([
-        origin(venv.cached || venv.dependencies_cached),
-        origin(runtime_cached),
-        origin(venv.cached),
-    ]);
+    let cached = |yes: bool| if yes { Origin::Cached } else { Origin::Built };
+    let dependencies = match venv.dependencies_origin {
+        Origin::Remote => Origin::Remote,
+        _ => cached(venv.cached || venv.dependencies_cached),
+    };
+    let mut origins: Vec<Origin> = vec![base.origin; base.layers.len()];
+    origins.extend([dependencies, runtime_origin, cached(venv.cached)]);
     let result_layers: Vec<ResultLayer> = layers
         .iter()
         .zip(&origins)
@@ -510,7 +527,7 @@ fn image_layers(
             size: l.blob.size,
             media_type: l.blob.media_type.clone(),
             created_by: l.created_by.clone(),
-            build: o,
+            build: o.as_str(),
         })
         .collect();
     (layers, result_layers)
@@ -634,14 +651,14 @@ fn record_build(
     opts: &BuildOptions,
     cache: &Cache,
     record: &Record,
-    unreachable: &[Reference],
+    tier: Option<&remote_cache::Tier>,
     printer: &Printer,
 ) -> Result<(), Error> {
     cache.put_json("records", &record.key, record)?;
-    let Some(to) = &opts.remote_cache.to else {
+    let (Some(to), Some(tier)) = (&opts.remote_cache.to, tier) else {
         return Ok(());
     };
-    if unreachable.contains(to) {
+    if tier.is_unreachable(to) {
         // Said once, when it was read.
         return Ok(());
     }
@@ -653,21 +670,56 @@ fn record_build(
     if let Err(e) = push_image(cache, &image, &reference, &opts.registry, &options, printer) {
         printer.warn(&format!(
             "cannot record this build in the build cache {to}: {}",
-            one_line(&e)
+            crate::registry::error_chain(&e)
         ));
     }
     Ok(())
 }
 
-/// An error and its causes on one line.
-fn one_line(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
+/// Writes the stage entries this build made (a rootfs, a wheel built from
+/// an sdist, the dependencies and runtime layers) to the build cache
+/// repository, after the image: blobs the image holds are mounted from it.
+/// A failure is a warning, and the rest are not tried.
+fn write_offered(
+    opts: &BuildOptions,
+    cache: &Cache,
+    tier: &remote_cache::Tier,
+    printer: &Printer,
+) -> Result<(), Error> {
+    let mut options = opts.push_options.clone();
+    options.format = crate::image::mutate::ManifestFormat::Oci;
+    let mut written = 0;
+    for (image, reference) in tier.take_offered(cache.blobs())? {
+        let repo = Reference {
+            tag: None,
+            ..reference.clone()
+        };
+        let pushed = match tier.has_entry(&reference) {
+            Ok(true) => continue,
+            Ok(false) => {
+                printer.step(&format!(
+                    "remote cache: writing {} to {repo}",
+                    reference.tag.as_deref().unwrap_or_default()
+                ));
+                push_image(cache, &image, &reference, &opts.registry, &options, printer).map(|_| ())
+            }
+            Err(e) => Err(e.into()),
+        };
+        match pushed {
+            Ok(()) => written += 1,
+            Err(e) => {
+                printer.warn(&format!(
+                    "cannot write to the build cache {repo}: {}",
+                    crate::registry::error_chain(&e)
+                ));
+                break;
+            }
+        }
     }
-    text
+    if written > 0 {
+        printer.step(&format!("remote cache: {written} stage entries written"));
+    }
+    Ok(())
 }
 
 /// The build served by a record of the same inputs, when the local cache
@@ -679,7 +731,7 @@ fn from_remote_cache(
     key: &str,
     cache: &Cache,
     runner: &dyn Runner,
-    unreachable: &mut Vec<Reference>,
+    tier: &remote_cache::Tier,
     printer: &Printer,
 ) -> Result<Option<BuildResult>, Error> {
     // The local cache first: a build recorded here is rebuilt from its
@@ -687,11 +739,10 @@ fn from_remote_cache(
     if opts.remote_cache.from.is_empty() || cache.get_json::<Record>("records", key).is_some() {
         return Ok(None);
     }
-    let client = Arc::new(Client::new(opts.registry.clone())?);
     for repo in &opts.remote_cache.from {
         printer.step(&format!("remote cache: looking in {repo}"));
-        match remote_cache::fetch(client.clone(), repo, key, cache.blobs()) {
-            Ok(record) => {
+        match remote_cache::fetch(tier.client(), repo, key, cache.blobs()) {
+            Ok((record, entry)) => {
                 if !matches_request(opts, &record, repo, printer) {
                     continue;
                 }
@@ -700,12 +751,12 @@ fn from_remote_cache(
                 }
                 // Anything that fails from here on (a mount declined, a blob
                 // gone) is a warning: the build goes on here.
-                match finish_from_record(opts, &record, repo, client.clone(), cache, printer) {
+                match finish_from_record(opts, &record, repo, &entry, cache, printer) {
                     Ok(result) => return Ok(Some(result)),
                     Err(e) => {
                         printer.warn(&format!(
                             "cannot write the image from the build cache {repo} ({}); building here",
-                            one_line(&e)
+                            crate::registry::error_chain(&e)
                         ));
                         return Ok(None);
                     }
@@ -713,7 +764,7 @@ fn from_remote_cache(
             }
             Err(miss) => {
                 if matches!(miss, remote_cache::Miss::Unreachable(_)) {
-                    unreachable.push(repo.clone());
+                    tier.mark_unreachable(repo);
                 }
                 remote_cache::warn_miss(printer, repo, &miss)
             }
@@ -837,7 +888,7 @@ fn finish_from_record(
     opts: &BuildOptions,
     record: &Record,
     repo: &Reference,
-    client: Arc<Client>,
+    entry: &Image,
     cache: &Cache,
     printer: &Printer,
 ) -> Result<BuildResult, Error> {
@@ -846,7 +897,7 @@ fn finish_from_record(
         tree: PathBuf::new(),
         layers: record.base.layers.clone(),
         created_by: record.base.created_by.clone(),
-        cached: true,
+        origin: Origin::Remote,
         debian: record.base.debian.clone(),
     };
     let venv = python::VenvLayers {
@@ -855,6 +906,7 @@ fn finish_from_record(
         installed: record.installed.clone(),
         cached: true,
         dependencies_cached: true,
+        dependencies_origin: Origin::Remote,
     };
     let (name, version, python) = (&record.name, &record.version, &record.python);
     let project = Project {
@@ -863,10 +915,15 @@ fn finish_from_record(
         installed: &venv.installed,
         services: &opts.config.services,
     };
-    let (layers, mut result_layers) =
-        image_layers(&base, &venv, (record.runtime.clone(), true), name, version);
+    let (layers, mut result_layers) = image_layers(
+        &base,
+        &venv,
+        (record.runtime.clone(), Origin::Remote),
+        name,
+        version,
+    );
     for l in &mut result_layers {
-        l.build = "remote-cache";
+        l.build = Origin::Remote.as_str();
     }
     let settings = image_settings(&project, version, &opts.config, opts.epoch);
     let docs = documents::image_documents(&settings, &layers)?;
@@ -903,12 +960,10 @@ fn finish_from_record(
             debian,
         });
     }
-    let entry = remote_cache::entry_reference(repo, &record.key);
-    let remote = remote::image(&Repository::for_pull(client, &entry), &entry)?;
-    for blob in remote.layers() {
+    for blob in entry.layers() {
         if !cache.blobs().has(&blob.digest) {
             printer.step(&format!("remote cache: fetching layer {}", blob.digest));
-            remote.source().copy_into(blob, cache.blobs())?;
+            entry.source().copy_into(blob, cache.blobs())?;
         }
     }
     printer.step(&format!(
@@ -1019,7 +1074,8 @@ fn runtime_layer(
     project: &Project,
     epoch: u64,
     compression: Compression,
-) -> Result<(LayerBlob, bool), Error> {
+    printer: &Printer,
+) -> Result<(LayerBlob, Origin), Error> {
     let layer = runtime::layer(project);
     let mut key = crate::cache::KeyBuilder::new("runtime-layer-v1");
     key.part("epoch", epoch.to_string().as_bytes())
@@ -1038,12 +1094,21 @@ fn runtime_layer(
     let key = key.finish();
     if let Some(blob) = cache.get_json::<LayerBlob>("layers", &key) {
         if cache.blobs().has(&blob.digest) {
-            return Ok((blob, true));
+            cache.offer("layer", &key, &blob, vec![blob.blob()]);
+            return Ok((blob, Origin::Cached));
         }
+    }
+    if let Some(blob) = cache
+        .remote_json::<LayerBlob>("layer", &key, printer)
+        .filter(|b| cache.remote_layer_ok(b, printer))
+    {
+        cache.put_json("layers", &key, &blob)?;
+        return Ok((blob, Origin::Remote));
     }
     let blob = layer.write_blob(cache.blobs().dir(), compression, epoch)?;
     cache.put_json("layers", &key, &blob)?;
-    Ok((blob, false))
+    cache.offer("layer", &key, &blob, vec![blob.blob()]);
+    Ok((blob, Origin::Built))
 }
 
 /// Pushes an image, mounting blobs that other repositories of the same

@@ -12,6 +12,8 @@
 //! run/<manifest hex>/        an image unpacked for `assemble run`, bound read-only
 //! run/<manifest hex>.lock    held (shared) by each `assemble run` of that tree
 //! run/.lock                  held while a tree is unpacked or removed
+//! records/<key>.json         a build's record (`remote_cache::Record`), by the key of its inputs
+//! tools/<key>/               pinned tools (uv), checked by sha256
 //! tmp/                       work in progress; renamed into place when complete
 //! CACHEDIR.TAG               the marker: this directory is assemble's cache
 //! ```
@@ -27,14 +29,21 @@
 //! open only when it is empty or holds nothing but the entries above, as a
 //! cache made before the marker existed does; any other directory is used as
 //! it is and never marked, so purge never removes it.
+//!
+//! A cache may have a second, shared tier behind it ([`RemoteTier`]: the
+//! build cache in a registry, `remote_cache`): the stages that look an
+//! entry up here and miss ask it ([`Cache::remote_json`]) before building,
+//! and offer it what they built ([`Cache::offer`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
 use crate::env;
-use crate::image::{BlobStore, ImageError};
+use crate::image::{Blob, BlobStore, ImageError};
+use crate::output::Printer;
 
 /// Failure to use the cache directory.
 #[derive(Debug, thiserror::Error)]
@@ -73,10 +82,65 @@ impl CacheError {
 }
 
 /// The cache.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Cache {
     root: PathBuf,
     blobs: BlobStore,
+    remote: Option<Arc<dyn RemoteTier>>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("root", &self.root)
+            .field("remote", &self.remote.is_some())
+            .finish()
+    }
+}
+
+/// Where a stage's output came from, as the result file says it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// Made by this run.
+    #[default]
+    Built,
+    /// From this machine's cache.
+    Cached,
+    /// From the build cache in a registry ([`RemoteTier`]).
+    Remote,
+}
+
+impl Origin {
+    /// `built`, `cached` or `remote-cache`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Built => "built",
+            Origin::Cached => "cached",
+            Origin::Remote => "remote-cache",
+        }
+    }
+}
+
+/// A shared tier behind the local cache: entries of a kind (`rootfs`,
+/// `wheel`, `layer`) under the same keys as here, each a JSON value and the
+/// blobs it names. Reading checks every digest and says what it could not
+/// use (a warning), never fails a build; writing is deferred to the end of
+/// the build and is the tier owner's.
+pub trait RemoteTier: Send + Sync {
+    /// The entry's value, with every blob it names now in `cache`'s blob
+    /// store, checked; None when no repository has a usable one.
+    fn fetch(
+        &self,
+        cache: &Cache,
+        kind: &str,
+        key: &str,
+        printer: &Printer,
+    ) -> Option<serde_json::Value>;
+    /// Whether entries offered are written anywhere.
+    fn writes(&self) -> bool;
+    /// Keeps an entry made here to be written when the build ends; its
+    /// blobs are in the cache's blob store.
+    fn offer(&self, kind: &str, key: &str, value: serde_json::Value, blobs: Vec<Blob>);
 }
 
 impl Cache {
@@ -121,7 +185,68 @@ impl Cache {
         Ok(Self {
             root: root.to_path_buf(),
             blobs,
+            remote: None,
         })
+    }
+
+    /// This cache with `tier` behind it.
+    pub fn with_remote(mut self, tier: Arc<dyn RemoteTier>) -> Self {
+        self.remote = Some(tier);
+        self
+    }
+
+    /// The entry `kind`/`key` from the tier behind this cache, its blobs
+    /// fetched into the blob store; None without a tier, or when it has no
+    /// usable entry (said by the tier).
+    pub fn remote_json<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+        key: &str,
+        printer: &Printer,
+    ) -> Option<T> {
+        let value = self.remote.as_ref()?.fetch(self, kind, key, printer)?;
+        match serde_json::from_value(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                printer.warn(&format!(
+                    "ignoring the build cache's {kind} entry {}: it does not read ({e})",
+                    &key[..key.len().min(12)]
+                ));
+                None
+            }
+        }
+    }
+
+    /// Whether a layer named by an entry of the tier is the blob fetched:
+    /// its digest, and the tar it decompresses to (its diff_id, which no
+    /// registry checks); a warning when it is not.
+    pub fn remote_layer_ok(
+        &self,
+        blob: &crate::image::layer::LayerBlob,
+        printer: &Printer,
+    ) -> bool {
+        let ok = blob.matches_file(&self.blobs.path(&blob.digest));
+        if !ok {
+            printer.warn(&format!(
+                "ignoring the build cache's layer {}: its blob is not the layer it names; building here",
+                blob.digest
+            ));
+        }
+        ok
+    }
+
+    /// Whether entries offered are written to a tier behind this cache
+    /// (when not, preparing one is wasted work).
+    pub fn offers(&self) -> bool {
+        self.remote.as_ref().is_some_and(|t| t.writes())
+    }
+
+    /// Offers an entry made here to the tier behind this cache, if any.
+    pub fn offer<T: serde::Serialize>(&self, kind: &str, key: &str, value: &T, blobs: Vec<Blob>) {
+        if let Some(tier) = &self.remote {
+            let value = serde_json::to_value(value).expect("cache entries serialise");
+            tier.offer(kind, key, value, blobs);
+        }
     }
 
     /// The cache directory.

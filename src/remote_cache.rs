@@ -14,15 +14,17 @@
 //! registry that cannot be reached, or refuses, is a warning, never a
 //! failed build.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use crate::cache::{Cache, RemoteTier};
 use crate::digest::Digest;
 use crate::image::layer::LayerBlob;
 use crate::image::remote;
-use crate::image::Image;
+use crate::image::{Blob, Image};
 use crate::output::Printer;
 use crate::python::resolve::Resolution;
 use crate::python::Installed;
+use crate::registry::error_chain;
 use crate::registry::{Client, Reference, RegistryError, Repository};
 use crate::rootfs::DebianRecord;
 
@@ -31,7 +33,7 @@ pub const CONFIG_TYPE: &str = "application/vnd.assemble.build-record.v1+json";
 /// The entry's artifact type.
 pub const ARTIFACT_TYPE: &str = "application/vnd.assemble.build-record.v1";
 /// The record format this assemble writes and reads.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 /// The largest record read (the fixture's is about 50 KB).
 const MAX_RECORD: u64 = 16 << 20;
 
@@ -104,18 +106,67 @@ impl Record {
     }
 }
 
-/// The tag of the entry for `key`.
+/// The tag of the record of `key`.
 pub fn tag(key: &str) -> String {
     format!("build-{}", &key[..key.len().min(40)])
 }
 
-/// The entry's manifest for `record` (canonical JSON) and the record's
-/// bytes (its config).
-fn entry_documents(record: &Record) -> (Vec<u8>, Vec<u8>) {
-    let config = serde_json::to_vec(record).expect("a record serialises");
-    let layers: Vec<serde_json::Value> = record
-        .blobs()
-        .into_iter()
+/// The media type of a stage entry's config ([`StageEntry`]).
+pub const STAGE_CONFIG_TYPE: &str = "application/vnd.assemble.cache-entry.v1+json";
+/// A stage entry's artifact type.
+pub const STAGE_TYPE: &str = "application/vnd.assemble.cache-entry.v1";
+/// The manifest annotation that says when an entry was written (what
+/// `assemble cache prune` reads).
+pub const CREATED: &str = "org.opencontainers.image.created";
+
+/// The tag of the stage entry `kind`/`key` (`rootfs-<key>`, `wheel-<key>`,
+/// `layer-<key>`).
+pub fn stage_tag(kind: &str, key: &str) -> String {
+    format!("{kind}-{}", &key[..key.len().min(64)])
+}
+
+/// One stage's entry (the config of its manifest): what the local cache
+/// keeps under the same kind and key, and the blobs it names, which are the
+/// manifest's layers.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct StageEntry {
+    format: u32,
+    kind: String,
+    key: String,
+    assemble: String,
+    value: serde_json::Value,
+    blobs: Vec<Named>,
+}
+
+/// A blob as an entry names it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Named {
+    digest: Digest,
+    size: u64,
+    media_type: String,
+}
+
+impl Named {
+    fn of(b: &Blob) -> Self {
+        Self {
+            digest: b.digest.clone(),
+            size: b.size,
+            media_type: b.media_type.clone(),
+        }
+    }
+}
+
+/// An entry's manifest (canonical JSON): `config` as its config, `blobs`
+/// as its layers, and when it was written.
+fn entry_manifest(
+    artifact_type: &str,
+    config_type: &str,
+    config: &[u8],
+    blobs: &[Blob],
+    created: &str,
+) -> Vec<u8> {
+    let layers: Vec<serde_json::Value> = blobs
+        .iter()
         .map(|b| {
             serde_json::json!({
                 "mediaType": b.media_type,
@@ -127,16 +178,34 @@ fn entry_documents(record: &Record) -> (Vec<u8>, Vec<u8>) {
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "artifactType": ARTIFACT_TYPE,
+        "artifactType": artifact_type,
         "config": {
-            "mediaType": CONFIG_TYPE,
-            "digest": Digest::of(&config).to_string(),
+            "mediaType": config_type,
+            "digest": Digest::of(config).to_string(),
             "size": config.len(),
         },
         "layers": layers,
+        "annotations": { CREATED: created },
     });
     // serde_json's maps are sorted: this is canonical JSON.
-    let manifest = serde_json::to_vec(&manifest).expect("a manifest serialises");
+    serde_json::to_vec(&manifest).expect("a manifest serialises")
+}
+
+/// Now, as the entries' annotation says it.
+fn now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    crate::epoch::rfc3339(secs)
+}
+
+/// The entry's manifest for `record` (canonical JSON) and the record's
+/// bytes (its config).
+fn entry_documents(record: &Record, created: &str) -> (Vec<u8>, Vec<u8>) {
+    let config = serde_json::to_vec(record).expect("a record serialises");
+    let blobs: Vec<Blob> = record.blobs().into_iter().map(LayerBlob::blob).collect();
+    let manifest = entry_manifest(ARTIFACT_TYPE, CONFIG_TYPE, &config, &blobs, created);
     (manifest, config)
 }
 
@@ -151,29 +220,30 @@ pub enum Miss {
     Refused(String),
 }
 
-/// The record of `key` in `repo`, checked: the manifest's digest (the
-/// client), the record's (its config descriptor), its format, its key and
-/// the assemble version that wrote it.
-pub fn fetch(
+/// The entry under `reference`: its manifest (checked by its digest by the
+/// registry client) as an image, and its config, of `config_type`, read
+/// into `store` and checked by its digest.
+fn read_entry(
     client: Arc<Client>,
-    repo: &Reference,
-    key: &str,
+    reference: &Reference,
+    config_type: &str,
     store: &crate::image::BlobStore,
-) -> Result<Record, Miss> {
-    let reference = Reference {
-        tag: Some(tag(key)),
-        digest: None,
-        ..repo.clone()
-    };
-    let repository = Repository::for_pull(client, &reference);
-    let image = match remote::image(&repository, &reference) {
+) -> Result<(Image, Vec<u8>), Miss> {
+    let repository = Repository::for_pull(client, reference);
+    let image = match remote::image(&repository, reference) {
         Ok(i) => i,
         Err(remote::TransferError::Registry(RegistryError::Status { status: 404, .. })) => {
             return Err(Miss::Absent)
         }
-        Err(e) => return Err(Miss::Unreachable(chain(&e))),
+        Err(e) => return Err(Miss::Unreachable(error_chain(&e))),
     };
     let config = image.config_blob();
+    if config.media_type != config_type {
+        return Err(Miss::Refused(format!(
+            "its config is {:?}, not {config_type}",
+            config.media_type.chars().take(80).collect::<String>()
+        )));
+    }
     if config.size > MAX_RECORD {
         return Err(Miss::Refused(format!(
             "its record is {} bytes, more than a record can be",
@@ -184,56 +254,63 @@ pub fn fetch(
     image
         .source()
         .copy_into(config, store)
-        .map_err(|e| Miss::Unreachable(chain(&e)))?;
+        .map_err(|e| Miss::Unreachable(error_chain(&e)))?;
     let bytes = store
         .read_verified(&config.digest)
-        .map_err(|e| Miss::Refused(chain(&e)))?;
+        .map_err(|e| Miss::Refused(error_chain(&e)))?;
+    Ok((image, bytes))
+}
+
+/// Whether the manifest's layers are exactly the blobs its config names.
+fn same_blobs(image: &Image, named: impl IntoIterator<Item = Named>) -> bool {
+    let listed: Vec<Named> = image.layers().iter().map(Named::of).collect();
+    listed == named.into_iter().collect::<Vec<_>>()
+}
+
+/// The record of `key` in `repo`, checked: the manifest's digest (the
+/// client), the record's (its config descriptor), its format, its key, the
+/// assemble version that wrote it and its layers; with the entry as an
+/// image whose blobs stay in the registry.
+pub fn fetch(
+    client: Arc<Client>,
+    repo: &Reference,
+    key: &str,
+    store: &crate::image::BlobStore,
+) -> Result<(Record, Image), Miss> {
+    let (image, bytes) = read_entry(client, &entry_reference(repo, key), CONFIG_TYPE, store)?;
     let record: Record = serde_json::from_slice(&bytes)
         .map_err(|e| Miss::Refused(format!("its record does not read: {e}")))?;
-    if record.format != FORMAT {
+    check_header(record.format, &record.key, key, &record.assemble)?;
+    let named = record.blobs().into_iter().map(|b| Named::of(&b.blob()));
+    if !same_blobs(&image, named) {
+        return Err(Miss::Refused(
+            "its layers are not the ones its record names".into(),
+        ));
+    }
+    Ok((record, image))
+}
+
+/// The checks every entry passes: the format this assemble reads, the key
+/// asked for (an entry under another key's tag is not used), and the same
+/// assemble version.
+fn check_header(format: u32, found: &str, key: &str, assemble: &str) -> Result<(), Miss> {
+    if format != FORMAT {
         return Err(Miss::Refused(format!(
-            "record format {}, this assemble reads {FORMAT}",
-            record.format
+            "record format {format}, this assemble reads {FORMAT}"
         )));
     }
-    if record.key != key {
-        let short: String = record.key.chars().take(12).collect();
+    if found != key {
+        let short: String = found.chars().take(12).collect();
         return Err(Miss::Refused(format!(
             "it records the inputs {short:?} under the tag of {:?}",
             &key[..key.len().min(12)]
         )));
     }
-    if record.assemble != env!("CARGO_PKG_VERSION") {
-        let short: String = record.assemble.chars().take(32).collect();
+    if assemble != env!("CARGO_PKG_VERSION") {
+        let short: String = assemble.chars().take(32).collect();
         return Err(Miss::Refused(format!("written by assemble {short:?}")));
     }
-    let named: Vec<(&Digest, u64, &str)> = image
-        .layers()
-        .iter()
-        .map(|b| (&b.digest, b.size, b.media_type.as_str()))
-        .collect();
-    let recorded: Vec<(&Digest, u64, &str)> = record
-        .blobs()
-        .into_iter()
-        .map(|b| (&b.digest, b.size, b.media_type.as_str()))
-        .collect();
-    if named != recorded {
-        return Err(Miss::Refused(
-            "its layers are not the ones its record names".into(),
-        ));
-    }
-    Ok(record)
-}
-
-/// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    text
+    Ok(())
 }
 
 /// The entry of `record` as an image whose blobs are in `blobs` (the
@@ -242,7 +319,7 @@ pub fn entry_image(
     record: &Record,
     blobs: &crate::image::BlobStore,
 ) -> Result<Image, crate::image::ImageError> {
-    let (manifest, config) = entry_documents(record);
+    let (manifest, config) = entry_documents(record, &now());
     blobs.put_bytes(&config)?;
     Image::built(manifest, config, Arc::new(blobs.clone()))
 }
@@ -253,6 +330,216 @@ pub fn entry_reference(repo: &Reference, key: &str) -> Reference {
         tag: Some(tag(key)),
         digest: None,
         ..repo.clone()
+    }
+}
+
+/// The build cache as the tier behind the local cache: stage entries
+/// (`rootfs`, `wheel`, `layer`) read from the repositories of
+/// [`Repos::from`], in order, and the ones this build made offered, to be
+/// written to [`Repos::to`] when it ends ([`Tier::take_offered`]). A
+/// repository that could not be read is not asked again, nor written.
+pub struct Tier {
+    client: Arc<Client>,
+    repos: Repos,
+    unreachable: Mutex<Vec<Reference>>,
+    offered: Mutex<Vec<StageEntry>>,
+}
+
+impl Tier {
+    /// The tier over `repos`.
+    pub fn new(client: Arc<Client>, repos: Repos) -> Self {
+        Self {
+            client,
+            repos,
+            unreachable: Mutex::new(Vec::new()),
+            offered: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The registry client.
+    pub fn client(&self) -> Arc<Client> {
+        self.client.clone()
+    }
+
+    /// Where the build cache is read and written.
+    pub fn repos(&self) -> &Repos {
+        &self.repos
+    }
+
+    /// Whether `repo` could not be read in this build.
+    pub fn is_unreachable(&self, repo: &Reference) -> bool {
+        self.unreachable
+            .lock()
+            .expect("not poisoned")
+            .contains(repo)
+    }
+
+    /// Notes that `repo` could not be read: it is not asked again, nor
+    /// written.
+    pub fn mark_unreachable(&self, repo: &Reference) {
+        self.unreachable
+            .lock()
+            .expect("not poisoned")
+            .push(repo.clone());
+    }
+
+    /// The entries offered in this build, as images whose blobs are in
+    /// `store` with the reference each goes to; none when no repository is
+    /// written or it could not be read.
+    pub fn take_offered(
+        &self,
+        store: &crate::image::BlobStore,
+    ) -> Result<Vec<(Image, Reference)>, crate::image::ImageError> {
+        let offered = std::mem::take(&mut *self.offered.lock().expect("not poisoned"));
+        let Some(to) = self.repos.to.as_ref().filter(|to| !self.is_unreachable(to)) else {
+            return Ok(Vec::new());
+        };
+        let created = now();
+        let mut out = Vec::new();
+        for entry in offered {
+            let config = serde_json::to_vec(&entry).expect("an entry serialises");
+            let blobs: Vec<Blob> = entry
+                .blobs
+                .iter()
+                .map(|n| Blob {
+                    digest: n.digest.clone(),
+                    size: n.size,
+                    media_type: n.media_type.clone(),
+                })
+                .collect();
+            let manifest = entry_manifest(STAGE_TYPE, STAGE_CONFIG_TYPE, &config, &blobs, &created);
+            store.put_bytes(&config)?;
+            let reference = Reference {
+                tag: Some(stage_tag(&entry.kind, &entry.key)),
+                digest: None,
+                ..to.clone()
+            };
+            out.push((
+                Image::built(manifest, config, Arc::new(store.clone()))?,
+                reference,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Whether the build cache repository already has an entry under
+    /// `reference` (written by another runner, or offered again by a
+    /// runner whose own cache had it).
+    pub fn has_entry(&self, reference: &Reference) -> Result<bool, RegistryError> {
+        let repository = Repository::for_pull(self.client.clone(), reference);
+        match repository.get_manifest(reference.tag.as_deref().unwrap_or_default()) {
+            Ok(_) => Ok(true),
+            Err(RegistryError::Status { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The stage entry `kind`/`key` of `repo`, checked, its blobs fetched
+    /// into the cache's store.
+    fn fetch_from(
+        &self,
+        cache: &Cache,
+        repo: &Reference,
+        kind: &str,
+        key: &str,
+    ) -> Result<serde_json::Value, Miss> {
+        let reference = Reference {
+            tag: Some(stage_tag(kind, key)),
+            digest: None,
+            ..repo.clone()
+        };
+        let (image, bytes) = read_entry(
+            self.client.clone(),
+            &reference,
+            STAGE_CONFIG_TYPE,
+            cache.blobs(),
+        )?;
+        let entry: StageEntry = serde_json::from_slice(&bytes)
+            .map_err(|e| Miss::Refused(format!("its entry does not read: {e}")))?;
+        check_header(entry.format, &entry.key, key, &entry.assemble)?;
+        if entry.kind != kind {
+            return Err(Miss::Refused(format!(
+                "it is a {:?} entry under the tag of a {kind} entry",
+                entry.kind.chars().take(16).collect::<String>()
+            )));
+        }
+        if !same_blobs(&image, entry.blobs.iter().cloned()) {
+            return Err(Miss::Refused(
+                "its blobs are not the ones its entry names".into(),
+            ));
+        }
+        for blob in image.layers() {
+            if !cache.blobs().has(&blob.digest) {
+                image
+                    .source()
+                    .copy_into(blob, cache.blobs())
+                    .map_err(|e| match e {
+                        crate::image::ImageError::Registry(_) => Miss::Unreachable(error_chain(&e)),
+                        e => Miss::Refused(error_chain(&e)),
+                    })?;
+            }
+        }
+        let digests: Vec<Digest> = image.layers().iter().map(|b| b.digest.clone()).collect();
+        cache.remember_blobs(repo.api_host(), &repo.repository, &digests);
+        Ok(entry.value)
+    }
+}
+
+impl RemoteTier for Tier {
+    fn fetch(
+        &self,
+        cache: &Cache,
+        kind: &str,
+        key: &str,
+        printer: &Printer,
+    ) -> Option<serde_json::Value> {
+        for repo in &self.repos.from {
+            if self.is_unreachable(repo) {
+                continue;
+            }
+            match self.fetch_from(cache, repo, kind, key) {
+                Ok(value) => {
+                    printer.step(&format!(
+                        "remote cache: {kind} {} from {repo}",
+                        &key[..key.len().min(12)]
+                    ));
+                    return Some(value);
+                }
+                Err(Miss::Absent) => {}
+                Err(Miss::Unreachable(why)) => {
+                    self.mark_unreachable(repo);
+                    printer.warn(&format!(
+                        "cannot read the build cache {repo} ({why}); building here"
+                    ));
+                }
+                Err(Miss::Refused(why)) => printer.warn(&format!(
+                    "ignoring the build cache's {kind} entry in {repo}: {why}; building here"
+                )),
+            }
+        }
+        None
+    }
+
+    fn writes(&self) -> bool {
+        self.repos.to.is_some()
+    }
+
+    fn offer(&self, kind: &str, key: &str, value: serde_json::Value, blobs: Vec<Blob>) {
+        if self.repos.to.is_none() {
+            return;
+        }
+        let mut offered = self.offered.lock().expect("not poisoned");
+        if offered.iter().any(|e| e.kind == kind && e.key == key) {
+            return;
+        }
+        offered.push(StageEntry {
+            format: FORMAT,
+            kind: kind.into(),
+            key: key.into(),
+            assemble: env!("CARGO_PKG_VERSION").into(),
+            value,
+            blobs: blobs.iter().map(Named::of).collect(),
+        });
     }
 }
 
@@ -313,7 +600,7 @@ mod tests {
     #[test]
     fn an_entry_names_the_record_as_config_and_every_layer_bottom_first() {
         let r = record();
-        let (manifest, config) = entry_documents(&r);
+        let (manifest, config) = entry_documents(&r, "2026-01-01T00:00:00Z");
         let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
         assert_eq!(m["artifactType"], ARTIFACT_TYPE);
         assert_eq!(m["config"]["mediaType"], CONFIG_TYPE);

@@ -8,14 +8,29 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use support::private_index::PrivateIndex;
 use support::*;
 
-/// `assemble milborne==0.4.0` with `cache_dir`, pushing as `args` say.
+/// `assemble milborne==0.4.0` from the run's index with `cache_dir`,
+/// pushing as `args` say.
 fn build(cache_dir: &Path, out: &Path, reg: &Registry, args: &[String]) -> Output {
+    build_from(&index(), "milborne==0.4.0", cache_dir, out, reg, args)
+}
+
+/// `assemble REQUIREMENT` from `index_url` with `cache_dir`, its layout and
+/// result file under `out`.
+fn build_from(
+    index_url: &str,
+    requirement: &str,
+    cache_dir: &Path,
+    out: &Path,
+    reg: &Registry,
+    args: &[String],
+) -> Output {
     let mut c = assemble();
-    c.arg("milborne==0.4.0")
+    c.arg(requirement)
         .arg("--index-url")
-        .arg(index())
+        .arg(index_url)
         .arg("--cache-dir")
         .arg(cache_dir)
         .arg("--output")
@@ -156,31 +171,45 @@ fn an_entry_whose_record_is_not_its_manifests_is_ignored_and_the_build_goes_on_h
     let reg = Registry::start("", "");
     let tmp = tempfile::tempdir().unwrap();
     let digest = runner_a(&reg, tmp.path());
-    // Rewrite the entry: its record now names another application layer
-    // than its manifest does (what a poisoned or broken entry looks like).
+    // Rewrite two entries: the record now names another application layer
+    // than its manifest does, and the dependencies layer's entry another
+    // diff_id than its blob has (what poisoned or broken entries look like;
+    // the registry checks neither).
     let script = r#"
 import hashlib, json, sys, urllib.request
 base, repo = sys.argv[1], sys.argv[2]
 tags = json.load(urllib.request.urlopen(f"{base}/v2/{repo}/tags/list"))["tags"]
-tag = [t for t in tags if t.startswith("build-")][0]
-req = urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}",
-    headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
-manifest = json.load(urllib.request.urlopen(req))
-config = json.load(urllib.request.urlopen(f"{base}/v2/{repo}/blobs/{manifest['config']['digest']}"))
-config["application"]["digest"] = "sha256:" + "0" * 64
-body = json.dumps(config).encode()
-digest = "sha256:" + hashlib.sha256(body).hexdigest()
-start = urllib.request.urlopen(urllib.request.Request(f"{base}/v2/{repo}/blobs/uploads/", method="POST"))
-location = start.headers["Location"]
-sep = "&" if "?" in location else "?"
-urllib.request.urlopen(urllib.request.Request(f"{location}{sep}digest={digest}", data=body, method="PUT",
-    headers={"Content-Type": "application/octet-stream"}))
-manifest["config"]["digest"] = digest
-manifest["config"]["size"] = len(body)
-urllib.request.urlopen(urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}",
-    data=json.dumps(manifest).encode(), method="PUT",
-    headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}))
-print(tag)
+def rewrite(tag, change):
+    req = urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    manifest = json.load(urllib.request.urlopen(req))
+    config = json.load(urllib.request.urlopen(f"{base}/v2/{repo}/blobs/{manifest['config']['digest']}"))
+    if not change(config):
+        return False
+    body = json.dumps(config).encode()
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    start = urllib.request.urlopen(urllib.request.Request(f"{base}/v2/{repo}/blobs/uploads/", method="POST"))
+    location = start.headers["Location"]
+    sep = "&" if "?" in location else "?"
+    urllib.request.urlopen(urllib.request.Request(f"{location}{sep}digest={digest}", data=body, method="PUT",
+        headers={"Content-Type": "application/octet-stream"}))
+    manifest["config"]["digest"] = digest
+    manifest["config"]["size"] = len(body)
+    urllib.request.urlopen(urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}",
+        data=json.dumps(manifest).encode(), method="PUT",
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}))
+    return True
+def record(config):
+    config["application"]["digest"] = "sha256:" + "0" * 64
+    return True
+def dependencies(config):
+    if "distributions" not in config["value"]:
+        return False
+    config["value"]["blob"]["diff_id"] = "sha256:" + "1" * 64
+    return True
+done = [t for t in tags if t.startswith("build-") and rewrite(t, record)]
+done += [t for t in tags if t.startswith("layer-") and rewrite(t, dependencies)]
+assert len(done) == 2, (tags, done)
 "#;
     let out = run(Command::new("python3").args([
         "-c",
@@ -207,13 +236,26 @@ print(tag)
             && log.contains("its layers are not the ones its record names"),
         "{log}"
     );
+    assert!(
+        log.contains("warning: ignoring the build cache's layer")
+            && log.contains("its blob is not the layer it names"),
+        "{log}"
+    );
     let doc = result(&c);
     assert_eq!(doc["digest"], digest, "built here, the same image");
-    assert!(doc["layers"]
+    // Not the record's image, nor its dependencies layer: both made here;
+    // the runtime layer from the build cache.
+    let builds: Vec<&str> = doc["layers"]
         .as_array()
         .unwrap()
         .iter()
-        .all(|l| l["build"] != "remote-cache"));
+        .map(|l| l["build"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        builds,
+        ["cached", "built", "remote-cache", "built"],
+        "{doc}"
+    );
     assert!(c.join("oci/index.json").is_file());
 }
 
@@ -277,4 +319,108 @@ fn a_cache_registry_that_cannot_be_reached_is_a_warning_and_a_read_only_one_is_n
         reg.log()
     );
     assert_eq!(reg.count("PUT /v2/team/shared/cache"), 0, "no write");
+}
+
+#[test]
+fn a_fresh_runner_with_a_release_bump_builds_and_uploads_only_the_application_layer() {
+    let idx = PrivateIndex::start();
+    let reg = Registry::start("", "");
+    let tmp = tempfile::tempdir().unwrap();
+    let push = [
+        "--push".to_string(),
+        "--registry".into(),
+        format!("{}/team", reg.host),
+    ];
+    // Runner A, the run's warm cache: its build is served by its own
+    // cache, and it writes the stages it has (both root filesystems, the
+    // dependencies and runtime layers) to the build cache.
+    let a = tmp.path().join("a");
+    let out = build_from(&idx.url(), "milborne==0.4.0", &cache(), &a, &reg, &push);
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    for tag in ["rootfs-", "layer-"] {
+        assert!(
+            log.contains(&format!("remote cache: writing {tag}")),
+            "{tag}: {log}"
+        );
+    }
+    let doc_a = result(&a);
+
+    // A release of the application, then runner C with an empty cache.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let version = format!("0.4.1.post{nanos}");
+    idx.release_app(&version);
+    let before = reg.log().len();
+    let empty = tmp.path().join("empty-cache");
+    let c = tmp.path().join("c");
+    let out = build_from(
+        &idx.url(),
+        &format!("milborne=={version}"),
+        &empty,
+        &c,
+        &reg,
+        &push,
+    );
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("warning:"), "{log}");
+    assert!(
+        !log.contains("mmdebstrap"),
+        "no root filesystem built:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("compiling 1 (milborne {version})")),
+        "the application alone compiled:\n{log}"
+    );
+    assert!(
+        log.contains("the build cache's dependencies layer"),
+        "the application alone installed and packed:\n{log}"
+    );
+    let doc = result(&c);
+    let builds: Vec<&str> = doc["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["build"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        builds,
+        ["remote-cache", "remote-cache", "remote-cache", "built"],
+        "{doc}"
+    );
+    let digests = |d: &serde_json::Value| -> Vec<String> {
+        d["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (la, lc) = (digests(&doc_a), digests(&doc));
+    assert_eq!(
+        la[..3],
+        lc[..3],
+        "base, dependencies and runtime: runner A's"
+    );
+    assert_ne!(la[3], lc[3]);
+    // By the registry's log: the image's new layer and its config were
+    // uploaded, nothing else; every other layer was mounted.
+    let after = &reg.log()[before..];
+    let uploads = after
+        .lines()
+        .filter(|l| l.contains("PUT /v2/team/milborne/blobs/uploads/"))
+        .count();
+    assert_eq!(uploads, 2, "the application layer and the config:\n{after}");
+    let sent: Vec<&str> = doc["push"]["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["outcome"] == "uploaded")
+        .map(|b| b["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(sent.len(), 2, "{doc}");
+    assert!(sent.contains(&lc[3].as_str()), "{doc}");
 }

@@ -489,6 +489,14 @@ fn wheels_of(
         match (ctx.rebuild, only_wheel(&ctx.cache.entry("wheels", &key))) {
             (false, Ok(file)) => {
                 let path = ctx.cache.entry("wheels", &key).join(file);
+                if !p.is_wheel() {
+                    offer_wheel(ctx, &key, &path)?;
+                }
+                found.push(Some(BuiltWheel::at(p, &path, Some(key))?));
+            }
+            (false, Err(_)) if !p.is_wheel() && remote_wheel(ctx, p, &key)? => {
+                let path = ctx.cache.entry("wheels", &key);
+                let path = path.join(only_wheel(&path)?);
                 found.push(Some(BuiltWheel::at(p, &path, Some(key))?));
             }
             _ => {
@@ -645,9 +653,90 @@ fn fetch_and_compile(
         let dest = one.path().join(file);
         fs_err::rename(run.wheels.join(file), &dest).map_err(io_err(&dest))?;
         let entry = ctx.cache.commit_dir(one, "wheels", key)?;
+        offer_wheel(ctx, key, &entry.join(file))?;
         out.push((i, BuiltWheel::at(p, &entry.join(file), Some(key.clone()))?));
     }
     Ok(out)
+}
+
+/// The media type of a wheel in the build cache.
+const WHEEL_TYPE: &str = "application/vnd.assemble.wheel.v1+zip";
+
+/// A wheel entry of the build cache: the file name and its blob.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RemoteWheel {
+    file: String,
+    digest: crate::digest::Digest,
+}
+
+/// Whether the build cache had the wheel built from `p`'s sdist under
+/// `key`, now committed to the local cache. A wheel whose name is not of
+/// `p` is refused (a warning).
+fn remote_wheel(ctx: &PythonContext, p: &Resolved, key: &str) -> Result<bool, PythonError> {
+    let Some(entry) = ctx
+        .cache
+        .remote_json::<RemoteWheel>("wheel", key, ctx.printer)
+    else {
+        return Ok(false);
+    };
+    let file = entry.file;
+    let named = !file.contains('/')
+        && !file.starts_with('.')
+        && wheel_name_version(Path::new(&file))
+            .is_some_and(|(n, v)| normalise_name(&n) == p.name && v == p.version);
+    if !named {
+        ctx.printer.warn(&format!(
+            "ignoring the build cache's wheel of {} {}: it is named {:?}; building here",
+            p.name,
+            p.version,
+            file.chars().take(80).collect::<String>()
+        ));
+        return Ok(false);
+    }
+    // The blob came with the entry, its digest checked as it came.
+    if !ctx.cache.blobs().has(&entry.digest) {
+        ctx.printer.warn(&format!(
+            "ignoring the build cache's wheel of {} {}: its entry does not hold it; building here",
+            p.name, p.version
+        ));
+        return Ok(false);
+    }
+    let one = ctx.cache.work_dir("wheel")?;
+    let dest = one.path().join(&file);
+    fs_err::copy(ctx.cache.blobs().path(&entry.digest), &dest).map_err(io_err(&dest))?;
+    ctx.cache.commit_dir(one, "wheels", key)?;
+    Ok(true)
+}
+
+/// Offers a wheel built here to the build cache: its bytes go into the
+/// blob store, the entry names it.
+fn offer_wheel(ctx: &PythonContext, key: &str, path: &Path) -> Result<(), PythonError> {
+    if !ctx.cache.offers() {
+        return Ok(());
+    }
+    let (digest, size) = crate::digest::digest_file(path).map_err(io_err(path))?;
+    ctx.cache
+        .blobs()
+        .import_path(path, &digest)
+        .map_err(|e| PythonError::Wheelhouse(format!("cannot keep {}: {e}", path.display())))?;
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    ctx.cache.offer(
+        "wheel",
+        key,
+        &RemoteWheel {
+            file,
+            digest: digest.clone(),
+        },
+        vec![crate::image::Blob {
+            digest,
+            size,
+            media_type: WHEEL_TYPE.into(),
+        }],
+    );
+    Ok(())
 }
 
 /// Where the file of `p` is downloaded from: its URL when it is on a
@@ -1053,7 +1142,7 @@ mod tests {
             tree: dir.path().join("tree"),
             layers: vec![],
             created_by: vec![],
-            cached: true,
+            origin: crate::cache::Origin::Cached,
             debian: None,
         };
         let req = Requirement::parse("milborne==0.4.0").unwrap();

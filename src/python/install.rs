@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::split::{split_venv, Installed, Split};
 use super::{base_env, io_err, wheel, PythonContext, PythonError, Wheelhouse};
-use crate::cache::KeyBuilder;
+use crate::cache::{KeyBuilder, Origin};
 use crate::contract::{self, OWNER as BLUE, VENV};
 use crate::image::layer::{self, Layer, LayerBlob};
 use crate::rootfs::Rootfs;
@@ -32,6 +32,10 @@ pub struct VenvLayers {
     /// application was installed (not part of the record).
     #[serde(skip)]
     pub dependencies_cached: bool,
+    /// Where the dependencies layer came from, when it was not built here
+    /// (not part of the record).
+    #[serde(skip)]
+    pub dependencies_origin: Origin,
 }
 
 /// The dependencies layer of a venv, recorded under its own key (the base,
@@ -67,22 +71,36 @@ pub fn install(
         if let Some(cached) = cached_layers(ctx, &key) {
             // Layers cached before the dependencies layer had a key of its
             // own: record it now, for the next release of the application.
-            if ctx
-                .cache
-                .get_json::<DependenciesLayer>("layers", &deps_key)
-                .is_none()
-            {
-                record_dependencies(ctx, &deps_key, &cached, &wheelhouse.project.name)?;
+            match ctx.cache.get_json::<DependenciesLayer>("layers", &deps_key) {
+                None => record_dependencies(ctx, &deps_key, &cached, &wheelhouse.project.name)?,
+                Some(d) => ctx.cache.offer("layer", &deps_key, &d, vec![d.blob.blob()]),
             }
             return Ok(cached);
         }
     }
     check_wheelhouse(&wheelhouse.dir)?;
     let uv = super::uv::ensure(ctx, uv_from)?;
-    let deps: Option<DependenciesLayer> = (!ctx.rebuild)
+    let local: Option<DependenciesLayer> = (!ctx.rebuild)
         .then(|| ctx.cache.get_json::<DependenciesLayer>("layers", &deps_key))
         .flatten()
         .filter(|d| ctx.cache.blobs().has(&d.blob.digest));
+    let (deps, deps_origin) = match local {
+        Some(d) => {
+            ctx.cache.offer("layer", &deps_key, &d, vec![d.blob.blob()]);
+            (Some(d), Origin::Cached)
+        }
+        None if !ctx.rebuild => {
+            let remote = ctx
+                .cache
+                .remote_json::<DependenciesLayer>("layer", &deps_key, ctx.printer)
+                .filter(|d| ctx.cache.remote_layer_ok(&d.blob, ctx.printer));
+            if let Some(d) = &remote {
+                ctx.cache.put_json("layers", &deps_key, d)?;
+            }
+            (remote, Origin::Remote)
+        }
+        None => (None, Origin::Built),
+    };
     let work = ctx.cache.work_dir("venv")?;
     let venv = work.path().join("app");
     fs_err::create_dir(&venv).map_err(io_err(&venv))?;
@@ -96,7 +114,11 @@ pub fn install(
     let layers = match deps {
         Some(d) => {
             ctx.printer.step(&format!(
-                "layers: cached dependencies layer; packing {} application files",
+                "layers: {} dependencies layer; packing {} application files",
+                match deps_origin {
+                    Origin::Remote => "the build cache's",
+                    _ => "cached",
+                },
                 split.application.len()
             ));
             let application = pack(ctx, &venv, split.application)?;
@@ -106,6 +128,7 @@ pub fn install(
                 installed: split.installed,
                 cached: false,
                 dependencies_cached: true,
+                dependencies_origin: deps_origin,
             }
         }
         None => {
@@ -127,14 +150,13 @@ fn record_dependencies(
 ) -> Result<(), PythonError> {
     let mut distributions = layers.installed.distributions.clone();
     distributions.remove(&crate::spec::normalise_name(project));
-    ctx.cache.put_json(
-        "layers",
-        deps_key,
-        &DependenciesLayer {
-            blob: layers.dependencies.clone(),
-            distributions,
-        },
-    )?;
+    let deps = DependenciesLayer {
+        blob: layers.dependencies.clone(),
+        distributions,
+    };
+    ctx.cache.put_json("layers", deps_key, &deps)?;
+    ctx.cache
+        .offer("layer", deps_key, &deps, vec![deps.blob.blob()]);
     Ok(())
 }
 
@@ -268,6 +290,7 @@ fn pack_layers(ctx: &PythonContext, venv: &Path, split: Split) -> Result<VenvLay
         installed,
         cached: false,
         dependencies_cached: false,
+        dependencies_origin: Origin::Built,
     })
 }
 

@@ -34,6 +34,7 @@ use sha2::{Digest as _, Sha256};
 use crate::cache::{Cache, KeyBuilder};
 use crate::output::strip_credentials;
 use crate::output::{redact_text, redact_url};
+use crate::registry::error_chain;
 use crate::rootfs::error::{io_err, RootfsError};
 use crate::sandbox::{HostCommand, Runner};
 
@@ -575,17 +576,6 @@ fn client() -> Result<reqwest::blocking::Client, String> {
         .user_agent(concat!("assemble/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| e.to_string())
-}
-
-/// An error and its causes on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg = format!("{msg}: {s}");
-        source = s.source();
-    }
-    msg
 }
 
 /// Every user information of a URL in `text` masked (mmdebstrap's and

@@ -202,6 +202,24 @@ pub fn built(
             &key[..12]
         ));
         cache.put_json("rootfs", &format!("state-{def_key}"), &state)?;
+        super::offer(cache, &r);
+        return Ok(r);
+    }
+    let accept = |record: Option<&archive::DebianRecord>| match record {
+        Some(r)
+            if r.suites
+                .iter()
+                .map(|s| &s.sha256)
+                .eq(state.suites.iter().map(|s| &s.sha256))
+                && state.epoch().is_ok_and(|e| e == r.epoch) =>
+        {
+            Ok(())
+        }
+        _ => Err("it records another Debian archive state than its key".to_string()),
+    };
+    let name = format!("{} rootfs", def.role);
+    if let Some(r) = super::from_remote(cache, &key, &name, accept, printer) {
+        cache.put_json("rootfs", &format!("state-{def_key}"), &state)?;
         return Ok(r);
     }
     let why = match &last {
@@ -397,14 +415,16 @@ fn make(m: &Make<'_>, runner: &dyn Runner, printer: &Printer) -> Result<Rootfs, 
         def.role,
         def.packages.join(" ")
     );
-    commit(
+    let rootfs = commit(
         cache,
         work,
         m.key,
         vec![blob],
         vec![created_by],
         Some(record),
-    )
+    )?;
+    super::offer(cache, &rootfs);
+    Ok(rootfs)
 }
 
 /// The tar header of an empty `./dev/` directory (root-owned, 0755), dated

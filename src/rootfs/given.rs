@@ -7,7 +7,7 @@ use std::path::Path;
 
 use flate2::read::MultiGzDecoder as GzDecoder;
 
-use crate::cache::{Cache, KeyBuilder};
+use crate::cache::{Cache, KeyBuilder, Origin};
 use crate::digest::{Digest, HashingReader};
 use crate::image::layer::{self, LayerBlob};
 use crate::image::layout::Layout;
@@ -15,7 +15,7 @@ use crate::image::unpack::{self, UnpackError};
 use crate::image::{media, BlobStore, Image};
 use crate::output::Printer;
 use crate::rootfs::error::{io_err, RootfsError};
-use crate::rootfs::{commit, load_cached, Rootfs};
+use crate::rootfs::{commit, load_cached, DebianRecord, Rootfs};
 
 /// Gets the base rootfs from a tarball: its bytes become the layer as they are.
 pub fn from_tarball(cache: &Cache, path: &Path, printer: &Printer) -> Result<Rootfs, RootfsError> {
@@ -214,6 +214,20 @@ pub fn from_blobs(
         "{name}: unpacking {} layers from the offline store",
         layers.len()
     ));
+    unpack_known(cache, key, layers, created_by, None, source, name)
+}
+
+/// Unpacks layer blobs of `source` whose diff_ids are known (each checked)
+/// into the cache entry `key`.
+pub(super) fn unpack_known(
+    cache: &Cache,
+    key: &str,
+    layers: &[LayerBlob],
+    created_by: &[String],
+    debian: Option<DebianRecord>,
+    source: &BlobStore,
+    name: &str,
+) -> Result<Rootfs, RootfsError> {
     let work = cache.work_dir("rootfs-store")?;
     let tree = work.path().join("tree");
     fs_err::create_dir(&tree).map_err(io_err(&tree))?;
@@ -230,6 +244,16 @@ pub fn from_blobs(
             });
         }
     }
-    let r = commit(cache, work, key, layers.to_vec(), created_by.to_vec(), None)?;
-    Ok(Rootfs { cached: false, ..r })
+    let r = commit(
+        cache,
+        work,
+        key,
+        layers.to_vec(),
+        created_by.to_vec(),
+        debian,
+    )?;
+    Ok(Rootfs {
+        origin: Origin::Built,
+        ..r
+    })
 }

@@ -23,8 +23,9 @@ mod interpreter;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Origin};
 use crate::image::layer::LayerBlob;
+use crate::output::Printer;
 
 pub use archive::{DebPackage, DebianRecord, SuiteState};
 pub use debian::{
@@ -130,8 +131,9 @@ pub struct Rootfs {
     pub layers: Vec<LayerBlob>,
     /// One history line per layer.
     pub created_by: Vec<String>,
-    /// True when it came from the cache, false when made by this run.
-    pub cached: bool,
+    /// Where it came from: made by this run, this machine's cache or the
+    /// build cache in a registry.
+    pub origin: Origin,
     /// What a rootfs built with mmdebstrap was made from (archive state,
     /// epoch, packages); None for a given base.
     pub debian: Option<DebianRecord>,
@@ -161,9 +163,59 @@ fn load_cached(cache: &Cache, key: &str) -> Option<Rootfs> {
         tree: dir.join("tree"),
         layers: meta.layers,
         created_by: meta.created_by,
-        cached: true,
+        origin: Origin::Cached,
         debian: meta.debian,
     })
+}
+
+/// The rootfs `key` from the build cache behind the local cache, its
+/// layers unpacked here (each checked against its diff_id) when `accept`
+/// takes its Debian record; None when the build cache has none, or one
+/// that is refused or does not unpack (a warning).
+fn from_remote(
+    cache: &Cache,
+    key: &str,
+    name: &str,
+    accept: impl Fn(Option<&DebianRecord>) -> Result<(), String>,
+    printer: &Printer,
+) -> Option<Rootfs> {
+    let meta: Meta = cache.remote_json("rootfs", key, printer)?;
+    let unpacked = accept(meta.debian.as_ref()).and_then(|()| {
+        given::unpack_known(
+            cache,
+            key,
+            &meta.layers,
+            &meta.created_by,
+            meta.debian,
+            cache.blobs(),
+            name,
+        )
+        .map_err(|e| crate::registry::error_chain(&e))
+    });
+    match unpacked {
+        Ok(r) => Some(Rootfs {
+            origin: Origin::Remote,
+            ..r
+        }),
+        Err(why) => {
+            printer.warn(&format!(
+                "ignoring the build cache's {name} {}: {why}; building here",
+                &key[..key.len().min(12)],
+            ));
+            None
+        }
+    }
+}
+
+/// Offers a rootfs made here to the build cache behind the local cache.
+fn offer(cache: &Cache, r: &Rootfs) {
+    let meta = Meta {
+        layers: r.layers.clone(),
+        created_by: r.created_by.clone(),
+        debian: r.debian.clone(),
+    };
+    let blobs = r.layers.iter().map(LayerBlob::blob).collect();
+    cache.offer("rootfs", &r.key, &meta, blobs);
 }
 
 /// Commits a work directory holding `tree/` as the cache entry `key`.
@@ -189,7 +241,10 @@ fn commit(
     .map_err(io_err(&meta_path))?;
     let dir = cache.commit_dir(work, "rootfs", key)?;
     load_cached(cache, key)
-        .map(|r| Rootfs { cached: false, ..r })
+        .map(|r| Rootfs {
+            origin: Origin::Built,
+            ..r
+        })
         .ok_or_else(|| RootfsError::Io {
             path: dir,
             source: io::Error::other("cache entry vanished after it was written"),

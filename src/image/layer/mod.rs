@@ -45,6 +45,34 @@ pub struct LayerBlob {
     pub media_type: String,
 }
 
+impl LayerBlob {
+    /// Whether the blob at `path` is this layer: its digest, and the
+    /// digest of the tar it decompresses to (the diff_id, which a
+    /// registry does not check).
+    pub fn matches_file(&self, path: &std::path::Path) -> bool {
+        let check = || -> std::io::Result<bool> {
+            let (digest, size) = crate::digest::digest_file(path)?;
+            if digest != self.digest || size != self.size {
+                return Ok(false);
+            }
+            let file = std::io::BufReader::new(std::fs::File::open(path)?);
+            let mut tar = crate::digest::HashingWriter::new(std::io::sink());
+            std::io::copy(&mut decoder(&self.media_type, file)?, &mut tar)?;
+            Ok(tar.finish().1 == self.diff_id)
+        };
+        check().unwrap_or(false)
+    }
+
+    /// The blob as a manifest names it (digest, size, media type).
+    pub fn blob(&self) -> crate::image::Blob {
+        crate::image::Blob {
+            digest: self.digest.clone(),
+            size: self.size,
+            media_type: self.media_type.clone(),
+        }
+    }
+}
+
 /// The entries of one layer: explicit entries, kept sorted and unique by
 /// path, and host trees, read while the layer is written.
 #[derive(Default, Debug)]
