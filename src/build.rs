@@ -655,14 +655,30 @@ fn record_build(
     printer: &Printer,
 ) -> Result<(), Error> {
     cache.put_json("records", &record.key, record)?;
-    let (Some(to), Some(tier)) = (&opts.remote_cache.to, tier) else {
+    match tier {
+        Some(tier) => write_record(opts, cache, record, tier, "recording this build", printer),
+        None => Ok(()),
+    }
+}
+
+/// Writes a record to the build cache repository written, if any and it
+/// could be read (a failure is a warning).
+fn write_record(
+    opts: &BuildOptions,
+    cache: &Cache,
+    record: &Record,
+    tier: &remote_cache::Tier,
+    what: &str,
+    printer: &Printer,
+) -> Result<(), Error> {
+    let Some(to) = &opts.remote_cache.to else {
         return Ok(());
     };
     if tier.is_unreachable(to) {
         // Said once, when it was read.
         return Ok(());
     }
-    printer.step(&format!("remote cache: recording this build in {to}"));
+    printer.step(&format!("remote cache: {what} in {to}"));
     let image = remote_cache::entry_image(record, cache.blobs())?;
     let reference = remote_cache::entry_reference(to, &record.key);
     let mut options = opts.push_options.clone();
@@ -694,11 +710,16 @@ fn write_offered(
             tag: None,
             ..reference.clone()
         };
-        let pushed = match tier.has_entry(&reference) {
-            Ok(true) => continue,
-            Ok(false) => {
+        let pushed = match tier.entry_age(&reference) {
+            Ok(Some(age)) if age < remote_cache::REFRESH_AFTER => continue,
+            Ok(found) => {
                 printer.step(&format!(
-                    "remote cache: writing {} to {repo}",
+                    "remote cache: {} {} in {repo}",
+                    if found.is_some() {
+                        "dating again (in use)"
+                    } else {
+                        "writing"
+                    },
                     reference.tag.as_deref().unwrap_or_default()
                 ));
                 push_image(cache, &image, &reference, &opts.registry, &options, printer).map(|_| ())
@@ -752,7 +773,22 @@ fn from_remote_cache(
                 // Anything that fails from here on (a mount declined, a blob
                 // gone) is a warning: the build goes on here.
                 match finish_from_record(opts, &record, repo, &entry, cache, printer) {
-                    Ok(result) => return Ok(Some(result)),
+                    Ok(result) => {
+                        if opts.remote_cache.to.as_ref() == Some(repo)
+                            && remote_cache::age(entry.manifest_bytes())
+                                .is_none_or(|a| a >= remote_cache::REFRESH_AFTER)
+                        {
+                            write_record(
+                                opts,
+                                cache,
+                                &record,
+                                tier,
+                                "dating the record again (in use)",
+                                printer,
+                            )?;
+                        }
+                        return Ok(Some(result));
+                    }
                     Err(e) => {
                         printer.warn(&format!(
                             "cannot write the image from the build cache {repo} ({}); building here",

@@ -29,7 +29,8 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
-    /// Show the output of pip and other sandboxed commands as they run.
+    /// Show the output of pip and other sandboxed commands as they run (and
+    /// each entry `cache prune` keeps).
     #[arg(long, global = true)]
     pub verbose: bool,
     /// Print only results and errors.
@@ -44,8 +45,9 @@ pub struct GlobalArgs {
 }
 
 /// Names of the commands, for [`Cli::parse_with_default`].
-const COMMANDS: [&str; 11] = [
-    "build", "push", "pull", "tags", "login", "vendor", "base", "run", "clean", "purge", "help",
+const COMMANDS: [&str; 12] = [
+    "build", "push", "pull", "tags", "login", "vendor", "base", "run", "clean", "purge", "cache",
+    "help",
 ];
 
 impl Cli {
@@ -160,6 +162,30 @@ pub enum Command {
         /// Say what would be removed, remove nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// The build cache in a registry repository.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+/// `assemble cache ...`.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Delete the build cache entries written more than N days ago from a
+    /// registry repository (assemble's entries only; the registry's garbage
+    /// collector then reclaims their blobs).
+    Prune {
+        /// The cache repository, HOST[:PORT]/PATH (no tag or digest).
+        repository: String,
+        /// Keep the entries written in the last N days (0: prune every dated entry).
+        #[arg(long, value_name = "N", required = true)]
+        keep_days: String,
+        /// Say what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Registry options.
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
 }
 
@@ -384,6 +410,34 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn cache_is_a_command_not_a_requirement() {
+        let cli = parse(&[
+            "assemble",
+            "--cache-dir",
+            "/c",
+            "cache",
+            "prune",
+            "h:5000/team/cache",
+            "--keep-days",
+            "7",
+        ]);
+        let Command::Cache(CacheCommand::Prune {
+            repository,
+            keep_days,
+            dry_run,
+            ..
+        }) = cli.command
+        else {
+            panic!("cache prune expected")
+        };
+        assert_eq!(
+            (repository.as_str(), keep_days.as_str()),
+            ("h:5000/team/cache", "7")
+        );
+        assert!(!dry_run);
     }
 
     #[test]

@@ -15,8 +15,8 @@ use crate::registry::{Client, RegistryError, Repository};
 use crate::rootfs::BaseSource;
 use crate::sandbox::{Bubblewrap, HostOnly};
 use crate::settings::{
-    BaseSettings, BuildSettings, CleanSettings, LoginSettings, PullSettings, PurgeSettings,
-    PushSettings, PushSource, RunSettings, TagsSettings, VendorSettings,
+    BaseSettings, BuildSettings, CachePruneSettings, CleanSettings, LoginSettings, PullSettings,
+    PurgeSettings, PushSettings, PushSource, RunSettings, TagsSettings, VendorSettings,
 };
 use crate::{housekeeping, spec, Error};
 
@@ -223,5 +223,20 @@ pub fn clean(s: CleanSettings, printer: &Printer) -> Result<i32, Error> {
 pub fn purge(s: PurgeSettings, printer: &Printer) -> Result<i32, Error> {
     let plan = housekeeping::plan_purge(&s.output, &s.cache)?;
     housekeeping::execute(plan, s.dry_run, printer)?;
+    Ok(0)
+}
+
+/// `assemble cache prune`: the old entries of a build cache repository
+/// deleted (or listed, with `--dry-run`); the result line says how many.
+pub fn cache_prune(s: CachePruneSettings, printer: &Printer) -> Result<i32, Error> {
+    let client = Arc::new(Client::new(s.client)?);
+    // The wall clock, not SOURCE_DATE_EPOCH: an entry's age is real time.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let summary =
+        housekeeping::prune::prune(client, &s.repository, s.keep_days, s.dry_run, now, printer)?;
+    printer.result(&summary.line(s.dry_run));
     Ok(0)
 }

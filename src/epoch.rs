@@ -1,5 +1,6 @@
 //! Time as builds see it: `SOURCE_DATE_EPOCH`, the one clock that reaches a
-//! digest, and UTC dates written from seconds since the epoch.
+//! digest, and UTC dates written from seconds since the epoch and read back
+//! (RFC 3339, RFC 2822).
 
 use crate::env;
 
@@ -111,15 +112,94 @@ pub fn from_rfc2822(date: &str) -> Option<u64> {
     {
         return None;
     }
-    // Days from 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+    u64::try_from(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s).ok()
+}
+
+/// Seconds since the epoch of an RFC 3339 timestamp
+/// (`2026-11-30T20:15:00Z`, `2026-11-30T21:15:00.5+01:00`); None when it
+/// is not one, names a day the month does not have, or is before 1970.
+/// Fractions of a second are dropped; a leap second (`:60`) counts as the
+/// second before it.
+pub fn from_rfc3339(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    // Fixed-width digits at `at`, `n` of them.
+    let num = |at: usize, n: usize| -> Option<i64> {
+        let digits = b.get(at..at + n)?;
+        if !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(digits).ok()?.parse().ok()
+    };
+    let sep = |at: usize, c: u8| b.get(at).is_some_and(|x| *x == c);
+    let shape = sep(4, b'-')
+        && sep(7, b'-')
+        && matches!(b.get(10), Some(b'T' | b't'))
+        && sep(13, b':')
+        && sep(16, b':');
+    if !shape {
+        return None;
+    }
+    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    let (h, m, s) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    let mut rest = &b[19..];
+    if let Some(frac) = rest.strip_prefix(b".") {
+        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 {
+            return None;
+        }
+        rest = &frac[n..];
+    }
+    let offset = match rest {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let two = |x: u8, y: u8| -> Option<i64> {
+                (x.is_ascii_digit() && y.is_ascii_digit())
+                    .then(|| i64::from(x - b'0') * 10 + i64::from(y - b'0'))
+            };
+            let (oh, om) = (two(*h1, *h2)?, two(*m1, *m2)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let secs = oh * 3600 + om * 60;
+            if *sign == b'+' {
+                secs
+            } else {
+                -secs
+            }
+        }
+        _ => return None,
+    };
+    if !(1..=12).contains(&month)
+        || !(1..=days_in_month(year, month)).contains(&day)
+        || !(0..24).contains(&h)
+        || !(0..60).contains(&m)
+        || !(0..=60).contains(&s)
+    {
+        return None;
+    }
+    let local = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s.min(59);
+    u64::try_from(local - offset).ok()
+}
+
+/// Days of `month` (1 to 12) in `year` of the Gregorian calendar.
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 of a civil date (Howard Hinnant's days_from_civil).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
     let yoe = y.rem_euclid(400);
     let mp = (month + 9) % 12;
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + h * 3600 + m * 60 + s).ok()
+    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -145,6 +225,64 @@ mod tests {
         assert_eq!(from_rfc2822("Tue, 14 Nov 2023 22:13:20 +0100"), None);
         assert_eq!(from_rfc2822("Tue, 14 Foo 2023 22:13:20 UTC"), None);
         assert_eq!(from_rfc2822(""), None);
+    }
+
+    #[test]
+    fn rfc3339_timestamps_are_read() {
+        assert_eq!(from_rfc3339("2023-11-14T22:13:20Z"), Some(1_700_000_000));
+        assert_eq!(from_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(from_rfc3339("2000-02-29T00:00:00z"), Some(951_782_400));
+        // Fractions dropped, offsets applied, lower-case t.
+        assert_eq!(
+            from_rfc3339("2023-11-14T22:13:20.999999Z"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            from_rfc3339("2023-11-14t23:43:20+01:30"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            from_rfc3339("2023-11-14T21:13:20-01:00"),
+            Some(1_700_000_000)
+        );
+        // A leap second is the second before it.
+        assert_eq!(from_rfc3339("2016-12-31T23:59:60Z"), Some(1_483_228_799));
+        // Every instant written by rfc3339() reads back.
+        for secs in [0, 59, 86_399, 951_868_799, 1_700_000_000, 4_354_819_199] {
+            assert_eq!(from_rfc3339(&rfc3339(secs)), Some(secs), "{secs}");
+        }
+    }
+
+    #[test]
+    fn what_is_not_rfc3339_is_none() {
+        for bad in [
+            "",
+            "2023-11-14",
+            "2023-11-14T22:13:20",
+            "2023-11-14 22:13:20Z",
+            "2023-11-14T22:13Z",
+            "2023-11-14T22:13:20.Z",
+            "2023-11-14T22:13:20+0100",
+            "2023-11-14T22:13:20+24:00",
+            "2023-11-14T22:13:20ZZ",
+            "2023-13-01T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "1900-02-29T00:00:00Z",
+            "2023-04-31T00:00:00Z",
+            "2023-11-00T00:00:00Z",
+            "2023-11-14T24:00:00Z",
+            "2023-11-14T22:60:00Z",
+            "2023-11-14T22:13:61Z",
+            "+023-11-14T22:13:20Z",
+            "2023-1a-14T22:13:20Z",
+            "1969-12-31T23:59:59Z",
+            "1970-01-01T00:30:00+01:00",
+            "Tue, 14 Nov 2023 22:13:20 UTC",
+            "２０２３-11-14T22:13:20Z",
+        ] {
+            assert_eq!(from_rfc3339(bad), None, "{bad:?}");
+        }
+        assert_eq!(from_rfc3339("2024-02-29T00:00:00Z"), Some(1_709_164_800));
     }
 
     #[test]

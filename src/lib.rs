@@ -32,7 +32,8 @@
 //!   runners: a build's record, stored as an OCI artifact, read back checked.
 //! - [`run`]: `assemble run`, an image run rootless for smoke tests.
 //! - [`vendor`]: the offline store and its one-file bundle.
-//! - [`housekeeping`]: `clean` and `purge`, which remove only what assemble wrote.
+//! - [`housekeeping`]: `clean` and `purge`, which remove only what assemble wrote,
+//!   and `cache prune`, which deletes old build cache entries from a registry.
 //! - [`cli`]: the command line (clap derive) and its help.
 //! - [`settings`]: the command line turned into validated settings before any
 //!   work; [`commands`]: one function per subcommand, running those settings.
@@ -107,6 +108,9 @@ pub enum Error {
     /// `clean` and `purge`.
     #[error(transparent)]
     Clean(#[from] housekeeping::CleanError),
+    /// `cache prune`.
+    #[error(transparent)]
+    Prune(#[from] housekeeping::prune::PruneError),
     /// `SOURCE_DATE_EPOCH` cannot be used.
     #[error(transparent)]
     Epoch(#[from] epoch::EpochError),
@@ -140,6 +144,7 @@ impl Error {
             Error::Transfer(e) => e.is_bad_input(),
             Error::Registry(e) => e.is_bad_input(),
             Error::Clean(e) => e.is_bad_input(),
+            Error::Prune(e) => e.is_bad_input(),
             Error::Vendor(e) => e.is_bad_input(),
             Error::Run(e) => e.is_bad_input(),
             Error::Cache(e) => e.is_bad_input(),
@@ -183,6 +188,17 @@ mod tests {
             2
         );
         assert_eq!(code(sandbox::SandboxError::NoBubblewrap.into()), 2);
+        let disabled = housekeeping::prune::PruneError::DeletesDisabled {
+            host: "127.0.0.1:5000".into(),
+            repository: "127.0.0.1:5000/team/cache".into(),
+            digest: digest::Digest::of(b"x"),
+            deleted: 0,
+        };
+        assert_eq!(
+            code(disabled.into()),
+            1,
+            "a registry's refusal, as any other"
+        );
         assert_eq!(
             code(
                 sandbox::SandboxError::NoSandbox {

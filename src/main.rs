@@ -57,5 +57,6 @@ fn dispatch(cli: Cli, printer: &Printer) -> Result<i32, Error> {
         Settings::Run(s) => commands::run(s, printer),
         Settings::Clean(s) => commands::clean(s, printer),
         Settings::Purge(s) => commands::purge(s, printer),
+        Settings::CachePrune(s) => commands::cache_prune(s, printer),
     }
 }

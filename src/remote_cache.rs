@@ -117,7 +117,12 @@ pub const STAGE_CONFIG_TYPE: &str = "application/vnd.assemble.cache-entry.v1+jso
 pub const STAGE_TYPE: &str = "application/vnd.assemble.cache-entry.v1";
 /// The manifest annotation that says when an entry was written (what
 /// `assemble cache prune` reads).
-pub const CREATED: &str = "org.opencontainers.image.created";
+use crate::housekeeping::prune::CREATED;
+
+/// An entry in use is written again (its date only: the blobs are there)
+/// when its date is older than this, so that `assemble cache prune
+/// --keep-days N` removes what no build used for N days.
+pub const REFRESH_AFTER: u64 = 24 * 3600;
 
 /// The tag of the stage entry `kind`/`key` (`rootfs-<key>`, `wheel-<key>`,
 /// `layer-<key>`).
@@ -191,13 +196,25 @@ fn entry_manifest(
     serde_json::to_vec(&manifest).expect("a manifest serialises")
 }
 
-/// Now, as the entries' annotation says it.
-fn now() -> String {
-    let secs = std::time::SystemTime::now()
+/// Now, in seconds since the epoch.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0);
-    crate::epoch::rfc3339(secs)
+        .unwrap_or(0)
+}
+
+/// Now, as the entries' annotation says it.
+fn now() -> String {
+    crate::epoch::rfc3339(now_secs())
+}
+
+/// How long ago an entry's manifest says it was written; None when it
+/// does not say (an entry of an older assemble: as old as can be).
+pub fn age(manifest: &[u8]) -> Option<u64> {
+    let doc: serde_json::Value = serde_json::from_slice(manifest).ok()?;
+    let created = crate::epoch::from_rfc3339(doc["annotations"][CREATED].as_str()?)?;
+    Some(now_secs().saturating_sub(created))
 }
 
 /// The entry's manifest for `record` (canonical JSON) and the record's
@@ -422,14 +439,13 @@ impl Tier {
         Ok(out)
     }
 
-    /// Whether the build cache repository already has an entry under
-    /// `reference` (written by another runner, or offered again by a
-    /// runner whose own cache had it).
-    pub fn has_entry(&self, reference: &Reference) -> Result<bool, RegistryError> {
+    /// The age of the entry under `reference` ([`age`]; `u64::MAX` when it
+    /// has no date), None when there is none.
+    pub fn entry_age(&self, reference: &Reference) -> Result<Option<u64>, RegistryError> {
         let repository = Repository::for_pull(self.client.clone(), reference);
         match repository.get_manifest(reference.tag.as_deref().unwrap_or_default()) {
-            Ok(_) => Ok(true),
-            Err(RegistryError::Status { status: 404, .. }) => Ok(false),
+            Ok((bytes, _)) => Ok(Some(age(&bytes).unwrap_or(u64::MAX))),
+            Err(RegistryError::Status { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::build::{BuildOptions, Offline, PushTarget};
 use crate::cache::{Cache, CacheError};
-use crate::cli::{BuildArgs, Cli, Command, RegistryArgs, RunArgs};
+use crate::cli::{BuildArgs, CacheCommand, Cli, Command, RegistryArgs, RunArgs};
 use crate::image::archive::ArchiveSpec;
 use crate::image::layout::Layout;
 use crate::image::remote::PushOptions;
@@ -49,6 +49,8 @@ pub enum Settings {
     Clean(CleanSettings),
     /// `assemble purge`.
     Purge(PurgeSettings),
+    /// `assemble cache prune`.
+    CachePrune(CachePruneSettings),
 }
 
 /// `assemble build`: the build's options and what to do with the result.
@@ -193,6 +195,19 @@ pub struct PurgeSettings {
     pub dry_run: bool,
 }
 
+/// `assemble cache prune`.
+#[derive(Debug)]
+pub struct CachePruneSettings {
+    /// The cache repository (no tag, no digest).
+    pub repository: Reference,
+    /// Entries written in the last this many days stay.
+    pub keep_days: u64,
+    /// Only say what would be deleted.
+    pub dry_run: bool,
+    /// How registries are reached.
+    pub client: ClientOptions,
+}
+
 impl Settings {
     /// Validates the command line of one command.
     pub fn from_cli(cli: Cli) -> Result<Self, Error> {
@@ -257,6 +272,12 @@ impl Settings {
                 cache: cache_path(cache_dir)?,
                 dry_run,
             }),
+            Command::Cache(CacheCommand::Prune {
+                repository,
+                keep_days,
+                dry_run,
+                registry,
+            }) => Settings::CachePrune(cache_prune(&repository, &keep_days, dry_run, &registry)?),
         })
     }
 }
@@ -678,6 +699,37 @@ fn pull(reference: &str, dir: PathBuf, registry: &RegistryArgs) -> Result<PullSe
     })
 }
 
+fn cache_prune(
+    repository: &str,
+    keep_days: &str,
+    dry_run: bool,
+    registry: &RegistryArgs,
+) -> Result<CachePruneSettings, Error> {
+    let reference = Reference::parse(repository).map_err(RegistryError::from)?;
+    if reference.tag.is_some() || reference.digest.is_some() {
+        return Err(Error::Usage(format!(
+            "cache prune {repository}: name the cache repository (HOST/REPO), without a tag or \
+             digest; prune looks at every tag in it"
+        )));
+    }
+    let keep_days = match keep_days.trim() {
+        d if !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()) => d.parse::<u64>().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        Error::Usage(format!(
+            "--keep-days {keep_days:?}: give a whole number of days, 0 or more (entries written \
+             in the last N days stay)"
+        ))
+    })?;
+    Ok(CachePruneSettings {
+        repository: reference,
+        keep_days,
+        dry_run,
+        client: client_options(registry),
+    })
+}
+
 /// The password `assemble login` reads from standard input, without its
 /// line end.
 fn password_from_stdin() -> Result<String, Error> {
@@ -829,6 +881,60 @@ mod tests {
             m.contains("is not oci:DIR[:TAG] or oci-archive:FILE"),
             "{m}"
         );
+    }
+
+    fn prune_settings(args: &[&str]) -> Result<CachePruneSettings, Error> {
+        match cli(args).command {
+            Command::Cache(CacheCommand::Prune {
+                repository,
+                keep_days,
+                dry_run,
+                registry,
+            }) => cache_prune(&repository, &keep_days, dry_run, &registry),
+            c => panic!("not cache prune: {c:?}"),
+        }
+    }
+
+    #[test]
+    fn cache_prune_takes_a_repository_and_whole_days() {
+        let s = prune_settings(&[
+            "cache",
+            "prune",
+            "127.0.0.1:5000/team/milborne/cache",
+            "--keep-days",
+            "30",
+            "--dry-run",
+            "--insecure-registry",
+            "127.0.0.1:5000",
+        ])
+        .unwrap();
+        assert_eq!(s.repository.repository, "team/milborne/cache");
+        assert_eq!((s.keep_days, s.dry_run), (30, true));
+        assert_eq!(s.client.insecure, ["127.0.0.1:5000"]);
+        let s = prune_settings(&["cache", "prune", "h:5000/c", "--keep-days", "0"]).unwrap();
+        assert_eq!((s.keep_days, s.dry_run), (0, false));
+        for bad in ["-1", "1.5", "", "ten", "+3", "99999999999999999999999"] {
+            let m = usage(prune_settings(&[
+                "cache",
+                "prune",
+                "h:5000/c",
+                &format!("--keep-days={bad}"),
+            ]));
+            assert!(m.contains("give a whole number of days"), "{bad}: {m}");
+        }
+        for tagged in [
+            "h:5000/c:latest",
+            &format!("h:5000/c@sha256:{}", "a".repeat(64)),
+        ] {
+            let m = usage(prune_settings(&[
+                "cache",
+                "prune",
+                tagged,
+                "--keep-days",
+                "1",
+            ]));
+            assert!(m.contains("without a tag or digest"), "{m}");
+        }
     }
 
     #[test]

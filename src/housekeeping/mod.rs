@@ -1,5 +1,5 @@
-//! `assemble clean` and `assemble purge`: remove what assemble wrote, and
-//! nothing else.
+//! `assemble clean`, `assemble purge` and `assemble cache prune`: remove
+//! what assemble wrote, and nothing else.
 //!
 //! `clean` looks in the output directory and in its direct subdirectories
 //! for what assemble writes there: an OCI layout it recognises (`oci-layout`,
@@ -15,8 +15,13 @@
 //! home directory and any mount point outright, before removing anything.
 //! With `--dry-run` they say what would go and remove nothing. That refusal
 //! is `guard`'s; this module plans and removes.
+//!
+//! `cache prune` ([`prune`]) is the same idea in a registry: it deletes the
+//! build cache entries assemble wrote there more than N days ago, and
+//! nothing else.
 
 mod guard;
+pub mod prune;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

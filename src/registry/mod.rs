@@ -2,7 +2,7 @@
 //! credentials, TLS per host (certs.d, `--ca-file`), the v2 HTTP client
 //! (timeouts, retries, tokens, credentials only to the registry that asked)
 //! and [`Repository`], one repository's operations (blob HEAD, mount,
-//! upload, manifests, tags).
+//! upload, manifests read, written and deleted, tags).
 //!
 //! This module moves bytes and knows no image: what to push or pull, and in
 //! what order, is [`crate::image::remote`]'s. It reads no cache and writes
@@ -33,7 +33,7 @@ pub use client::Client;
 pub use error::{BodyError, RegistryError};
 pub use hosts::{error_chain, is_loopback};
 pub use reference::{Reference, ReferenceError};
-pub use repository::Repository;
+pub use repository::{Deletion, Repository};
 pub use response::{backoff, SendError};
 pub use token::Scopes;
 

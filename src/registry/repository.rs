@@ -44,6 +44,20 @@ pub enum Uploaded {
     Confirmed,
 }
 
+/// What a manifest delete did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Deletion {
+    /// The registry deleted it (and, in CNCF distribution, every tag
+    /// pointing to it).
+    Deleted,
+    /// The registry does not have it (already deleted, by another prune
+    /// perhaps).
+    Absent,
+    /// The registry does not delete manifests: 405, `UNSUPPORTED` in the
+    /// distribution spec (CNCF distribution without `storage.delete.enabled`).
+    Unsupported,
+}
+
 /// A repository of a registry: `(client, host, name, scopes)`, with the
 /// operations of the distribution spec as methods.
 #[derive(Clone)]
@@ -74,6 +88,12 @@ impl Repository {
     /// For pushing, mounting blobs from `sources` of the same registry.
     pub fn for_push(client: Arc<Client>, reference: &Reference, sources: &[String]) -> Self {
         let scopes = Scopes::push(&reference.repository, sources);
+        Self::new(client, reference, scopes)
+    }
+
+    /// For reading and deleting manifests.
+    pub fn for_delete(client: Arc<Client>, reference: &Reference) -> Self {
+        let scopes = Scopes::delete(&reference.repository);
         Self::new(client, reference, scopes)
     }
 
@@ -289,6 +309,31 @@ impl Repository {
             .map(str::to_string))
     }
 
+    /// Deletes the manifest with this digest (`DELETE
+    /// /v2/<name>/manifests/<digest>`): the distribution spec deletes
+    /// manifests by digest only, and the registry's garbage collector, not
+    /// this, reclaims the blobs. A retried delete whose first answer was
+    /// lost finds it [`Deletion::Absent`].
+    pub fn delete_manifest(&self, digest: &Digest) -> Result<Deletion, RegistryError> {
+        let repo = &self.name;
+        let what = format!("DELETE of manifest {digest} in {}/{repo}", self.host);
+        let resp = self
+            .client
+            .send(&self.host, &self.scopes, &what, &|http, base| {
+                http.delete(format!("{base}/v2/{repo}/manifests/{digest}"))
+            })?;
+        match resp.status() {
+            s if s.is_success() => Ok(Deletion::Deleted),
+            StatusCode::NOT_FOUND => Ok(Deletion::Absent),
+            StatusCode::METHOD_NOT_ALLOWED => Ok(Deletion::Unsupported),
+            s => Err(RegistryError::Status {
+                what,
+                status: s.as_u16(),
+                body: excerpt(resp),
+            }),
+        }
+    }
+
     /// Streams a blob into a file made by `create` (anew for each attempt),
     /// checking its size and digest as it comes; a download that breaks is
     /// retried. Returns the complete file, still under its temporary name.
@@ -378,15 +423,26 @@ impl Repository {
     }
 }
 
-/// The path and query of a `Link: <URL>; rel="next"` header.
+/// The path and query of the answer's `Link: <URL>; rel="next"` header.
 fn next_link(resp: &reqwest::blocking::Response) -> Option<String> {
-    let next = resp
-        .headers()
-        .get("Link")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|l| l.split_once('<'))
-        .and_then(|(_, r)| r.split_once('>'))
-        .map(|(u, _)| u.to_string())?;
+    next_page(resp.headers().get("Link")?.to_str().ok()?)
+}
+
+/// The path and query of the `rel="next"` link of a `Link` header value
+/// (RFC 8288; the distribution spec's tag list sends one link, but a header
+/// may hold several, comma-separated). The host of an absolute URL is
+/// dropped: the next page is asked of the same registry.
+fn next_page(header: &str) -> Option<String> {
+    let next = header.split(',').find_map(|link| {
+        let (target, params) = link.trim().strip_prefix('<')?.split_once('>')?;
+        params
+            .split(';')
+            .filter_map(|p| p.trim().split_once('='))
+            .any(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("rel") && v.trim().trim_matches('"') == "next"
+            })
+            .then(|| target.to_string())
+    })?;
     Some(match reqwest::Url::parse(&next) {
         Ok(u) => format!(
             "{}{}",
@@ -403,4 +459,33 @@ fn is_timeout(e: &std::io::Error) -> bool {
         || e.get_ref()
             .and_then(|inner| inner.downcast_ref::<reqwest::Error>())
             .is_some_and(|r| r.is_timeout())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_page_is_the_rel_next_link_on_the_same_registry() {
+        // CNCF distribution 3's form.
+        assert_eq!(
+            next_page(r#"</v2/team/cache/tags/list?last=b&n=100>; rel="next""#).as_deref(),
+            Some("/v2/team/cache/tags/list?last=b&n=100")
+        );
+        // An absolute URL keeps its path and query only.
+        assert_eq!(
+            next_page(r#"<https://127.0.0.2:5000/v2/a/tags/list?n=2&last=x>; rel=next"#).as_deref(),
+            Some("/v2/a/tags/list?n=2&last=x")
+        );
+        // Several links: the one whose rel is next.
+        assert_eq!(
+            next_page(
+                r#"</v2/a/tags/list?n=1>; rel="first", </v2/a/tags/list?n=1&last=c>; rel="next""#
+            )
+            .as_deref(),
+            Some("/v2/a/tags/list?n=1&last=c")
+        );
+        assert_eq!(next_page(r#"</v2/a/tags/list?n=1>; rel="prev""#), None);
+        assert_eq!(next_page("garbage"), None);
+    }
 }

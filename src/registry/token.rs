@@ -43,6 +43,14 @@ impl Scopes {
         Self(v)
     }
 
+    /// Pull and delete access to one repository: `delete` is the action
+    /// CNCF distribution (2.7 and later) checks for `DELETE` requests, and
+    /// the one its token scope documentation lists beside `pull`, `push`
+    /// and `*`.
+    pub fn delete(repo: &str) -> Self {
+        Self(vec![format!("repository:{repo}:pull,delete")])
+    }
+
     fn key(&self) -> String {
         self.0.join(" ")
     }
@@ -340,6 +348,14 @@ fn read_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delete_scopes_ask_for_pull_and_delete_only() {
+        assert_eq!(
+            Scopes::delete("team/app/cache").0,
+            ["repository:team/app/cache:pull,delete"]
+        );
+    }
 
     #[test]
     fn push_scopes_include_pull_on_mount_sources() {

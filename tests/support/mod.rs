@@ -328,8 +328,16 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Starts one; `extra` is YAML appended to the configuration (auth, tls).
+    /// Starts one, with deletes enabled; `extra` is YAML appended to the
+    /// configuration (auth, tls).
     pub fn start(extra: &str, http_extra: &str) -> Registry {
+        Registry::start_with_env(extra, http_extra, &[])
+    }
+
+    /// Starts one with `env` in its environment, which overrides its
+    /// configuration (`REGISTRY_STORAGE_DELETE_ENABLED=false`: deletes
+    /// answered 405 UNSUPPORTED).
+    pub fn start_with_env(extra: &str, http_extra: &str, env: &[(&str, &str)]) -> Registry {
         need("docker-registry");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -343,6 +351,7 @@ impl Registry {
             Command::new("docker-registry")
                 .arg("serve")
                 .arg(dir.path().join("config.yml"))
+                .envs(env.iter().copied())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log),
         );
