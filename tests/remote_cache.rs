@@ -424,3 +424,94 @@ fn a_fresh_runner_with_a_release_bump_builds_and_uploads_only_the_application_la
     assert_eq!(sent.len(), 2, "{doc}");
     assert!(sent.contains(&lc[3].as_str()), "{doc}");
 }
+
+#[test]
+fn entries_in_use_are_dated_again_and_prune_removes_only_the_unused() {
+    let reg = Registry::start("", "");
+    let tmp = tempfile::tempdir().unwrap();
+    runner_a(&reg, tmp.path());
+    // Every entry dated ten days back, and one more that no build uses.
+    let script = r#"
+import json, sys, time, urllib.request
+base, repo = sys.argv[1], sys.argv[2]
+old = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 10 * 86400))
+oci = "application/vnd.oci.image.manifest.v1+json"
+tags = json.load(urllib.request.urlopen(f"{base}/v2/{repo}/tags/list"))["tags"]
+def put(tag, manifest):
+    urllib.request.urlopen(urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}",
+        data=json.dumps(manifest).encode(), method="PUT", headers={"Content-Type": oci}))
+for tag in tags:
+    req = urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}", headers={"Accept": oci})
+    manifest = json.load(urllib.request.urlopen(req))
+    manifest["annotations"]["org.opencontainers.image.created"] = old
+    put(tag, manifest)
+    if tag.startswith("layer-"):
+        unused = manifest
+manifest = dict(unused, annotations={"org.opencontainers.image.created": old, "unused": "yes"})
+put("layer-" + "0" * 32, manifest)
+print(" ".join(sorted(tags)))
+"#;
+    let out = run(Command::new("python3").args([
+        "-c",
+        script,
+        &format!("http://{}", reg.host),
+        "team/milborne/cache",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tags: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert!(tags.iter().any(|t| t.starts_with("build-")), "{tags:?}");
+    assert!(tags.iter().any(|t| t.starts_with("rootfs-")), "{tags:?}");
+
+    // The same build again (served by its own cache): it writes its record
+    // again and dates again every stage entry it has.
+    let again = tmp.path().join("again");
+    let out = build(
+        &cache(),
+        &again,
+        &reg,
+        &[
+            "--push".into(),
+            "--registry".into(),
+            format!("{}/team", reg.host),
+        ],
+    );
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("remote cache: dating again (in use)"), "{log}");
+
+    let prune = run(assemble().args([
+        "cache",
+        "prune",
+        &format!("{}/team/milborne/cache", reg.host),
+        "--keep-days",
+        "5",
+        "--insecure-registry",
+        &reg.host,
+    ]));
+    let log = stderr(&prune);
+    assert!(prune.status.success(), "{log}");
+    let listed: serde_json::Value = serde_json::from_str(
+        &reqwest::blocking::get(format!(
+            "http://{}/v2/team/milborne/cache/tags/list",
+            reg.host
+        ))
+        .unwrap()
+        .text()
+        .unwrap(),
+    )
+    .unwrap();
+    let mut left: Vec<String> = listed["tags"]
+        .as_array()
+        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default();
+    left.sort();
+    assert_eq!(left, tags, "the entries in use stay, the unused one went: {log}");
+    assert!(
+        String::from_utf8_lossy(&prune.stdout).contains("pruned 1 of"),
+        "{}",
+        String::from_utf8_lossy(&prune.stdout)
+    );
+}
