@@ -674,8 +674,7 @@ fn write_record(
     let Some(to) = &opts.remote_cache.to else {
         return Ok(());
     };
-    if tier.is_unreachable(to) {
-        // Said once, when it was read.
+    if !tier.may_write(printer) {
         return Ok(());
     }
     printer.step(&format!("remote cache: {what} in {to}"));
@@ -702,6 +701,9 @@ fn write_offered(
     tier: &remote_cache::Tier,
     printer: &Printer,
 ) -> Result<(), Error> {
+    if !tier.may_write(printer) {
+        return Ok(());
+    }
     let mut options = opts.push_options.clone();
     options.format = crate::image::mutate::ManifestFormat::Oci;
     let mut written = 0;

@@ -360,6 +360,7 @@ pub struct Tier {
     repos: Repos,
     unreachable: Mutex<Vec<Reference>>,
     offered: Mutex<Vec<StageEntry>>,
+    writable: std::sync::OnceLock<bool>,
 }
 
 impl Tier {
@@ -370,6 +371,7 @@ impl Tier {
             repos,
             unreachable: Mutex::new(Vec::new()),
             offered: Mutex::new(Vec::new()),
+            writable: std::sync::OnceLock::new(),
         }
     }
 
@@ -398,6 +400,52 @@ impl Tier {
             .lock()
             .expect("not poisoned")
             .push(repo.clone());
+    }
+
+    /// Whether the repository written may be written: not when it could
+    /// not be read, nor when the registry's token for it grants no push (a
+    /// pull-only token: said once, nothing tried). Where that cannot be
+    /// told before (Basic authentication, an opaque token), the write is
+    /// tried and a refusal is a warning. Decided once per build.
+    pub fn may_write(&self, printer: &Printer) -> bool {
+        *self.writable.get_or_init(|| {
+            let Some(to) = &self.repos.to else {
+                return false;
+            };
+            if self.is_unreachable(to) {
+                // Said once, when it was read.
+                return false;
+            }
+            // One request first, so that the registry's authentication is
+            // known (a build that only writes there has asked nothing yet).
+            let probe = Reference {
+                tag: Some(tag("0")),
+                digest: None,
+                ..to.clone()
+            };
+            let asked = self.entry_age(&probe).and_then(|_| {
+                self.client.grants(
+                    to.api_host(),
+                    &crate::registry::Scopes::push(&to.repository, &[]),
+                )
+            });
+            match asked {
+                Ok(Some(false)) => {
+                    printer.step(&format!(
+                        "remote cache: the registry grants these credentials no push to {to}: read only, not written"
+                    ));
+                    false
+                }
+                Ok(_) => true,
+                Err(e) => {
+                    printer.warn(&format!(
+                        "cannot write to the build cache {to}: {}",
+                        error_chain(&e)
+                    ));
+                    false
+                }
+            }
+        })
     }
 
     /// The entries offered in this build, as images whose blobs are in

@@ -4,83 +4,18 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
-
+use base64::Engine as _;
 use support::*;
 
-const USER: &str = "tokenuser";
-const PASSWORD: &str = "t0ken-Pa55";
+const USER: &str = TokenRegistry::USER;
 
 #[test]
 fn bearer_tokens_carry_every_scope_an_operation_needs() {
-    need("openssl");
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let out = run(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=assemble test token issuer",
-            "-keyout",
-        ])
-        .arg(d.join("token.key"))
-        .arg("-out")
-        .arg(d.join("token.pem")));
-    assert!(out.status.success());
-    let tport = free_port();
-    let log = d.join("tokens.log");
-    let _server = Running(spawn_with_deathsig(
-        Command::new(data().join("venv/bin/python"))
-            .arg(repo().join("tests/token_server.py"))
-            .args([
-                "--port",
-                &tport.to_string(),
-                "--service",
-                "assemble-test-registry",
-                "--issuer",
-                "assemble-test-issuer",
-                "--user",
-                USER,
-                "--password",
-                PASSWORD,
-                "--refresh-token",
-                "refresh-t0ken",
-            ])
-            .arg("--key")
-            .arg(d.join("token.key"))
-            .arg("--cert")
-            .arg(d.join("token.pem"))
-            .arg("--log")
-            .arg(&log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    ));
-    assert!(
-        wait_port(tport, std::time::Duration::from_secs(20)),
-        "token server did not start"
-    );
-    let reg = Registry::start(
-        &format!(
-            "auth:\n  token:\n    realm: http://127.0.0.1:{tport}/token\n    service: assemble-test-registry\n    issuer: assemble-test-issuer\n    rootcertbundle: {}\n",
-            d.join("token.pem").display()
-        ),
-        "",
-    );
-    let config = d.join("docker");
-    std::fs::create_dir_all(&config).unwrap();
-    use base64::Engine as _;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
-    std::fs::write(
-        config.join("config.json"),
-        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.host),
-    )
-    .unwrap();
+    let tr = TokenRegistry::start();
+    let (reg, log) = (&tr.reg, &tr.log);
+    let config = tr.writer.clone();
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
     let push = |repo: &str| {
         assemble()
             .env("DOCKER_CONFIG", &config)
@@ -102,14 +37,14 @@ fn bearer_tokens_carry_every_scope_an_operation_needs() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let first_grants = read(&log)
+    let first_grants = read(log)
         .lines()
         .filter(|l| l.starts_with("GRANTED"))
         .count();
     assert!(
         (1..=2).contains(&first_grants),
         "one token for the whole push (plus one if it expired): {first_grants}\n{}\n{}",
-        read(&log),
+        read(log),
         String::from_utf8_lossy(&out.stderr)
     );
 
@@ -121,7 +56,7 @@ fn bearer_tokens_carry_every_scope_an_operation_needs() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("mounted from team/first"));
-    let log_text = read(&log);
+    let log_text = read(log);
     assert!(
         log_text.lines().any(|l| l.starts_with("GRANTED")
             && l.contains("repository:team/first:pull")
@@ -160,8 +95,9 @@ fn bearer_tokens_carry_every_scope_an_operation_needs() {
     std::fs::write(
         config.join("config.json"),
         format!(
-            r#"{{"auths":{{"{}":{{"identitytoken":"refresh-t0ken"}}}}}}"#,
-            reg.host
+            r#"{{"auths":{{"{}":{{"identitytoken":"{}"}}}}}}"#,
+            reg.host,
+            TokenRegistry::REFRESH_TOKEN
         ),
     )
     .unwrap();
@@ -172,13 +108,13 @@ fn bearer_tokens_carry_every_scope_an_operation_needs() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("refresh-t0ken"));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(TokenRegistry::REFRESH_TOKEN));
     assert!(
-        read(&log)
+        read(log)
             .lines()
             .any(|l| l.starts_with("GRANTED(refresh)")
                 && l.contains("repository:team/fourth:pull,push")),
         "{}",
-        read(&log)
+        read(log)
     );
 }

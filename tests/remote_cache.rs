@@ -27,7 +27,32 @@ fn build_from(
     reg: &Registry,
     args: &[String],
 ) -> Output {
-    let mut c = assemble();
+    build_cmd(
+        assemble(),
+        index_url,
+        requirement,
+        cache_dir,
+        out,
+        reg,
+        args,
+    )
+}
+
+/// `assemble milborne==0.4.0` from the run's index with `cache_dir`, as
+/// the command `c` (its environment set) runs it.
+fn build_with(c: Command, cache_dir: &Path, out: &Path, reg: &Registry, args: &[String]) -> Output {
+    build_cmd(c, &index(), "milborne==0.4.0", cache_dir, out, reg, args)
+}
+
+fn build_cmd(
+    mut c: Command,
+    index_url: &str,
+    requirement: &str,
+    cache_dir: &Path,
+    out: &Path,
+    reg: &Registry,
+    args: &[String],
+) -> Output {
     c.arg(requirement)
         .arg("--index-url")
         .arg(index_url)
@@ -508,10 +533,119 @@ print(" ".join(sorted(tags)))
         .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
         .unwrap_or_default();
     left.sort();
-    assert_eq!(left, tags, "the entries in use stay, the unused one went: {log}");
+    assert_eq!(
+        left, tags,
+        "the entries in use stay, the unused one went: {log}"
+    );
     assert!(
         String::from_utf8_lossy(&prune.stdout).contains("pruned 1 of"),
         "{}",
         String::from_utf8_lossy(&prune.stdout)
+    );
+}
+
+#[test]
+fn a_pull_only_token_reads_the_build_cache_and_never_tries_to_write_it() {
+    let tr = TokenRegistry::start();
+    let reg = &tr.reg;
+    let tmp = tempfile::tempdir().unwrap();
+    // Runner A, with a token that may push: the image and the build cache.
+    let a = tmp.path().join("a");
+    let mut c = assemble();
+    c.env("DOCKER_CONFIG", &tr.writer);
+    let out = build_with(
+        c,
+        &cache(),
+        &a,
+        reg,
+        &[
+            "--push".into(),
+            "--registry".into(),
+            format!("{}/team", reg.host),
+        ],
+    );
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("remote cache: recording this build in"),
+        "{log}"
+    );
+    let digest = result(&a)["digest"].as_str().unwrap().to_string();
+    // Its record dated two days back: in use, a runner that may write
+    // would date it again.
+    let script = r#"
+import base64, json, sys, time, urllib.request
+base, repo, auth = sys.argv[1], sys.argv[2], sys.argv[3]
+def token(scope):
+    req = urllib.request.Request(f"{base}/v2/", method="GET")
+    try:
+        urllib.request.urlopen(req)
+    except urllib.error.HTTPError as e:
+        challenge = e.headers["WWW-Authenticate"]
+    fields = dict(p.split("=", 1) for p in challenge[len("Bearer "):].split(","))
+    fields = {k: v.strip('"') for k, v in fields.items()}
+    url = f"{fields['realm']}?service={fields['service']}&scope={scope}"
+    req = urllib.request.Request(url, headers={"Authorization": "Basic " + auth})
+    return json.load(urllib.request.urlopen(req))["token"]
+t = token(f"repository:{repo}:pull,push")
+h = {"Authorization": "Bearer " + t}
+oci = "application/vnd.oci.image.manifest.v1+json"
+tags = json.load(urllib.request.urlopen(urllib.request.Request(f"{base}/v2/{repo}/tags/list", headers=h)))["tags"]
+tag = [t for t in tags if t.startswith("build-")][0]
+req = urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}", headers=dict(h, Accept=oci))
+manifest = json.load(urllib.request.urlopen(req))
+manifest["annotations"]["org.opencontainers.image.created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 2 * 86400))
+urllib.request.urlopen(urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}",
+    data=json.dumps(manifest).encode(), method="PUT", headers=dict(h, **{"Content-Type": oci})))
+"#;
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        TokenRegistry::USER,
+        TokenRegistry::PASSWORD
+    ));
+    let out = run(Command::new("python3").args([
+        "-c",
+        script,
+        &format!("http://{}", reg.host),
+        "team/milborne/cache",
+        &auth,
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Runner B, an empty cache and a pull-only token for the same cache
+    // repository, read and (as far as its options say) written.
+    let before = reg.log().len();
+    let b = tmp.path().join("b");
+    let mut c = assemble();
+    c.env("DOCKER_CONFIG", &tr.reader);
+    let out = build_with(
+        c,
+        &tmp.path().join("empty-cache"),
+        &b,
+        reg,
+        &[
+            "--cache-repo".into(),
+            format!("{}/team/milborne/cache", reg.host),
+        ],
+    );
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("warning:"), "{log}");
+    assert!(
+        log.contains("grants these credentials no push") && log.contains("read only, not written"),
+        "{log}"
+    );
+    assert_eq!(result(&b)["digest"], digest, "the image from the record");
+    let after = &reg.log()[before..];
+    for write in ["POST /v2/", "PUT /v2/", "PATCH /v2/"] {
+        assert!(!after.contains(write), "{write}: nothing tried:\n{after}");
+    }
+    let grants = read(&tr.log);
+    assert!(
+        grants
+            .lines()
+            .any(|l| l.starts_with("GRANTED(reader)") && l.contains("team/milborne/cache")),
+        "{grants}"
     );
 }

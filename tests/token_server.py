@@ -37,11 +37,13 @@ def main():
     p.add_argument("--password", required=True)
     p.add_argument("--log", required=True)
     p.add_argument("--refresh-token", required=True, help="identity token accepted by POST (OAuth2 refresh_token grant)")
+    p.add_argument("--reader", default=None, help="USER:PASSWORD of a second account whose tokens grant pull only, whatever it asks (a pull-only CI token)")
     a = p.parse_args()
     key = serialization.load_pem_private_key(open(a.key, "rb").read(), password=None)
     cert = x509.load_pem_x509_certificate(open(a.cert, "rb").read())
     chain = [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]
     expected_auth = "Basic " + base64.b64encode(("%s:%s" % (a.user, a.password)).encode()).decode()
+    reader_auth = "Basic " + base64.b64encode(a.reader.encode()).decode() if a.reader else None
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def refuse(self, code, why):
@@ -65,11 +67,14 @@ def main():
             if url.path != "/token":
                 return self.refuse(404, "realm path %s" % url.path)
             q = urllib.parse.parse_qs(url.query)
-            if self.headers.get("Authorization") != expected_auth:
+            auth = self.headers.get("Authorization")
+            if reader_auth is not None and auth == reader_auth:
+                return self.grant(q, "GRANTED(reader)", pull_only=True)
+            if auth != expected_auth:
                 return self.refuse(401, "credentials")
             self.grant(q, "GRANTED")
 
-        def grant(self, q, word):
+        def grant(self, q, word, pull_only=False):
             if q.get("service") != [a.service]:
                 return self.refuse(400, "service %r" % q.get("service"))
             access = []
@@ -78,7 +83,10 @@ def main():
                     m = SCOPE.match(one)
                     if not m:
                         return self.refuse(400, "scope %r" % one)
-                    access.append({"type": "repository", "name": m.group(1), "actions": m.group(2).split(",")})
+                    actions = m.group(2).split(",")
+                    if pull_only:
+                        actions = [x for x in actions if x == "pull"]
+                    access.append({"type": "repository", "name": m.group(1), "actions": actions})
             now = int(time.time())
             header = {"alg": "RS256", "typ": "JWT", "x5c": chain}
             claims = {"iss": a.issuer, "sub": a.user, "aud": a.service, "exp": now + 300, "nbf": now - 10, "iat": now, "jti": b64url(os.urandom(12)), "access": access}

@@ -74,6 +74,14 @@ impl Client {
         self.attempts
     }
 
+    /// Whether `host` grants these scopes, when that can be told before a
+    /// request needs them (a JWT token's `access` claim; None otherwise).
+    /// The host must have been asked something before, so that its
+    /// authentication is known.
+    pub fn grants(&self, host: &str, scopes: &Scopes) -> Result<Option<bool>, RegistryError> {
+        self.auth.grants(host, scopes, &self.hosts)
+    }
+
     /// Uses these credentials for a host instead of the stored ones (login).
     pub fn use_credentials(&self, host: &str, username: &str, password: &str) {
         self.auth.use_credentials(host, username, password);

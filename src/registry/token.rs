@@ -61,6 +61,57 @@ impl Scopes {
 struct Token {
     value: String,
     expires: Instant,
+    /// What a JWT token says it grants (its `access` claim), when it is
+    /// one; None for an opaque token.
+    granted: Option<Vec<Access>>,
+}
+
+/// One entry of a token's `access` claim (the distribution token spec).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+struct Access {
+    #[serde(rename = "type")]
+    kind: String,
+    name: String,
+    actions: Vec<String>,
+}
+
+/// The `access` claim of a JWT, read without checking its signature (the
+/// registry checks it; this only decides whether to try a write). None
+/// when the token is not a JWT or has no such claim.
+fn granted(token: &str) -> Option<Vec<Access>> {
+    let mut parts = token.split('.');
+    let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        access: Option<Vec<Access>>,
+    }
+    serde_json::from_slice::<Claims>(&bytes).ok()?.access
+}
+
+/// Whether `granted` holds every action of every `repository:NAME:ACTIONS`
+/// scope.
+fn grants_all(granted: &[Access], scopes: &Scopes) -> bool {
+    scopes.0.iter().all(|scope| {
+        let mut it = scope.splitn(3, ':');
+        let (Some("repository"), Some(name), Some(actions)) = (it.next(), it.next(), it.next())
+        else {
+            return false;
+        };
+        actions.split(',').all(|action| {
+            granted.iter().any(|a| {
+                a.kind == "repository"
+                    && a.name == name
+                    && a.actions.iter().any(|g| g == action || g == "*")
+            })
+        })
+    })
 }
 
 /// What the registry asked for last time, per host.
@@ -235,6 +286,35 @@ impl Authenticator {
         }
     }
 
+    /// Whether `host` grants these scopes, when it can be told before any
+    /// request needs them: the `access` claim of the token it gives for
+    /// them (None: Basic or no authentication, or an opaque token; a token
+    /// refused for them is `Some(false)`).
+    pub(super) fn grants(
+        &self,
+        host: &str,
+        scopes: &Scopes,
+        hosts: &Hosts,
+    ) -> Result<Option<bool>, RegistryError> {
+        if !matches!(
+            self.modes.lock().expect("lock").get(host),
+            Some(AuthMode::Bearer { .. })
+        ) {
+            return Ok(None);
+        }
+        match self.header(host, scopes, hosts) {
+            Ok(_) => {}
+            Err(RegistryError::Unauthorized { .. }) => return Ok(Some(false)),
+            Err(e) => return Err(e),
+        }
+        let key = (host.to_string(), scopes.key());
+        let tokens = self.tokens.lock().expect("lock");
+        Ok(tokens
+            .get(&key)
+            .and_then(|t| t.granted.as_ref())
+            .map(|g| grants_all(g, scopes)))
+    }
+
     /// Asks the realm for a token: with the refresh token of an identity
     /// token (OAuth2 POST), else with Basic credentials or anonymously (GET).
     fn fetch_token(
@@ -340,6 +420,7 @@ fn read_token(
     // Tokens live 60 s unless said otherwise; renew a little early.
     let life = answer.expires_in.unwrap_or(60).max(10);
     Ok(Token {
+        granted: granted(&value),
         value,
         expires: Instant::now() + Duration::from_secs(life.saturating_sub(5)),
     })
@@ -348,6 +429,30 @@ fn read_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn jwt(claims: &str) -> String {
+        use base64::Engine as _;
+        let e = |b: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        format!("{}.{}.{}", e(r#"{"alg":"RS256"}"#), e(claims), e("sig"))
+    }
+
+    #[test]
+    fn a_jwt_tells_what_it_grants_and_an_opaque_token_does_not() {
+        let pull_only =
+            jwt(r#"{"access":[{"type":"repository","name":"team/cache","actions":["pull"]}]}"#);
+        let g = granted(&pull_only).unwrap();
+        assert!(grants_all(&g, &Scopes::pull("team/cache")));
+        assert!(!grants_all(&g, &Scopes::push("team/cache", &[])));
+        assert!(!grants_all(&g, &Scopes::pull("team/other")));
+        let star = jwt(r#"{"access":[{"type":"repository","name":"team/cache","actions":["*"]}]}"#);
+        assert!(grants_all(
+            &granted(&star).unwrap(),
+            &Scopes::push("team/cache", &[])
+        ));
+        assert_eq!(granted("an-opaque-token"), None);
+        assert_eq!(granted(&jwt(r#"{"sub":"x"}"#)), None);
+        assert_eq!(granted("a.b.c.d"), None);
+    }
 
     #[test]
     fn delete_scopes_ask_for_pull_and_delete_only() {

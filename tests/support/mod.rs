@@ -399,3 +399,97 @@ pub fn skopeo_inspect(reference: &str, tls_verify: bool) -> serde_json::Value {
     assert!(out.status.success(), "skopeo inspect {reference}");
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// The registry in `auth: token` mode with the token server of
+/// tests/token_server.py on loopback: `writer` gets every action it asks
+/// for, `reader` (a pull-only CI token) pull only; each has a Docker
+/// config directory (`DOCKER_CONFIG`) of its own. Every token granted is
+/// logged to `log`.
+#[allow(dead_code)]
+pub struct TokenRegistry {
+    pub reg: Registry,
+    pub writer: PathBuf,
+    pub reader: PathBuf,
+    pub log: PathBuf,
+    _server: Running,
+    _dir: tempfile::TempDir,
+}
+
+#[allow(dead_code)]
+impl TokenRegistry {
+    pub const USER: &'static str = "tokenuser";
+    pub const PASSWORD: &'static str = "t0ken-Pa55";
+    pub const READER: &'static str = "readonly";
+    pub const READER_PASSWORD: &'static str = "r3ad-0nly";
+    pub const REFRESH_TOKEN: &'static str = "refresh-t0ken";
+
+    pub fn start() -> TokenRegistry {
+        need("openssl");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let out = run(Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=assemble test token issuer", "-keyout"])
+            .arg(d.join("token.key"))
+            .arg("-out")
+            .arg(d.join("token.pem")));
+        assert!(out.status.success());
+        let tport = free_port();
+        let log = d.join("tokens.log");
+        let server = Running(spawn_with_deathsig(
+            Command::new(data().join("venv/bin/python"))
+                .arg(repo().join("tests/token_server.py"))
+                .args(["--port", &tport.to_string()])
+                .args(["--service", "assemble-test-registry"])
+                .args(["--issuer", "assemble-test-issuer"])
+                .args(["--user", Self::USER, "--password", Self::PASSWORD])
+                .args(["--refresh-token", Self::REFRESH_TOKEN])
+                .arg("--reader")
+                .arg(format!("{}:{}", Self::READER, Self::READER_PASSWORD))
+                .arg("--key")
+                .arg(d.join("token.key"))
+                .arg("--cert")
+                .arg(d.join("token.pem"))
+                .arg("--log")
+                .arg(&log)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        ));
+        assert!(
+            wait_port(tport, Duration::from_secs(20)),
+            "token server did not start"
+        );
+        let reg = Registry::start(
+            &format!(
+                "auth:\n  token:\n    realm: http://127.0.0.1:{tport}/token\n    service: assemble-test-registry\n    issuer: assemble-test-issuer\n    rootcertbundle: {}\n",
+                d.join("token.pem").display()
+            ),
+            "",
+        );
+        let config = |name: &str, user: &str, password: &str| {
+            let dir = d.join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            use base64::Engine as _;
+            let auth =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            std::fs::write(
+                dir.join("config.json"),
+                format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.host),
+            )
+            .unwrap();
+            dir
+        };
+        let writer = config("writer", Self::USER, Self::PASSWORD);
+        let reader = config("reader", Self::READER, Self::READER_PASSWORD);
+        TokenRegistry {
+            reg,
+            writer,
+            reader,
+            log,
+            _server: server,
+            _dir: dir,
+        }
+    }
+}
