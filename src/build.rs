@@ -243,23 +243,8 @@ pub fn build(
     printer: &Printer,
 ) -> Result<BuildResult, Error> {
     let key = opts.recordable.then(|| record_key(opts));
-    // The build cache in a registry: the tier behind the local cache
-    // (stage entries) and the build records.
-    let tier = match (&opts.offline, opts.remote_cache.is_empty()) {
-        (None, false) => Some(Arc::new(remote_cache::Tier::new(
-            Arc::new(Client::new(opts.registry.clone())?),
-            opts.remote_cache.clone(),
-        ))),
-        _ => None,
-    };
-    let with_tier;
-    let cache = match &tier {
-        Some(t) => {
-            with_tier = cache.clone().with_remote(t.clone());
-            &with_tier
-        }
-        None => cache,
-    };
+    let (tier, cache) = with_build_cache(opts, cache)?;
+    let cache = &cache;
     if let (Some(key), Some(tier), false) = (&key, &tier, opts.rebuild) {
         if let Some(result) = from_remote_cache(opts, key, cache, runner, tier, printer)? {
             return Ok(result);
@@ -344,6 +329,23 @@ pub fn build(
             compiler: compiler.debian.clone(),
         },
     })
+}
+
+/// The build cache in a registry, when one is read or written and the
+/// build is not offline: the tier behind the local cache (stage entries;
+/// it also reads and writes the records), and the cache with it.
+fn with_build_cache(
+    opts: &BuildOptions,
+    cache: &Cache,
+) -> Result<(Option<Arc<remote_cache::Tier>>, Cache), Error> {
+    if opts.offline.is_some() || opts.remote_cache.is_empty() {
+        return Ok((None, cache.clone()));
+    }
+    let tier = Arc::new(remote_cache::Tier::new(
+        Arc::new(Client::new(opts.registry.clone())?),
+        opts.remote_cache.clone(),
+    ));
+    Ok((Some(tier.clone()), cache.clone().with_remote(tier)))
 }
 
 /// The inputs from the offline store: its rootfs layers and its wheels.
@@ -1077,6 +1079,10 @@ pub fn vendor(
     runner: &dyn Runner,
     printer: &Printer,
 ) -> Result<crate::vendor::Lock, Error> {
+    // The build cache serves what it has (root filesystems, wheels built
+    // from sdists) and takes what was made here.
+    let (tier, cache) = with_build_cache(opts, cache)?;
+    let cache = &cache;
     let Inputs {
         base,
         compiler,
@@ -1092,6 +1098,9 @@ pub fn vendor(
         },
     )?;
     printer.step(&format!("vendor: filling {}", store.dir().display()));
+    if let Some(tier) = &tier {
+        write_offered(opts, cache, tier, printer)?;
+    }
     Ok(store.fill(
         cache.blobs(),
         &crate::vendor::Contents {

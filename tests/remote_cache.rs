@@ -649,3 +649,44 @@ urllib.request.urlopen(urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}
         "{grants}"
     );
 }
+
+#[test]
+fn vendor_fills_the_offline_store_from_the_build_cache() {
+    let reg = Registry::start("", "");
+    let tmp = tempfile::tempdir().unwrap();
+    let digest = runner_a(&reg, tmp.path());
+    // An empty cache: the root filesystems and the application's wheel (an
+    // sdist compiled by runner A) come from the build cache.
+    let store = tmp.path().join("store");
+    let out = run(assemble()
+        .arg("vendor")
+        .arg("milborne==0.4.0")
+        .arg("--index-url")
+        .arg(index())
+        .arg("--cache-dir")
+        .arg(tmp.path().join("empty-cache"))
+        .arg("--vendor")
+        .arg(&store)
+        .arg("--cache-from")
+        .arg(format!("{}/team/milborne/cache", reg.host))
+        .args(["--insecure-registry", &reg.host]));
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        !log.contains("mmdebstrap"),
+        "no root filesystem built:\n{log}"
+    );
+    assert_eq!(log.matches("remote cache: rootfs ").count(), 2, "{log}");
+    assert!(log.contains("remote cache: wheel "), "{log}");
+    assert!(!log.contains("warning:"), "{log}");
+    // The store builds the same image offline, from another empty cache.
+    let out = run(assemble()
+        .args(["--offline", "milborne==0.4.0", "--vendor"])
+        .arg(&store)
+        .arg("--cache-dir")
+        .arg(tmp.path().join("offline-cache"))
+        .arg("--output")
+        .arg(tmp.path().join("oci")));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(digest_of(&out), digest);
+}
