@@ -617,7 +617,7 @@ fn fetch_and_compile(
     for (n, (_, _, _, file)) in to_build.iter().enumerate() {
         script.push_str(&format!(
             "UV_CACHE_DIR=/tmp/uv-cache-{n} {bin} build --wheel --no-create-gitignore --python {py}{constraints} --out-dir /assemble/wheelhouse {}\n",
-            shell_quote(&format!("/assemble/sdists/{file}")),
+            super::shell_word(&format!("/assemble/sdists/{file}")),
             bin = super::uv::BIN,
         ));
     }
@@ -751,9 +751,7 @@ fn file_source(
     file: &str,
 ) -> Result<String, PythonError> {
     let indexes: Vec<String> = pip
-        .index_url
-        .iter()
-        .chain(&pip.extra_index_urls)
+        .indexes()
         .map(|u| crate::output::strip_credentials(u))
         .collect();
     let origin = |u: &str| reqwest::Url::parse(u).ok().map(|u| u.origin());
@@ -767,11 +765,6 @@ fn file_source(
         }
     }
     Ok(p.url.clone())
-}
-
-/// `s` as one shell word.
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// The wheelhouse of these wheels, keyed on them: made once, by links to

@@ -102,9 +102,7 @@ impl IndexClient {
             Some(build(false)?)
         };
         let with_credentials = pip
-            .index_url
-            .iter()
-            .chain(&pip.extra_index_urls)
+            .indexes()
             .filter_map(|u| reqwest::Url::parse(u).ok())
             .filter(|u| !u.username().is_empty())
             .collect();
@@ -152,20 +150,8 @@ impl IndexClient {
     /// Downloads the file at `url` (no credentials in it) to `dest`,
     /// returning the sha256 of what came; the caller compares it.
     pub fn download(&self, url: &str, dest: &Path) -> Result<Digest, PageError> {
-        let fail = |why: String| PageError {
-            url: url.to_string(),
-            why,
-            unreachable: false,
-        };
-        let response = self
-            .request(url)?
-            .timeout(DOWNLOAD_TIMEOUT)
-            .send()
-            .map_err(|e| PageError {
-                url: url.to_string(),
-                why: without_url(&e),
-                unreachable: e.is_connect() || e.is_timeout(),
-            })?;
+        let fail = failure(url);
+        let response = send(url, self.request(url)?.timeout(DOWNLOAD_TIMEOUT))?;
         if !response.status().is_success() {
             return Err(fail(format!("the index answered {}", response.status())));
         }
@@ -189,20 +175,8 @@ impl IndexClient {
         file: &str,
     ) -> Result<Option<String>, PageError> {
         let page = super::resolve::page_url(index, name);
-        let fail = |why: String| PageError {
-            url: page.clone(),
-            why,
-            unreachable: false,
-        };
-        let response = self
-            .request(&page)?
-            .header("Accept", ACCEPT)
-            .send()
-            .map_err(|e| PageError {
-                url: page.clone(),
-                why: without_url(&e),
-                unreachable: e.is_connect() || e.is_timeout(),
-            })?;
+        let fail = failure(&page);
+        let response = send(&page, self.request(&page)?.header("Accept", ACCEPT))?;
         if !response.status().is_success() {
             return Err(fail(format!("the index answered {}", response.status())));
         }
@@ -233,11 +207,7 @@ impl IndexClient {
     /// The page at `url` (no credentials in it), with the credentials of the
     /// configured index on the same origin.
     fn get(&self, url: &str, previous: Option<&IndexPage>) -> Result<Fetched, PageError> {
-        let fail = |why: String| PageError {
-            url: url.to_string(),
-            why,
-            unreachable: false,
-        };
+        let fail = failure(url);
         let mut request = self.request(url)?.header("Accept", ACCEPT);
         if let Some(p) = previous {
             if let Some(etag) = &p.etag {
@@ -247,11 +217,7 @@ impl IndexClient {
                 request = request.header("If-Modified-Since", lm);
             }
         }
-        let response = request.send().map_err(|e| PageError {
-            url: url.to_string(),
-            why: without_url(&e),
-            unreachable: e.is_connect() || e.is_timeout(),
-        })?;
+        let response = send(url, request)?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_MODIFIED && previous.is_some() {
             return Ok(Fetched::NotModified);
@@ -308,6 +274,28 @@ impl IndexClient {
 enum Fetched {
     Page(IndexPage),
     NotModified,
+}
+
+/// Sends a request for `url`: a transport failure is an error that says
+/// whether the index could not be reached.
+fn send(
+    url: &str,
+    request: reqwest::blocking::RequestBuilder,
+) -> Result<reqwest::blocking::Response, PageError> {
+    request.send().map_err(|e| PageError {
+        url: url.to_string(),
+        why: without_url(&e),
+        unreachable: e.is_connect() || e.is_timeout(),
+    })
+}
+
+/// An error about `url` that is not the network's.
+fn failure(url: &str) -> impl Fn(String) -> PageError + '_ {
+    move |why| PageError {
+        url: url.to_string(),
+        why,
+        unreachable: false,
+    }
 }
 
 /// A reqwest error's text without the URL it carries (which may hold

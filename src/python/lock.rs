@@ -473,6 +473,15 @@ fn last_segment(s: &str) -> String {
         .to_string()
 }
 
+/// A file's name: its `name`, else the last segment of its URL or path.
+fn file_name(w: &FileRef) -> String {
+    w.name
+        .clone()
+        .or_else(|| w.url.as_deref().map(last_segment))
+        .or_else(|| w.path.as_deref().map(last_segment))
+        .unwrap_or_default()
+}
+
 /// The package's file for Linux on this machine and `python` (`X.Y`; None:
 /// any CPython 3): a pure or matching wheel, else the sdist.
 fn choose_file<'a>(p: &'a Package, python: Option<&str>) -> Option<&'a FileRef> {
@@ -496,12 +505,7 @@ fn choose_file<'a>(p: &'a Package, python: Option<&str>) -> Option<&'a FileRef> 
     // interpreter's own ABI before abi3 before none, a Linux build before
     // `any`; the first listed among equals.
     let rank = |w: &FileRef| -> (u8, u8) {
-        let name = w
-            .name
-            .clone()
-            .or_else(|| w.url.as_deref().map(last_segment))
-            .or_else(|| w.path.as_deref().map(last_segment))
-            .unwrap_or_default();
+        let name = file_name(w);
         let stem = name.strip_suffix(".whl").unwrap_or_default();
         let parts: Vec<&str> = stem.rsplitn(4, '-').collect();
         let (platform, abi) = (
@@ -519,12 +523,7 @@ fn choose_file<'a>(p: &'a Package, python: Option<&str>) -> Option<&'a FileRef> 
         .wheels
         .iter()
         .filter(|w| {
-            let name = w
-                .name
-                .clone()
-                .or_else(|| w.url.as_deref().map(last_segment))
-                .or_else(|| w.path.as_deref().map(last_segment))
-                .unwrap_or_default();
+            let name = file_name(w);
             let Some(stem) = name.strip_suffix(".whl") else {
                 return false;
             };

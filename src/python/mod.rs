@@ -137,9 +137,7 @@ impl PythonError {
 /// them: ` (index URL, URL)` or ` (pip's default index)`.
 fn index_label(pip: &crate::spec::PipSettings) -> String {
     let indexes: Vec<String> = pip
-        .index_url
-        .iter()
-        .chain(&pip.extra_index_urls)
+        .indexes()
         .map(|u| crate::output::redact_url(u))
         .collect();
     if indexes.is_empty() {
@@ -147,6 +145,11 @@ fn index_label(pip: &crate::spec::PipSettings) -> String {
     } else {
         format!(" (index {})", indexes.join(", "))
     }
+}
+
+/// `s` as one shell word (single-quoted).
+fn shell_word(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PythonError + '_ {

@@ -330,7 +330,7 @@ fn uv_resolve(
                --target /tmp/hash-check -r /assemble/src/{rel} || exit $?\n",
             bin = super::uv::BIN,
             py = ctx.python,
-            rel = shell_word(rel),
+            rel = super::shell_word(rel),
         ),
         _ => String::new(),
     };
@@ -508,11 +508,6 @@ fn hashes_refused(e: crate::sandbox::SandboxError, source_name: &str) -> PythonE
         }
     }
     PythonError::Sandbox(e)
-}
-
-/// `s` as one shell word.
-fn shell_word(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// Whether requirements files carry `--hash` options (comments aside).

@@ -102,11 +102,14 @@ impl PipSettings {
         })
     }
 
+    /// The configured indexes, `--index-url` first (credentials in them).
+    pub fn indexes(&self) -> impl Iterator<Item = &String> {
+        self.index_url.iter().chain(&self.extra_index_urls)
+    }
+
     /// Strings that must never be shown: URLs that may carry credentials.
     pub fn secrets(&self) -> Vec<String> {
-        self.index_url
-            .iter()
-            .chain(&self.extra_index_urls)
+        self.indexes()
             .cloned()
             .chain(self.proxies.iter().map(|(_, v)| v.clone()))
             .collect()
