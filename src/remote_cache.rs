@@ -1,23 +1,31 @@
-//! The registry as the build cache of a fleet of runners: a build's record
-//! (what it was made of and the descriptors of every layer) stored as an
-//! OCI artifact in a repository of a registry, tagged by the key of the
-//! build's inputs, so that another runner with the same inputs and an empty
-//! cache writes the image from the record instead of building it.
+//! The registry as the build cache of a fleet of runners, in a repository
+//! of a registry, as OCI artifacts:
 //!
-//! An entry is an OCI image manifest whose config is the record
-//! ([`CONFIG_TYPE`], canonical JSON) and whose layers are the image's
-//! layers: the registry keeps the blobs alive with the entry, and a push to
-//! the same registry mounts them from the cache repository instead of
-//! uploading. What is read is checked: the manifest by its digest (the
-//! registry client), the record by its digest and by the key it names
-//! (another key's record under this tag is ignored with a warning). A
-//! registry that cannot be reached, or refuses, is a warning, never a
-//! failed build.
+//! - a build's record (what it was made of and the descriptors of every
+//!   layer), tagged by the key of the build's inputs, so that another
+//!   runner with the same inputs and an empty cache writes the image from
+//!   the record instead of building it ([`fetch`], [`entry_image`]);
+//! - stage entries (`rootfs-`, `wheel-`, `layer-`), tagged by the local
+//!   cache's keys, read and offered by the stages through the tier behind
+//!   the local cache ([`Tier`], `cache::RemoteTier`).
+//!
+//! An entry is an OCI image manifest whose config says what it is
+//! ([`CONFIG_TYPE`] or [`STAGE_CONFIG_TYPE`], canonical JSON) and whose
+//! layers are its blobs: the registry keeps the blobs alive with the entry,
+//! and a push to the same registry mounts them from the cache repository
+//! instead of uploading. What is read is checked: the manifest by its
+//! digest (the registry client), the config by its digest, its format, key
+//! and assemble version, its blobs against the manifest's (another key's
+//! entry under this tag is ignored with a warning). A registry that cannot
+//! be reached, or refuses, is a warning, never a failed build.
 
 use std::sync::{Arc, Mutex};
 
 use crate::cache::{Cache, RemoteTier};
+// The manifest annotation that says when an entry was written, which
+// `assemble cache prune` reads.
 use crate::digest::Digest;
+use crate::housekeeping::prune::CREATED;
 use crate::image::layer::LayerBlob;
 use crate::image::remote;
 use crate::image::{Blob, Image};
@@ -115,19 +123,23 @@ pub fn tag(key: &str) -> String {
 pub const STAGE_CONFIG_TYPE: &str = "application/vnd.assemble.cache-entry.v1+json";
 /// A stage entry's artifact type.
 pub const STAGE_TYPE: &str = "application/vnd.assemble.cache-entry.v1";
-/// The manifest annotation that says when an entry was written (what
-/// `assemble cache prune` reads).
-use crate::housekeeping::prune::CREATED;
 
 /// An entry in use is written again (its date only: the blobs are there)
 /// when its date is older than this, so that `assemble cache prune
 /// --keep-days N` removes what no build used for N days.
 pub const REFRESH_AFTER: u64 = 24 * 3600;
 
-/// The tag of the stage entry `kind`/`key` (`rootfs-<key>`, `wheel-<key>`,
-/// `layer-<key>`).
+/// The tag of the stage entry `kind`/`key` (`rootfs-…`, `wheel-…`,
+/// `layer-…`): the key with the assemble version and entry format hashed
+/// in, so that runners of two versions each find their own entries
+/// instead of refusing each other's.
 pub fn stage_tag(kind: &str, key: &str) -> String {
-    format!("{kind}-{}", &key[..key.len().min(64)])
+    let tag = crate::cache::KeyBuilder::new("stage-tag-v1")
+        .part("key", key.as_bytes())
+        .part("assemble", env!("CARGO_PKG_VERSION").as_bytes())
+        .part("format", FORMAT.to_string().as_bytes())
+        .finish();
+    format!("{kind}-{tag}")
 }
 
 /// One stage's entry (the config of its manifest): what the local cache
@@ -537,14 +549,29 @@ impl Tier {
                 image
                     .source()
                     .copy_into(blob, cache.blobs())
-                    .map_err(|e| match e {
-                        crate::image::ImageError::Registry(_) => Miss::Unreachable(error_chain(&e)),
-                        e => Miss::Refused(error_chain(&e)),
+                    .map_err(|e| match &e {
+                        // Bytes that are not the blob named: the entry is
+                        // refused, the registry is not called down.
+                        crate::image::ImageError::Registry(r)
+                            if !matches!(**r, RegistryError::Protocol(_)) =>
+                        {
+                            Miss::Unreachable(error_chain(&e))
+                        }
+                        _ => Miss::Refused(error_chain(&e)),
                     })?;
             }
         }
         let digests: Vec<Digest> = image.layers().iter().map(|b| b.digest.clone()).collect();
         cache.remember_blobs(repo.api_host(), &repo.repository, &digests);
+        // In use: dated again in the repository written, when it is old
+        // there (what `assemble cache prune` goes by).
+        let stale = age(image.manifest_bytes()).is_none_or(|a| a >= REFRESH_AFTER);
+        if stale && self.repos.to.as_ref() == Some(repo) {
+            let mut offered = self.offered.lock().expect("not poisoned");
+            if !offered.iter().any(|e| e.kind == kind && e.key == key) {
+                offered.push(entry.clone());
+            }
+        }
         Ok(entry.value)
     }
 }

@@ -490,6 +490,53 @@ print(" ".join(sorted(tags)))
     assert!(tags.iter().any(|t| t.starts_with("build-")), "{tags:?}");
     assert!(tags.iter().any(|t| t.starts_with("rootfs-")), "{tags:?}");
 
+    let prune = |dry: bool| {
+        let mut c = assemble();
+        c.args([
+            "cache",
+            "prune",
+            &format!("{}/team/milborne/cache", reg.host),
+            "--keep-days",
+            "5",
+            "--insecure-registry",
+            &reg.host,
+        ]);
+        if dry {
+            c.arg("--dry-run");
+        }
+        run(c)
+    };
+
+    // A fresh runner reads entries: `assemble vendor` with an empty cache
+    // takes both root filesystems and the application's wheel from the
+    // build cache, and dates those again.
+    let out = run(assemble()
+        .arg("vendor")
+        .arg("milborne==0.4.0")
+        .arg("--index-url")
+        .arg(index())
+        .arg("--cache-dir")
+        .arg(tmp.path().join("fresh-cache"))
+        .arg("--vendor")
+        .arg(tmp.path().join("store"))
+        .arg("--cache-repo")
+        .arg(format!("{}/team/milborne/cache", reg.host))
+        .args(["--insecure-registry", &reg.host]));
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(
+        log.matches("remote cache: dating again (in use) ").count(),
+        3,
+        "two root filesystems and one wheel:\n{log}"
+    );
+    let dry = prune(true);
+    let said = String::from_utf8_lossy(&dry.stdout).into_owned() + &stderr(&dry);
+    assert!(dry.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("would prune 4 of {}", tags.len() + 1)),
+        "the record, the two layers and the unused entry are still old:\n{said}"
+    );
+
     // The same build again (served by its own cache): it writes its record
     // again and dates again every stage entry it has.
     let again = tmp.path().join("again");
@@ -507,15 +554,7 @@ print(" ".join(sorted(tags)))
     assert!(out.status.success(), "{log}");
     assert!(log.contains("remote cache: dating again (in use)"), "{log}");
 
-    let prune = run(assemble().args([
-        "cache",
-        "prune",
-        &format!("{}/team/milborne/cache", reg.host),
-        "--keep-days",
-        "5",
-        "--insecure-registry",
-        &reg.host,
-    ]));
+    let prune = prune(false);
     let log = stderr(&prune);
     assert!(prune.status.success(), "{log}");
     let listed: serde_json::Value = serde_json::from_str(

@@ -670,8 +670,9 @@ struct RemoteWheel {
 }
 
 /// Whether the build cache had the wheel built from `p`'s sdist under
-/// `key`, now committed to the local cache. A wheel whose name is not of
-/// `p` is refused (a warning).
+/// `key`, now committed to the local cache. An entry that is not a wheel of
+/// `p` (its file name, its zip, its members) is refused with a warning, and
+/// nothing of it is kept.
 fn remote_wheel(ctx: &PythonContext, p: &Resolved, key: &str) -> Result<bool, PythonError> {
     let Some(entry) = ctx
         .cache
@@ -679,33 +680,53 @@ fn remote_wheel(ctx: &PythonContext, p: &Resolved, key: &str) -> Result<bool, Py
     else {
         return Ok(false);
     };
-    let file = entry.file;
-    let named = !file.contains('/')
+    match keep_remote_wheel(ctx, p, key, &entry) {
+        Ok(()) => Ok(true),
+        Err(why) => {
+            ctx.printer.warn(&format!(
+                "ignoring the build cache's wheel of {} {}: {why}; building here",
+                p.name, p.version
+            ));
+            Ok(false)
+        }
+    }
+}
+
+/// Checks a wheel entry of the build cache and commits its wheel under
+/// `key`; why not, otherwise.
+fn keep_remote_wheel(
+    ctx: &PythonContext,
+    p: &Resolved,
+    key: &str,
+    entry: &RemoteWheel,
+) -> Result<(), String> {
+    let file = &entry.file;
+    let plain = file
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._+!-".contains(c));
+    let named = plain
         && !file.starts_with('.')
-        && wheel_name_version(Path::new(&file))
+        && wheel_name_version(Path::new(file))
             .is_some_and(|(n, v)| normalise_name(&n) == p.name && v == p.version);
     if !named {
-        ctx.printer.warn(&format!(
-            "ignoring the build cache's wheel of {} {}: it is named {:?}; building here",
-            p.name,
-            p.version,
+        return Err(format!(
+            "it is named {:?}",
             file.chars().take(80).collect::<String>()
         ));
-        return Ok(false);
     }
     // The blob came with the entry, its digest checked as it came.
     if !ctx.cache.blobs().has(&entry.digest) {
-        ctx.printer.warn(&format!(
-            "ignoring the build cache's wheel of {} {}: its entry does not hold it; building here",
-            p.name, p.version
-        ));
-        return Ok(false);
+        return Err("its entry does not hold it".into());
     }
-    let one = ctx.cache.work_dir("wheel")?;
-    let dest = one.path().join(&file);
-    fs_err::copy(ctx.cache.blobs().path(&entry.digest), &dest).map_err(io_err(&dest))?;
-    ctx.cache.commit_dir(one, "wheels", key)?;
-    Ok(true)
+    let data = std::fs::read(ctx.cache.blobs().path(&entry.digest)).map_err(|e| e.to_string())?;
+    super::install::check_wheel(file, &data).map_err(|e| e.to_string())?;
+    let one = ctx.cache.work_dir("wheel").map_err(|e| e.to_string())?;
+    let dest = one.path().join(file);
+    std::fs::write(&dest, &data).map_err(|e| e.to_string())?;
+    ctx.cache
+        .commit_dir(one, "wheels", key)
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// Offers a wheel built here to the build cache: its bytes go into the

@@ -90,14 +90,17 @@ pub fn install(
             (Some(d), Origin::Cached)
         }
         None if !ctx.rebuild => {
-            let remote = ctx
+            match ctx
                 .cache
                 .remote_json::<DependenciesLayer>("layer", &deps_key, ctx.printer)
-                .filter(|d| ctx.cache.remote_layer_ok(&d.blob, ctx.printer));
-            if let Some(d) = &remote {
-                ctx.cache.put_json("layers", &deps_key, d)?;
+                .filter(|d| ctx.cache.remote_layer_ok(&d.blob, ctx.printer))
+            {
+                Some(d) => {
+                    ctx.cache.put_json("layers", &deps_key, &d)?;
+                    (Some(d), Origin::Remote)
+                }
+                None => (None, Origin::Built),
             }
-            (remote, Origin::Remote)
         }
         None => (None, Origin::Built),
     };
@@ -315,19 +318,25 @@ fn check_wheelhouse(dir: &Path) -> Result<(), PythonError> {
             continue;
         }
         let data = fs_err::read(e.path()).map_err(io_err(&e.path()))?;
-        let members =
-            wheel::member_names(&data).map_err(|source| PythonError::UnreadableWheel {
-                wheel: name.clone(),
-                source,
-            })?;
-        for m in members {
-            let bad = m.starts_with('/') || m.contains('\\') || m.split('/').any(|c| c == "..");
-            if bad {
-                return Err(PythonError::HostileWheel {
-                    wheel: name,
-                    entry: m,
-                });
-            }
+        check_wheel(&name, &data)?;
+    }
+    Ok(())
+}
+
+/// Refuses a wheel that does not read as a zip, or with a member that
+/// would land outside the venv.
+pub(super) fn check_wheel(name: &str, data: &[u8]) -> Result<(), PythonError> {
+    let members = wheel::member_names(data).map_err(|source| PythonError::UnreadableWheel {
+        wheel: name.to_string(),
+        source,
+    })?;
+    for m in members {
+        let bad = m.starts_with('/') || m.contains('\\') || m.split('/').any(|c| c == "..");
+        if bad {
+            return Err(PythonError::HostileWheel {
+                wheel: name.to_string(),
+                entry: m,
+            });
         }
     }
     Ok(())

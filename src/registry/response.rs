@@ -56,13 +56,23 @@ pub fn excerpt(resp: Response) -> String {
     let _ = resp.take(MAX_ERROR_BODY).read_to_end(&mut bytes);
     let text = String::from_utf8_lossy(&bytes);
     if let Some(message) = registry_message(&text) {
-        return message;
+        return without_controls(&message);
     }
+    let text = without_controls(&text);
     let mut t: String = text.trim().chars().take(300).collect();
     if text.trim().chars().count() > 300 || bytes.len() as u64 == MAX_ERROR_BODY {
         t.push('…');
     }
     t
+}
+
+/// A registry's words as they may reach a terminal: every control
+/// character (an escape sequence, a carriage return), raw or decoded from
+/// JSON, a space.
+fn without_controls(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// The answer itself when its status is a success, else the error naming
@@ -129,6 +139,14 @@ fn registry_message(body: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_registry_message_reaches_no_terminal_with_control_characters() {
+        let body = r#"{"errors":[{"code":"DENIED","message":"no\u001b[2Jway\r"}]}"#;
+        let m = registry_message(body).unwrap();
+        assert!(m.contains('\u{1b}'), "the JSON's escape is decoded: {m:?}");
+        assert_eq!(without_controls(&m), "DENIED: no [2Jway ");
+    }
 
     #[test]
     fn registry_error_bodies_give_their_code_and_message() {

@@ -207,8 +207,13 @@ fn from_remote(
     }
 }
 
-/// Offers a rootfs made here to the build cache behind the local cache.
+/// Offers a rootfs made here to the build cache behind the local cache;
+/// not one without its Debian record (unpacked from an offline store),
+/// which no reader would take.
 fn offer(cache: &Cache, r: &Rootfs) {
+    if r.debian.is_none() {
+        return;
+    }
     let meta = Meta {
         layers: r.layers.clone(),
         created_by: r.created_by.clone(),
@@ -253,6 +258,8 @@ fn commit(
 
 /// Creates the mount points the sandbox binds onto, so that the read-only
 /// root needs no change at run time. The tree is never packed into a layer.
+/// A tree comes from layers nobody here controls: a symlink on the way to
+/// a mount point is refused, never followed out of the tree.
 fn prepare_tree(tree: &Path) -> Result<(), RootfsError> {
     for d in [
         "assemble/wheelhouse",
@@ -267,17 +274,44 @@ fn prepare_tree(tree: &Path) -> Result<(), RootfsError> {
         "dev",
         "proc",
     ] {
-        let p = tree.join(d);
-        fs_err::create_dir_all(&p).map_err(io_err(&p))?;
+        dirs_inside(tree, d)?;
     }
-    let resolv = tree.join("etc/resolv.conf");
-    if std::fs::symlink_metadata(&resolv)
-        .map(|m| !m.is_file())
-        .unwrap_or(true)
+    let etc = tree.join("etc");
+    let etc_is_dir = std::fs::symlink_metadata(&etc).is_ok_and(|m| m.is_dir());
+    let resolv = etc.join("resolv.conf");
+    if etc_is_dir
+        && std::fs::symlink_metadata(&resolv)
+            .map(|m| !m.is_file())
+            .unwrap_or(true)
     {
+        // A symlink (or anything but a file) is replaced by an empty file;
+        // removing a symlink never touches what it names.
         let _ = std::fs::remove_file(&resolv);
-        if tree.join("etc").is_dir() {
-            fs_err::write(&resolv, b"").map_err(io_err(&resolv))?;
+        fs_err::write(&resolv, b"").map_err(io_err(&resolv))?;
+    }
+    Ok(())
+}
+
+/// Creates `rel` under `tree`, one component at a time, each a directory
+/// of the tree: a symlink or a file on the way is an error.
+fn dirs_inside(tree: &Path, rel: &str) -> Result<(), RootfsError> {
+    let mut at = tree.to_path_buf();
+    for part in rel.split('/').filter(|p| !p.is_empty()) {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(RootfsError::Io {
+                    path: at.clone(),
+                    source: io::Error::other(format!(
+                        "/{rel} must be a directory of the root filesystem, not a symlink or a file"
+                    )),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs_err::create_dir(&at).map_err(io_err(&at))?;
+            }
+            Err(e) => return Err(io_err(&at)(e)),
         }
     }
     Ok(())
@@ -286,6 +320,24 @@ fn prepare_tree(tree: &Path) -> Result<(), RootfsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_symlink_on_the_way_to_a_mount_point_is_refused_and_nothing_is_made_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tree, outside) = (dir.path().join("tree"), dir.path().join("outside"));
+        std::fs::create_dir_all(tree.join("etc")).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, tree.join("assemble")).unwrap();
+        assert!(prepare_tree(&tree).is_err());
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        // /etc a symlink: resolv.conf is not written through it.
+        std::fs::remove_file(tree.join("assemble")).unwrap();
+        std::fs::remove_dir(tree.join("etc")).unwrap();
+        std::os::unix::fs::symlink(&outside, tree.join("etc")).unwrap();
+        prepare_tree(&tree).unwrap();
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        assert!(tree.join("assemble/uv").is_dir());
+    }
 
     #[test]
     fn base_source_forms() {
