@@ -710,10 +710,7 @@ fn write_offered(
     options.format = crate::image::mutate::ManifestFormat::Oci;
     let mut written = 0;
     for (image, reference) in tier.take_offered(cache.blobs())? {
-        let repo = Reference {
-            tag: None,
-            ..reference.clone()
-        };
+        let repo = reference.with_tag(None);
         let pushed = match tier.entry_age(&reference) {
             Ok(Some(age)) if age < remote_cache::REFRESH_AFTER => continue,
             Ok(found) => {

@@ -355,11 +355,7 @@ pub fn entry_image(
 
 /// The entry's reference in `repo`.
 pub fn entry_reference(repo: &Reference, key: &str) -> Reference {
-    Reference {
-        tag: Some(tag(key)),
-        digest: None,
-        ..repo.clone()
-    }
+    repo.with_tag(Some(tag(key)))
 }
 
 /// The build cache as the tier behind the local cache: stage entries
@@ -430,11 +426,7 @@ impl Tier {
             }
             // One request first, so that the registry's authentication is
             // known (a build that only writes there has asked nothing yet).
-            let probe = Reference {
-                tag: Some(tag("0")),
-                digest: None,
-                ..to.clone()
-            };
+            let probe = to.with_tag(Some(tag("0")));
             let asked = self.entry_age(&probe).and_then(|_| {
                 self.client.grants(
                     to.api_host(),
@@ -486,11 +478,7 @@ impl Tier {
                 .collect();
             let manifest = entry_manifest(STAGE_TYPE, STAGE_CONFIG_TYPE, &config, &blobs, &created);
             store.put_bytes(&config)?;
-            let reference = Reference {
-                tag: Some(stage_tag(&entry.kind, &entry.key)),
-                digest: None,
-                ..to.clone()
-            };
+            let reference = to.with_tag(Some(stage_tag(&entry.kind, &entry.key)));
             out.push((
                 Image::built(manifest, config, Arc::new(store.clone()))?,
                 reference,
@@ -519,11 +507,7 @@ impl Tier {
         kind: &str,
         key: &str,
     ) -> Result<serde_json::Value, Miss> {
-        let reference = Reference {
-            tag: Some(stage_tag(kind, key)),
-            digest: None,
-            ..repo.clone()
-        };
+        let reference = repo.with_tag(Some(stage_tag(kind, key)));
         let (image, bytes) = read_entry(
             self.client.clone(),
             &reference,

@@ -37,6 +37,15 @@ pub struct Reference {
 }
 
 impl Reference {
+    /// The same repository, under `tag` (None: the repository alone).
+    pub fn with_tag(&self, tag: Option<String>) -> Self {
+        Self {
+            tag,
+            digest: None,
+            ..self.clone()
+        }
+    }
+
     /// Parses a reference; a bare `name` means Docker Hub's `library/name:latest`
     /// only when `default_tag` is set (pulls), never for pushes.
     pub fn parse(s: &str) -> Result<Self, ReferenceError> {
