@@ -113,6 +113,16 @@ fn cache_with_rootfs_only(tmp: &Path) -> PathBuf {
     dir
 }
 
+/// One field of every layer of a result file, bottom first.
+fn layer_field<'a>(doc: &'a serde_json::Value, field: &str) -> Vec<&'a str> {
+    doc["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l[field].as_str().unwrap())
+        .collect()
+}
+
 fn entries(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
@@ -270,12 +280,7 @@ assert len(done) == 2, (tags, done)
     assert_eq!(doc["digest"], digest, "built here, the same image");
     // Not the record's image, nor its dependencies layer: both made here;
     // the runtime layer from the build cache.
-    let builds: Vec<&str> = doc["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["build"].as_str().unwrap())
-        .collect();
+    let builds = layer_field(&doc, "build");
     assert_eq!(
         builds,
         ["cached", "built", "remote-cache", "built"],
@@ -405,26 +410,13 @@ fn a_fresh_runner_with_a_release_bump_builds_and_uploads_only_the_application_la
         "the application alone installed and packed:\n{log}"
     );
     let doc = result(&c);
-    let builds: Vec<&str> = doc["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["build"].as_str().unwrap())
-        .collect();
+    let builds = layer_field(&doc, "build");
     assert_eq!(
         builds,
         ["remote-cache", "remote-cache", "remote-cache", "built"],
         "{doc}"
     );
-    let digests = |d: &serde_json::Value| -> Vec<String> {
-        d["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["digest"].as_str().unwrap().to_string())
-            .collect()
-    };
-    let (la, lc) = (digests(&doc_a), digests(&doc));
+    let (la, lc) = (layer_field(&doc_a, "digest"), layer_field(&doc, "digest"));
     assert_eq!(
         la[..3],
         lc[..3],
@@ -447,7 +439,7 @@ fn a_fresh_runner_with_a_release_bump_builds_and_uploads_only_the_application_la
         .map(|b| b["digest"].as_str().unwrap())
         .collect();
     assert_eq!(sent.len(), 2, "{doc}");
-    assert!(sent.contains(&lc[3].as_str()), "{doc}");
+    assert!(sent.contains(&lc[3]), "{doc}");
 }
 
 #[test]
