@@ -40,6 +40,8 @@ python3 - "$cache" "$work/bases" <<'PY'
 import hashlib, json, os, sys
 cache, out = sys.argv[1], sys.argv[2]
 for key in os.listdir(f"{cache}/rootfs"):
+    if not os.path.isfile(f"{cache}/rootfs/{key}/meta.json"):
+        continue # the archive states (state-*.json) beside the rootfs
     meta = json.load(open(f"{cache}/rootfs/{key}/meta.json"))
     role = "compiler" if "(compiler:" in meta["created_by"][0] else "base"
     d = f"{out}/{role}"
