@@ -25,7 +25,8 @@
 #
 #   benches/remote_cache.sh [RUNS]     (default 3)
 # BUILDAH_STORAGE_DRIVER=overlay: buildah's storage driver (default vfs, as
-# build.sh); BENCH_KEEP=1 keeps the temporary directory, logs included.
+# build.sh); BENCH_KEEP=1 keeps the temporary directory, logs included;
+# BENCH_NO_BUILDAH=1 measures assemble alone (the ratios to buildah skipped).
 # Downloads once, into target/bench-data: the test index (tests/prepare.sh)
 # and the .debs of the tests' Debian mirror (tests/debian-mirror.sh).
 set -euo pipefail
@@ -147,7 +148,9 @@ driver=${BUILDAH_STORAGE_DRIVER:-vfs}
 bah() { CONTAINERS_REGISTRIES_CONF=$work/registries.conf buildah --storage-driver "$driver" --root "$bah_root/root" --runroot "$bah_root/run" "$@"; }
 drop_storage() { bah_root=$1; bah rm -a >/dev/null 2>&1 || true; bah umount -a >/dev/null 2>&1 || true; chmod -R u+w "$1" 2>/dev/null; rm -rf "$1"; bah_root=; }
 buildah_ok=
-if ! command -v buildah >/dev/null; then
+if [ -n "${BENCH_NO_BUILDAH:-}" ]; then
+    buildah_why="BENCH_NO_BUILDAH is set"
+elif ! command -v buildah >/dev/null; then
     buildah_why="buildah is not installed (apt-get install buildah)"
 else
     bah_root=$work/probe

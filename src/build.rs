@@ -250,6 +250,49 @@ pub fn build(
             return Ok(result);
         }
     }
+    let key = key.as_deref();
+    let Some(tier) = tier.as_deref().filter(|tier| tier.repos().to.is_some()) else {
+        return build_here(opts, key, cache, runner, tier.as_deref(), printer);
+    };
+    // The entries of the inputs (root filesystems, wheels) are written
+    // while the build goes on; the image's own after its push.
+    std::thread::scope(|s| {
+        // Whatever happens, the writer stops waiting (else the scope would
+        // wait for it forever).
+        let _closing = CloseInputs(tier);
+        let early = s.spawn(|| write_inputs(opts, cache, tier, printer));
+        let built = build_here(opts, key, cache, runner, Some(tier), printer);
+        // A failed build still writes what it had made: the next runner
+        // needs it as much.
+        tier.close_inputs(false);
+        let written = early
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let built = built?;
+        write_offered(opts, cache, tier, written, printer)?;
+        Ok(built)
+    })
+}
+
+/// Ends the writing of the inputs' entries when dropped.
+struct CloseInputs<'a>(&'a remote_cache::Tier);
+
+impl Drop for CloseInputs<'_> {
+    fn drop(&mut self) {
+        self.0.close_inputs(true);
+    }
+}
+
+/// [`build`] from the inputs: rootfs, wheels, venv and runtime layers made
+/// here or taken from the caches; the build recorded.
+fn build_here(
+    opts: &BuildOptions,
+    key: Option<&str>,
+    cache: &Cache,
+    runner: &dyn Runner,
+    tier: Option<&remote_cache::Tier>,
+    printer: &Printer,
+) -> Result<BuildResult, Error> {
     let Inputs {
         base,
         compiler,
@@ -289,10 +332,10 @@ pub fn build(
             opts, target, cache, &digest, &name, &version, printer,
         )?),
     };
-    if let (Some(key), Some(resolved)) = (&key, &wheelhouse.resolved) {
+    if let (Some(key), Some(resolved)) = (key, &wheelhouse.resolved) {
         let record = Record {
             format: remote_cache::FORMAT,
-            key: key.clone(),
+            key: key.into(),
             assemble: env!("CARGO_PKG_VERSION").into(),
             name: name.clone(),
             version: version.clone(),
@@ -310,10 +353,7 @@ pub fn build(
             installed: venv.installed.clone(),
             runtime: runtime_blob,
         };
-        record_build(opts, cache, &record, tier.as_deref(), printer)?;
-    }
-    if let Some(tier) = &tier {
-        write_offered(opts, cache, tier, printer)?;
+        record_build(opts, cache, &record, tier, printer)?;
     }
     Ok(BuildResult {
         reference: format!("oci:{}:{version}", opts.output.display()),
@@ -410,40 +450,50 @@ fn online_inputs(
             .unwrap_or_default(),
         None => python::lock::LockedDebian::default(),
     };
-    let base = match (&opts.base, &debian.base) {
-        (BaseSource::Built, Some(record)) => rootfs::built_locked(
-            cache,
-            &Definition::base(&opts.config.dependencies.run),
-            record,
-            runner,
-            printer,
-        )?,
-        _ => base_rootfs(
-            cache,
-            &opts.base,
-            &opts.config,
-            &opts.registry,
-            runner,
-            printer,
-        )?,
-    };
+    // The two root filesystems at once: each is a download and an unpack
+    // (from the build cache) or an mmdebstrap run, mostly on one core.
+    let (base, compiler) = std::thread::scope(|s| {
+        let compiler = s.spawn(|| match &debian.compiler {
+            Some(record) => rootfs::built_locked(
+                cache,
+                &Definition::compiler(
+                    &opts.config.dependencies.run,
+                    &opts.config.dependencies.build,
+                ),
+                record,
+                runner,
+                printer,
+            )
+            .map_err(Error::from),
+            None => compiler_rootfs(cache, &opts.config, runner, printer),
+        });
+        let base = match (&opts.base, &debian.base) {
+            (BaseSource::Built, Some(record)) => rootfs::built_locked(
+                cache,
+                &Definition::base(&opts.config.dependencies.run),
+                record,
+                runner,
+                printer,
+            )
+            .map_err(Error::from),
+            _ => base_rootfs(
+                cache,
+                &opts.base,
+                &opts.config,
+                &opts.registry,
+                runner,
+                printer,
+            ),
+        };
+        let compiler = compiler
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        Ok::<_, Error>((base?, compiler?))
+    })?;
     let python = rootfs::choose_python(
         &base.tree,
         opts.python.as_deref().or(opts.config.python.as_deref()),
     )?;
-    let compiler = match &debian.compiler {
-        Some(record) => rootfs::built_locked(
-            cache,
-            &Definition::compiler(
-                &opts.config.dependencies.run,
-                &opts.config.dependencies.build,
-            ),
-            record,
-            runner,
-            printer,
-        )?,
-        None => compiler_rootfs(cache, &opts.config, runner, printer)?,
-    };
     rootfs::choose_python(&compiler.tree, Some(&python))
         .map_err(|e| RootfsError::CompilerMismatch(Box::new(e)))?;
     let ctx = python_context(cache, runner, printer, &python, opts);
@@ -701,15 +751,67 @@ fn write_offered(
     opts: &BuildOptions,
     cache: &Cache,
     tier: &remote_cache::Tier,
+    written: usize,
     printer: &Printer,
 ) -> Result<(), Error> {
-    if !tier.may_write(printer) {
-        return Ok(());
+    let written = written
+        + write_entries(
+            opts,
+            cache,
+            tier,
+            tier.take_offered(cache.blobs())?,
+            printer,
+        );
+    if written > 0 {
+        printer.step(&format!("remote cache: {written} stage entries written"));
+    }
+    Ok(())
+}
+
+/// Writes the entries of the build's inputs as they are offered, until
+/// [`remote_cache::Tier::close_inputs`]; how many were written.
+fn write_inputs(
+    opts: &BuildOptions,
+    cache: &Cache,
+    tier: &remote_cache::Tier,
+    printer: &Printer,
+) -> usize {
+    let mut written = 0;
+    loop {
+        match tier.next_inputs(cache.blobs()) {
+            Ok(Some(entries)) => written += write_entries(opts, cache, tier, entries, printer),
+            Ok(None) => return written,
+            Err(e) => {
+                printer.warn(&format!(
+                    "cannot write to the build cache: {}",
+                    crate::registry::error_chain(&e)
+                ));
+                tier.stop_writing();
+            }
+        }
+    }
+}
+
+/// Writes `entries` to the build cache repository (one that is there
+/// already is only dated again, when it is old); how many were written. The
+/// first refusal is a warning and ends the writing of this build.
+fn write_entries(
+    opts: &BuildOptions,
+    cache: &Cache,
+    tier: &remote_cache::Tier,
+    entries: Vec<(crate::image::Image, Reference)>,
+    printer: &Printer,
+) -> usize {
+    if entries.is_empty() || !tier.may_write(printer) {
+        return 0;
     }
     let mut options = opts.push_options.clone();
     options.format = crate::image::mutate::ManifestFormat::Oci;
     let mut written = 0;
-    for (image, reference) in tier.take_offered(cache.blobs())? {
+    for (image, reference) in entries {
+        if !tier.may_write(printer) {
+            break;
+        }
         let repo = reference.with_tag(None);
         let pushed = match tier.entry_age(&reference) {
             Ok(Some(age)) if age < remote_cache::REFRESH_AFTER => continue,
@@ -734,14 +836,11 @@ fn write_offered(
                     "cannot write to the build cache {repo}: {}",
                     crate::registry::error_chain(&e)
                 ));
-                break;
+                tier.stop_writing();
             }
         }
     }
-    if written > 0 {
-        printer.step(&format!("remote cache: {written} stage entries written"));
-    }
-    Ok(())
+    written
 }
 
 /// The build served by a record of the same inputs, when the local cache
@@ -1096,7 +1195,7 @@ pub fn vendor(
     )?;
     printer.step(&format!("vendor: filling {}", store.dir().display()));
     if let Some(tier) = &tier {
-        write_offered(opts, cache, tier, printer)?;
+        write_offered(opts, cache, tier, 0, printer)?;
     }
     Ok(store.fill(
         cache.blobs(),

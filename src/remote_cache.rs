@@ -19,7 +19,8 @@
 //! entry under this tag is ignored with a warning). A registry that cannot
 //! be reached, or refuses, is a warning, never a failed build.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::cache::{Cache, RemoteTier};
 // The manifest annotation that says when an entry was written, which
@@ -363,13 +364,33 @@ pub fn entry_reference(repo: &Reference, key: &str) -> Reference {
 /// [`Repos::from`], in order, and the ones this build made offered, to be
 /// written to [`Repos::to`] when it ends ([`Tier::take_offered`]). A
 /// repository that could not be read is not asked again, nor written.
+/// The entries of a build's inputs (`rootfs`, `wheel`) may be written while
+/// the build goes on ([`Tier::next_inputs`]).
 pub struct Tier {
     client: Arc<Client>,
     repos: Repos,
     unreachable: Mutex<Vec<Reference>>,
-    offered: Mutex<Vec<StageEntry>>,
+    offered: Mutex<Offered>,
+    more: Condvar,
     writable: std::sync::OnceLock<bool>,
+    refused: AtomicBool,
 }
+
+/// The entries offered and not taken yet.
+#[derive(Default)]
+struct Offered {
+    entries: Vec<StageEntry>,
+    /// The kind and key of every entry offered, taken or not.
+    seen: std::collections::HashSet<(String, String)>,
+    /// No more are waited for by [`Tier::next_inputs`].
+    closed: bool,
+}
+
+/// The kinds of entries made from a build's inputs, none of them the
+/// image's layers but the base rootfs's: written while the build goes on.
+/// The image's own layers (`layer`) are written after its push, which has
+/// put their blobs in the registry to be mounted.
+const INPUT_KINDS: [&str; 2] = ["rootfs", "wheel"];
 
 impl Tier {
     /// The tier over `repos`.
@@ -378,8 +399,10 @@ impl Tier {
             client,
             repos,
             unreachable: Mutex::new(Vec::new()),
-            offered: Mutex::new(Vec::new()),
+            offered: Mutex::new(Offered::default()),
+            more: Condvar::new(),
             writable: std::sync::OnceLock::new(),
+            refused: AtomicBool::new(false),
         }
     }
 
@@ -416,6 +439,9 @@ impl Tier {
     /// told before (Basic authentication, an opaque token), the write is
     /// tried and a refusal is a warning. Decided once per build.
     pub fn may_write(&self, printer: &Printer) -> bool {
+        if self.refused.load(Ordering::Relaxed) {
+            return false;
+        }
         *self.writable.get_or_init(|| {
             let Some(to) = &self.repos.to else {
                 return false;
@@ -452,6 +478,12 @@ impl Tier {
         })
     }
 
+    /// Notes that a write to the repository written was refused: nothing
+    /// more is written in this build (the refusal was said once).
+    pub fn stop_writing(&self) {
+        self.refused.store(true, Ordering::Relaxed);
+    }
+
     /// The entries offered in this build, as images whose blobs are in
     /// `store` with the reference each goes to; none when no repository is
     /// written or it could not be read.
@@ -459,7 +491,54 @@ impl Tier {
         &self,
         store: &crate::image::BlobStore,
     ) -> Result<Vec<(Image, Reference)>, crate::image::ImageError> {
-        let offered = std::mem::take(&mut *self.offered.lock().expect("not poisoned"));
+        let offered = std::mem::take(&mut self.offered.lock().expect("not poisoned").entries);
+        self.entry_images(offered, store)
+    }
+
+    /// The entries of the build's inputs offered since the last call, as
+    /// [`Tier::take_offered`]; waits for one until [`Tier::close_inputs`].
+    /// None once closed and all taken.
+    pub fn next_inputs(
+        &self,
+        store: &crate::image::BlobStore,
+    ) -> Result<Option<Vec<(Image, Reference)>>, crate::image::ImageError> {
+        let is_input = |e: &StageEntry| INPUT_KINDS.contains(&e.kind.as_str());
+        let mut offered = self.offered.lock().expect("not poisoned");
+        while !offered.closed && !offered.entries.iter().any(is_input) {
+            offered = self.more.wait(offered).expect("not poisoned");
+        }
+        let (inputs, rest) = std::mem::take(&mut offered.entries)
+            .into_iter()
+            .partition::<Vec<_>, _>(is_input);
+        offered.entries = rest;
+        drop(offered);
+        if inputs.is_empty() {
+            return Ok(None);
+        }
+        self.entry_images(inputs, store).map(Some)
+    }
+
+    /// Ends [`Tier::next_inputs`]'s waiting: what was offered before is
+    /// still taken, what is offered after is left to
+    /// [`Tier::take_offered`]. With `drop`, the entries not taken yet are
+    /// forgotten (a failed build does not wait for them).
+    pub fn close_inputs(&self, drop: bool) {
+        let mut offered = self.offered.lock().expect("not poisoned");
+        offered.closed = true;
+        if drop {
+            offered.entries.clear();
+        }
+        self.more.notify_all();
+    }
+
+    /// `entries` as images whose blobs are in `store`, with the reference
+    /// each goes to; none when no repository is written or it could not be
+    /// read.
+    fn entry_images(
+        &self,
+        offered: Vec<StageEntry>,
+        store: &crate::image::BlobStore,
+    ) -> Result<Vec<(Image, Reference)>, crate::image::ImageError> {
         let Some(to) = self.repos.to.as_ref().filter(|to| !self.is_unreachable(to)) else {
             return Ok(Vec::new());
         };
@@ -496,6 +575,16 @@ impl Tier {
             Err(RegistryError::Status { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Adds `entry` to the entries to write, once per kind and key.
+    fn push_offer(&self, entry: StageEntry) {
+        let mut offered = self.offered.lock().expect("not poisoned");
+        if !offered.seen.insert((entry.kind.clone(), entry.key.clone())) {
+            return;
+        }
+        offered.entries.push(entry);
+        self.more.notify_all();
     }
 
     /// The stage entry `kind`/`key` of `repo`, checked, its blobs fetched
@@ -551,10 +640,7 @@ impl Tier {
         // there (what `assemble cache prune` goes by).
         let stale = age(image.manifest_bytes()).is_none_or(|a| a >= REFRESH_AFTER);
         if stale && self.repos.to.as_ref() == Some(repo) {
-            let mut offered = self.offered.lock().expect("not poisoned");
-            if !offered.iter().any(|e| e.kind == kind && e.key == key) {
-                offered.push(entry.clone());
-            }
+            self.push_offer(entry.clone());
         }
         Ok(entry.value)
     }
@@ -603,11 +689,7 @@ impl RemoteTier for Tier {
         if self.repos.to.is_none() {
             return;
         }
-        let mut offered = self.offered.lock().expect("not poisoned");
-        if offered.iter().any(|e| e.kind == kind && e.key == key) {
-            return;
-        }
-        offered.push(StageEntry {
+        self.push_offer(StageEntry {
             format: FORMAT,
             kind: kind.into(),
             key: key.into(),

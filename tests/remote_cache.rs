@@ -721,3 +721,38 @@ fn vendor_fills_the_offline_store_from_the_build_cache() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(digest_of(&out), digest);
 }
+
+#[test]
+fn a_build_that_fails_after_its_root_filesystems_still_writes_them_to_the_build_cache() {
+    // The entries of a build's inputs are written while it goes on: a
+    // build that then fails (here: no such release on the index) leaves
+    // them for the next runner.
+    let reg = Registry::start("", "");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = cache_with_rootfs_only(tmp.path());
+    let out = build_from(
+        &index(),
+        "milborne==9.9.9",
+        &dir,
+        &tmp.path().join("out"),
+        &reg,
+        &[
+            "--push".into(),
+            "--registry".into(),
+            format!("{}/team", reg.host),
+        ],
+    );
+    let log = stderr(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("9.9.9"), "the failure is said: {log}");
+    let written = reg
+        .log()
+        .lines()
+        .filter(|l| l.contains("PUT /v2/team/milborne/cache/manifests/rootfs-"))
+        .count();
+    assert_eq!(written, 2, "base and compiler rootfs:\n{log}");
+    assert!(
+        !reg.log().contains("PUT /v2/team/milborne/manifests/"),
+        "no image pushed:\n{log}"
+    );
+}
