@@ -902,7 +902,7 @@ fn from_remote_cache(
                 if matches!(miss, remote_cache::Miss::Unreachable(_)) {
                     tier.mark_unreachable(repo);
                 }
-                remote_cache::warn_miss(printer, repo, &miss)
+                miss.say(printer, repo, "record")
             }
         }
     }
@@ -940,7 +940,7 @@ fn matches_request(
             .all(|c| c.is_ascii_alphanumeric() || "+-_.!".contains(c));
     if !(name_ok && version_ok) {
         printer.warn(&format!(
-            "ignoring the build cache entry in {repo}: it records {:?} {:?}, not what was asked; building here",
+            "ignoring the build cache's record entry in {repo}: it records {:?} {:?}, not what was asked; building here",
             record.name, record.version
         ));
     }
@@ -1242,7 +1242,7 @@ fn runtime_layer(
         }
     }
     if let Some(blob) = cache
-        .remote_json::<LayerBlob>("layer", &key, printer)
+        .remote_json::<LayerBlob>("layer", &key, |_| Ok(()), printer)
         .filter(|b| cache.remote_layer_ok(b, printer))
     {
         cache.put_json("layers", &key, &blob)?;

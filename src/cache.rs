@@ -128,12 +128,14 @@ impl Origin {
 /// the build and is the tier owner's.
 pub trait RemoteTier: Send + Sync {
     /// The entry's value, with every blob it names now in `cache`'s blob
-    /// store, checked; None when no repository has a usable one.
+    /// store, checked; None when no repository has a usable one. `check`
+    /// judges the value before any blob is fetched (why not, otherwise).
     fn fetch(
         &self,
         cache: &Cache,
         kind: &str,
         key: &str,
+        check: &dyn Fn(&serde_json::Value) -> Result<(), String>,
         printer: &Printer,
     ) -> Option<serde_json::Value>;
     /// Whether entries offered are written anywhere.
@@ -202,19 +204,20 @@ impl Cache {
         &self,
         kind: &str,
         key: &str,
+        check: impl Fn(&T) -> Result<(), String>,
         printer: &Printer,
     ) -> Option<T> {
-        let value = self.remote.as_ref()?.fetch(self, kind, key, printer)?;
-        match serde_json::from_value(value) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                printer.warn(&format!(
-                    "ignoring the build cache's {kind} entry {}: it does not read ({e})",
-                    &key[..key.len().min(12)]
-                ));
-                None
-            }
-        }
+        let read = |value: &serde_json::Value| {
+            T::deserialize(value).map_err(|e| format!("its value does not read ({e})"))
+        };
+        let value = self.remote.as_ref()?.fetch(
+            self,
+            kind,
+            key,
+            &|value| read(value).and_then(|v| check(&v)),
+            printer,
+        )?;
+        read(&value).ok()
     }
 
     /// Whether a layer named by an entry of the tier is the blob fetched:

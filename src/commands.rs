@@ -230,11 +230,7 @@ pub fn purge(s: PurgeSettings, printer: &Printer) -> Result<i32, Error> {
 /// deleted (or listed, with `--dry-run`); the result line says how many.
 pub fn cache_prune(s: CachePruneSettings, printer: &Printer) -> Result<i32, Error> {
     let client = Arc::new(Client::new(s.client)?);
-    // The wall clock, not SOURCE_DATE_EPOCH: an entry's age is real time.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    let now = crate::epoch::now();
     let summary =
         housekeeping::prune::prune(client, &s.repository, s.keep_days, s.dry_run, now, printer)?;
     printer.result(&summary.line(s.dry_run));

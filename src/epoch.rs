@@ -70,6 +70,15 @@ fn civil(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
     (year, month, day, rem / 3600, rem / 60 % 60, rem % 60)
 }
 
+/// The wall clock, in seconds since the epoch (not SOURCE_DATE_EPOCH: for
+/// real ages, such as a build cache entry's).
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
 /// Seconds since the epoch as an RFC 3339 UTC timestamp (`2023-11-14T22:13:20Z`).
 pub fn rfc3339(secs: u64) -> String {
     let (y, m, d, hh, mm, ss) = civil(secs);

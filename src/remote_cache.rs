@@ -153,25 +153,7 @@ struct StageEntry {
     key: String,
     assemble: String,
     value: serde_json::Value,
-    blobs: Vec<Named>,
-}
-
-/// A blob as an entry names it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-struct Named {
-    digest: Digest,
-    size: u64,
-    media_type: String,
-}
-
-impl Named {
-    fn of(b: &Blob) -> Self {
-        Self {
-            digest: b.digest.clone(),
-            size: b.size,
-            media_type: b.media_type.clone(),
-        }
-    }
+    blobs: Vec<Blob>,
 }
 
 /// An entry's manifest (canonical JSON): `config` as its config, `blobs`
@@ -209,17 +191,9 @@ fn entry_manifest(
     serde_json::to_vec(&manifest).expect("a manifest serialises")
 }
 
-/// Now, in seconds since the epoch.
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Now, as the entries' annotation says it.
 fn now() -> String {
-    crate::epoch::rfc3339(now_secs())
+    crate::epoch::rfc3339(crate::epoch::now())
 }
 
 /// How long ago an entry's manifest says it was written; None when it
@@ -227,7 +201,7 @@ fn now() -> String {
 pub fn age(manifest: &[u8]) -> Option<u64> {
     let doc: serde_json::Value = serde_json::from_slice(manifest).ok()?;
     let created = crate::epoch::from_rfc3339(doc["annotations"][CREATED].as_str()?)?;
-    Some(now_secs().saturating_sub(created))
+    Some(crate::epoch::now().saturating_sub(created))
 }
 
 /// The entry's manifest for `record` (canonical JSON) and the record's
@@ -292,9 +266,8 @@ fn read_entry(
 }
 
 /// Whether the manifest's layers are exactly the blobs its config names.
-fn same_blobs(image: &Image, named: impl IntoIterator<Item = Named>) -> bool {
-    let listed: Vec<Named> = image.layers().iter().map(Named::of).collect();
-    listed == named.into_iter().collect::<Vec<_>>()
+fn same_blobs(image: &Image, named: impl IntoIterator<Item = Blob>) -> bool {
+    image.layers().iter().cloned().eq(named)
 }
 
 /// The record of `key` in `repo`, checked: the manifest's digest (the
@@ -311,7 +284,7 @@ pub fn fetch(
     let record: Record = serde_json::from_slice(&bytes)
         .map_err(|e| Miss::Refused(format!("its record does not read: {e}")))?;
     check_header(record.format, &record.key, key, &record.assemble)?;
-    let named = record.blobs().into_iter().map(|b| Named::of(&b.blob()));
+    let named = record.blobs().into_iter().map(LayerBlob::blob);
     if !same_blobs(&image, named) {
         return Err(Miss::Refused(
             "its layers are not the ones its record names".into(),
@@ -546,16 +519,13 @@ impl Tier {
         let mut out = Vec::new();
         for entry in offered {
             let config = serde_json::to_vec(&entry).expect("an entry serialises");
-            let blobs: Vec<Blob> = entry
-                .blobs
-                .iter()
-                .map(|n| Blob {
-                    digest: n.digest.clone(),
-                    size: n.size,
-                    media_type: n.media_type.clone(),
-                })
-                .collect();
-            let manifest = entry_manifest(STAGE_TYPE, STAGE_CONFIG_TYPE, &config, &blobs, &created);
+            let manifest = entry_manifest(
+                STAGE_TYPE,
+                STAGE_CONFIG_TYPE,
+                &config,
+                &entry.blobs,
+                &created,
+            );
             store.put_bytes(&config)?;
             let reference = to.with_tag(Some(stage_tag(&entry.kind, &entry.key)));
             out.push((
@@ -595,6 +565,7 @@ impl Tier {
         repo: &Reference,
         kind: &str,
         key: &str,
+        check: &dyn Fn(&serde_json::Value) -> Result<(), String>,
     ) -> Result<serde_json::Value, Miss> {
         let reference = repo.with_tag(Some(stage_tag(kind, key)));
         let (image, bytes) = read_entry(
@@ -617,6 +588,7 @@ impl Tier {
                 "its blobs are not the ones its entry names".into(),
             ));
         }
+        check(&entry.value).map_err(Miss::Refused)?;
         for blob in image.layers() {
             if !cache.blobs().has(&blob.digest) {
                 image
@@ -652,13 +624,14 @@ impl RemoteTier for Tier {
         cache: &Cache,
         kind: &str,
         key: &str,
+        check: &dyn Fn(&serde_json::Value) -> Result<(), String>,
         printer: &Printer,
     ) -> Option<serde_json::Value> {
         for repo in &self.repos.from {
             if self.is_unreachable(repo) {
                 continue;
             }
-            match self.fetch_from(cache, repo, kind, key) {
+            match self.fetch_from(cache, repo, kind, key, check) {
                 Ok(value) => {
                     printer.step(&format!(
                         "remote cache: {kind} {} from {repo}",
@@ -666,16 +639,12 @@ impl RemoteTier for Tier {
                     ));
                     return Some(value);
                 }
-                Err(Miss::Absent) => {}
-                Err(Miss::Unreachable(why)) => {
-                    self.mark_unreachable(repo);
-                    printer.warn(&format!(
-                        "cannot read the build cache {repo} ({why}); building here"
-                    ));
+                Err(miss) => {
+                    if matches!(miss, Miss::Unreachable(_)) {
+                        self.mark_unreachable(repo);
+                    }
+                    miss.say(printer, repo, kind);
                 }
-                Err(Miss::Refused(why)) => printer.warn(&format!(
-                    "ignoring the build cache's {kind} entry in {repo}: {why}; building here"
-                )),
             }
         }
         None
@@ -695,23 +664,27 @@ impl RemoteTier for Tier {
             key: key.into(),
             assemble: env!("CARGO_PKG_VERSION").into(),
             value,
-            blobs: blobs.iter().map(Named::of).collect(),
+            blobs,
         });
     }
 }
 
-/// One warning line for a miss that is worth one.
-pub fn warn_miss(printer: &Printer, repo: &Reference, miss: &Miss) {
-    match miss {
-        Miss::Absent => printer.step(&format!(
-            "remote cache: nothing recorded for these inputs in {repo}"
-        )),
-        Miss::Unreachable(why) => printer.warn(&format!(
-            "cannot read the build cache {repo} ({why}); building here"
-        )),
-        Miss::Refused(why) => printer.warn(&format!(
-            "ignoring the build cache entry in {repo}: {why}; building here"
-        )),
+impl Miss {
+    /// Says why `what` (`record`, or a stage's kind) of `repo` was not
+    /// used: a progress line when there is none, else one warning.
+    pub fn say(&self, printer: &Printer, repo: &Reference, what: &str) {
+        match self {
+            Miss::Absent if what == "record" => printer.step(&format!(
+                "remote cache: nothing recorded for these inputs in {repo}"
+            )),
+            Miss::Absent => {}
+            Miss::Unreachable(why) => printer.warn(&format!(
+                "cannot read the build cache {repo} ({why}); building here"
+            )),
+            Miss::Refused(why) => printer.warn(&format!(
+                "ignoring the build cache's {what} entry in {repo}: {why}; building here"
+            )),
+        }
     }
 }
 

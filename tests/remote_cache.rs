@@ -267,7 +267,7 @@ assert len(done) == 2, (tags, done)
     let log = stderr(&out);
     assert!(out.status.success(), "{log}");
     assert!(
-        log.contains("warning: ignoring the build cache entry")
+        log.contains("warning: ignoring the build cache's record entry")
             && log.contains("its layers are not the ones its record names"),
         "{log}"
     );

@@ -13,8 +13,9 @@ use crate::digest::{Digest, HashingReader};
 use crate::fsutil;
 use crate::image::error::ImageError;
 
-/// One blob an image names: its configuration or a layer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One blob an image names: its configuration or a layer (as the build
+/// cache's entries name it, too).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Blob {
     /// Its digest.
     pub digest: Digest,

@@ -674,9 +674,9 @@ struct RemoteWheel {
 /// `p` (its file name, its zip, its members) is refused with a warning, and
 /// nothing of it is kept.
 fn remote_wheel(ctx: &PythonContext, p: &Resolved, key: &str) -> Result<bool, PythonError> {
-    let Some(entry) = ctx
-        .cache
-        .remote_json::<RemoteWheel>("wheel", key, ctx.printer)
+    let Some(entry) =
+        ctx.cache
+            .remote_json::<RemoteWheel>("wheel", key, |e| named_as(p, &e.file), ctx.printer)
     else {
         return Ok(false);
     };
@@ -692,15 +692,9 @@ fn remote_wheel(ctx: &PythonContext, p: &Resolved, key: &str) -> Result<bool, Py
     }
 }
 
-/// Checks a wheel entry of the build cache and commits its wheel under
-/// `key`; why not, otherwise.
-fn keep_remote_wheel(
-    ctx: &PythonContext,
-    p: &Resolved,
-    key: &str,
-    entry: &RemoteWheel,
-) -> Result<(), String> {
-    let file = &entry.file;
+/// Whether a wheel entry's file name is a plain one of `p`'s distribution
+/// and version (judged before its blob is fetched); why not, otherwise.
+fn named_as(p: &Resolved, file: &str) -> Result<(), String> {
     let plain = file
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "._+!-".contains(c));
@@ -714,6 +708,19 @@ fn keep_remote_wheel(
             file.chars().take(80).collect::<String>()
         ));
     }
+    Ok(())
+}
+
+/// Checks a wheel entry of the build cache and commits its wheel under
+/// `key`; why not, otherwise.
+fn keep_remote_wheel(
+    ctx: &PythonContext,
+    p: &Resolved,
+    key: &str,
+    entry: &RemoteWheel,
+) -> Result<(), String> {
+    let file = &entry.file;
+    named_as(p, file)?;
     // The blob came with the entry, its digest checked as it came.
     if !ctx.cache.blobs().has(&entry.digest) {
         return Err("its entry does not hold it".into());

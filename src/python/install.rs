@@ -92,7 +92,7 @@ pub fn install(
         None if !ctx.rebuild => {
             match ctx
                 .cache
-                .remote_json::<DependenciesLayer>("layer", &deps_key, ctx.printer)
+                .remote_json::<DependenciesLayer>("layer", &deps_key, |_| Ok(()), ctx.printer)
                 .filter(|d| ctx.cache.remote_layer_ok(&d.blob, ctx.printer))
             {
                 Some(d) => {

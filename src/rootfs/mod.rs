@@ -179,19 +179,19 @@ fn from_remote(
     accept: impl Fn(Option<&DebianRecord>) -> Result<(), String>,
     printer: &Printer,
 ) -> Option<Rootfs> {
-    let meta: Meta = cache.remote_json("rootfs", key, printer)?;
-    let unpacked = accept(meta.debian.as_ref()).and_then(|()| {
-        given::unpack_known(
-            cache,
-            key,
-            &meta.layers,
-            &meta.created_by,
-            meta.debian,
-            cache.blobs(),
-            name,
-        )
-        .map_err(|e| crate::registry::error_chain(&e))
-    });
+    // Its Debian record is judged before its layers are fetched.
+    let meta: Meta =
+        cache.remote_json("rootfs", key, |m: &Meta| accept(m.debian.as_ref()), printer)?;
+    let unpacked = given::unpack_known(
+        cache,
+        key,
+        &meta.layers,
+        &meta.created_by,
+        meta.debian,
+        cache.blobs(),
+        name,
+    )
+    .map_err(|e| crate::registry::error_chain(&e));
     match unpacked {
         Ok(r) => Some(Rootfs {
             origin: Origin::Remote,
