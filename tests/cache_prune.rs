@@ -11,121 +11,11 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Output;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use support::*;
 
 const REPO: &str = "team/milborne/cache";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const BUILD_RECORD: &str = "application/vnd.assemble.build-record.v1";
-const DAY: u64 = 86_400;
-
-/// The registry's HTTP API, from the test.
-struct Api {
-    base: String,
-    http: reqwest::blocking::Client,
-}
-
-impl Api {
-    fn new(reg: &Registry) -> Api {
-        Api::with_login(reg, None)
-    }
-
-    /// The API with Basic credentials on every request.
-    fn with_login(reg: &Registry, login: Option<(&str, &str)>) -> Api {
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some((user, password)) = login {
-            headers.insert(
-                "Authorization",
-                format!("Basic {}", basic(user, password)).parse().unwrap(),
-            );
-        }
-        Api {
-            base: format!("http://{}/v2/{REPO}", reg.host),
-            http: reqwest::blocking::Client::builder()
-                .default_headers(headers)
-                .build()
-                .unwrap(),
-        }
-    }
-
-    /// Uploads a blob in one PUT; returns its digest.
-    fn blob(&self, bytes: &[u8]) -> String {
-        use sha2::Digest as _;
-        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
-        let start = self
-            .http
-            .post(format!("{}/blobs/uploads/", self.base))
-            .send()
-            .unwrap();
-        assert_eq!(start.status(), 202);
-        let location = start.headers()["Location"].to_str().unwrap().to_string();
-        let url = match location.starts_with('/') {
-            true => format!("{}{location}", self.base.split("/v2/").next().unwrap()),
-            false => location,
-        };
-        let sep = if url.contains('?') { '&' } else { '?' };
-        let put = self
-            .http
-            .put(format!("{url}{sep}digest={digest}"))
-            .header("Content-Type", "application/octet-stream")
-            .body(bytes.to_vec())
-            .send()
-            .unwrap();
-        assert_eq!(put.status(), 201, "{:?}", put.text());
-        digest
-    }
-
-    /// Stores a manifest under `tag`; returns its digest.
-    fn manifest(&self, tag: &str, manifest: &serde_json::Value) -> String {
-        let resp = self
-            .http
-            .put(format!("{}/manifests/{tag}", self.base))
-            .header("Content-Type", OCI_MANIFEST)
-            .body(serde_json::to_vec(manifest).unwrap())
-            .send()
-            .unwrap();
-        assert_eq!(resp.status(), 201, "{tag}: {:?}", resp.text());
-        resp.headers()["Docker-Content-Digest"]
-            .to_str()
-            .unwrap()
-            .to_string()
-    }
-
-    /// The status of a GET of a manifest by tag or digest.
-    fn status(&self, reference: &str) -> u16 {
-        self.http
-            .get(format!("{}/manifests/{reference}", self.base))
-            .header("Accept", OCI_MANIFEST)
-            .send()
-            .unwrap()
-            .status()
-            .as_u16()
-    }
-}
-
-fn basic(user: &str, password: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// `2026-11-30T20:15:00Z` of seconds since the epoch.
-fn rfc3339(secs: u64) -> String {
-    let out = run(std::process::Command::new("date").args([
-        "-u",
-        "-d",
-        &format!("@{secs}"),
-        "+%Y-%m-%dT%H:%M:%SZ",
-    ]));
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 /// What the repository holds: tag → digest, and the digests that must go.
 struct Fixture {
@@ -143,12 +33,12 @@ fn fill(api: &Api) -> Fixture {
         br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
     let empty = (
         "application/vnd.oci.empty.v1+json",
-        api.blob(empty_bytes),
+        api.put_blob(empty_bytes),
         empty_bytes.len(),
     );
     let image_config = (
         "application/vnd.oci.image.config.v1+json",
-        api.blob(image_bytes),
+        api.put_blob(image_bytes),
         image_bytes.len(),
     );
     let entry =
@@ -168,18 +58,18 @@ fn fill(api: &Api) -> Fixture {
             m
         };
     let empty_config = &empty;
-    let days_ago = |d: u64| Some(rfc3339(now() - d * DAY));
-    let old = entry(Some(BUILD_RECORD), empty_config, days_ago(40));
+    let dated = |days: u64| Some(days_ago(days));
+    let old = entry(Some(BUILD_RECORD), empty_config, dated(40));
     let older = entry(
         Some("application/vnd.assemble.cache-entry.v1"),
         empty_config,
-        days_ago(100),
+        dated(100),
     );
-    let recent = entry(Some(BUILD_RECORD), empty_config, days_ago(2));
+    let recent = entry(Some(BUILD_RECORD), empty_config, dated(2));
     let undated = entry(Some(BUILD_RECORD), empty_config, None);
     let bad_date = entry(Some(BUILD_RECORD), empty_config, Some("yesterday".into()));
-    let image = entry(None, &image_config, days_ago(400));
-    let sbom = entry(Some("application/spdx+json"), empty_config, days_ago(400));
+    let image = entry(None, &image_config, dated(400));
+    let sbom = entry(Some("application/spdx+json"), empty_config, dated(400));
     let mut tags = BTreeMap::new();
     for (tag, m) in [
         ("build-old", &old),
@@ -192,7 +82,7 @@ fn fill(api: &Api) -> Fixture {
         ("app-1.0", &image),
         ("sbom", &sbom),
     ] {
-        tags.insert(tag, api.manifest(tag, m));
+        tags.insert(tag, api.put_manifest(tag, m));
     }
     let old = vec![tags["build-old"].clone(), tags["build-older-a"].clone()];
     assert_eq!(tags["build-older-a"], tags["build-older-b"]);
@@ -228,7 +118,7 @@ fn assert_all_there(api: &Api, f: &Fixture) {
 #[test]
 fn only_assembles_old_entries_go_and_a_dry_run_deletes_nothing() {
     let reg = Registry::start("", "");
-    let api = Api::new(&reg);
+    let api = Api::new(&reg, REPO);
     let f = fill(&api);
 
     let out = prune(&reg.host, &["--keep-days", "30", "--dry-run", "--verbose"]);
@@ -330,7 +220,7 @@ fn a_registry_with_deletes_disabled_is_a_clear_error_after_one_refused_delete() 
     // Exit 1, as for any registry that refuses an operation: the command
     // was right, the registry would not do it (usage errors are 2).
     let reg = Registry::start_with_env("", "", &[("REGISTRY_STORAGE_DELETE_ENABLED", "false")]);
-    let api = Api::new(&reg);
+    let api = Api::new(&reg, REPO);
     let f = fill(&api);
     let out = prune(&reg.host, &["--keep-days", "30"]);
     let err = stderr(&out);
@@ -371,11 +261,11 @@ fn credentials_are_used_and_never_shown() {
         "",
     );
     assert_eq!(
-        Api::new(&reg).status("x"),
+        Api::new(&reg, REPO).status("x"),
         401,
         "the registry asks for them"
     );
-    let api = Api::with_login(&reg, Some((USER, PASSWORD)));
+    let api = Api::with_login(&reg, REPO, USER, PASSWORD);
     let f = fill(&api);
     let docker = dir.path().join("docker");
     std::fs::create_dir_all(&docker).unwrap();
@@ -551,7 +441,7 @@ fn serve(mut conn: TcpStream, upstream: &str, log: &Mutex<Vec<String>>) -> std::
 #[test]
 fn tags_are_read_page_by_page() {
     let reg = Registry::start("", "");
-    let api = Api::new(&reg);
+    let api = Api::new(&reg, REPO);
     let f = fill(&api);
     let (port, seen) = paging_proxy(reg.host.clone());
     let host = format!("127.0.0.1:{port}");

@@ -127,6 +127,32 @@ fn entries(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
 
+/// Sets the `created` annotation of an entry's manifest, the date prune
+/// reads.
+fn date(manifest: &mut serde_json::Value, created: &str) {
+    manifest["annotations"]
+        .as_object_mut()
+        .expect("an entry's manifest has annotations")
+        .insert("org.opencontainers.image.created".into(), created.into());
+}
+
+/// Rewrites the config of the entry under `tag` if `change` changes it:
+/// the new config uploaded, and the manifest, pointing to it, stored again
+/// under the tag. Returns whether it did.
+fn rewrite_config(api: &Api, tag: &str, change: impl Fn(&mut serde_json::Value) -> bool) -> bool {
+    let mut manifest = api.manifest(tag);
+    let digest = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let mut config: serde_json::Value = serde_json::from_slice(&api.blob(&digest)).unwrap();
+    if !change(&mut config) {
+        return false;
+    }
+    let body = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = api.put_blob(&body).into();
+    manifest["config"]["size"] = body.len().into();
+    api.put_manifest(tag, &manifest);
+    true
+}
+
 #[test]
 fn a_runner_with_an_empty_cache_writes_the_image_from_the_record_and_uploads_no_layer() {
     let reg = Registry::start("", "");
@@ -210,49 +236,34 @@ fn an_entry_whose_record_is_not_its_manifests_is_ignored_and_the_build_goes_on_h
     // than its manifest does, and the dependencies layer's entry another
     // diff_id than its blob has (what poisoned or broken entries look like;
     // the registry checks neither).
-    let script = r#"
-import hashlib, json, sys, urllib.request
-base, repo = sys.argv[1], sys.argv[2]
-tags = json.load(urllib.request.urlopen(f"{base}/v2/{repo}/tags/list"))["tags"]
-def rewrite(tag, change):
-    req = urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}",
-        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
-    manifest = json.load(urllib.request.urlopen(req))
-    config = json.load(urllib.request.urlopen(f"{base}/v2/{repo}/blobs/{manifest['config']['digest']}"))
-    if not change(config):
-        return False
-    body = json.dumps(config).encode()
-    digest = "sha256:" + hashlib.sha256(body).hexdigest()
-    start = urllib.request.urlopen(urllib.request.Request(f"{base}/v2/{repo}/blobs/uploads/", method="POST"))
-    location = start.headers["Location"]
-    sep = "&" if "?" in location else "?"
-    urllib.request.urlopen(urllib.request.Request(f"{location}{sep}digest={digest}", data=body, method="PUT",
-        headers={"Content-Type": "application/octet-stream"}))
-    manifest["config"]["digest"] = digest
-    manifest["config"]["size"] = len(body)
-    urllib.request.urlopen(urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}",
-        data=json.dumps(manifest).encode(), method="PUT",
-        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}))
-    return True
-def record(config):
-    config["application"]["digest"] = "sha256:" + "0" * 64
-    return True
-def dependencies(config):
-    if "distributions" not in config["value"]:
-        return False
-    config["value"]["blob"]["diff_id"] = "sha256:" + "1" * 64
-    return True
-done = [t for t in tags if t.startswith("build-") and rewrite(t, record)]
-done += [t for t in tags if t.startswith("layer-") and rewrite(t, dependencies)]
-assert len(done) == 2, (tags, done)
-"#;
-    let out = run(Command::new("python3").args([
-        "-c",
-        script,
-        &format!("http://{}", reg.host),
-        "team/milborne/cache",
-    ]));
-    assert!(out.status.success(), "{}", stderr(&out));
+    let api = Api::new(&reg, "team/milborne/cache");
+    let tags = api.tags();
+    let mut done: Vec<&String> = tags
+        .iter()
+        .filter(|t| t.starts_with("build-"))
+        .filter(|t| {
+            rewrite_config(&api, t, |record| {
+                *record
+                    .pointer_mut("/application/digest")
+                    .expect("a record names its application layer") =
+                    format!("sha256:{}", "0".repeat(64)).into();
+                true
+            })
+        })
+        .collect();
+    done.extend(tags.iter().filter(|t| t.starts_with("layer-")).filter(|t| {
+        rewrite_config(&api, t, |entry| {
+            if entry["value"].get("distributions").is_none() {
+                return false;
+            }
+            *entry
+                .pointer_mut("/value/blob/diff_id")
+                .expect("a layer entry names its blob's diff_id") =
+                format!("sha256:{}", "1".repeat(64)).into();
+            true
+        })
+    }));
+    assert_eq!(done.len(), 2, "{tags:?} {done:?}");
 
     let c = tmp.path().join("c");
     let out = build(
@@ -448,37 +459,25 @@ fn entries_in_use_are_dated_again_and_prune_removes_only_the_unused() {
     let tmp = tempfile::tempdir().unwrap();
     runner_a(&reg, tmp.path());
     // Every entry dated ten days back, and one more that no build uses.
-    let script = r#"
-import json, sys, time, urllib.request
-base, repo = sys.argv[1], sys.argv[2]
-old = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 10 * 86400))
-oci = "application/vnd.oci.image.manifest.v1+json"
-tags = json.load(urllib.request.urlopen(f"{base}/v2/{repo}/tags/list"))["tags"]
-def put(tag, manifest):
-    urllib.request.urlopen(urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}",
-        data=json.dumps(manifest).encode(), method="PUT", headers={"Content-Type": oci}))
-for tag in tags:
-    req = urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}", headers={"Accept": oci})
-    manifest = json.load(urllib.request.urlopen(req))
-    manifest["annotations"]["org.opencontainers.image.created"] = old
-    put(tag, manifest)
-    if tag.startswith("layer-"):
-        unused = manifest
-manifest = dict(unused, annotations={"org.opencontainers.image.created": old, "unused": "yes"})
-put("layer-" + "0" * 32, manifest)
-print(" ".join(sorted(tags)))
-"#;
-    let out = run(Command::new("python3").args([
-        "-c",
-        script,
-        &format!("http://{}", reg.host),
-        "team/milborne/cache",
-    ]));
-    assert!(out.status.success(), "{}", stderr(&out));
-    let tags: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+    let api = Api::new(&reg, "team/milborne/cache");
+    let old = days_ago(10);
+    let mut tags = api.tags();
+    let mut unused = None;
+    for tag in &tags {
+        let mut manifest = api.manifest(tag);
+        date(&mut manifest, &old);
+        api.put_manifest(tag, &manifest);
+        if tag.starts_with("layer-") {
+            unused = Some(manifest);
+        }
+    }
+    let mut unused = unused.expect("a layer entry to copy");
+    unused["annotations"] = serde_json::json!({
+        "org.opencontainers.image.created": old,
+        "unused": "yes",
+    });
+    api.put_manifest(&format!("layer-{}", "0".repeat(32)), &unused);
+    tags.sort();
     assert!(tags.iter().any(|t| t.starts_with("build-")), "{tags:?}");
     assert!(tags.iter().any(|t| t.starts_with("rootfs-")), "{tags:?}");
 
@@ -549,20 +548,7 @@ print(" ".join(sorted(tags)))
     let prune = prune(false);
     let log = stderr(&prune);
     assert!(prune.status.success(), "{log}");
-    let listed: serde_json::Value = serde_json::from_str(
-        &reqwest::blocking::get(format!(
-            "http://{}/v2/team/milborne/cache/tags/list",
-            reg.host
-        ))
-        .unwrap()
-        .text()
-        .unwrap(),
-    )
-    .unwrap();
-    let mut left: Vec<String> = listed["tags"]
-        .as_array()
-        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
-        .unwrap_or_default();
+    let mut left = api.tags();
     left.sort();
     assert_eq!(
         left, tags,
@@ -604,45 +590,20 @@ fn a_pull_only_token_reads_the_build_cache_and_never_tries_to_write_it() {
     let digest = result(&a)["digest"].as_str().unwrap().to_string();
     // Its record dated two days back: in use, a runner that may write
     // would date it again.
-    let script = r#"
-import base64, json, sys, time, urllib.request
-base, repo, auth = sys.argv[1], sys.argv[2], sys.argv[3]
-def token(scope):
-    req = urllib.request.Request(f"{base}/v2/", method="GET")
-    try:
-        urllib.request.urlopen(req)
-    except urllib.error.HTTPError as e:
-        challenge = e.headers["WWW-Authenticate"]
-    fields = dict(p.split("=", 1) for p in challenge[len("Bearer "):].split(","))
-    fields = {k: v.strip('"') for k, v in fields.items()}
-    url = f"{fields['realm']}?service={fields['service']}&scope={scope}"
-    req = urllib.request.Request(url, headers={"Authorization": "Basic " + auth})
-    return json.load(urllib.request.urlopen(req))["token"]
-t = token(f"repository:{repo}:pull,push")
-h = {"Authorization": "Bearer " + t}
-oci = "application/vnd.oci.image.manifest.v1+json"
-tags = json.load(urllib.request.urlopen(urllib.request.Request(f"{base}/v2/{repo}/tags/list", headers=h)))["tags"]
-tag = [t for t in tags if t.startswith("build-")][0]
-req = urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}", headers=dict(h, Accept=oci))
-manifest = json.load(urllib.request.urlopen(req))
-manifest["annotations"]["org.opencontainers.image.created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 2 * 86400))
-urllib.request.urlopen(urllib.request.Request(f"{base}/v2/{repo}/manifests/{tag}",
-    data=json.dumps(manifest).encode(), method="PUT", headers=dict(h, **{"Content-Type": oci})))
-"#;
-    use base64::Engine as _;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!(
-        "{}:{}",
-        TokenRegistry::USER,
-        TokenRegistry::PASSWORD
-    ));
-    let out = run(Command::new("python3").args([
-        "-c",
-        script,
-        &format!("http://{}", reg.host),
+    let api = Api::with_token(
+        reg,
         "team/milborne/cache",
-        &auth,
-    ]));
-    assert!(out.status.success(), "{}", stderr(&out));
+        TokenRegistry::USER,
+        TokenRegistry::PASSWORD,
+    );
+    let tag = api
+        .tags()
+        .into_iter()
+        .find(|t| t.starts_with("build-"))
+        .expect("a build record");
+    let mut manifest = api.manifest(&tag);
+    date(&mut manifest, &days_ago(2));
+    api.put_manifest(&tag, &manifest);
 
     // Runner B, an empty cache and a pull-only token for the same cache
     // repository, read and (as far as its options say) written.

@@ -8,6 +8,8 @@
 //!   fixture's sdist, on a free loopback port, fallback to PyPI disabled.
 //! - `image()`: an image built once per run and shared by the tests that
 //!   only read it.
+//! - `Registry`: a real registry on loopback, and `Api`: one of its
+//!   repositories through the HTTP API, to fill or tamper with by hand.
 //! - `private_index::PrivateIndex`: an index of a test's own, to publish
 //!   releases into.
 //! - `debian_mirror`: a partial Debian mirror the tests control, served on
@@ -384,6 +386,195 @@ impl Drop for Registry {
     }
 }
 
+/// The media type of an OCI image manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// Basic credentials as an `Authorization` header or a Docker config
+/// carries them: base64 of `user:password`.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
+/// The time `days` days ago, as RFC 3339 (`2026-11-30T20:15:00Z`); made by
+/// date(1), not by the code under test.
+pub fn days_ago(days: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let out = run(Command::new("date").args([
+        "-u",
+        "-d",
+        &format!("@{}", now - days * 86_400),
+        "+%Y-%m-%dT%H:%M:%SZ",
+    ]));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// One repository of a test registry through its HTTP API, for a test to
+/// fill it or tamper with it by hand.
+pub struct Api {
+    base: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Api {
+    /// The API without credentials.
+    pub fn new(reg: &Registry, repository: &str) -> Api {
+        Api::with_authorization(reg, repository, None)
+    }
+
+    /// The API with Basic credentials on every request.
+    pub fn with_login(reg: &Registry, repository: &str, user: &str, password: &str) -> Api {
+        let authorization = format!("Basic {}", basic(user, password));
+        Api::with_authorization(reg, repository, Some(authorization))
+    }
+
+    /// The API with a bearer token to pull and push the repository, asked
+    /// with Basic credentials of the token server the registry's challenge
+    /// names (`auth: token` mode).
+    pub fn with_token(reg: &Registry, repository: &str, user: &str, password: &str) -> Api {
+        let http = reqwest::blocking::Client::new();
+        let probe = http.get(format!("http://{}/v2/", reg.host)).send().unwrap();
+        assert_eq!(probe.status(), 401, "the registry asks for a token");
+        let challenge = probe.headers()["WWW-Authenticate"].to_str().unwrap();
+        let fields: std::collections::HashMap<&str, &str> = challenge
+            .strip_prefix("Bearer ")
+            .unwrap_or_else(|| panic!("not a bearer challenge: {challenge}"))
+            .split(',')
+            .filter_map(|field| field.split_once('='))
+            .map(|(key, value)| (key, value.trim_matches('"')))
+            .collect();
+        let scope = format!("repository:{repository}:pull,push");
+        let answer: serde_json::Value = http
+            .get(fields["realm"])
+            .query(&[("service", fields["service"]), ("scope", &scope)])
+            .header("Authorization", format!("Basic {}", basic(user, password)))
+            .send()
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .unwrap();
+        let token = answer["token"].as_str().unwrap();
+        Api::with_authorization(reg, repository, Some(format!("Bearer {token}")))
+    }
+
+    /// The API with `authorization` as the `Authorization` header of every
+    /// request.
+    fn with_authorization(reg: &Registry, repository: &str, authorization: Option<String>) -> Api {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(value) = authorization {
+            headers.insert("Authorization", value.parse().unwrap());
+        }
+        Api {
+            base: format!("http://{}/v2/{repository}", reg.host),
+            http: reqwest::blocking::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// The repository's tags, in the registry's order (one page: CNCF
+    /// distribution 2.8 sends them all).
+    pub fn tags(&self) -> Vec<String> {
+        let resp = self
+            .http
+            .get(format!("{}/tags/list", self.base))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200, "tags/list");
+        let list: serde_json::Value = resp.json().unwrap();
+        list["tags"]
+            .as_array()
+            .map(|tags| {
+                tags.iter()
+                    .map(|t| t.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The OCI manifest under a tag or digest.
+    pub fn manifest(&self, reference: &str) -> serde_json::Value {
+        let resp = self
+            .http
+            .get(format!("{}/manifests/{reference}", self.base))
+            .header("Accept", OCI_MANIFEST)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200, "manifest {reference}");
+        resp.json().unwrap()
+    }
+
+    /// Stores a manifest under `tag`; returns its digest.
+    pub fn put_manifest(&self, tag: &str, manifest: &serde_json::Value) -> String {
+        let resp = self
+            .http
+            .put(format!("{}/manifests/{tag}", self.base))
+            .header("Content-Type", OCI_MANIFEST)
+            .body(serde_json::to_vec(manifest).unwrap())
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{tag}: {:?}", resp.text());
+        resp.headers()["Docker-Content-Digest"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// The bytes of a blob.
+    pub fn blob(&self, digest: &str) -> Vec<u8> {
+        let resp = self
+            .http
+            .get(format!("{}/blobs/{digest}", self.base))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200, "blob {digest}");
+        resp.bytes().unwrap().to_vec()
+    }
+
+    /// Uploads a blob in one PUT; returns its digest.
+    pub fn put_blob(&self, bytes: &[u8]) -> String {
+        use sha2::Digest as _;
+        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
+        let start = self
+            .http
+            .post(format!("{}/blobs/uploads/", self.base))
+            .send()
+            .unwrap();
+        assert_eq!(start.status(), 202);
+        let location = start.headers()["Location"].to_str().unwrap().to_string();
+        let url = match location.starts_with('/') {
+            true => format!("{}{location}", self.base.split("/v2/").next().unwrap()),
+            false => location,
+        };
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let put = self
+            .http
+            .put(format!("{url}{sep}digest={digest}"))
+            .header("Content-Type", "application/octet-stream")
+            .body(bytes.to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(put.status(), 201, "{:?}", put.text());
+        digest
+    }
+
+    /// The status of a GET of a manifest by tag or digest.
+    pub fn status(&self, reference: &str) -> u16 {
+        self.http
+            .get(format!("{}/manifests/{reference}", self.base))
+            .header("Accept", OCI_MANIFEST)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
 /// The shared image's manifest digest.
 pub fn image_digest() -> String {
     let _ = image();
@@ -471,9 +662,7 @@ impl TokenRegistry {
         let config = |name: &str, user: &str, password: &str| {
             let dir = d.join(name);
             std::fs::create_dir_all(&dir).unwrap();
-            use base64::Engine as _;
-            let auth =
-                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            let auth = basic(user, password);
             std::fs::write(
                 dir.join("config.json"),
                 format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.host),
