@@ -268,3 +268,75 @@ fn root_there_writes_only_to_the_named_directories() {
     assert!(!Path::new("/var/tmp/assemble-jobctr-probe").exists());
     assert!(!Path::new("/tmp/private").exists(), "/tmp there is private");
 }
+
+/// Issue 15's starting point, pinned: in a job container the build stops at
+/// the first sandbox with advice a job cannot follow (a sysctl), and
+/// `assemble base` stops in mmdebstrap's unshare. Issue 15 replaces this test
+/// with builds that succeed there (chroot as root, proot as uid 1000).
+#[test]
+fn build_in_a_job_container_stops_at_the_user_namespace_today() {
+    if !job_container_available("build_in_a_job_container_stops_at_the_user_namespace_today") {
+        return;
+    }
+    let index = index();
+    let cache = cache();
+    let tmp = shared_tmp();
+    let dir = tmp.path();
+    std::fs::copy(bin(), dir.join("assemble")).unwrap();
+    assert!(Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("tests/fixtures/milborne"))
+        .arg(dir.join("milborne"))
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(dir)
+        .status()
+        .unwrap()
+        .success());
+    let fresh_cache = dir.join("fresh-cache");
+    std::fs::create_dir(&fresh_cache).unwrap();
+    std::fs::set_permissions(&fresh_cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // Root builds with the run's cache, base and compiler already built (the
+    // sandbox is what fails); uid 1000 with an empty cache of its own.
+    for (user, cache_dir) in [(JobUser::Root, &cache), (JobUser::Uid1000, &fresh_cache)] {
+        let out = job_container(user, &[dir, &cache])
+            .arg("env")
+            .arg("HOME=/tmp")
+            .arg("SOURCE_DATE_EPOCH=1700000000")
+            .arg("PIP_CONFIG_FILE=/dev/null")
+            .arg(dir.join("assemble"))
+            .arg(dir.join("milborne"))
+            .arg("--index-url")
+            .arg(&index)
+            .arg("--cache-dir")
+            .arg(cache_dir)
+            .arg("--output")
+            .arg(dir.join(format!("oci-{user:?}")))
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        eprintln!("build as {user:?} in the job container:\n{err}");
+        assert_eq!(out.status.code(), Some(2), "{user:?}");
+        assert!(err.contains(
+            "error: cannot create a user namespace (bwrap: No permissions to create new namespace"
+        ));
+        assert!(err.contains("sysctl -w user.max_user_namespaces=15000"));
+    }
+    let out = job_container(JobUser::Root, &[dir])
+        .arg("env")
+        .arg("HOME=/tmp")
+        .arg(dir.join("assemble"))
+        .arg("base")
+        .arg("--cache-dir")
+        .arg(&fresh_cache)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    eprintln!("assemble base as root in the job container:\n{err}");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("error: mmdebstrap failed to build the base rootfs"));
+    assert!(err.contains("E: unable to unshare the mount namespace"));
+}
