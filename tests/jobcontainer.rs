@@ -225,6 +225,21 @@ fn chroot_works_there_for_root_only() {
     assert!(stderr(&out).contains("Operation not permitted"));
 }
 
+/// proot (ptrace, which Docker's profile allows on kernels 4.8 and later)
+/// gives uid 1000 there the root change that chroot refuses it.
+#[test]
+fn proot_works_there_for_uid_1000() {
+    if !job_container_available("proot_works_there_for_uid_1000") {
+        return;
+    }
+    need("proot");
+    let tmp = shared_tmp();
+    let root = chroot_tree(tmp.path());
+    let script = format!("proot -r {} -w / /bin/true", root.display());
+    let out = in_job_container(JobUser::Uid1000, &[tmp.path()], &script);
+    assert!(out.status.success(), "proot as uid 1000");
+}
+
 /// Nothing run there writes to the host outside the directories named: the
 /// job is the host's root with CAP_DAC_OVERRIDE, so this is what keeps a
 /// test of the chroot mode from damaging the host. (The sysctl written is
