@@ -681,4 +681,57 @@ impl TokenRegistry {
             _dir: dir,
         }
     }
+
+/// Who runs a command in the emulated job container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobUser {
+    /// Root of the host without `CAP_SYS_ADMIN` (a job image's default user).
+    Root,
+    /// uid and gid 1000, no capabilities (Docker's `--user 1000:1000`).
+    Uid1000,
+}
+
+/// True when this host can emulate a CI job container (tests/jobcontainer.sh
+/// needs root: it makes mount and pid namespaces, as dockerd does); else
+/// prints why the calling test is skipped.
+pub fn job_container_available(test: &str) -> bool {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    eprintln!(
+        "SKIPPED {test}: emulating a CI job container needs root (tests/jobcontainer.sh); CI runs the tests as root"
+    );
+    false
+}
+
+/// A command prefix that runs what is appended to it inside an emulated
+/// unprivileged CI job container (tests/jobcontainer.sh): Docker's default
+/// capabilities without `CAP_SYS_ADMIN`, a seccomp filter refusing user
+/// namespaces and mounts, everything read-only but `rw` and a private /tmp.
+pub fn job_container(user: JobUser, rw: &[&Path]) -> Command {
+    let mut c = Command::new("bash");
+    c.arg(repo().join("tests/jobcontainer.sh"));
+    if user == JobUser::Uid1000 {
+        c.args(["--user", "1000:1000"]);
+    }
+    for dir in rw {
+        c.arg("--rw").arg(dir);
+    }
+    c.arg("--").stdin(Stdio::null());
+    c
+}
+
+/// Runs a shell script in the emulated job container: its output.
+pub fn in_job_container(user: JobUser, rw: &[&Path], script: &str) -> Output {
+    let out = job_container(user, rw)
+        .args(["sh", "-c", script])
+        .output()
+        .unwrap();
+    eprintln!(
+        "job container ({user:?}) ran:\n{script}\nstdout:\n{}stderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }

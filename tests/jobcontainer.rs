@@ -1,0 +1,357 @@
+//! The emulated CI job container (tests/jobcontainer.sh) is what issue 15's
+//! tests need it to be: a Docker job container's capabilities and seccomp
+//! rules, in which user namespaces and mounts fail as in a real job, chroot
+//! works for root only, and nothing run inside can write to the host outside
+//! the directories the test names.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use support::*;
+
+/// Docker's default capabilities (moby's `DefaultCapabilities`): chown,
+/// dac_override, fowner, fsetid, kill, setgid, setuid, setpcap,
+/// net_bind_service, net_raw, sys_chroot, mknod, audit_write, setfcap.
+const DOCKER_CAPS: u64 = 0xa804_25fb;
+const CAP_SYS_ADMIN: u64 = 1 << 21;
+
+/// A temp dir in /tmp that uid 1000 can write too.
+fn shared_tmp() -> tempfile::TempDir {
+    let tmp = tempfile::Builder::new()
+        .prefix("assemble-jobctr-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    tmp
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `/proc/self/status` field `name`, as seen inside.
+fn status_field(status: &str, name: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("{name} missing from /proc/self/status:\n{status}"))
+        .trim()
+        .to_string()
+}
+
+fn caps(status: &str, name: &str) -> u64 {
+    u64::from_str_radix(&status_field(status, name), 16).unwrap()
+}
+
+#[test]
+fn root_there_has_dockers_capabilities_without_sys_admin_and_the_filter() {
+    if !job_container_available("root_there_has_dockers_capabilities") {
+        return;
+    }
+    let out = in_job_container(JobUser::Root, &[], "id -u; cat /proc/self/status");
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert_eq!(text.lines().next(), Some("0"));
+    for set in ["CapBnd", "CapPrm", "CapEff"] {
+        assert_eq!(caps(&text, set), DOCKER_CAPS, "{set}");
+        assert_eq!(caps(&text, set) & CAP_SYS_ADMIN, 0, "{set}");
+    }
+    assert_eq!(caps(&text, "CapInh"), 0);
+    assert_eq!(caps(&text, "CapAmb"), 0);
+    assert_eq!(status_field(&text, "Seccomp"), "2", "a seccomp filter");
+    assert_eq!(
+        status_field(&text, "NoNewPrivs"),
+        "0",
+        "Docker leaves it unset"
+    );
+}
+
+#[test]
+fn uid_1000_there_has_no_capabilities_and_the_filter() {
+    if !job_container_available("uid_1000_there_has_no_capabilities") {
+        return;
+    }
+    let out = in_job_container(
+        JobUser::Uid1000,
+        &[],
+        "id -u; id -g; id -G; cat /proc/self/status",
+    );
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let ids: Vec<&str> = text.lines().take(3).collect();
+    assert_eq!(ids, ["1000", "1000", "1000"], "uid, gid, no other groups");
+    assert_eq!(caps(&text, "CapBnd"), DOCKER_CAPS);
+    for set in ["CapPrm", "CapEff", "CapInh", "CapAmb"] {
+        assert_eq!(caps(&text, set), 0, "{set}");
+    }
+    assert_eq!(status_field(&text, "Seccomp"), "2");
+}
+
+#[test]
+fn no_new_privs_is_set_when_asked() {
+    if !job_container_available("no_new_privs_is_set_when_asked") {
+        return;
+    }
+    let out = Command::new("bash")
+        .arg(repo().join("tests/jobcontainer.sh"))
+        .args(["--no-new-privs", "--", "cat", "/proc/self/status"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(status_field(&stdout(&out), "NoNewPrivs"), "1");
+}
+
+/// The emulated job's root is the host's root (the initial user namespace),
+/// as in a rootful Docker's job container: only the read-only mounts keep
+/// it from writing to the host.
+#[test]
+fn root_there_is_root_of_the_initial_user_namespace() {
+    if !job_container_available("root_there_is_root_of_the_initial_user_namespace") {
+        return;
+    }
+    let host_ns = std::fs::read_link("/proc/self/ns/user").unwrap();
+    let out = in_job_container(
+        JobUser::Root,
+        &[],
+        "readlink /proc/self/ns/user; cat /proc/self/uid_map",
+    );
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(host_ns.to_str().unwrap()));
+    let map: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(map, ["0", "0", "4294967295"], "the identity map");
+}
+
+#[test]
+fn user_namespaces_and_mounts_fail_there_as_in_a_real_job() {
+    if !job_container_available("user_namespaces_and_mounts_fail_there") {
+        return;
+    }
+    need("bwrap");
+    let tmp = shared_tmp();
+    let dir = tmp.path();
+    // clone(CLONE_NEWUSER) and clone3 called directly: the filter answers
+    // EPERM and ENOSYS (the kernel alone would let an unprivileged user make
+    // a user namespace, and answer clone3(NULL, 0) with EINVAL).
+    let probe = r#"
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+r = libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0)
+if r == 0:
+    os._exit(0)
+print("clone", r, os.strerror(ctypes.get_errno()))
+r = libc.syscall(435, None, 0)
+print("clone3", r, os.strerror(ctypes.get_errno()))
+"#;
+    std::fs::write(dir.join("probe.py"), probe).unwrap();
+    for user in [JobUser::Root, JobUser::Uid1000] {
+        let mnt = dir.join(format!("mnt-{user:?}"));
+        std::fs::create_dir(&mnt).unwrap();
+        let script = format!(
+            "bwrap --unshare-user --ro-bind / / true; echo bwrap $?
+             unshare -U true; echo unshare $?
+             mount -t tmpfs none {mnt}; echo mount $?
+             /usr/bin/python3 {probe}",
+            mnt = mnt.display(),
+            probe = dir.join("probe.py").display()
+        );
+        let out = in_job_container(user, &[dir], &script);
+        assert!(out.status.success());
+        let text = stdout(&out);
+        let err = stderr(&out);
+        for tool in ["bwrap", "unshare", "mount"] {
+            let rc = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{tool} ")))
+                .unwrap();
+            assert_ne!(rc, "0", "{tool} as {user:?} must fail");
+        }
+        assert!(err.contains("bwrap: No permissions to create new namespace"));
+        assert!(err.contains("unshare: unshare failed: Operation not permitted"));
+        assert!(
+            text.contains("clone -1 Operation not permitted"),
+            "{user:?}"
+        );
+        assert!(
+            text.contains("clone3 -1 Function not implemented"),
+            "{user:?}"
+        );
+    }
+}
+
+/// `chroot DIR /bin/true`, with DIR holding /bin/true and its libraries.
+fn chroot_tree(dir: &Path) -> std::path::PathBuf {
+    let root = dir.join("root");
+    let mut files = vec!["/usr/bin/true".to_string()];
+    let ldd = run(Command::new("ldd").arg("/usr/bin/true"));
+    assert!(ldd.status.success());
+    files.extend(
+        stdout(&ldd)
+            .split_whitespace()
+            .filter(|w| w.starts_with('/'))
+            .map(str::to_string),
+    );
+    for f in files {
+        let dest = root.join(f.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &dest).unwrap();
+    }
+    std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
+    root
+}
+
+#[test]
+fn chroot_works_there_for_root_only() {
+    if !job_container_available("chroot_works_there_for_root_only") {
+        return;
+    }
+    let tmp = shared_tmp();
+    let root = chroot_tree(tmp.path());
+    let script = format!("chroot {} /bin/true", root.display());
+    // /tmp there is private: the test's directory is bound in.
+    let out = in_job_container(JobUser::Root, &[tmp.path()], &script);
+    assert!(out.status.success(), "root keeps CAP_SYS_CHROOT");
+    let out = in_job_container(JobUser::Uid1000, &[tmp.path()], &script);
+    assert!(!out.status.success(), "uid 1000 has no CAP_SYS_CHROOT");
+    assert!(stderr(&out).contains("cannot change root directory"));
+    assert!(stderr(&out).contains("Operation not permitted"));
+}
+
+/// proot (ptrace, which Docker's profile allows on kernels 4.8 and later)
+/// gives uid 1000 there the root change that chroot refuses it.
+#[test]
+fn proot_works_there_for_uid_1000() {
+    if !job_container_available("proot_works_there_for_uid_1000") {
+        return;
+    }
+    need("proot");
+    let tmp = shared_tmp();
+    let root = chroot_tree(tmp.path());
+    let script = format!("proot -r {} -w / /bin/true", root.display());
+    let out = in_job_container(JobUser::Uid1000, &[tmp.path()], &script);
+    assert!(out.status.success(), "proot as uid 1000");
+}
+
+/// Nothing run there writes to the host outside the directories named: the
+/// job is the host's root with CAP_DAC_OVERRIDE, so this is what keeps a
+/// test of the chroot mode from damaging the host. (The sysctl written is
+/// given its own value: harmless even if the guard failed.)
+#[test]
+fn root_there_writes_only_to_the_named_directories() {
+    if !job_container_available("root_there_writes_only_to_the_named_directories") {
+        return;
+    }
+    let tmp = shared_tmp();
+    let named = tmp.path().join("named");
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&named).unwrap();
+    std::fs::create_dir(&other).unwrap();
+    let script = format!(
+        "touch {named}/file && echo named ok
+         touch {other}/file || echo other refused
+         touch /var/tmp/assemble-jobctr-probe || echo var-tmp refused
+         v=$(cat /proc/sys/user/max_user_namespaces)
+         echo $v > /proc/sys/user/max_user_namespaces || echo sysctl refused
+         touch /tmp/private && echo private-tmp ok
+         mknod {named}/null c 1 3 && echo mknod ok",
+        named = named.display(),
+        other = other.display()
+    );
+    let out = in_job_container(JobUser::Root, &[&named], &script);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    for line in [
+        "named ok",
+        "other refused",
+        "var-tmp refused",
+        "sysctl refused",
+        "private-tmp ok",
+        "mknod ok",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}");
+    }
+    assert!(named.join("file").exists());
+    assert!(!other.join("file").exists());
+    assert!(!Path::new("/var/tmp/assemble-jobctr-probe").exists());
+    assert!(!Path::new("/tmp/private").exists(), "/tmp there is private");
+}
+
+/// Issue 15's starting point, pinned: in a job container the build stops at
+/// the first sandbox with advice a job cannot follow (a sysctl), and
+/// `assemble base` stops in mmdebstrap's unshare. Issue 15 replaces this test
+/// with builds that succeed there (chroot as root, proot as uid 1000).
+#[test]
+fn build_in_a_job_container_stops_at_the_user_namespace_today() {
+    if !job_container_available("build_in_a_job_container_stops_at_the_user_namespace_today") {
+        return;
+    }
+    let index = index();
+    let cache = cache();
+    let tmp = shared_tmp();
+    let dir = tmp.path();
+    std::fs::copy(bin(), dir.join("assemble")).unwrap();
+    assert!(Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("tests/fixtures/milborne"))
+        .arg(dir.join("milborne"))
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(dir)
+        .status()
+        .unwrap()
+        .success());
+    let fresh_cache = dir.join("fresh-cache");
+    std::fs::create_dir(&fresh_cache).unwrap();
+    std::fs::set_permissions(&fresh_cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // Root builds with the run's cache, base and compiler already built (the
+    // sandbox is what fails); uid 1000 with an empty cache of its own.
+    for (user, cache_dir) in [(JobUser::Root, &cache), (JobUser::Uid1000, &fresh_cache)] {
+        let out = job_container(user, &[dir, &cache])
+            .arg("env")
+            .arg("HOME=/tmp")
+            .arg("SOURCE_DATE_EPOCH=1700000000")
+            .arg("PIP_CONFIG_FILE=/dev/null")
+            .arg(dir.join("assemble"))
+            .arg(dir.join("milborne"))
+            .arg("--index-url")
+            .arg(&index)
+            .arg("--cache-dir")
+            .arg(cache_dir)
+            .arg("--output")
+            .arg(dir.join(format!("oci-{user:?}")))
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        eprintln!("build as {user:?} in the job container:\n{err}");
+        assert_eq!(out.status.code(), Some(2), "{user:?}");
+        assert!(err.contains(
+            "error: cannot create a user namespace (bwrap: No permissions to create new namespace"
+        ));
+        assert!(err.contains("sysctl -w user.max_user_namespaces=15000"));
+    }
+    let out = job_container(JobUser::Root, &[dir])
+        .arg("env")
+        .arg("HOME=/tmp")
+        .arg(dir.join("assemble"))
+        .arg("base")
+        .arg("--cache-dir")
+        .arg(&fresh_cache)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    eprintln!("assemble base as root in the job container:\n{err}");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("error: mmdebstrap failed to build the base rootfs"));
+    assert!(err.contains("E: unable to unshare the mount namespace"));
+}
