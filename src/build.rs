@@ -61,6 +61,8 @@ pub struct BuildOptions {
     /// remote): a requirement from the index, the built base, no lock in or
     /// out, no offline store, no archive (which needs every blob here).
     pub recordable: bool,
+    /// The isolation asked for (`--isolation`), if any.
+    pub isolation: Option<crate::sandbox::Isolation>,
 }
 
 /// Where a build pushes its image.

@@ -329,6 +329,10 @@ pub struct BuildArgs {
     /// Compression of the layers assemble builds: gzip (every engine) or zstd.
     #[arg(long, value_enum, default_value = "gzip")]
     pub compression: crate::image::layer::Compression,
+    /// How the build's commands are isolated: userns (bubblewrap) or proot
+    /// (where user namespaces are refused); default: the first that works.
+    #[arg(long, value_enum, env = "ASSEMBLE_ISOLATION", value_name = "ISOLATION")]
+    pub isolation: Option<crate::sandbox::Isolation>,
 }
 
 #[cfg(test)]

@@ -13,18 +13,25 @@ use crate::image::remote;
 use crate::output::Printer;
 use crate::registry::{Client, RegistryError, Repository};
 use crate::rootfs::BaseSource;
-use crate::sandbox::{Bubblewrap, HostOnly};
+use crate::sandbox::{HostOnly, Isolation, Sandbox};
 use crate::settings::{
     BaseSettings, BuildSettings, CachePruneSettings, CleanSettings, LoginSettings, PullSettings,
     PurgeSettings, PushSettings, PushSource, RunSettings, TagsSettings, VendorSettings,
 };
 use crate::{housekeeping, spec, Error};
 
-/// The sandbox of a build: bubblewrap, masking the index credentials in
-/// what it captures.
-fn sandbox_for(opts: &build::BuildOptions) -> Result<Bubblewrap, Error> {
-    let mut runner = Bubblewrap::probe()?;
-    runner.secrets = opts.pip.secrets();
+/// The sandbox of a build (the isolation asked for, or the first that
+/// works here, said), masking the index credentials in what it captures.
+fn sandbox_for(opts: &build::BuildOptions, printer: &Printer) -> Result<Sandbox, Error> {
+    let mut runner = Sandbox::choose(opts.isolation)?;
+    runner.mask(opts.pip.secrets());
+    if runner.isolation() != Isolation::Userns {
+        printer.step(&format!(
+            "sandbox: {} (no user namespaces here: the build's commands share the network and \
+             the host's processes)",
+            runner.isolation().as_str()
+        ));
+    }
     Ok(runner)
 }
 
@@ -32,7 +39,7 @@ fn sandbox_for(opts: &build::BuildOptions) -> Result<Bubblewrap, Error> {
 /// archives, the result file and the result line.
 pub fn build(s: BuildSettings, printer: &Printer) -> Result<i32, Error> {
     let opts = &s.options;
-    let runner = sandbox_for(opts)?;
+    let runner = sandbox_for(opts, printer)?;
     let result = build::build(opts, &s.cache, &runner, printer);
     if let (Some(off), true) = (&opts.offline, s.bundle_unpacked) {
         // The bundle was unpacked for this build only.
@@ -56,8 +63,9 @@ pub fn build(s: BuildSettings, printer: &Printer) -> Result<i32, Error> {
         write_archives(&s, &result, printer)?;
     }
     if let Some(path) = &s.result_file {
-        let doc =
-            serde_json::to_vec_pretty(&build::result_document(&result)).expect("result serialises");
+        let mut doc = build::result_document(&result);
+        doc["isolation"] = runner.isolation().as_str().into();
+        let doc = serde_json::to_vec_pretty(&doc).expect("result serialises");
         crate::fsutil::write_atomic(path, &doc)?;
     }
     if let (Some(path), Some(set)) = (&s.lock, &result.resolved) {
@@ -108,7 +116,7 @@ fn write_archives(
 /// `assemble vendor`: fills the store (and writes the bundle), then prints
 /// the lock's path.
 pub fn vendor(s: VendorSettings, printer: &Printer) -> Result<i32, Error> {
-    let runner = sandbox_for(&s.options)?;
+    let runner = sandbox_for(&s.options, printer)?;
     let lock = build::vendor(
         &s.options,
         &s.requirement,

@@ -469,6 +469,7 @@ fn build_options(args: &BuildArgs, cache: &Cache) -> Result<BuildOptions, Error>
     Ok(BuildOptions {
         remote_cache,
         recordable,
+        isolation: args.isolation,
         requirement,
         python: args.python.clone(),
         pip,

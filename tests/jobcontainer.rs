@@ -284,74 +284,152 @@ fn root_there_writes_only_to_the_named_directories() {
     assert!(!Path::new("/tmp/private").exists(), "/tmp there is private");
 }
 
-/// Issue 15's starting point, pinned: in a job container the build stops at
-/// the first sandbox with advice a job cannot follow (a sysctl), and
-/// `assemble base` stops in mmdebstrap's unshare. Issue 15 replaces this test
-/// with builds that succeed there (chroot as root, proot as uid 1000).
+/// A cache holding the run's root filesystems alone, under `dir`: a
+/// runner that builds the Python side itself. `owner`: a copy owned by
+/// that uid (a plain user's own cache), else hard links.
+fn rootfs_only_cache(dir: &Path, name: &str, owner: Option<u32>) -> std::path::PathBuf {
+    let cache = dir.join(name);
+    std::fs::create_dir(&cache).unwrap();
+    let shared = support::cache();
+    let copy = run(Command::new("cp")
+        .arg(if owner.is_some() { "-a" } else { "-al" })
+        .arg(shared.join("rootfs"))
+        .arg(shared.join("blobs"))
+        .arg(&cache));
+    assert!(copy.status.success(), "{}", stderr(&copy));
+    if let Some(uid) = owner {
+        let chown = run(Command::new("chown")
+            .arg("-R")
+            .arg(format!("{uid}:{uid}"))
+            .arg(&cache));
+        assert!(chown.status.success(), "{}", stderr(&chown));
+    }
+    cache
+}
+
+/// The fixture built from the run's index with `cache_dir`, its layout and
+/// result file under `dir` (named by `name`), run by `cmd` (a command
+/// prefix; `env` runs with a clean environment and `vars` last).
+fn build_fixture(
+    mut cmd: Command,
+    vars: &[String],
+    dir: &Path,
+    cache_dir: &Path,
+    name: &str,
+) -> std::process::Output {
+    cmd.args(["env", "-i"])
+        .arg(format!("PATH={}", std::env::var("PATH").unwrap()))
+        .arg("HOME=/tmp")
+        .arg("SOURCE_DATE_EPOCH=1700000000")
+        .arg("PIP_CONFIG_FILE=/dev/null")
+        .args(vars)
+        .arg(dir.join("assemble"))
+        .arg("milborne==0.4.0")
+        .arg("--index-url")
+        .arg(index())
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .arg("--output")
+        .arg(dir.join(format!("oci-{name}")))
+        .arg("--result-file")
+        .arg(dir.join(format!("{name}.json")))
+        .output()
+        .unwrap()
+}
+
+fn result(dir: &Path, name: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap()).unwrap()
+}
+
+/// A directory in /tmp with the assemble binary, writable by uid 1000.
+fn job_dir() -> tempfile::TempDir {
+    let tmp = shared_tmp();
+    std::fs::copy(bin(), tmp.path().join("assemble")).unwrap();
+    tmp
+}
+
+/// In a job container, where user namespaces are refused, the build runs
+/// its commands under proot, as root and as uid 1000, says so, and makes
+/// the image the user-namespace sandbox makes from the same inputs.
 #[test]
-fn build_in_a_job_container_stops_at_the_user_namespace_today() {
-    if !job_container_available("build_in_a_job_container_stops_at_the_user_namespace_today") {
+fn a_build_in_a_job_container_runs_under_proot_and_makes_the_same_image() {
+    if !job_container_available("a_build_in_a_job_container_runs_under_proot") {
         return;
     }
-    let index = index();
-    let cache = cache();
-    let tmp = shared_tmp();
+    need("proot");
+    let tmp = job_dir();
     let dir = tmp.path();
-    std::fs::copy(bin(), dir.join("assemble")).unwrap();
-    assert!(Command::new("cp")
-        .arg("-r")
-        .arg(repo().join("tests/fixtures/milborne"))
-        .arg(dir.join("milborne"))
-        .status()
-        .unwrap()
-        .success());
-    assert!(Command::new("chmod")
-        .args(["-R", "a+rwX"])
-        .arg(dir)
-        .status()
-        .unwrap()
-        .success());
-    let fresh_cache = dir.join("fresh-cache");
-    std::fs::create_dir(&fresh_cache).unwrap();
-    std::fs::set_permissions(&fresh_cache, std::fs::Permissions::from_mode(0o777)).unwrap();
-    // Root builds with the run's cache, base and compiler already built (the
-    // sandbox is what fails); uid 1000 with an empty cache of its own.
-    for (user, cache_dir) in [(JobUser::Root, &cache), (JobUser::Uid1000, &fresh_cache)] {
-        let out = job_container(user, &[dir, &cache])
-            .arg("env")
-            .arg("HOME=/tmp")
-            .arg("SOURCE_DATE_EPOCH=1700000000")
-            .arg("PIP_CONFIG_FILE=/dev/null")
-            .arg(dir.join("assemble"))
-            .arg(dir.join("milborne"))
-            .arg("--index-url")
-            .arg(&index)
-            .arg("--cache-dir")
-            .arg(cache_dir)
-            .arg("--output")
-            .arg(dir.join(format!("oci-{user:?}")))
-            .output()
-            .unwrap();
+    // On the host: user namespaces.
+    let host_cache = rootfs_only_cache(dir, "host-cache", None);
+    let out = build_fixture(Command::new("nice"), &[], dir, &host_cache, "userns");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let userns = result(dir, "userns");
+    assert_eq!(userns["isolation"], "userns");
+    for (user, owner) in [(JobUser::Root, None), (JobUser::Uid1000, Some(1000))] {
+        let name = format!("{user:?}");
+        let cache = rootfs_only_cache(dir, &format!("cache-{name}"), owner);
+        let out = build_fixture(job_container(user, &[dir]), &[], dir, &cache, &name);
         let err = stderr(&out);
-        eprintln!("build as {user:?} in the job container:\n{err}");
-        assert_eq!(out.status.code(), Some(2), "{user:?}");
-        assert!(err.contains(
-            "error: cannot create a user namespace (bwrap: No permissions to create new namespace"
-        ));
-        assert!(err.contains("sysctl -w user.max_user_namespaces=15000"));
+        assert!(out.status.success(), "{user:?}:\n{err}");
+        assert!(
+            err.contains("sandbox: proot (no user namespaces here"),
+            "{err}"
+        );
+        assert!(
+            err.contains("compiling 1 (milborne 0.4.0)"),
+            "the sdist compiled there:\n{err}"
+        );
+        let doc = result(dir, &name);
+        assert_eq!(doc["isolation"], "proot", "{doc}");
+        assert_eq!(doc["digest"], userns["digest"], "{user:?}: the same image");
     }
-    let out = job_container(JobUser::Root, &[dir])
-        .arg("env")
-        .arg("HOME=/tmp")
-        .arg(dir.join("assemble"))
-        .arg("base")
-        .arg("--cache-dir")
-        .arg(&fresh_cache)
-        .output()
-        .unwrap();
+}
+
+/// Asked for user namespaces where they are refused, or where nothing
+/// works: exit 2, each isolation tried and why it failed, and what the
+/// job's owner can change (no sysctl a job cannot set).
+#[test]
+fn a_job_container_where_no_isolation_works_is_told_what_to_change() {
+    if !job_container_available("a_job_container_where_no_isolation_works") {
+        return;
+    }
+    let tmp = job_dir();
+    let dir = tmp.path();
+    let cache = dir.join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let out = build_fixture(
+        job_container(JobUser::Root, &[dir]),
+        &["ASSEMBLE_ISOLATION=userns".into()],
+        dir,
+        &cache,
+        "asked",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot create a user namespace"),
+        "{}",
+        stderr(&out)
+    );
+    // Neither bwrap nor proot on PATH (the binary is named by its path).
+    let empty = dir.join("empty-path");
+    std::fs::create_dir(&empty).unwrap();
+    let out = build_fixture(
+        job_container(JobUser::Uid1000, &[dir]),
+        &[format!("PATH={}", empty.display())],
+        dir,
+        &cache,
+        "none",
+    );
     let err = stderr(&out);
-    eprintln!("assemble base as root in the job container:\n{err}");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(err.contains("error: mmdebstrap failed to build the base rootfs"));
-    assert!(err.contains("E: unable to unshare the mount namespace"));
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for said in [
+        "no sandbox works here",
+        "userns: bubblewrap (bwrap) is not installed",
+        "proot: proot is not installed",
+        "install proot in the job image",
+        "allow user namespaces",
+    ] {
+        assert!(err.contains(said), "{said}:\n{err}");
+    }
+    assert!(!err.contains("sysctl"), "{err}");
 }

@@ -2,13 +2,13 @@
 //! plan's root and mounts, and its processes killed when assemble dies.
 
 use std::ffi::OsString;
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 
-use crate::output::{redact_text, Printer};
+use crate::output::Printer;
+use crate::sandbox::capture::{capture, describe_status};
 use crate::sandbox::error::SandboxError;
 use crate::sandbox::supervise::{supervise, Signals};
 use crate::sandbox::{exit_code, find_on_path, Mount, Output, Plan, Runner};
@@ -182,38 +182,8 @@ impl Bubblewrap {
     /// Runs a plan with its output captured: the last lines are kept for
     /// the error, secrets masked, and each line echoed when asked.
     fn capture(&self, plan: &Plan, echo: Option<&Printer>) -> Result<i32, SandboxError> {
-        let (mut cmd, _env) = self.command(plan)?;
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(SandboxError::Spawn)?;
-        let stdout = child.stdout.take().expect("piped");
-        let stderr = child.stderr.take().expect("piped");
-        let tail = Mutex::new(std::collections::VecDeque::with_capacity(40));
-        let secrets = &self.secrets;
-        std::thread::scope(|s| {
-            for stream in [
-                Box::new(stdout) as Box<dyn io::Read + Send>,
-                Box::new(stderr),
-            ] {
-                let tail = &tail;
-                s.spawn(move || {
-                    for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                        let line = redact_text(&line, secrets);
-                        if let Some(printer) = echo {
-                            printer.output(&plan.what, &line);
-                        }
-                        let mut t = tail.lock().expect("tail lock");
-                        if t.len() == 40 {
-                            t.pop_front();
-                        }
-                        t.push_back(line);
-                    }
-                });
-            }
-        });
-        let status = child.wait().map_err(SandboxError::Spawn)?;
-        let tail: Vec<String> = tail.into_inner().expect("tail lock").into();
+        let (cmd, _env) = self.command(plan)?;
+        let (status, tail) = capture(cmd, &plan.what, &self.secrets, echo)?;
         if status.success() {
             return Ok(0);
         }
@@ -256,15 +226,6 @@ impl Runner for Bubblewrap {
                 Ok(exit_code(&status))
             }
         }
-    }
-}
-
-fn describe_status(status: &std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exit code {c}"),
-        (None, Some(s)) => format!("signal {s}"),
-        _ => "an unknown status".into(),
     }
 }
 

@@ -21,8 +21,37 @@ pub enum SandboxError {
         /// What bubblewrap said.
         detail: String,
     },
+    /// proot is not installed.
+    #[error("proot is not installed; install it (Debian: apt-get install proot)")]
+    NoProot,
+    /// proot cannot trace a command here (ptrace refused).
+    #[error(
+        "proot cannot run here ({detail}); it needs ptrace, which the runner's seccomp profile          or Yama's ptrace_scope may refuse"
+    )]
+    ProotRefused {
+        /// What proot said.
+        detail: String,
+    },
+    /// No isolation works here.
+    #[error(
+        "no sandbox works here to run the build's commands in its root filesystem:{}\n         what the job's owner can change: allow user namespaces (a runner whose seccomp profile          lets unshare(CLONE_NEWUSER) through, e.g. Kubernetes' `Unconfined` or a profile that          allows it, or a host with user namespaces enabled), or install proot in the job image          (Debian: apt-get install proot) and keep ptrace allowed",
+        tried_text(.tried)
+    )]
+    NoIsolation {
+        /// Each isolation tried and why it failed.
+        tried: Vec<(String, String)>,
+    },
+    /// An interactive run (`assemble run`) under an isolation that cannot
+    /// supervise one.
+    #[error(
+        "`assemble run` needs user namespaces (bubblewrap); {isolation} runs build steps only"
+    )]
+    Interactive {
+        /// The isolation.
+        isolation: &'static str,
+    },
     /// The command could not be started.
-    #[error("cannot start bubblewrap")]
+    #[error("cannot start the sandbox")]
     Spawn(#[source] io::Error),
     /// The command ran and failed.
     #[error("{what} failed with {status}{}", tail_text(.tail))]
@@ -51,12 +80,33 @@ pub enum SandboxError {
 }
 
 impl SandboxError {
+    /// Why an isolation could not be used, in a few words (for the list of
+    /// those tried).
+    pub fn short(&self) -> String {
+        match self {
+            SandboxError::NoBubblewrap => "bubblewrap (bwrap) is not installed".into(),
+            SandboxError::NoUserNamespaces { detail } => {
+                format!("user namespaces are refused ({detail})")
+            }
+            SandboxError::NoProot => "proot is not installed".into(),
+            SandboxError::ProotRefused { detail } => {
+                format!("proot cannot trace a command ({detail})")
+            }
+            other => crate::registry::error_chain(other),
+        }
+    }
+
     /// True when the machine lacks what assemble needs (exit 2), as opposed
     /// to a command that ran and failed.
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            SandboxError::NoBubblewrap | SandboxError::NoUserNamespaces { .. }
+            SandboxError::NoBubblewrap
+                | SandboxError::NoUserNamespaces { .. }
+                | SandboxError::NoProot
+                | SandboxError::ProotRefused { .. }
+                | SandboxError::NoIsolation { .. }
+                | SandboxError::Interactive { .. }
         )
     }
 }
@@ -67,4 +117,11 @@ fn tail_text(tail: &[String]) -> String {
     } else {
         format!("; its last output lines:\n    {}", tail.join("\n    "))
     }
+}
+
+fn tried_text(tried: &[(String, String)]) -> String {
+    tried
+        .iter()
+        .map(|(isolation, why)| format!("\n  {isolation}: {why}"))
+        .collect()
 }

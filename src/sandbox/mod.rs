@@ -14,8 +14,10 @@
 //! privileges. This module decides how a command runs, never what it does.
 
 mod bwrap;
+mod capture;
 mod error;
 mod host;
+mod proot;
 mod supervise;
 
 use std::path::PathBuf;
@@ -25,6 +27,7 @@ use std::time::Duration;
 pub use bwrap::{bwrap_args, Bubblewrap};
 pub use error::SandboxError;
 pub use host::{HostCommand, HostOutput};
+pub use proot::Proot;
 
 use crate::output::Printer;
 
@@ -142,6 +145,90 @@ impl<T: Runner + ?Sized> Runner for &T {
 
     fn find_program(&self, name: &str) -> Option<PathBuf> {
         (**self).find_program(name)
+    }
+}
+
+/// How the build's commands are kept from the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Isolation {
+    /// bubblewrap in a user namespace of its own: a read-only root, a
+    /// private network, pid and IPC namespaces.
+    Userns,
+    /// proot (ptrace): the root moved and paths bound, nothing else kept
+    /// apart (the network, the host's processes); where user namespaces
+    /// are refused.
+    Proot,
+}
+
+impl Isolation {
+    /// Its name, as `--isolation` and the result file say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Userns => "userns",
+            Isolation::Proot => "proot",
+        }
+    }
+}
+
+/// The sandbox a build runs its commands in.
+#[derive(Clone, Debug)]
+pub enum Sandbox {
+    /// [`Isolation::Userns`].
+    Userns(Bubblewrap),
+    /// [`Isolation::Proot`].
+    Proot(Proot),
+}
+
+impl Sandbox {
+    /// The isolation asked for, or the first that works here (user
+    /// namespaces, then proot); when none does, why each failed and what
+    /// can be changed.
+    pub fn choose(asked: Option<Isolation>) -> Result<Self, SandboxError> {
+        match asked {
+            Some(Isolation::Userns) => return Bubblewrap::probe().map(Sandbox::Userns),
+            Some(Isolation::Proot) => return Proot::probe().map(Sandbox::Proot),
+            None => {}
+        }
+        let mut tried = Vec::new();
+        match Bubblewrap::probe() {
+            Ok(b) => return Ok(Sandbox::Userns(b)),
+            Err(e) => tried.push((Isolation::Userns, e.short())),
+        }
+        match Proot::probe() {
+            Ok(p) => return Ok(Sandbox::Proot(p)),
+            Err(e) => tried.push((Isolation::Proot, e.short())),
+        }
+        Err(SandboxError::NoIsolation {
+            tried: tried
+                .into_iter()
+                .map(|(i, why)| (i.as_str().to_string(), why))
+                .collect(),
+        })
+    }
+
+    /// Its isolation.
+    pub fn isolation(&self) -> Isolation {
+        match self {
+            Sandbox::Userns(_) => Isolation::Userns,
+            Sandbox::Proot(_) => Isolation::Proot,
+        }
+    }
+
+    /// Masks `secrets` in the output it captures.
+    pub fn mask(&mut self, secrets: Vec<String>) {
+        match self {
+            Sandbox::Userns(b) => b.secrets = secrets,
+            Sandbox::Proot(p) => p.secrets = secrets,
+        }
+    }
+}
+
+impl Runner for Sandbox {
+    fn run(&self, plan: &Plan, output: Output<'_>) -> Result<i32, SandboxError> {
+        match self {
+            Sandbox::Userns(b) => b.run(plan, output),
+            Sandbox::Proot(p) => p.run(plan, output),
+        }
     }
 }
 

@@ -681,6 +681,7 @@ impl TokenRegistry {
             _dir: dir,
         }
     }
+}
 
 /// Who runs a command in the emulated job container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
