@@ -3,7 +3,7 @@ PACKAGE ?= milborne
 VERSION ?= 0.4.0
 ASSEMBLE := target/release/assemble
 
-.PHONY: all setup assemble build example test bench clean purge
+.PHONY: all setup assemble release build example test bench clean purge
 
 all: assemble
 
@@ -12,6 +12,14 @@ setup:
 
 assemble:
 	cargo build --release --locked
+
+# A static binary for any x86_64 Linux job image (musl; the C parts built
+# with musl-gcc from musl-tools): target/static/assemble, stripped.
+STATIC_TARGET := x86_64-unknown-linux-musl
+release:
+	CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --locked --target $(STATIC_TARGET)
+	mkdir -p target/static
+	strip -o target/static/assemble target/$(STATIC_TARGET)/release/assemble
 
 # make build PACKAGE=milborne VERSION=0.4.0 [ARGS="--index-url URL"]
 build: assemble

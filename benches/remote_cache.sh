@@ -51,36 +51,10 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_url() {
-    for _ in $(seq 200); do curl -fs -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done
-    echo "remote_cache: $2 did not start" >&2
-    exit 1
-}
-
-# The package index: a copy of the test index (release-sdist writes into it).
-data=target/bench-data/test
-bash tests/prepare.sh "$data" >/dev/null
-mkdir -p "$work/index"
-cp "$data"/index/*.whl "$data"/index/*.tar.gz "$work/index/"
-port=$(free_port)
-"$data/venv/bin/pypi-server" run -i 127.0.0.1 -p "$port" --disable-fallback "$work/index" >/dev/null 2>&1 &
-pids+=($!)
-index=http://127.0.0.1:$port/simple/
-wait_url "$index" "pypiserver"
-
-# The Debian mirror: the tests' partial bookworm mirror (downloaded once into
-# target/bench-data), served on loopback, so that assemble's check of the
-# archive state (each suite's InRelease, on every build) stays on loopback.
-mirror=target/bench-data/debian-mirror
-bash tests/debian-mirror.sh create "$mirror" >/dev/null
-cp "$mirror/key.gpg" "$work/key.gpg"
-chmod 644 "$work/key.gpg"
-port=$(free_port)
-python3 -m http.server --bind 127.0.0.1 --directory "$mirror/archive" "$port" >/dev/null 2>&1 &
-pids+=($!)
-wait_url "http://127.0.0.1:$port/dists/bookworm/InRelease" "the Debian mirror"
-export ASSEMBLE_DEBIAN_MIRROR="deb [signed-by=$work/key.gpg] http://127.0.0.1:$port/ bookworm main"
+bench=remote_cache
+. benches/loopback.sh
+start_index
+start_mirror
 
 # The registry, shared by both tools (CNCF distribution, plain HTTP).
 port=$(free_port)
@@ -95,16 +69,7 @@ export SOURCE_DATE_EPOCH=1700000000 PIP_CONFIG_FILE=/dev/null
 unset ASSEMBLE_CACHE_REPO ASSEMBLE_REGISTRY ASSEMBLE_CACHE_DIR
 # The seed: the base and compiler rootfs alone, copied (hardlinks) into each
 # first runner's cache, as tests/remote_cache.rs does.
-seed=$work/seed
-"$assemble" -q base --cache-dir "$seed" >/dev/null
-fresh_cache() { rm -rf "$1"; mkdir -p "$1"; [ "${2:-}" != seeded ] || cp -al "$seed/rootfs" "$seed/blobs" "$1/"; }
-
-timed() { local s e; s=$(date +%s.%N); "$@"; e=$(date +%s.%N); awk -v s="$s" -v e="$e" 'BEGIN {printf "%.3f\n", e - s}'; }
-# measure FILE COMMAND...: its wall time appended to $work/FILE, after a
-# sync (the gigabytes the seed and buildah write are not the next one's cost).
-measure() { local file=$1; shift; sync; timed "$@" >> "$work/$file"; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+make_seed
 # Blobs the registry received (upload completions) since log line $1.
 uploads() { tail -n +"$(($1 + 1))" "$work/registry.log" | grep -c '"PUT /v2/[^ ]*/blobs/uploads/' || true; }
 # The sources of the layers a result file lists (built, cached, remote-cache).

@@ -307,23 +307,30 @@ fn rootfs_only_cache(dir: &Path, name: &str, owner: Option<u32>) -> std::path::P
     cache
 }
 
-/// The fixture built from the run's index with `cache_dir`, its layout and
-/// result file under `dir` (named by `name`), run by `cmd` (a command
-/// prefix; `env` runs with a clean environment and `vars` last).
-fn build_fixture(
-    mut cmd: Command,
-    vars: &[String],
-    dir: &Path,
-    cache_dir: &Path,
-    name: &str,
-) -> std::process::Output {
+/// `dir`'s assemble run by `cmd` (a command prefix) with `args`, through
+/// `env` with a clean environment and `vars` last.
+fn assemble_in(mut cmd: Command, vars: &[String], dir: &Path) -> Command {
     cmd.args(["env", "-i"])
         .arg(format!("PATH={}", std::env::var("PATH").unwrap()))
         .arg("HOME=/tmp")
         .arg("SOURCE_DATE_EPOCH=1700000000")
         .arg("PIP_CONFIG_FILE=/dev/null")
         .args(vars)
-        .arg(dir.join("assemble"))
+        .arg(dir.join("assemble"));
+    cmd
+}
+
+/// The fixture built from the run's index with `cache_dir`, its layout and
+/// result file under `dir` (named by `name`), run by `cmd` (a command
+/// prefix) with `vars` (see [`assemble_in`]).
+fn build_fixture(
+    cmd: Command,
+    vars: &[String],
+    dir: &Path,
+    cache_dir: &Path,
+    name: &str,
+) -> std::process::Output {
+    assemble_in(cmd, vars, dir)
         .arg("milborne==0.4.0")
         .arg("--index-url")
         .arg(index())
@@ -432,4 +439,95 @@ fn a_job_container_where_no_isolation_works_is_told_what_to_change() {
         assert!(err.contains(said), "{said}:\n{err}");
     }
     assert!(!err.contains("sysctl"), "{err}");
+}
+
+/// The layer digest of each rootfs `assemble base` printed (`base PATH`,
+/// `compiler PATH`), from the `meta.json` beside each tree.
+fn rootfs_layers(out: &std::process::Output) -> Vec<(String, String)> {
+    stdout(out)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(role, tree)| {
+            let meta: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(Path::new(tree).parent().unwrap().join("meta.json")).unwrap(),
+            )
+            .unwrap();
+            (role.to_string(), meta["layers"].to_string())
+        })
+        .collect()
+}
+
+/// In a job container, root builds the root filesystems with mmdebstrap's
+/// root mode (no user namespaces, no mounts), byte for byte what its
+/// unshare mode makes from the same archive state; uid 1000 there, which
+/// can do neither, is told what to do instead.
+#[test]
+fn root_filesystems_built_in_a_job_container_as_root_are_the_unshare_ones() {
+    if !job_container_available("root_filesystems_built_in_a_job_container") {
+        return;
+    }
+    use support::debian_mirror::{mirror_copy, DebianMirror};
+    let tmp = job_dir();
+    let dir = tmp.path();
+    let mirror = DebianMirror::serve(&mirror_copy(&dir.join("mirror")));
+    let vars = [format!("ASSEMBLE_DEBIAN_MIRROR={}", mirror.line())];
+    let base = |cmd: Command, cache: &Path| {
+        let cache = cache.to_path_buf();
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assemble_in(cmd, &vars, dir)
+            .arg("base")
+            .arg("--cache-dir")
+            .arg(&cache)
+            .output()
+            .unwrap()
+    };
+    let out = base(Command::new("nice"), &dir.join("host-cache"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let unshare = rootfs_layers(&out);
+    assert_eq!(unshare.len(), 2, "{}", stdout(&out));
+    let out = base(
+        job_container(JobUser::Root, &[dir]),
+        &dir.join("root-cache"),
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("in its root mode (no user namespaces here)"),
+        "{err}"
+    );
+    assert_eq!(rootfs_layers(&out), unshare, "the same layers");
+    let out = base(
+        job_container(JobUser::Uid1000, &[dir]),
+        &dir.join("user-cache"),
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("mmdebstrap needs user namespaces (its unshare mode)")
+            && err.contains("find the root filesystems in the build cache"),
+        "{err}"
+    );
+}
+
+/// The static binary (`make release`, named by ASSEMBLE_STATIC_BIN: .ci/run
+/// builds it, then runs this test) needs no libc: it runs as the only file
+/// of an empty root, in a job container, and says its version.
+#[test]
+fn the_static_binary_runs_in_an_empty_root() {
+    let Some(bin) = std::env::var_os("ASSEMBLE_STATIC_BIN") else {
+        eprintln!("SKIPPED the_static_binary_runs_in_an_empty_root: ASSEMBLE_STATIC_BIN is not set (.ci/run sets it after make release)");
+        return;
+    };
+    if !job_container_available("the_static_binary_runs_in_an_empty_root") {
+        return;
+    }
+    let tmp = shared_tmp();
+    let root = tmp.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::copy(&bin, root.join("assemble")).unwrap();
+    let script = format!("chroot {} /assemble --version", root.display());
+    let out = in_job_container(JobUser::Root, &[tmp.path()], &script);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("assemble "), "{}", stdout(&out));
 }

@@ -284,23 +284,25 @@ fn default_sources(
     {
         return Ok(entries);
     }
+    let mode = super::debian::Mode::here("base")?;
     let work = cache.work_dir("debian-sources")?;
     // The hook prints the files: it runs as the namespace's root, which as a
     // normal user is a subordinate id that cannot write to our directories.
+    let mut args: Vec<String> = mode.args().iter().map(|a| a.to_string()).collect();
+    args.extend([
+        "--variant=essential".into(),
+        format!(
+            "--setup-hook=for f in \"$1/etc/apt/sources.list\" \"$1\"/etc/apt/sources.list.d/*; \
+                 do [ -f \"$f\" ] || continue; echo \"{MARK} ${{f##*/}}\"; cat \"$f\"; echo; done; \
+                 echo {MARK}; exit 75"
+        ),
+        suite.into(),
+        work.path().join("probe.tar").display().to_string(),
+    ]);
     let cmd = HostCommand {
         what: "mmdebstrap (which sources it uses by default)".into(),
         program,
-        args: vec![
-            "--mode=unshare".into(),
-            "--variant=essential".into(),
-            format!(
-                "--setup-hook=for f in \"$1/etc/apt/sources.list\" \"$1\"/etc/apt/sources.list.d/*; \
-                 do [ -f \"$f\" ] || continue; echo \"{MARK} ${{f##*/}}\"; cat \"$f\"; echo; done; \
-                 echo {MARK}; exit 75"
-            ),
-            suite.into(),
-            work.path().join("probe.tar").display().to_string(),
-        ],
+        args,
         env: Vec::new(),
         stdin: None,
     };

@@ -104,15 +104,20 @@ impl Definition {
     /// before the hook.
     pub fn mmdebstrap(
         &self,
-        program: PathBuf,
+        mmdebstrap: Mmdebstrap,
         hook: &Path,
         lists: &Path,
         tar: &Path,
         epoch: u64,
         pins: Option<&Path>,
     ) -> HostCommand {
-        let mut args = vec![
-            "--mode=unshare".to_string(),
+        let mut args: Vec<String> = mmdebstrap
+            .mode
+            .args()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        args.extend([
             "--variant=essential".into(),
             "--format=tar".into(),
             format!("--include={}", self.packages.join(",")),
@@ -121,7 +126,7 @@ impl Definition {
             "--dpkgopt=path-include=/usr/share/doc/*/copyright".into(),
             "--dpkgopt=path-exclude=/usr/share/man/*".into(),
             "--dpkgopt=path-exclude=/usr/share/locale/*".into(),
-        ];
+        ]);
         if let Some(pins) = pins {
             args.push(format!(
                 "--setup-hook=mkdir -p \"$1/etc/apt/preferences.d\" && cp '{}' \"$1/{PINS}\"",
@@ -143,10 +148,55 @@ impl Definition {
         }
         HostCommand {
             what: format!("mmdebstrap of the {} rootfs", self.role),
-            program,
+            program: mmdebstrap.program,
             args,
             env: vec![(crate::env::SOURCE_DATE_EPOCH.to_string(), epoch.to_string())],
             stdin: None,
+        }
+    }
+}
+
+/// mmdebstrap as it runs here: the program and its mode.
+#[derive(Clone, Debug)]
+pub struct Mmdebstrap {
+    /// The program.
+    pub program: PathBuf,
+    /// The mode.
+    pub mode: Mode,
+}
+
+/// How mmdebstrap runs here; both modes give the same bytes for the same
+/// archive state (tests/jobcontainer.rs builds both and compares).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `--mode=unshare`: rootless, in a user namespace of its own.
+    Unshare,
+    /// `--mode=root --skip=chroot/mount`: root where user namespaces are
+    /// refused (a CI job container, which has no `CAP_SYS_ADMIN` to mount
+    /// with either): the maintainer scripts run chrooted without `/proc`,
+    /// `/sys` or `/dev` mounted.
+    Root,
+}
+
+impl Mode {
+    /// The mode this process can run mmdebstrap in, for the `role` rootfs
+    /// (named in the error when there is none).
+    pub fn here(role: &str) -> Result<Self, RootfsError> {
+        if crate::sandbox::user_namespaces_work() {
+            return Ok(Mode::Unshare);
+        }
+        // SAFETY: geteuid(2) has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            return Ok(Mode::Root);
+        }
+        Err(RootfsError::NoMmdebstrapMode { role: role.into() })
+    }
+
+    /// mmdebstrap's options for it.
+    pub fn args(self) -> &'static [&'static str] {
+        match self {
+            Mode::Unshare => &["--mode=unshare"],
+            Mode::Root => &["--mode=root", "--skip=chroot/mount"],
         }
     }
 }
@@ -351,11 +401,16 @@ fn make(m: &Make<'_>, runner: &dyn Runner, printer: &Printer) -> Result<Rootfs, 
             .ok_or_else(|| RootfsError::NoMmdebstrap {
                 role: def.role.clone(),
             })?;
+    let mode = Mode::here(&def.role)?;
     printer.step(&format!(
-        "{} rootfs: building with mmdebstrap ({} packages; {})",
+        "{} rootfs: building with mmdebstrap ({} packages; {}){}",
         def.role,
         def.packages.len(),
-        m.why
+        m.why,
+        match mode {
+            Mode::Unshare => "",
+            Mode::Root => " in its root mode (no user namespaces here)",
+        }
     ));
     let work = cache.work_dir(&format!("rootfs-{}", def.role))?;
     let hook = work.path().join("setup.sh");
@@ -372,7 +427,10 @@ fn make(m: &Make<'_>, runner: &dyn Runner, printer: &Printer) -> Result<Rootfs, 
     };
     let tar_path = work.path().join("rootfs.tar");
     let out = runner.run_host(&def.mmdebstrap(
-        mmdebstrap,
+        Mmdebstrap {
+            program: mmdebstrap,
+            mode,
+        },
         &hook,
         &lists,
         &tar_path,

@@ -23,6 +23,18 @@ pub enum RootfsError {
         /// base or compiler.
         role: String,
     },
+    /// No way to run mmdebstrap here: no user namespaces, and not root.
+    #[error(
+        "cannot build the {role} rootfs here: mmdebstrap needs user namespaces (its unshare mode), \
+         which this machine or job container refuses, or root (its root mode); run the job as \
+         root, or let it find the root filesystems in the build cache: a build where user \
+         namespaces work, pushed to the same registry (or with --cache-to), writes them there for \
+         the same Debian archive state"
+    )]
+    NoMmdebstrapMode {
+        /// base or compiler.
+        role: String,
+    },
     /// mmdebstrap ran and failed.
     #[error(
         "mmdebstrap failed to build the {role} rootfs ({status}); as a normal user it needs entries \
@@ -176,6 +188,7 @@ impl RootfsError {
     pub fn is_bad_input(&self) -> bool {
         match self {
             RootfsError::NoMmdebstrap { .. }
+            | RootfsError::NoMmdebstrapMode { .. }
             | RootfsError::BadMirror { .. }
             | RootfsError::LockedPackagesGone { .. }
             | RootfsError::BadBase { .. }

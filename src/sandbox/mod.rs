@@ -245,6 +245,37 @@ impl Runner for HostOnly {
     }
 }
 
+/// Whether this process may make a user namespace (what mmdebstrap's
+/// unshare mode and bubblewrap need): a CI job container's seccomp profile
+/// refuses it. Asked once, by a child that tries.
+pub fn user_namespaces_work() -> bool {
+    static WORK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORK.get_or_init(|| {
+        let Some(program) = find_on_path("true") else {
+            return false;
+        };
+        let mut probe = std::process::Command::new(program);
+        // SAFETY: the closure runs in the child between fork and exec and
+        // calls only unshare(2), async-signal-safe, with a constant.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            probe.pre_exec(|| {
+                if libc::unshare(libc::CLONE_NEWUSER) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        probe
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
 /// Finds an executable on PATH.
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os(crate::env::PATH)?;
