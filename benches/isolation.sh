@@ -26,7 +26,7 @@ cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     if [ -n "${BENCH_KEEP:-}" ]; then echo "isolation: kept $work" >&2; return; fi
-    chmod -R u+w "$work" 2>/dev/null
+    chmod -R u+w "$work" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -73,7 +73,10 @@ for i in $(seq "$runs"); do
     done
     echo "isolation: run $i: $(for m in "${modes[@]}"; do printf '%s cold %ss warm %ss; ' "$m" "$(tail -1 "$work/$m.cold")" "$(tail -1 "$work/$m.warm")"; done)"
 done
-[ "$(sort -u "$work/digests" | wc -l)" = 1 ] || echo "isolation: the isolations made different images: $(sort -u "$work/digests" | tr '\n' ' ')" >&2
+if [ "$(sort -u "$work/digests" | wc -l)" != 1 ]; then
+    echo "isolation: the isolations made different images: $(sort -u "$work/digests" | tr '\n' ' ')" >&2
+    exit 1
+fi
 uc=$(median < "$work/userns.cold"); uw=$(median < "$work/userns.warm")
 summary="isolation-userns-cold-seconds $uc; isolation-userns-warm-seconds $uw"
 for mode in "${modes[@]:1}"; do

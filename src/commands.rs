@@ -27,10 +27,23 @@ fn sandbox_for(opts: &build::BuildOptions, printer: &Printer) -> Result<Sandbox,
     runner.mask(opts.pip.secrets());
     if runner.isolation() != Isolation::Userns {
         printer.step(&format!(
-            "sandbox: {} (no user namespaces here: the build's commands share the network and \
-             the host's processes)",
-            runner.isolation().as_str()
+            "sandbox: {} ({}: the build's commands share the network and the host's processes)",
+            runner.isolation().as_str(),
+            if opts.isolation.is_some() {
+                "asked"
+            } else {
+                "no user namespaces here"
+            }
         ));
+        // SAFETY: geteuid(2) has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            printer.warn(&format!(
+                "{} runs the build's commands as root, only showing them uid 1000: an sdist's \
+                 build code can read what root can here (this job's files and its processes' \
+                 environment, secrets included); run the job as a plain user where that matters",
+                runner.isolation().as_str()
+            ));
+        }
     }
     Ok(runner)
 }

@@ -284,11 +284,17 @@ fn default_sources(
     {
         return Ok(entries);
     }
-    let mode = super::debian::Mode::here("base")?;
+    // A plain user where user namespaces are refused cannot build a rootfs,
+    // but may find one in the build cache, whose key needs the sources:
+    // fakechroot's mode, which needs no privilege, goes as far as the hook.
+    let mode: &[&str] = match super::debian::Mode::here("base", runner) {
+        Ok(mode) => mode.args(),
+        Err(_) => &["--mode=fakechroot"],
+    };
     let work = cache.work_dir("debian-sources")?;
     // The hook prints the files: it runs as the namespace's root, which as a
     // normal user is a subordinate id that cannot write to our directories.
-    let mut args: Vec<String> = mode.args().iter().map(|a| a.to_string()).collect();
+    let mut args: Vec<String> = mode.iter().map(|a| a.to_string()).collect();
     args.extend([
         "--variant=essential".into(),
         format!(

@@ -179,10 +179,10 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// The mode this process can run mmdebstrap in, for the `role` rootfs
-    /// (named in the error when there is none).
-    pub fn here(role: &str) -> Result<Self, RootfsError> {
-        if crate::sandbox::user_namespaces_work() {
+    /// The mode `runner`'s host commands can run mmdebstrap in, for the
+    /// `role` rootfs (named in the error when there is none).
+    pub fn here(role: &str, runner: &dyn Runner) -> Result<Self, RootfsError> {
+        if runner.user_namespaces() {
             return Ok(Mode::Unshare);
         }
         // SAFETY: geteuid(2) has no preconditions and cannot fail.
@@ -401,7 +401,7 @@ fn make(m: &Make<'_>, runner: &dyn Runner, printer: &Printer) -> Result<Rootfs, 
             .ok_or_else(|| RootfsError::NoMmdebstrap {
                 role: def.role.clone(),
             })?;
-    let mode = Mode::here(&def.role)?;
+    let mode = Mode::here(&def.role, runner)?;
     printer.step(&format!(
         "{} rootfs: building with mmdebstrap ({} packages; {}){}",
         def.role,

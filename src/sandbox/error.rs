@@ -15,7 +15,8 @@ pub enum SandboxError {
         "cannot create a user namespace ({detail}); assemble needs unprivileged user namespaces: \
          enable them with `sysctl -w kernel.unprivileged_userns_clone=1` (Debian kernels) and \
          `sysctl -w user.max_user_namespaces=15000`, or on Ubuntu 24.04 and later allow them with \
-         `sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`"
+         `sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`; in a CI job container, where \
+         the job cannot change that, leave --isolation unset (or use proot)"
     )]
     NoUserNamespaces {
         /// What bubblewrap said.
@@ -26,7 +27,8 @@ pub enum SandboxError {
     NoProot,
     /// proot cannot trace a command here (ptrace refused).
     #[error(
-        "proot cannot run here ({detail}); it needs ptrace, which the runner's seccomp profile          or Yama's ptrace_scope may refuse"
+        "proot cannot run here ({detail}); it needs ptrace, which the runner's seccomp profile \
+         or Yama's ptrace_scope may refuse"
     )]
     ProotRefused {
         /// What proot said.
@@ -34,7 +36,11 @@ pub enum SandboxError {
     },
     /// No isolation works here.
     #[error(
-        "no sandbox works here to run the build's commands in its root filesystem:{}\n         what the job's owner can change: allow user namespaces (a runner whose seccomp profile          lets unshare(CLONE_NEWUSER) through, e.g. Kubernetes' `Unconfined` or a profile that          allows it, or a host with user namespaces enabled), or install proot in the job image          (Debian: apt-get install proot) and keep ptrace allowed",
+        "no sandbox works here to run the build's commands in its root filesystem:{}\n\
+         what the job's owner can change: allow user namespaces (a runner whose seccomp profile \
+         lets unshare(CLONE_NEWUSER) through, e.g. Kubernetes' `Unconfined` or a profile that \
+         allows it, or a host with user namespaces enabled), or install proot in the job image \
+         (Debian: apt-get install proot) and keep ptrace allowed",
         tried_text(.tried)
     )]
     NoIsolation {

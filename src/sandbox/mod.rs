@@ -131,6 +131,12 @@ pub trait Runner: std::fmt::Debug + Send + Sync {
     fn find_program(&self, name: &str) -> Option<PathBuf> {
         find_on_path(name)
     }
+
+    /// Whether host commands may make user namespaces
+    /// ([`user_namespaces_work`]).
+    fn user_namespaces(&self) -> bool {
+        user_namespaces_work()
+    }
 }
 
 /// A runner borrowed (tests keep their [`Recorder`] to look at it).
@@ -145,6 +151,10 @@ impl<T: Runner + ?Sized> Runner for &T {
 
     fn find_program(&self, name: &str) -> Option<PathBuf> {
         (**self).find_program(name)
+    }
+
+    fn user_namespaces(&self) -> bool {
+        (**self).user_namespaces()
     }
 }
 
@@ -245,26 +255,37 @@ impl Runner for HostOnly {
     }
 }
 
-/// Whether this process may make a user namespace (what mmdebstrap's
-/// unshare mode and bubblewrap need): a CI job container's seccomp profile
-/// refuses it. Asked once, by a child that tries.
+/// Whether this process may make a user namespace and map itself in it
+/// (what mmdebstrap's unshare mode and bubblewrap need): a CI job
+/// container's seccomp profile refuses the namespace, Ubuntu's AppArmor
+/// restriction the mapping. Asked once, by a child that tries both.
 pub fn user_namespaces_work() -> bool {
     static WORK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *WORK.get_or_init(|| {
-        let Some(program) = find_on_path("true") else {
-            return false;
-        };
+        let program = find_on_path("true").unwrap_or_else(|| PathBuf::from("/bin/true"));
+        // SAFETY: getuid(2) has no preconditions and cannot fail.
+        let map = format!("0 {} 1\n", unsafe { libc::getuid() });
         let mut probe = std::process::Command::new(program);
         // SAFETY: the closure runs in the child between fork and exec and
-        // calls only unshare(2), async-signal-safe, with a constant.
+        // calls only async-signal-safe functions (unshare, open, write,
+        // close) on memory made before the fork; it allocates nothing.
         unsafe {
             use std::os::unix::process::CommandExt;
-            probe.pre_exec(|| {
-                if libc::unshare(libc::CLONE_NEWUSER) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
+            probe.pre_exec(move || {
+                if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
+                let fd = libc::open(c"/proc/self/uid_map".as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let written = libc::write(fd, map.as_ptr().cast(), map.len());
+                let error = std::io::Error::last_os_error();
+                libc::close(fd);
+                if written != map.len() as isize {
+                    return Err(error);
+                }
+                Ok(())
             });
         }
         probe
@@ -331,5 +352,9 @@ impl Runner for Recorder {
 
     fn find_program(&self, name: &str) -> Option<PathBuf> {
         Some(PathBuf::from(name))
+    }
+
+    fn user_namespaces(&self) -> bool {
+        true
     }
 }

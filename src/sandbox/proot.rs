@@ -76,7 +76,13 @@ impl Proot {
             (plan.share_net && resolv.exists()).then_some(resolv),
             me,
         ));
-        cmd.env_clear().envs(plan.env.iter().map(|(k, v)| (k, v)));
+        // proot's own settings (PROOT_TMP_DIR, PROOT_NO_SECCOMP), which a job
+        // may need, as the probe had them; the guest sees them too.
+        let proot_settings =
+            std::env::vars_os().filter(|(k, _)| k.to_string_lossy().starts_with("PROOT_"));
+        cmd.env_clear()
+            .envs(proot_settings)
+            .envs(plan.env.iter().map(|(k, v)| (k, v)));
         tracing::debug!(what = %plan.what, argv = ?plan.argv, "sandbox (proot)");
         // SAFETY: the closure runs in the child between fork and exec and
         // calls only prctl, async-signal-safe, on plain integers.
@@ -92,8 +98,9 @@ impl Proot {
 }
 
 /// proot's arguments for a plan: its root, `/dev`, `/proc`, a private
-/// `/tmp` and `binds` (host path, path inside, in order: a later one over
-/// an earlier one), the plan's ids shown when they are not `me`'s.
+/// `/tmp` and `binds` (host path, path inside; proot resolves a path by the
+/// longest bind that holds it), the plan's ids shown when they are not
+/// `me`'s.
 fn proot_args(
     plan: &Plan,
     binds: &[(PathBuf, String)],
@@ -158,8 +165,13 @@ fn stage(plan: &Plan, staging: &Path) -> std::io::Result<Vec<(PathBuf, String)>>
                 let dest = m.dest();
                 // Inside a directory made here: made in it; else its own.
                 let host = match placed.iter().rev().find(|(p, _, _)| covers(p, dest)) {
-                    Some((p, host, true)) if p != dest => {
-                        host.join(dest[p.len()..].trim_start_matches('/'))
+                    Some((p, host, true)) if p.trim_end_matches('/') != dest => {
+                        let inner = host
+                            .join(dest[p.trim_end_matches('/').len()..].trim_start_matches('/'));
+                        if let Some(parent) = inner.parent() {
+                            std::fs::create_dir_all(parent)?;
+                        }
+                        inner
                     }
                     _ => fresh(&mut binds, &mut placed, dest),
                 };
@@ -264,7 +276,7 @@ mod tests {
         ));
         let joined = args.join(" ");
         assert!(
-            joined.starts_with("--kill-on-exit -r /r -i 1000:1000 -w /home/blue"),
+            joined.starts_with("-r /r -i 1000:1000 -w /home/blue"),
             "{joined}"
         );
         for b in [
