@@ -98,7 +98,16 @@ impl SandboxError {
             SandboxError::ProotRefused { detail } => {
                 format!("proot cannot trace a command ({detail})")
             }
-            other => crate::registry::error_chain(other),
+            other => {
+                // The error and its causes, as the final error line says them.
+                let mut text = other.to_string();
+                let mut cause = std::error::Error::source(other);
+                while let Some(c) = cause {
+                    text.push_str(&format!(": {c}"));
+                    cause = c.source();
+                }
+                text
+            }
         }
     }
 
