@@ -2,14 +2,15 @@
 # Isolation benchmark (issue 15: builds where user namespaces are refused).
 # The fixture (milborne==0.4.0 from a loopback pypiserver over the test
 # index) built under each isolation that works on this machine, side by
-# side in the same run: `userns` (bubblewrap) and `proot` (ptrace).
+# side in the same run: `userns` (bubblewrap), `chroot` (as root: a
+# private hard-link copy of the root, uid 1000) and `proot` (ptrace).
 #   cold: the base and compiler rootfs cached, nothing else (resolve,
 #         compile the sdist, install, pack);
 #   warm: the same build again in the same cache (nothing changed).
 # The Debian mirror is the tests' partial mirror, served on loopback.
 # Prints each median of RUNS runs, the ratio to userns, and a `summary:`
 # line for benches/all.sh (figures only: issue 15 sets no limit for proot;
-# chroot, which should cost nothing, is not there yet).
+# chroot should cost nothing measurable).
 #
 #   benches/isolation.sh [RUNS]     (default 3)
 # BENCH_KEEP=1 keeps the temporary directory, logs included.
@@ -42,6 +43,11 @@ make_seed
 modes=()
 if bwrap --unshare-user --ro-bind / / true 2>/dev/null; then modes+=(userns); fi
 [ "${modes[0]:-}" = userns ] || { echo "isolation: user namespaces do not work here: no reference" >&2; exit 2; }
+if [ "$(id -u)" -eq 0 ] && chroot / true 2>/dev/null; then
+    modes+=(chroot)
+else
+    echo "isolation: chroot needs root: measured without it" >&2
+fi
 if command -v proot >/dev/null && proot true 2>/dev/null; then
     modes+=(proot)
 else

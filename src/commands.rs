@@ -36,7 +36,7 @@ fn sandbox_for(opts: &build::BuildOptions, printer: &Printer) -> Result<Sandbox,
             }
         ));
         // SAFETY: geteuid(2) has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } == 0 {
+        if runner.isolation() == Isolation::Proot && unsafe { libc::geteuid() } == 0 {
             printer.warn(&format!(
                 "{} runs the build's commands as root, only showing them uid 1000: an sdist's \
                  build code can read what root can here (this job's files and its processes' \

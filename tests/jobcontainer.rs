@@ -390,11 +390,12 @@ fn job_dir() -> tempfile::TempDir {
 }
 
 /// In a job container, where user namespaces are refused, the build runs
-/// its commands under proot, as root and as uid 1000, says so, and makes
-/// the image the user-namespace sandbox makes from the same inputs.
+/// its commands chrooted as root (as uid 1000 in a private copy of the
+/// root), under proot as uid 1000 (or as root when asked), says so, and
+/// makes the image the user-namespace sandbox makes from the same inputs.
 #[test]
-fn a_build_in_a_job_container_runs_under_proot_and_makes_the_same_image() {
-    if !job_container_available("a_build_in_a_job_container_runs_under_proot") {
+fn a_build_in_a_job_container_runs_under_chroot_or_proot_and_makes_the_same_image() {
+    if !job_container_available("a_build_in_a_job_container_runs_under_chroot_or_proot") {
         return;
     }
     need("proot");
@@ -406,23 +407,51 @@ fn a_build_in_a_job_container_runs_under_proot_and_makes_the_same_image() {
     assert!(out.status.success(), "{}", stderr(&out));
     let userns = result(dir, "userns");
     assert_eq!(userns["isolation"], "userns");
-    for (user, owner) in [(JobUser::Root, None), (JobUser::Uid1000, Some(1000))] {
-        let name = format!("{user:?}");
+    let proot_asked = ["ASSEMBLE_ISOLATION=proot".to_string()];
+    for (user, owner, vars, isolation, said) in [
+        (
+            JobUser::Root,
+            None,
+            &[][..],
+            "chroot",
+            "sandbox: chroot (no user namespaces here",
+        ),
+        (
+            JobUser::Root,
+            None,
+            &proot_asked[..],
+            "proot",
+            "sandbox: proot (asked",
+        ),
+        (
+            JobUser::Uid1000,
+            Some(1000),
+            &[][..],
+            "proot",
+            "sandbox: proot (no user namespaces here",
+        ),
+    ] {
+        let name = format!("{user:?}-{isolation}");
         let cache = rootfs_only_cache(dir, &format!("cache-{name}"), owner);
-        let out = build_fixture(job_container(user, &[dir]), &[], dir, &cache, &name);
+        let out = build_fixture(job_container(user, &[dir]), vars, dir, &cache, &name);
         let err = stderr(&out);
-        assert!(out.status.success(), "{user:?}:\n{err}");
-        assert!(
-            err.contains("sandbox: proot (no user namespaces here"),
-            "{err}"
-        );
+        assert!(out.status.success(), "{name}:\n{err}");
+        assert!(err.contains(said), "{name}: {err}");
         assert!(
             err.contains("compiling 1 (milborne 0.4.0)"),
             "the sdist compiled there:\n{err}"
         );
         let doc = result(dir, &name);
-        assert_eq!(doc["isolation"], "proot", "{doc}");
-        assert_eq!(doc["digest"], userns["digest"], "{user:?}: the same image");
+        assert_eq!(doc["isolation"], isolation, "{doc}");
+        assert_eq!(doc["digest"], userns["digest"], "{name}: the same image");
+        // The private copies of the root filesystems are gone.
+        let farms = walkdir::WalkDir::new(cache.join("rootfs"))
+            .max_depth(2)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".chroot-"))
+            .count();
+        assert_eq!(farms, 0, "{name}");
     }
 }
 
@@ -467,6 +496,7 @@ fn a_job_container_where_no_isolation_works_is_told_what_to_change() {
         "no sandbox works here",
         "userns: bubblewrap (bwrap) is not installed",
         "proot: proot is not installed",
+        "chroot: cannot chroot (not root)",
         "install proot in the job image",
         "allow user namespaces",
     ] {

@@ -34,13 +34,20 @@ pub enum SandboxError {
         /// What proot said.
         detail: String,
     },
+    /// chroot cannot be used here.
+    #[error("chroot cannot be used here ({detail}); it needs root with CAP_SYS_CHROOT")]
+    ChrootRefused {
+        /// Why.
+        detail: String,
+    },
     /// No isolation works here.
     #[error(
         "no sandbox works here to run the build's commands in its root filesystem:{}\n\
          what the job's owner can change: allow user namespaces (a runner whose seccomp profile \
          lets unshare(CLONE_NEWUSER) through, e.g. Kubernetes' `Unconfined` or a profile that \
-         allows it, or a host with user namespaces enabled), or install proot in the job image \
-         (Debian: apt-get install proot) and keep ptrace allowed",
+         allows it, or a host with user namespaces enabled), run the job as root (chroot, with \
+         Docker's default capabilities), or install proot in the job image (Debian: apt-get \
+         install proot) and keep ptrace allowed",
         tried_text(.tried)
     )]
     NoIsolation {
@@ -98,6 +105,7 @@ impl SandboxError {
             SandboxError::ProotRefused { detail } => {
                 format!("proot cannot trace a command ({detail})")
             }
+            SandboxError::ChrootRefused { detail } => format!("cannot chroot ({detail})"),
             other => {
                 // The error and its causes, as the final error line says them.
                 let mut text = other.to_string();
@@ -120,6 +128,7 @@ impl SandboxError {
                 | SandboxError::NoUserNamespaces { .. }
                 | SandboxError::NoProot
                 | SandboxError::ProotRefused { .. }
+                | SandboxError::ChrootRefused { .. }
                 | SandboxError::NoIsolation { .. }
                 | SandboxError::Interactive { .. }
         )

@@ -15,6 +15,7 @@
 
 mod bwrap;
 mod capture;
+mod chroot;
 mod error;
 mod host;
 mod proot;
@@ -25,6 +26,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 pub use bwrap::{bwrap_args, Bubblewrap};
+pub use chroot::Chroot;
 pub use error::SandboxError;
 pub use host::{HostCommand, HostOutput};
 pub use proot::Proot;
@@ -164,6 +166,10 @@ pub enum Isolation {
     /// bubblewrap in a user namespace of its own: a read-only root, a
     /// private network, pid and IPC namespaces.
     Userns,
+    /// chroot into a private copy of the root, as uid 1000: for root where
+    /// user namespaces are refused (a CI job container); the network and
+    /// the host's processes are not kept apart.
+    Chroot,
     /// proot (ptrace): the root moved and paths bound, nothing else kept
     /// apart (the network, the host's processes); where user namespaces
     /// are refused.
@@ -175,6 +181,7 @@ impl Isolation {
     pub fn as_str(self) -> &'static str {
         match self {
             Isolation::Userns => "userns",
+            Isolation::Chroot => "chroot",
             Isolation::Proot => "proot",
         }
     }
@@ -185,17 +192,20 @@ impl Isolation {
 pub enum Sandbox {
     /// [`Isolation::Userns`].
     Userns(Bubblewrap),
+    /// [`Isolation::Chroot`].
+    Chroot(Chroot),
     /// [`Isolation::Proot`].
     Proot(Proot),
 }
 
 impl Sandbox {
     /// The isolation asked for, or the first that works here (user
-    /// namespaces, then proot); when none does, why each failed and what
+    /// namespaces, chroot, proot); when none does, why each failed and what
     /// can be changed.
     pub fn choose(asked: Option<Isolation>) -> Result<Self, SandboxError> {
         match asked {
             Some(Isolation::Userns) => return Bubblewrap::probe().map(Sandbox::Userns),
+            Some(Isolation::Chroot) => return Chroot::probe().map(Sandbox::Chroot),
             Some(Isolation::Proot) => return Proot::probe().map(Sandbox::Proot),
             None => {}
         }
@@ -203,6 +213,10 @@ impl Sandbox {
         match Bubblewrap::probe() {
             Ok(b) => return Ok(Sandbox::Userns(b)),
             Err(e) => tried.push((Isolation::Userns, e.short())),
+        }
+        match Chroot::probe() {
+            Ok(c) => return Ok(Sandbox::Chroot(c)),
+            Err(e) => tried.push((Isolation::Chroot, e.short())),
         }
         match Proot::probe() {
             Ok(p) => return Ok(Sandbox::Proot(p)),
@@ -220,6 +234,7 @@ impl Sandbox {
     pub fn isolation(&self) -> Isolation {
         match self {
             Sandbox::Userns(_) => Isolation::Userns,
+            Sandbox::Chroot(_) => Isolation::Chroot,
             Sandbox::Proot(_) => Isolation::Proot,
         }
     }
@@ -228,6 +243,7 @@ impl Sandbox {
     pub fn mask(&mut self, secrets: Vec<String>) {
         match self {
             Sandbox::Userns(b) => b.secrets = secrets,
+            Sandbox::Chroot(c) => c.secrets = secrets,
             Sandbox::Proot(p) => p.secrets = secrets,
         }
     }
@@ -237,6 +253,7 @@ impl Runner for Sandbox {
     fn run(&self, plan: &Plan, output: Output<'_>) -> Result<i32, SandboxError> {
         match self {
             Sandbox::Userns(b) => b.run(plan, output),
+            Sandbox::Chroot(c) => c.run(plan, output),
             Sandbox::Proot(p) => p.run(plan, output),
         }
     }

@@ -1,0 +1,552 @@
+//! The sandbox of root where user namespaces are refused (a CI job
+//! container keeps `CAP_SYS_CHROOT` and `CAP_MKNOD`, not `CAP_SYS_ADMIN`):
+//! the command runs chrooted into a private copy of the plan's root made
+//! of hard links (a "farm", one per root and build), as the plan's uid and
+//! gid (dropped after the chroot). Nothing can be mounted: what a plan
+//! binds is moved into the farm for the run (renamed: the cache and the
+//! farm share a filesystem; copied where they do not) and back after it,
+//! owned by the plan's user while it runs; what it binds read-only is
+//! linked in; `/tmp` is emptied; `/dev` holds null, zero, full, random and
+//! urandom (mknod); there is no `/proc`.
+//!
+//! What it does not isolate: the network (no network namespace without
+//! `CAP_SYS_ADMIN`), and the host's processes (no pid namespace). The
+//! command is uid 1000, not root: the tree's files, root's, are read-only
+//! to it, as are the job's other files and processes. Files of the tree
+//! owned by the plan's user are copied into the farm, not linked.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use crate::sandbox::capture::{capture, describe_status};
+use crate::sandbox::error::SandboxError;
+use crate::sandbox::{find_on_path, Mount, Output, Plan, Runner};
+
+/// The host's resolver configuration, copied in when the plan keeps the
+/// network.
+const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// The chroot runner.
+#[derive(Debug, Default)]
+pub struct Chroot {
+    /// Strings to mask in captured output (index credentials).
+    pub secrets: Vec<String>,
+    /// The farm of each root used in this build; its lock is held for a
+    /// run (a farm takes one plan at a time).
+    farms: Mutex<Vec<(PathBuf, tempfile::TempDir)>>,
+}
+
+impl Clone for Chroot {
+    fn clone(&self) -> Self {
+        Self {
+            secrets: self.secrets.clone(),
+            farms: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Chroot {
+    /// Checks that this process may chroot: root with `CAP_SYS_CHROOT`.
+    pub fn probe() -> Result<Self, SandboxError> {
+        // SAFETY: geteuid(2) has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(SandboxError::ChrootRefused {
+                detail: "not root".into(),
+            });
+        }
+        let program = find_on_path("true").unwrap_or_else(|| PathBuf::from("/bin/true"));
+        let mut probe = Command::new(program);
+        // SAFETY: the closure runs in the child between fork and exec and
+        // calls only chroot(2), async-signal-safe, on a constant.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            probe.pre_exec(|| {
+                if libc::chroot(c"/".as_ptr()) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        match probe.status() {
+            Ok(s) if s.success() => Ok(Self::default()),
+            Ok(s) => Err(SandboxError::ChrootRefused {
+                detail: describe_status(&s),
+            }),
+            Err(e) => Err(SandboxError::ChrootRefused {
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    fn run_captured(
+        &self,
+        plan: &Plan,
+        echo: Option<&crate::output::Printer>,
+    ) -> Result<i32, SandboxError> {
+        let mut farms = self.farms.lock().expect("farms lock");
+        let farm = match farms.iter().find(|(root, _)| *root == plan.root) {
+            Some((_, farm)) => farm.path().to_path_buf(),
+            None => {
+                let farm = make_farm(&plan.root, plan.uid).map_err(SandboxError::Spawn)?;
+                let path = farm.path().to_path_buf();
+                farms.push((plan.root.clone(), farm));
+                path
+            }
+        };
+        let staged = Staged::enter(plan, &farm).map_err(SandboxError::Spawn)?;
+        let program = inside_program(plan, &farm).ok_or_else(|| SandboxError::Failed {
+            what: plan.what.clone(),
+            status: "no such program".into(),
+            tail: vec![format!("{} is not in the root filesystem", plan.argv[0])],
+        })?;
+        let mut cmd = Command::new(&program);
+        cmd.args(&plan.argv[1..])
+            .env_clear()
+            .envs(plan.env.iter().map(|(k, v)| (k, v)));
+        let root = c_path(&farm)?;
+        let cwd = CString::new(plan.cwd.as_bytes()).map_err(|e| SandboxError::Spawn(e.into()))?;
+        let (uid, gid) = (plan.uid, plan.gid);
+        tracing::debug!(what = %plan.what, argv = ?plan.argv, "sandbox (chroot)");
+        // SAFETY: the closure runs in the child between fork and exec and
+        // calls only async-signal-safe functions (prctl, chroot, chdir,
+        // setgroups, setgid, setuid) on memory made before the fork.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                let check = |r: libc::c_int| {
+                    if r == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                };
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                check(libc::chroot(root.as_ptr()))?;
+                check(libc::chdir(cwd.as_ptr()))?;
+                check(libc::setgroups(0, std::ptr::null()))?;
+                check(libc::setgid(gid))?;
+                check(libc::setuid(uid))?;
+                Ok(())
+            });
+        }
+        let captured = capture(cmd, &plan.what, &self.secrets, echo);
+        staged.leave().map_err(SandboxError::Spawn)?;
+        let (status, tail) = captured?;
+        if status.success() {
+            return Ok(0);
+        }
+        Err(SandboxError::Failed {
+            what: plan.what.clone(),
+            status: describe_status(&status),
+            tail,
+        })
+    }
+}
+
+impl Runner for Chroot {
+    fn run(&self, plan: &Plan, output: Output<'_>) -> Result<i32, SandboxError> {
+        let Output::Capture { echo } = output else {
+            return Err(SandboxError::Interactive {
+                isolation: "chroot",
+            });
+        };
+        self.run_captured(plan, echo)
+    }
+}
+
+fn c_path(path: &Path) -> Result<CString, SandboxError> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|e| SandboxError::Spawn(e.into()))
+}
+
+/// The plan's program as a path inside the farm: itself when it has a `/`,
+/// else the first of the plan's `PATH` that the farm has.
+fn inside_program(plan: &Plan, farm: &Path) -> Option<String> {
+    let name = plan.argv.first()?;
+    if name.contains('/') {
+        return Some(name.clone());
+    }
+    let path = plan
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    path.split(':')
+        .map(|dir| format!("{}/{name}", dir.trim_end_matches('/')))
+        .find(|p| farm.join(p.trim_start_matches('/')).is_file())
+}
+
+/// A farm of `tree` beside it (the same filesystem, for hard links): its
+/// directories made, its files linked (copied when `uid` owns them), its
+/// symlinks made again; `/dev`'s nodes made.
+fn make_farm(tree: &Path, uid: u32) -> std::io::Result<tempfile::TempDir> {
+    let parent = tree.parent().unwrap_or(Path::new("/"));
+    let farm = tempfile::Builder::new()
+        .prefix(".chroot-")
+        .tempdir_in(parent)?;
+    place_tree(
+        tree,
+        farm.path(),
+        Place::Link {
+            copy_uid: Some(uid),
+        },
+    )?;
+    let dev = farm.path().join("dev");
+    std::fs::create_dir_all(&dev)?;
+    for (name, minor) in [
+        ("null", 3),
+        ("zero", 5),
+        ("full", 7),
+        ("random", 8),
+        ("urandom", 9),
+    ] {
+        let node = c_path(&dev.join(name)).map_err(std::io::Error::other)?;
+        // SAFETY: mknod(2) on a path made here; a device node of memory
+        // devices (major 1), as Docker makes them.
+        let r = unsafe {
+            libc::mknod(
+                node.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(1, minor),
+            )
+        };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(e);
+            }
+        }
+        std::fs::set_permissions(dev.join(name), std::fs::Permissions::from_mode(0o666))?;
+    }
+    Ok(farm)
+}
+
+/// How [`place_tree`] places files.
+#[derive(Clone, Copy)]
+enum Place {
+    /// Hard links (copies of the files `copy_uid` owns).
+    Link { copy_uid: Option<u32> },
+    /// Copies.
+    Copy,
+}
+
+/// `src` (a directory or a file) made again at `dst`, keeping modes and
+/// owners; files placed as `how` says.
+fn place_tree(src: &Path, dst: &Path, how: Place) -> std::io::Result<()> {
+    for entry in walkdir::WalkDir::new(src).follow_links(false) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        let rel = entry.path().strip_prefix(src).expect("under src");
+        let to = if rel.as_os_str().is_empty() {
+            dst.to_path_buf()
+        } else {
+            dst.join(rel)
+        };
+        let meta = entry.path().symlink_metadata()?;
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            if !to.is_dir() {
+                std::fs::create_dir(&to)?;
+            }
+            std::fs::set_permissions(&to, meta.permissions())?;
+            std::os::unix::fs::lchown(&to, Some(meta.uid()), Some(meta.gid()))?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &to)?;
+            std::os::unix::fs::lchown(&to, Some(meta.uid()), Some(meta.gid()))?;
+        } else if kind.is_file() {
+            let link = match how {
+                Place::Link { copy_uid } => copy_uid != Some(meta.uid()),
+                Place::Copy => false,
+            };
+            if link {
+                std::fs::hard_link(entry.path(), &to)?;
+            } else {
+                std::fs::copy(entry.path(), &to)?;
+                std::os::unix::fs::lchown(&to, Some(meta.uid()), Some(meta.gid()))?;
+            }
+        }
+        // Device nodes, fifos and sockets of a tree are left out.
+    }
+    Ok(())
+}
+
+/// Gives `path` and everything under it to `uid`:`gid`.
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    for entry in walkdir::WalkDir::new(path).follow_links(false) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+/// Removes a file or a tree.
+fn remove(path: &Path) -> std::io::Result<()> {
+    match path.symlink_metadata() {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// One change a run made to a farm, undone after it.
+enum Change {
+    /// A bind's source moved in (renamed), with its owner before.
+    Moved {
+        src: PathBuf,
+        at: PathBuf,
+        owner: (u32, u32),
+    },
+    /// A bind's source copied in (another filesystem), copied back after.
+    Copied { src: PathBuf, at: PathBuf },
+    /// Something made for the run (a read-only bind's links, a tmpfs, a
+    /// parent directory, `/tmp`, resolv.conf): removed.
+    Made(PathBuf),
+    /// What the farm had at a mount's place, set aside.
+    Hidden { at: PathBuf, aside: PathBuf },
+}
+
+/// The farm as a plan sees it; [`Staged::leave`] undoes it.
+struct Staged {
+    changes: Vec<Change>,
+}
+
+impl Staged {
+    /// Moves, links and makes the plan's mounts into `farm`.
+    fn enter(plan: &Plan, farm: &Path) -> std::io::Result<Self> {
+        let mut staged = Staged {
+            changes: Vec::new(),
+        };
+        let result = staged.stage(plan, farm);
+        match result {
+            Ok(()) => Ok(staged),
+            Err(e) => {
+                let _ = staged.leave();
+                Err(e)
+            }
+        }
+    }
+
+    fn stage(&mut self, plan: &Plan, farm: &Path) -> std::io::Result<()> {
+        let tmp = self.clear(farm, "/tmp")?;
+        std::fs::create_dir(&tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))?;
+        let resolv = Path::new(HOST_RESOLV_CONF);
+        if plan.share_net && resolv.is_file() {
+            let at = self.clear(farm, "/etc/resolv.conf")?;
+            std::fs::copy(resolv, &at)?;
+        }
+        for m in &plan.mounts {
+            let at = self.clear(farm, m.dest())?;
+            match m {
+                Mount::Bind(src, _) => {
+                    let meta = src.symlink_metadata()?;
+                    let owner = (meta.uid(), meta.gid());
+                    match std::fs::rename(src, &at) {
+                        Ok(()) => self.changes.push(Change::Moved {
+                            src: src.clone(),
+                            at: at.clone(),
+                            owner,
+                        }),
+                        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                            self.changes.push(Change::Copied {
+                                src: src.clone(),
+                                at: at.clone(),
+                            });
+                            place_tree(src, &at, Place::Copy)?;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    chown_tree(&at, plan.uid, plan.gid)?;
+                }
+                Mount::ReadOnly(src, _) => {
+                    self.changes.push(Change::Made(at.clone()));
+                    if let Err(e) = place_tree(
+                        src,
+                        &at,
+                        Place::Link {
+                            copy_uid: Some(plan.uid),
+                        },
+                    ) {
+                        if e.raw_os_error() != Some(libc::EXDEV) {
+                            return Err(e);
+                        }
+                        remove(&at)?;
+                        place_tree(src, &at, Place::Copy)?;
+                    }
+                }
+                Mount::Tmpfs(_) | Mount::TmpfsMode(..) => {
+                    let mode = match m {
+                        Mount::TmpfsMode(_, mode) => *mode,
+                        _ => 0o755,
+                    };
+                    self.changes.push(Change::Made(at.clone()));
+                    std::fs::create_dir(&at)?;
+                    std::fs::set_permissions(&at, std::fs::Permissions::from_mode(mode))?;
+                    chown_tree(&at, plan.uid, plan.gid)?;
+                }
+                Mount::Dir(..) | Mount::File { .. } | Mount::Symlink(..) => {
+                    return Err(std::io::Error::other(
+                        "chroot runs build steps only (no `assemble run`)",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The farm's path for `dest`, made free: what is there set aside, the
+    /// missing parents made (removed after).
+    fn clear(&mut self, farm: &Path, dest: &str) -> std::io::Result<PathBuf> {
+        let at = farm.join(dest.trim_start_matches('/'));
+        if at.symlink_metadata().is_ok() {
+            let aside = at.with_file_name(format!(
+                ".assemble-aside-{}-{}",
+                self.changes.len(),
+                at.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ));
+            std::fs::rename(&at, &aside)?;
+            self.changes.push(Change::Hidden {
+                at: at.clone(),
+                aside,
+            });
+        } else if let Some(parent) = at.parent() {
+            let mut missing = Vec::new();
+            let mut p = parent.to_path_buf();
+            while !p.exists() && p.starts_with(farm) {
+                missing.push(p.clone());
+                p = p.parent().unwrap_or(farm).to_path_buf();
+            }
+            for dir in missing.iter().rev() {
+                std::fs::create_dir(dir)?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+                self.changes.push(Change::Made(dir.clone()));
+            }
+            // Whatever the run puts there goes with it.
+            self.changes.push(Change::Made(at.clone()));
+        }
+        Ok(at)
+    }
+
+    /// Undoes every change, last first; the first failure is returned
+    /// after all were tried.
+    fn leave(mut self) -> std::io::Result<()> {
+        let mut first = None;
+        while let Some(change) = self.changes.pop() {
+            let done = match change {
+                Change::Moved { src, at, owner } => {
+                    chown_tree(&at, owner.0, owner.1).and_then(|()| std::fs::rename(&at, &src))
+                }
+                Change::Copied { src, at } => remove(&src)
+                    .and_then(|()| place_tree(&at, &src, Place::Copy))
+                    .and_then(|()| remove(&at)),
+                Change::Made(path) => remove(&path),
+                Change::Hidden { at, aside } => {
+                    remove(&at).and_then(|()| std::fs::rename(&aside, &at))
+                }
+            };
+            if let Err(e) = done {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_program_is_found_on_the_plans_path_inside_the_farm() {
+        let farm = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(farm.path().join("usr/bin")).unwrap();
+        std::fs::write(farm.path().join("usr/bin/python3"), b"").unwrap();
+        let plan = Plan {
+            what: "t".into(),
+            root: "/r".into(),
+            writable_root: false,
+            mounts: vec![],
+            env: vec![("PATH".into(), "/opt/venv/bin:/usr/bin".into())],
+            uid: 1000,
+            gid: 1000,
+            cwd: "/".into(),
+            share_net: false,
+            argv: vec!["python3".into()],
+        };
+        assert_eq!(
+            inside_program(&plan, farm.path()).as_deref(),
+            Some("/usr/bin/python3")
+        );
+        let mut absolute = plan.clone();
+        absolute.argv = vec!["/assemble/uv".into()];
+        assert_eq!(
+            inside_program(&absolute, farm.path()).as_deref(),
+            Some("/assemble/uv")
+        );
+        let mut missing = plan;
+        missing.argv = vec!["gcc".into()];
+        assert_eq!(inside_program(&missing, farm.path()), None);
+    }
+
+    #[test]
+    fn a_run_leaves_the_farm_and_the_binds_as_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let farm = dir.path().join("farm");
+        std::fs::create_dir_all(farm.join("home/blue/app")).unwrap();
+        std::fs::write(farm.join("home/blue/app/old"), b"tree").unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(out.join("in"), b"host").unwrap();
+        let ro = dir.path().join("ro");
+        std::fs::create_dir(&ro).unwrap();
+        std::fs::write(ro.join("wheel"), b"w").unwrap();
+        // SAFETY: getuid/getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let plan = Plan {
+            what: "t".into(),
+            root: farm.clone(),
+            writable_root: false,
+            mounts: vec![
+                Mount::Bind(out.clone(), "/home/blue/app".into()),
+                Mount::ReadOnly(ro.clone(), "/assemble/wheelhouse".into()),
+                Mount::Tmpfs("/assemble/scratch".into()),
+            ],
+            env: vec![],
+            uid,
+            gid,
+            cwd: "/".into(),
+            share_net: false,
+            argv: vec!["true".into()],
+        };
+        let staged = Staged::enter(&plan, &farm).unwrap();
+        assert_eq!(
+            std::fs::read(farm.join("home/blue/app/in")).unwrap(),
+            b"host"
+        );
+        assert_eq!(
+            std::fs::read(farm.join("assemble/wheelhouse/wheel")).unwrap(),
+            b"w"
+        );
+        assert!(farm.join("assemble/scratch").is_dir());
+        assert!(farm.join("tmp").is_dir());
+        // What the command writes in a bind stays there.
+        std::fs::write(farm.join("home/blue/app/made"), b"by the run").unwrap();
+        staged.leave().unwrap();
+        assert_eq!(std::fs::read(out.join("made")).unwrap(), b"by the run");
+        assert_eq!(std::fs::read(out.join("in")).unwrap(), b"host");
+        assert_eq!(
+            std::fs::read(farm.join("home/blue/app/old")).unwrap(),
+            b"tree"
+        );
+        assert!(!farm.join("assemble").exists(), "made for the run, removed");
+        assert!(!farm.join("tmp").exists());
+        assert_eq!(std::fs::read(ro.join("wheel")).unwrap(), b"w");
+    }
+}
