@@ -181,6 +181,33 @@ fn inside_program(plan: &Plan, farm: &Path) -> Option<String> {
         .find(|p| farm.join(p.trim_start_matches('/')).is_file())
 }
 
+/// The farm's path for `dest` (an absolute path inside), refusing a
+/// symlink among its parents: a root filesystem (a given base, a cache
+/// entry) must not send what root moves or makes to a path outside the
+/// farm.
+fn farm_path(farm: &Path, dest: &str) -> std::io::Result<PathBuf> {
+    let mut at = farm.to_path_buf();
+    let parts: Vec<&str> = dest.split('/').filter(|p| !p.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        if *part == ".." || *part == "." {
+            return Err(std::io::Error::other(format!("{dest}: not a plain path")));
+        }
+        at.push(part);
+        let last = i + 1 == parts.len();
+        if !last
+            && at
+                .symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink())
+        {
+            return Err(std::io::Error::other(format!(
+                "the root filesystem has a symlink at {}: refused (it would lead outside it)",
+                at.strip_prefix(farm).unwrap_or(&at).display()
+            )));
+        }
+    }
+    Ok(at)
+}
+
 /// A farm of `tree` beside it (the same filesystem, for hard links): its
 /// directories made, its files linked (copied when `uid` owns them), its
 /// symlinks made again; `/dev`'s nodes made.
@@ -196,7 +223,10 @@ fn make_farm(tree: &Path, uid: u32) -> std::io::Result<tempfile::TempDir> {
             copy_uid: Some(uid),
         },
     )?;
-    let dev = farm.path().join("dev");
+    let dev = farm_path(farm.path(), "/dev")?;
+    if dev.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+        std::fs::remove_file(&dev)?;
+    }
     std::fs::create_dir_all(&dev)?;
     for (name, minor) in [
         ("null", 3),
@@ -205,6 +235,8 @@ fn make_farm(tree: &Path, uid: u32) -> std::io::Result<tempfile::TempDir> {
         ("random", 8),
         ("urandom", 9),
     ] {
+        // What the tree had there (a symlink included) gives way.
+        let _ = std::fs::remove_file(dev.join(name));
         let node = c_path(&dev.join(name)).map_err(std::io::Error::other)?;
         // SAFETY: mknod(2) on a path made here; a device node of memory
         // devices (major 1), as Docker makes them.
@@ -402,7 +434,7 @@ impl Staged {
     /// The farm's path for `dest`, made free: what is there set aside, the
     /// missing parents made (removed after).
     fn clear(&mut self, farm: &Path, dest: &str) -> std::io::Result<PathBuf> {
-        let at = farm.join(dest.trim_start_matches('/'));
+        let at = farm_path(farm, dest)?;
         if at.symlink_metadata().is_ok() {
             let aside = at.with_file_name(format!(
                 ".assemble-aside-{}-{}",
@@ -493,6 +525,21 @@ mod tests {
         let mut missing = plan;
         missing.argv = vec!["gcc".into()];
         assert_eq!(inside_program(&missing, farm.path()), None);
+    }
+
+    #[test]
+    fn a_symlink_among_a_mounts_parents_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let farm = dir.path().join("farm");
+        std::fs::create_dir(&farm).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside"), farm.join("home")).unwrap();
+        let err = farm_path(&farm, "/home/blue/app").unwrap_err();
+        assert!(err.to_string().contains("symlink at home"), "{err}");
+        assert!(
+            farm_path(&farm, "/home").is_ok(),
+            "the last part is set aside, not followed"
+        );
+        assert!(farm_path(&farm, "/a/../b").is_err());
     }
 
     #[test]
