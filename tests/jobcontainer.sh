@@ -107,6 +107,11 @@ for i in "${!rw[@]}"; do
     exec {fd}<&-
 done
 
+# The caller's directory where the container still has it; else /, a
+# container's default working directory (the private /tmp hides a caller's
+# directory under /tmp, and tools that ask for theirs would fail).
+cd "$PWD" 2>/dev/null || cd /
+
 # Every mount left writable is one of those named above, or the run stops.
 allowed=$(printf '%s\n' /proc /tmp /dev/shm /dev/pts "${rw[@]}")
 writable=$(awk '$6 ~ /(^|,)rw(,|$)/ {print $5}' /proc/self/mountinfo \
