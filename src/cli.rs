@@ -233,6 +233,10 @@ pub struct RunArgs {
     /// signal is forwarded to it, before everything is killed (as `docker stop`).
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub stop_timeout: u64,
+    /// How the container is isolated: userns (bubblewrap) or chroot (root
+    /// where user namespaces are refused); default: the first that works.
+    #[arg(long, value_enum, env = "ASSEMBLE_ISOLATION", value_name = "ISOLATION")]
+    pub isolation: Option<crate::sandbox::Isolation>,
     /// Arguments for the entrypoint (start SERVICE, cron, COMMAND...).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
@@ -329,8 +333,9 @@ pub struct BuildArgs {
     /// Compression of the layers assemble builds: gzip (every engine) or zstd.
     #[arg(long, value_enum, default_value = "gzip")]
     pub compression: crate::image::layer::Compression,
-    /// How the build's commands are isolated: userns (bubblewrap) or proot
-    /// (where user namespaces are refused); default: the first that works.
+    /// How the build's commands are isolated: userns (bubblewrap), chroot
+    /// (root where user namespaces are refused) or proot (a plain user
+    /// there); default: the first that works.
     #[arg(long, value_enum, env = "ASSEMBLE_ISOLATION", value_name = "ISOLATION")]
     pub isolation: Option<crate::sandbox::Isolation>,
 }

@@ -755,6 +755,7 @@ fn run_options(args: &RunArgs) -> crate::run::RunOptions {
         volumes: args.volumes.clone(),
         env: args.env.clone(),
         stop_timeout: Duration::from_secs(args.stop_timeout),
+        isolation: args.isolation,
     }
 }
 

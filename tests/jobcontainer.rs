@@ -455,6 +455,113 @@ fn a_build_in_a_job_container_runs_under_chroot_or_proot_and_makes_the_same_imag
     }
 }
 
+/// `assemble run` as root in a job container: chrooted (said), `start www`
+/// serves through nginx and uwsgi with the `/config` volume read, a
+/// SIGTERM stops supervisord's services in order, and a read-write
+/// volume gets what the container wrote; the private copy of the image's
+/// tree is gone after each run. As uid 1000 there it is refused, naming
+/// what is missing.
+#[test]
+fn assemble_run_in_a_job_container_serves_under_chroot_as_root() {
+    if !job_container_available("assemble_run_in_a_job_container_serves_under_chroot") {
+        return;
+    }
+    let tmp = job_dir();
+    let dir = tmp.path();
+    let layout = dir.join("oci");
+    let copy = run(Command::new("cp").arg("-a").arg(image()).arg(&layout));
+    assert!(copy.status.success(), "{}", stderr(&copy));
+    let config = dir.join("config/app");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("90_override.ini"),
+        "[app]\nenvironment = from-the-job\n",
+    )
+    .unwrap();
+    let media = dir.join("media");
+    std::fs::create_dir(&media).unwrap();
+    // Kept with its owner and mode, as an engine keeps them: blue may write.
+    std::fs::set_permissions(&media, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(media.join("kept"), "the job's").unwrap();
+    let stop = dir.join("stop");
+    let (out_log, err_log) = (dir.join("run.out"), dir.join("run.err"));
+    // The run in the background; SIGTERM once the test has seen it serve.
+    let script = format!(
+        "{bin} run --cache-dir {dir}/run-cache -v {dir}/config:/config:ro {dir}/oci start www \
+         >{out} 2>{err} & pid=$!; \
+         while [ ! -e {stop} ] && kill -0 $pid 2>/dev/null; do sleep 0.2; done; \
+         kill -TERM $pid 2>/dev/null; wait $pid",
+        bin = dir.join("assemble").display(),
+        dir = dir.display(),
+        out = out_log.display(),
+        err = err_log.display(),
+        stop = stop.display(),
+    );
+    let _port = lock("port-8080");
+    let mut job = job_container(JobUser::Root, &[dir]);
+    job.args(["sh", "-c", &script]);
+    let child = spawn_with_deathsig(&mut job);
+    let body = wait_http(8080, "/", std::time::Duration::from_secs(120));
+    std::fs::write(&stop, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (log_out, log_err) = (read(&out_log), read(&err_log));
+    let body =
+        body.unwrap_or_else(|| panic!("nginx never answered on 8080:\n{log_err}\n{log_out}"));
+    assert!(body.contains("service=www"), "{body}");
+    assert!(body.contains("environment=from-the-job"), "{body}");
+    assert!(body.contains("uid=1000"), "{body}");
+    assert!(
+        log_err.contains("sandbox: chroot (no user namespaces here"),
+        "{log_err}"
+    );
+    assert!(log_err.contains("run: SIGTERM received"), "{log_err}");
+    assert!(
+        out.status.success(),
+        "the entrypoint stopped cleanly:\n{log_err}\n{log_out}"
+    );
+    let (nginx, uwsgi) = (
+        log_out.find("stopped: nginx (exit status 0)"),
+        log_out.find("stopped: uwsgi (exit status 0)"),
+    );
+    assert!(
+        nginx.is_some() && uwsgi.is_some() && nginx < uwsgi,
+        "supervisord stopped nginx, then uwsgi:\n{log_out}"
+    );
+    // A read-write volume: what the container wrote comes back.
+    let script = format!(
+        "{bin} run --cache-dir {dir}/run-cache -v {dir}/media:/media {dir}/oci \
+         sh -c 'cat /media/kept && echo made > /media/made && rm /media/kept'",
+        bin = dir.join("assemble").display(),
+        dir = dir.display(),
+    );
+    let out = in_job_container(JobUser::Root, &[dir], &script);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("the job's"), "{}", stdout(&out));
+    assert_eq!(read(&media.join("made")), "made\n");
+    assert!(!media.join("kept").exists(), "removed by the container");
+    let farms: Vec<_> = std::fs::read_dir(dir.join("run-cache/run"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".chroot-"))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(farms.is_empty(), "{farms:?}");
+    // uid 1000 there: no user namespaces, no chroot; proot cannot run it.
+    let script = format!(
+        "{bin} run --cache-dir {dir}/run-cache-1000 {dir}/oci true",
+        bin = dir.join("assemble").display(),
+        dir = dir.display(),
+    );
+    let out = in_job_container(JobUser::Uid1000, &[dir], &script);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("userns: user namespaces are refused")
+            && err.contains("chroot: cannot chroot (not root)"),
+        "{err}"
+    );
+}
+
 /// Asked for user namespaces where they are refused, or where nothing
 /// works: exit 2, each isolation tried and why it failed, and what the
 /// job's owner can change (no sysctl a job cannot set).

@@ -1,6 +1,8 @@
 //! `assemble run IMAGE [ARGS]`: runs the entrypoint of an image from an OCI
-//! layout rootless with bubblewrap, as the image's user, on the host's
-//! network, so an image can be smoke-tested without a container engine.
+//! layout rootless with bubblewrap (chrooted, as root in a CI job container
+//! that refuses user namespaces: see `src/sandbox/chroot.rs`), as the
+//! image's user, on the host's network, so an image can be smoke-tested
+//! without a container engine.
 //!
 //! The image is unpacked once per manifest digest into the cache
 //! (`run/<hex>/`, see [`crate::cache`]) and bound read-only; later runs reuse
@@ -27,7 +29,7 @@ use crate::contract;
 use crate::image::layout::Layout;
 use crate::image::Image;
 use crate::output::Printer;
-use crate::sandbox::{Bubblewrap, Mount, Output, Plan, Runner, SandboxError};
+use crate::sandbox::{Isolation, Mount, Output, Plan, Runner, Sandbox, SandboxError};
 use crate::Error;
 
 pub use error::RunError;
@@ -47,6 +49,8 @@ pub struct RunOptions {
     pub env: Vec<String>,
     /// How long a stop waits for the entrypoint before killing everything.
     pub stop_timeout: Duration,
+    /// The isolation asked for (`--isolation`), else the first that works.
+    pub isolation: Option<Isolation>,
 }
 
 /// Parses `HOST:CONTAINER[:ro]`.
@@ -133,9 +137,26 @@ fn covers(path: &str, dest: &str) -> bool {
     dest == path || dest.strip_prefix(path).is_some_and(|r| r.starts_with('/'))
 }
 
-/// Runs the image with bubblewrap; returns the entrypoint's exit code.
+/// Runs the image with bubblewrap, or chrooted where user namespaces are
+/// refused (said); returns the entrypoint's exit code.
 pub fn run(opts: &RunOptions, cache: &Cache, printer: &Printer) -> Result<i32, Error> {
-    run_with(opts, cache, Bubblewrap::probe, printer)
+    let sandbox = || {
+        let sandbox = Sandbox::choose_for_run(opts.isolation)?;
+        if sandbox.isolation() != Isolation::Userns {
+            printer.step(&format!(
+                "sandbox: {} ({}: the container shares the network and the host's processes; \
+                 its volumes are copied in, and back when it ends)",
+                sandbox.isolation().as_str(),
+                if opts.isolation.is_some() {
+                    "asked"
+                } else {
+                    "no user namespaces here"
+                }
+            ));
+        }
+        Ok(sandbox)
+    };
+    run_with(opts, cache, sandbox, printer)
 }
 
 /// Runs the image with the runner `sandbox` gives, asked for once the
@@ -350,6 +371,7 @@ mod tests {
             volumes: vec![format!("{}:/data:ro", host.display())],
             env: vec!["B=mine".into()],
             stop_timeout: Duration::from_secs(10),
+            isolation: None,
         };
         let recorder = crate::sandbox::Recorder::default();
         let printer = Printer::new(crate::output::Mode::Quiet, false);

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use crate::output::Printer;
 use crate::sandbox::capture::{capture, describe_status};
 use crate::sandbox::error::SandboxError;
-use crate::sandbox::supervise::{supervise, Signals};
+use crate::sandbox::supervise::{supervise, Signals, Started};
 use crate::sandbox::{exit_code, find_on_path, Mount, Output, Plan, Runner};
 
 /// The real runner: bubblewrap.
@@ -222,7 +222,8 @@ impl Runner for Bubblewrap {
                 ));
                 let (mut cmd, _env) = self.command(plan)?;
                 let child = cmd.spawn().map_err(SandboxError::Spawn)?;
-                let status = supervise(child, &signals, stop_timeout, printer)?;
+                let started = Started::Bwrap(child.id() as i32);
+                let status = supervise(child, started, &signals, stop_timeout, printer)?;
                 Ok(exit_code(&status))
             }
         }

@@ -9,6 +9,19 @@
 //! linked in; `/tmp` is emptied; `/dev` holds null, zero, full, random and
 //! urandom (mknod); there is no `/proc`.
 //!
+//! `assemble run` uses it too (a smoke test in a job container): the
+//! user's volumes are copied in, not moved (they are the user's files),
+//! and a read-write one is copied back when the container ends (a killed
+//! run leaves it as it was); the image's writable places are made in the
+//! farm; `/dev/stdout` and `/dev/stderr` are pipes that assemble copies to
+//! its own (without `/proc` they could not name the descriptors); the
+//! entrypoint leads a session of its own, and a stop signals it, then
+//! kills its process group and every process descending from it.
+//!
+//! A farm is removed when its run ends; one left by a killed assemble is
+//! removed by the next run beside it (its lock file, `.chroot-*.lock`, is
+//! no longer held).
+//!
 //! What it does not isolate: the network (no network namespace without
 //! `CAP_SYS_ADMIN`), and the host's processes (no pid namespace). The
 //! command is uid 1000, not root: the tree's files, root's, are read-only
@@ -22,9 +35,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+use crate::output::Printer;
 use crate::sandbox::capture::{capture, describe_status};
 use crate::sandbox::error::SandboxError;
-use crate::sandbox::{find_on_path, Mount, Output, Plan, Runner};
+use crate::sandbox::supervise::{supervise, Signals, Started};
+use crate::sandbox::{exit_code, find_on_path, Mount, Output, Plan, Runner};
 
 /// The host's resolver configuration, copied in when the plan keeps the
 /// network.
@@ -37,7 +52,7 @@ pub struct Chroot {
     pub secrets: Vec<String>,
     /// The farm of each root used in this build; its lock is held for a
     /// run (a farm takes one plan at a time).
-    farms: Mutex<Vec<(PathBuf, tempfile::TempDir)>>,
+    farms: Mutex<Vec<(PathBuf, Farm)>>,
 }
 
 impl Clone for Chroot {
@@ -83,57 +98,26 @@ impl Chroot {
         }
     }
 
-    fn run_captured(
-        &self,
-        plan: &Plan,
-        echo: Option<&crate::output::Printer>,
-    ) -> Result<i32, SandboxError> {
+    fn run_captured(&self, plan: &Plan, echo: Option<&Printer>) -> Result<i32, SandboxError> {
         let mut farms = self.farms.lock().expect("farms lock");
         let farm = match farms.iter().find(|(root, _)| *root == plan.root) {
             Some((_, farm)) => farm.path().to_path_buf(),
             None => {
-                let farm = make_farm(&plan.root, plan.uid).map_err(SandboxError::Spawn)?;
+                let farm = Farm::make(&plan.root, plan.uid).map_err(SandboxError::Spawn)?;
                 let path = farm.path().to_path_buf();
                 farms.push((plan.root.clone(), farm));
                 path
             }
         };
-        let staged = Staged::enter(plan, &farm).map_err(SandboxError::Spawn)?;
-        let program = inside_program(plan, &farm).ok_or_else(|| SandboxError::Failed {
-            what: plan.what.clone(),
-            status: "no such program".into(),
-            tail: vec![format!("{} is not in the root filesystem", plan.argv[0])],
-        })?;
-        let mut cmd = Command::new(&program);
-        cmd.args(&plan.argv[1..])
-            .env_clear()
-            .envs(plan.env.iter().map(|(k, v)| (k, v)));
-        let root = c_path(&farm)?;
-        let cwd = CString::new(plan.cwd.as_bytes()).map_err(|e| SandboxError::Spawn(e.into()))?;
-        let (uid, gid) = (plan.uid, plan.gid);
+        let staged = Staged::enter(plan, &farm, Binds::Move).map_err(SandboxError::Spawn)?;
+        let cmd = match command(plan, &farm, false) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                let _ = staged.leave();
+                return Err(e);
+            }
+        };
         tracing::debug!(what = %plan.what, argv = ?plan.argv, "sandbox (chroot)");
-        // SAFETY: the closure runs in the child between fork and exec and
-        // calls only async-signal-safe functions (prctl, chroot, chdir,
-        // setgroups, setgid, setuid) on memory made before the fork.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(move || {
-                let check = |r: libc::c_int| {
-                    if r == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                };
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                check(libc::chroot(root.as_ptr()))?;
-                check(libc::chdir(cwd.as_ptr()))?;
-                check(libc::setgroups(0, std::ptr::null()))?;
-                check(libc::setgid(gid))?;
-                check(libc::setuid(uid))?;
-                Ok(())
-            });
-        }
         let captured = capture(cmd, &plan.what, &self.secrets, echo);
         staged.leave().map_err(SandboxError::Spawn)?;
         let (status, tail) = captured?;
@@ -146,16 +130,106 @@ impl Chroot {
             tail,
         })
     }
+
+    /// `assemble run`: the entrypoint in a farm of its own, supervised as
+    /// bubblewrap's is (see the module's documentation for what differs).
+    fn run_interactive(
+        &self,
+        plan: &Plan,
+        stop_timeout: std::time::Duration,
+        printer: &Printer,
+    ) -> Result<i32, SandboxError> {
+        // Installed before any work: a stop signal sent while the farm is
+        // made is forwarded once the entrypoint is there.
+        let signals = Signals::install().map_err(SandboxError::Spawn)?;
+        let farm = Farm::make(&plan.root, plan.uid).map_err(SandboxError::Spawn)?;
+        let staged = Staged::enter(plan, farm.path(), Binds::Copy).map_err(SandboxError::Spawn)?;
+        let result = (|| {
+            let pumps = Pumps::start(farm.path()).map_err(SandboxError::Spawn)?;
+            let mut cmd = command(plan, farm.path(), true)?;
+            cmd.stdin(std::process::Stdio::inherit())
+                .stdout(std::process::Stdio::inherit())
+                .stderr(std::process::Stdio::inherit());
+            // SAFETY: prctl(2) with PR_SET_CHILD_SUBREAPER and a constant:
+            // orphans of the entrypoint's processes come back to this one,
+            // where a stop finds them.
+            unsafe {
+                libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
+            }
+            printer.step(&format!(
+                "run: {} as {}:{} (chroot)",
+                plan.argv.join(" "),
+                plan.uid,
+                plan.gid
+            ));
+            let child = cmd.spawn().map_err(SandboxError::Spawn)?;
+            let started = Started::Group(child.id() as i32);
+            let status = supervise(child, started, &signals, stop_timeout, printer);
+            // What is left of the container goes with its entrypoint, as
+            // an engine's stop takes the whole container.
+            started.kill();
+            pumps.finish();
+            status
+        })();
+        let left = staged.leave().map_err(SandboxError::Spawn);
+        let status = result?;
+        left?;
+        Ok(exit_code(&status))
+    }
+}
+
+/// The command for `plan` in `farm`: chrooted, in the plan's directory, as
+/// the plan's user (`session`: leading a session of its own).
+fn command(plan: &Plan, farm: &Path, session: bool) -> Result<Command, SandboxError> {
+    let program = inside_program(plan, farm).ok_or_else(|| SandboxError::Failed {
+        what: plan.what.clone(),
+        status: "no such program".into(),
+        tail: vec![format!("{} is not in the root filesystem", plan.argv[0])],
+    })?;
+    let mut cmd = Command::new(&program);
+    cmd.args(&plan.argv[1..])
+        .env_clear()
+        .envs(plan.env.iter().map(|(k, v)| (k, v)));
+    let root = c_path(farm)?;
+    let cwd = CString::new(plan.cwd.as_bytes()).map_err(|e| SandboxError::Spawn(e.into()))?;
+    let (uid, gid) = (plan.uid, plan.gid);
+    // SAFETY: the closure runs in the child between fork and exec and
+    // calls only async-signal-safe functions (setsid, prctl, chroot,
+    // chdir, setgroups, setgid, setuid) on memory made before the fork.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            let check = |r: libc::c_int| {
+                if r == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
+            if session && libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            check(libc::chroot(root.as_ptr()))?;
+            check(libc::chdir(cwd.as_ptr()))?;
+            check(libc::setgroups(0, std::ptr::null()))?;
+            check(libc::setgid(gid))?;
+            check(libc::setuid(uid))?;
+            Ok(())
+        });
+    }
+    Ok(cmd)
 }
 
 impl Runner for Chroot {
     fn run(&self, plan: &Plan, output: Output<'_>) -> Result<i32, SandboxError> {
-        let Output::Capture { echo } = output else {
-            return Err(SandboxError::Interactive {
-                isolation: "chroot",
-            });
-        };
-        self.run_captured(plan, echo)
+        match output {
+            Output::Capture { echo } => self.run_captured(plan, echo),
+            Output::Interactive {
+                stop_timeout,
+                printer,
+            } => self.run_interactive(plan, stop_timeout, printer),
+        }
     }
 }
 
@@ -208,22 +282,120 @@ fn farm_path(farm: &Path, dest: &str) -> std::io::Result<PathBuf> {
     Ok(at)
 }
 
-/// A farm of `tree` beside it (the same filesystem, for hard links): its
-/// directories made, its files linked (copied when `uid` owns them), its
-/// symlinks made again; `/dev`'s nodes made.
-fn make_farm(tree: &Path, uid: u32) -> std::io::Result<tempfile::TempDir> {
-    let parent = tree.parent().unwrap_or(Path::new("/"));
-    let farm = tempfile::Builder::new()
-        .prefix(".chroot-")
-        .tempdir_in(parent)?;
-    place_tree(
-        tree,
-        farm.path(),
-        Place::Link {
-            copy_uid: Some(uid),
-        },
-    )?;
-    let dev = farm_path(farm.path(), "/dev")?;
+/// How long a farm without its lock file may be young: the moment between
+/// its directory and its lock.
+const FARM_BIRTH: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A private copy of a root, beside it (the same filesystem, for hard
+/// links), its lock file held while it lives; removed when dropped.
+#[derive(Debug)]
+struct Farm {
+    dir: tempfile::TempDir,
+    lock: PathBuf,
+    _held: std::fs::File,
+}
+
+impl Farm {
+    /// `tree`'s farm: its directories made, its files linked (copied when
+    /// `uid` owns them), its symlinks made again; `/dev`'s nodes made.
+    /// The farms beside it that killed runs left are removed first.
+    fn make(tree: &Path, uid: u32) -> std::io::Result<Self> {
+        let parent = tree.parent().unwrap_or(Path::new("/"));
+        remove_abandoned_farms(parent);
+        let dir = tempfile::Builder::new()
+            .prefix(".chroot-")
+            .tempdir_in(parent)?;
+        let lock = lock_path(dir.path());
+        let held = std::fs::File::create(&lock)?;
+        flock(&held, false)?;
+        let farm = Farm {
+            dir,
+            lock,
+            _held: held,
+        };
+        place_tree(
+            tree,
+            farm.path(),
+            Place::Link {
+                copy_uid: Some(uid),
+            },
+        )?;
+        make_dev(farm.path())?;
+        Ok(farm)
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Farm {
+    fn drop(&mut self) {
+        // The directory goes with the TempDir, after this; the lock file
+        // first would let another run take the farm for abandoned.
+        let _ = remove(self.dir.path());
+        let _ = std::fs::remove_file(&self.lock);
+    }
+}
+
+/// A farm's lock file: `.chroot-XXXX.lock` beside it.
+fn lock_path(farm: &Path) -> PathBuf {
+    let mut name = farm.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    farm.with_file_name(name)
+}
+
+/// Takes an exclusive lock on `file`; with `try_only`, false when another
+/// process holds it.
+fn flock(file: &std::fs::File, try_only: bool) -> std::io::Result<bool> {
+    use std::os::unix::io::AsRawFd;
+    let op = if try_only {
+        libc::LOCK_EX | libc::LOCK_NB
+    } else {
+        libc::LOCK_EX
+    };
+    // SAFETY: flock(2) on a descriptor this File owns.
+    if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if try_only && e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        return Ok(false);
+    }
+    Err(e)
+}
+
+/// Removes the farms in `dir` that no live run holds: their lock is free,
+/// or they have none and are older than [`FARM_BIRTH`].
+fn remove_abandoned_farms(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(".chroot-") || name.ends_with(".lock") {
+            continue;
+        }
+        let farm = entry.path();
+        let lock = lock_path(&farm);
+        let abandoned = match std::fs::File::open(&lock) {
+            Ok(file) => flock(&file, true).unwrap_or(false),
+            Err(_) => farm
+                .symlink_metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > FARM_BIRTH),
+        };
+        if abandoned {
+            tracing::debug!(farm = %farm.display(), "removing a farm a killed run left");
+            let _ = remove(&farm);
+            let _ = std::fs::remove_file(&lock);
+        }
+    }
+}
+
+/// `/dev` in a farm: null, zero, full, random and urandom, made as Docker
+/// makes them (what the tree had there gives way).
+fn make_dev(farm: &Path) -> std::io::Result<()> {
+    let dev = farm_path(farm, "/dev")?;
     if dev.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
         std::fs::remove_file(&dev)?;
     }
@@ -235,11 +407,10 @@ fn make_farm(tree: &Path, uid: u32) -> std::io::Result<tempfile::TempDir> {
         ("random", 8),
         ("urandom", 9),
     ] {
-        // What the tree had there (a symlink included) gives way.
         let _ = std::fs::remove_file(dev.join(name));
         let node = c_path(&dev.join(name)).map_err(std::io::Error::other)?;
         // SAFETY: mknod(2) on a path made here; a device node of memory
-        // devices (major 1), as Docker makes them.
+        // devices (major 1).
         let r = unsafe {
             libc::mknod(
                 node.as_ptr(),
@@ -255,7 +426,110 @@ fn make_farm(tree: &Path, uid: u32) -> std::io::Result<tempfile::TempDir> {
         }
         std::fs::set_permissions(dev.join(name), std::fs::Permissions::from_mode(0o666))?;
     }
-    Ok(farm)
+    Ok(())
+}
+
+/// `/dev/stdout` and `/dev/stderr` of an interactive run: pipes whose
+/// lines assemble copies to its own standard output and error.
+struct Pumps {
+    /// A write end of each pipe, held so that the copy never reads an end
+    /// of file while the container runs.
+    keep: Vec<std::fs::File>,
+    done: std::sync::mpsc::Receiver<()>,
+    count: usize,
+}
+
+impl Pumps {
+    fn start(farm: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dev = farm_path(farm, "/dev")?;
+        let (tx, done) = std::sync::mpsc::channel();
+        let mut keep = Vec::new();
+        for (name, to) in [
+            ("stdout", libc::STDOUT_FILENO),
+            ("stderr", libc::STDERR_FILENO),
+        ] {
+            let path = dev.join(name);
+            let _ = remove(&path);
+            let c = c_path(&path).map_err(std::io::Error::other)?;
+            // SAFETY: mkfifo(2) on a path made here.
+            if unsafe { libc::mkfifo(c.as_ptr(), 0o666) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
+            // The read end first (non-blocking: no writer yet), then a
+            // writer held here, then the read end made blocking.
+            let reader = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&path)?;
+            keep.push(std::fs::OpenOptions::new().write(true).open(&path)?);
+            set_blocking(&reader)?;
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                copy_to_fd(reader, to);
+                let _ = tx.send(());
+            });
+        }
+        Ok(Self {
+            keep,
+            done,
+            count: 2,
+        })
+    }
+
+    /// Lets the copies end once the container's writers are gone, waiting
+    /// a little for what they still hold.
+    fn finish(self) {
+        drop(self.keep);
+        for _ in 0..self.count {
+            if self
+                .done
+                .recv_timeout(std::time::Duration::from_secs(2))
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+}
+
+fn set_blocking(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: fcntl(2) reading and setting the flags of a descriptor this
+    // File owns.
+    unsafe {
+        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Copies `reader` to the descriptor `fd` until its end.
+fn copy_to_fd(mut reader: std::fs::File, fd: libc::c_int) {
+    use std::io::Read;
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        let mut at = 0;
+        while at < n {
+            // SAFETY: write(2) of the part of a live buffer not yet written
+            // to one of this process's standard descriptors.
+            let w = unsafe { libc::write(fd, buf[at..n].as_ptr().cast(), n - at) };
+            if w <= 0 {
+                return;
+            }
+            at += w as usize;
+        }
+    }
 }
 
 /// How [`place_tree`] places files.
@@ -315,6 +589,42 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `at` copied over `src`: beside it first, then swapped in, so that
+/// `src` is whole at every moment (the old one or the new one).
+fn copy_back(at: &Path, src: &Path) -> std::io::Result<()> {
+    let name = src.file_name().unwrap_or_default().to_string_lossy();
+    let parent = src.parent().unwrap_or(Path::new("/"));
+    let new = parent.join(format!(".{name}.assemble-new-{}", std::process::id()));
+    let old = parent.join(format!(".{name}.assemble-old-{}", std::process::id()));
+    remove(&new)?;
+    place_tree(at, &new, Place::Copy)?;
+    std::fs::rename(src, &old)?;
+    std::fs::rename(&new, src)?;
+    remove(&old)
+}
+
+/// A file at `to` with the bytes of the open descriptor `fd` (read from
+/// its start, its offset left alone).
+fn copy_from_fd(fd: i32, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    // SAFETY: the caller keeps `fd` open for the run (the plan's files);
+    // the borrow ends before this function returns.
+    let file = std::fs::File::from(
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?,
+    );
+    let mut out = std::fs::File::create(to)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at = 0u64;
+    loop {
+        let n = file.read_at(&mut buf, at)?;
+        if n == 0 {
+            return Ok(());
+        }
+        std::io::Write::write_all(&mut out, &buf[..n])?;
+        at += n as u64;
+    }
+}
+
 /// Removes a file or a tree.
 fn remove(path: &Path) -> std::io::Result<()> {
     match path.symlink_metadata() {
@@ -333,13 +643,30 @@ enum Change {
         at: PathBuf,
         owner: (u32, u32),
     },
-    /// A bind's source copied in (another filesystem), copied back after.
-    Copied { src: PathBuf, at: PathBuf },
+    /// A bind's source copied in (another filesystem, or the user's
+    /// volume), copied back after with `owner` (its owner before), or as
+    /// the run left it.
+    Copied {
+        src: PathBuf,
+        at: PathBuf,
+        owner: Option<(u32, u32)>,
+    },
     /// Something made for the run (a read-only bind's links, a tmpfs, a
     /// parent directory, `/tmp`, resolv.conf): removed.
     Made(PathBuf),
     /// What the farm had at a mount's place, set aside.
     Hidden { at: PathBuf, aside: PathBuf },
+}
+
+/// How a plan's binds reach the farm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Binds {
+    /// Moved in and out, owned by the plan's user meanwhile (a build's own
+    /// directories), read-only ones linked.
+    Move,
+    /// Copied in, with their owners, and the read-write ones copied back
+    /// (the user's volumes of `assemble run`).
+    Copy,
 }
 
 /// The farm as a plan sees it; [`Staged::leave`] undoes it.
@@ -349,11 +676,11 @@ struct Staged {
 
 impl Staged {
     /// Moves, links and makes the plan's mounts into `farm`.
-    fn enter(plan: &Plan, farm: &Path) -> std::io::Result<Self> {
+    fn enter(plan: &Plan, farm: &Path, binds: Binds) -> std::io::Result<Self> {
         let mut staged = Staged {
             changes: Vec::new(),
         };
-        let result = staged.stage(plan, farm);
+        let result = staged.stage(plan, farm, binds);
         match result {
             Ok(()) => Ok(staged),
             Err(e) => {
@@ -363,7 +690,7 @@ impl Staged {
         }
     }
 
-    fn stage(&mut self, plan: &Plan, farm: &Path) -> std::io::Result<()> {
+    fn stage(&mut self, plan: &Plan, farm: &Path, binds: Binds) -> std::io::Result<()> {
         let tmp = self.clear(farm, "/tmp")?;
         std::fs::create_dir(&tmp)?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))?;
@@ -375,6 +702,18 @@ impl Staged {
         for m in &plan.mounts {
             let at = self.clear(farm, m.dest())?;
             match m {
+                Mount::Bind(src, _) if binds == Binds::Copy => {
+                    self.changes.push(Change::Copied {
+                        src: src.clone(),
+                        at: at.clone(),
+                        owner: None,
+                    });
+                    place_tree(src, &at, Place::Copy)?;
+                }
+                Mount::ReadOnly(src, _) if binds == Binds::Copy => {
+                    self.changes.push(Change::Made(at.clone()));
+                    place_tree(src, &at, Place::Copy)?;
+                }
                 Mount::Bind(src, _) => {
                     let meta = src.symlink_metadata()?;
                     let owner = (meta.uid(), meta.gid());
@@ -388,6 +727,7 @@ impl Staged {
                             self.changes.push(Change::Copied {
                                 src: src.clone(),
                                 at: at.clone(),
+                                owner: Some(owner),
                             });
                             place_tree(src, &at, Place::Copy)?;
                         }
@@ -411,9 +751,9 @@ impl Staged {
                         place_tree(src, &at, Place::Copy)?;
                     }
                 }
-                Mount::Tmpfs(_) | Mount::TmpfsMode(..) => {
+                Mount::Tmpfs(_) | Mount::TmpfsMode(..) | Mount::Dir(..) => {
                     let mode = match m {
-                        Mount::TmpfsMode(_, mode) => *mode,
+                        Mount::TmpfsMode(_, mode) | Mount::Dir(_, mode) => *mode,
                         _ => 0o755,
                     };
                     self.changes.push(Change::Made(at.clone()));
@@ -421,10 +761,16 @@ impl Staged {
                     std::fs::set_permissions(&at, std::fs::Permissions::from_mode(mode))?;
                     chown_tree(&at, plan.uid, plan.gid)?;
                 }
-                Mount::Dir(..) | Mount::File { .. } | Mount::Symlink(..) => {
-                    return Err(std::io::Error::other(
-                        "chroot runs build steps only (no `assemble run`)",
-                    ));
+                Mount::File { fd, mode, .. } => {
+                    self.changes.push(Change::Made(at.clone()));
+                    copy_from_fd(*fd, &at)?;
+                    std::fs::set_permissions(&at, std::fs::Permissions::from_mode(*mode))?;
+                    std::os::unix::fs::lchown(&at, Some(plan.uid), Some(plan.gid))?;
+                }
+                Mount::Symlink(target, _) => {
+                    self.changes.push(Change::Made(at.clone()));
+                    std::os::unix::fs::symlink(target, &at)?;
+                    std::os::unix::fs::lchown(&at, Some(plan.uid), Some(plan.gid))?;
                 }
             }
         }
@@ -475,8 +821,9 @@ impl Staged {
                 Change::Moved { src, at, owner } => {
                     chown_tree(&at, owner.0, owner.1).and_then(|()| std::fs::rename(&at, &src))
                 }
-                Change::Copied { src, at } => remove(&src)
-                    .and_then(|()| place_tree(&at, &src, Place::Copy))
+                Change::Copied { src, at, owner } => owner
+                    .map_or(Ok(()), |(u, g)| chown_tree(&at, u, g))
+                    .and_then(|()| copy_back(&at, &src))
                     .and_then(|()| remove(&at)),
                 Change::Made(path) => remove(&path),
                 Change::Hidden { at, aside } => {
@@ -528,6 +875,40 @@ mod tests {
     }
 
     #[test]
+    fn farms_that_killed_runs_left_are_removed_and_live_ones_kept() {
+        // SAFETY: geteuid(2) has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: a farm's /dev nodes need root (mknod)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("etc")).unwrap();
+        std::fs::write(tree.join("etc/os-release"), b"x").unwrap();
+        // A farm whose run was killed: its lock file is there, held by nobody.
+        let left = dir.path().join(".chroot-left");
+        std::fs::create_dir_all(left.join("etc")).unwrap();
+        std::fs::write(lock_path(&left), b"").unwrap();
+        // One being made right now: no lock file yet, young.
+        let young = dir.path().join(".chroot-young");
+        std::fs::create_dir(&young).unwrap();
+        // SAFETY: getuid(2) has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        let live = Farm::make(&tree, uid + 1).unwrap();
+        assert!(live.path().join("etc/os-release").is_file());
+        assert!(!left.exists() && !lock_path(&left).exists(), "abandoned");
+        assert!(young.exists(), "may be a farm being made");
+        // Another run beside it keeps the live one.
+        let other = Farm::make(&tree, uid + 1).unwrap();
+        assert!(live.path().exists());
+        let (live_path, other_path) = (live.path().to_path_buf(), other.path().to_path_buf());
+        drop(live);
+        drop(other);
+        assert!(!live_path.exists() && !lock_path(&live_path).exists());
+        assert!(!other_path.exists());
+    }
+
+    #[test]
     fn a_symlink_among_a_mounts_parents_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let farm = dir.path().join("farm");
@@ -572,7 +953,7 @@ mod tests {
             share_net: false,
             argv: vec!["true".into()],
         };
-        let staged = Staged::enter(&plan, &farm).unwrap();
+        let staged = Staged::enter(&plan, &farm, Binds::Move).unwrap();
         assert_eq!(
             std::fs::read(farm.join("home/blue/app/in")).unwrap(),
             b"host"

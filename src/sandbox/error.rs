@@ -42,7 +42,7 @@ pub enum SandboxError {
     },
     /// No isolation works here.
     #[error(
-        "no sandbox works here to run the build's commands in its root filesystem:{}\n\
+        "no sandbox works here to run commands in a root filesystem:{}\n\
          what the job's owner can change: allow user namespaces (a runner whose seccomp profile \
          lets unshare(CLONE_NEWUSER) through, e.g. Kubernetes' `Unconfined` or a profile that \
          allows it, or a host with user namespaces enabled), run the job as root (chroot, with \
@@ -57,7 +57,8 @@ pub enum SandboxError {
     /// An interactive run (`assemble run`) under an isolation that cannot
     /// supervise one.
     #[error(
-        "`assemble run` needs user namespaces (bubblewrap); {isolation} runs build steps only"
+        "`assemble run` needs user namespaces (bubblewrap) or root with CAP_SYS_CHROOT (chroot); \
+         {isolation} runs build steps only"
     )]
     Interactive {
         /// The isolation.

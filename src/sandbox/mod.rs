@@ -203,31 +203,38 @@ impl Sandbox {
     /// namespaces, chroot, proot); when none does, why each failed and what
     /// can be changed.
     pub fn choose(asked: Option<Isolation>) -> Result<Self, SandboxError> {
-        match asked {
-            Some(Isolation::Userns) => return Bubblewrap::probe().map(Sandbox::Userns),
-            Some(Isolation::Chroot) => return Chroot::probe().map(Sandbox::Chroot),
-            Some(Isolation::Proot) => return Proot::probe().map(Sandbox::Proot),
-            None => {}
+        Self::choose_among(
+            asked,
+            &[Isolation::Userns, Isolation::Chroot, Isolation::Proot],
+        )
+    }
+
+    /// [`Sandbox::choose`] for `assemble run`, which proot cannot
+    /// supervise: user namespaces, else chroot.
+    pub fn choose_for_run(asked: Option<Isolation>) -> Result<Self, SandboxError> {
+        if asked == Some(Isolation::Proot) {
+            return Err(SandboxError::Interactive { isolation: "proot" });
+        }
+        Self::choose_among(asked, &[Isolation::Userns, Isolation::Chroot])
+    }
+
+    fn choose_among(asked: Option<Isolation>, order: &[Isolation]) -> Result<Self, SandboxError> {
+        let probe = |isolation| match isolation {
+            Isolation::Userns => Bubblewrap::probe().map(Sandbox::Userns),
+            Isolation::Chroot => Chroot::probe().map(Sandbox::Chroot),
+            Isolation::Proot => Proot::probe().map(Sandbox::Proot),
+        };
+        if let Some(asked) = asked {
+            return probe(asked);
         }
         let mut tried = Vec::new();
-        match Bubblewrap::probe() {
-            Ok(b) => return Ok(Sandbox::Userns(b)),
-            Err(e) => tried.push((Isolation::Userns, e.short())),
+        for &isolation in order {
+            match probe(isolation) {
+                Ok(sandbox) => return Ok(sandbox),
+                Err(e) => tried.push((isolation.as_str().to_string(), e.short())),
+            }
         }
-        match Chroot::probe() {
-            Ok(c) => return Ok(Sandbox::Chroot(c)),
-            Err(e) => tried.push((Isolation::Chroot, e.short())),
-        }
-        match Proot::probe() {
-            Ok(p) => return Ok(Sandbox::Proot(p)),
-            Err(e) => tried.push((Isolation::Proot, e.short())),
-        }
-        Err(SandboxError::NoIsolation {
-            tried: tried
-                .into_iter()
-                .map(|(i, why)| (i.as_str().to_string(), why))
-                .collect(),
-        })
+        Err(SandboxError::NoIsolation { tried })
     }
 
     /// Its isolation.

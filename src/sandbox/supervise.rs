@@ -5,6 +5,10 @@
 //! The signal goes to the entrypoint itself, not to bubblewrap: bwrap does
 //! not forward signals (it dies of them, and its init then kills the
 //! sandbox with SIGKILL), and bwrap's pid 1 inside the sandbox only reaps.
+//! A chrooted entrypoint has no pid namespace: it leads a process group of
+//! its own, and "everything" is that group and every process descending
+//! from the entrypoint (assemble is their subreaper, so a daemon that left
+//! its group is still found).
 
 use std::io;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
@@ -12,6 +16,57 @@ use std::time::{Duration, Instant};
 
 use crate::output::Printer;
 use crate::sandbox::error::SandboxError;
+
+/// What was started, and how to find the entrypoint and everything.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Started {
+    /// bwrap's pid: its init is pid 1 inside, the entrypoint init's child.
+    Bwrap(i32),
+    /// The entrypoint itself, leader of its own process group.
+    Group(i32),
+}
+
+impl Started {
+    fn pid(self) -> i32 {
+        match self {
+            Started::Bwrap(p) | Started::Group(p) => p,
+        }
+    }
+
+    /// The entrypoint's host pid, once it is there.
+    fn entrypoint(self) -> Option<i32> {
+        match self {
+            Started::Bwrap(bwrap) => {
+                let init = *children_of(bwrap).first()?;
+                children_of(init).first().copied()
+            }
+            Started::Group(pid) => Some(pid),
+        }
+    }
+
+    /// Kills everything: bwrap's init inside (whose death takes every
+    /// process of the pid namespace with it) and bwrap; or the entrypoint's
+    /// process group and all its descendants.
+    pub(super) fn kill(self) {
+        let pids = match self {
+            Started::Bwrap(bwrap) => children_of(bwrap).into_iter().chain([bwrap]).collect(),
+            Started::Group(pid) => {
+                // SAFETY: killpg(2) on the group our child leads; it
+                // touches no memory.
+                unsafe {
+                    libc::killpg(pid, libc::SIGKILL);
+                }
+                descendants_of(pid)
+            }
+        };
+        for pid in pids {
+            // SAFETY: kill(2) on pids of our own sandbox; it touches no memory.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
 
 /// Where a stop stands.
 struct Stop {
@@ -38,7 +93,7 @@ impl Stop {
 
     /// Takes in the signals received: the first starts the stop, a second
     /// kills the sandbox.
-    fn received(&mut self, count: usize, signal: libc::c_int, bwrap: i32, printer: &Printer) {
+    fn received(&mut self, count: usize, signal: libc::c_int, started: Started, printer: &Printer) {
         if count <= self.seen {
             return;
         }
@@ -57,7 +112,7 @@ impl Stop {
             self.deadline = Some(Instant::now() + self.timeout);
         } else {
             printer.step("run: a second signal: killing the container now");
-            kill_sandbox(bwrap);
+            started.kill();
             self.deadline = None;
             self.to_forward = None;
         }
@@ -66,9 +121,9 @@ impl Stop {
 
     /// Forwards the pending signal once the entrypoint is there, and kills
     /// the sandbox past the deadline.
-    fn act(&mut self, bwrap: i32, printer: &Printer) {
+    fn act(&mut self, started: Started, printer: &Printer) {
         if let Some(sig) = self.to_forward {
-            if let Some(entry) = entrypoint_pid(bwrap) {
+            if let Some(entry) = started.entrypoint() {
                 // SAFETY: kill(2) on a pid read from /proc; it touches no memory.
                 unsafe {
                     libc::kill(entry, sig);
@@ -81,7 +136,7 @@ impl Stop {
                 "run: the container did not stop within {} s: killing it",
                 self.timeout.as_secs()
             ));
-            kill_sandbox(bwrap);
+            started.kill();
             self.deadline = None;
             self.to_forward = None;
         }
@@ -92,11 +147,12 @@ impl Stop {
 /// entrypoint and killing everything after `timeout` or a second signal.
 pub(super) fn supervise(
     mut child: std::process::Child,
+    started: Started,
     signals: &Signals,
     timeout: Duration,
     printer: &Printer,
 ) -> Result<std::process::ExitStatus, SandboxError> {
-    let bwrap = child.id() as i32;
+    debug_assert_eq!(started.pid(), child.id() as i32);
     let (tx, rx) = std::sync::mpsc::channel();
     let wake = signals.wake_fd();
     let waiter = std::thread::spawn(move || {
@@ -123,26 +179,24 @@ pub(super) fn supervise(
         }
         signals.wait(stop.wait_time());
         let (count, signal) = signals.received();
-        stop.received(count, signal, bwrap, printer);
-        stop.act(bwrap, printer);
+        stop.received(count, signal, started, printer);
+        stop.act(started, printer);
     }
 }
 
-/// Kills the whole sandbox: bwrap's init inside (whose death takes every
-/// process of the pid namespace with it) and bwrap.
-fn kill_sandbox(bwrap: i32) {
-    for pid in children_of(bwrap).into_iter().chain([bwrap]) {
-        // SAFETY: kill(2) on pids of our own sandbox; it touches no memory.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
+/// Every process descending from `pid`, from /proc.
+pub(super) fn descendants_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut next = vec![pid];
+    while let Some(p) = next.pop() {
+        for child in children_of(p) {
+            if !out.contains(&child) {
+                out.push(child);
+                next.push(child);
+            }
         }
     }
-}
-
-/// The entrypoint's host pid: the child of bwrap's init (pid 1 inside).
-fn entrypoint_pid(bwrap: i32) -> Option<i32> {
-    let init = *children_of(bwrap).first()?;
-    children_of(init).first().copied()
+    out
 }
 
 /// Pids whose parent is `pid`, from /proc (no kernel option needed).
