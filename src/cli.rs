@@ -234,8 +234,9 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub stop_timeout: u64,
     /// How the container is isolated: userns (bubblewrap) or chroot (root
-    /// where user namespaces are refused); default: the first that works.
-    #[arg(long, value_enum, env = "ASSEMBLE_ISOLATION", value_name = "ISOLATION")]
+    /// where user namespaces are refused); default: the first that works
+    /// (not read from ASSEMBLE_ISOLATION, which may name proot for builds).
+    #[arg(long, value_enum, value_name = "ISOLATION")]
     pub isolation: Option<crate::sandbox::Isolation>,
     /// Arguments for the entrypoint (start SERVICE, cron, COMMAND...).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -546,6 +546,17 @@ fn assemble_run_in_a_job_container_serves_under_chroot_as_root() {
         .map(|e| e.file_name())
         .collect();
     assert!(farms.is_empty(), "{farms:?}");
+    // A daemon that forked twice and left the session ends with the run.
+    let script = format!(
+        "{bin} run --cache-dir {dir}/run-cache {dir}/oci sh -c 'n=1007; (setsid sleep $n &); echo started'; \
+         sleep 0.5; if pgrep -f 'sleep 100[7]' >/dev/null; then echo LEFT; else echo GONE; fi",
+        bin = dir.join("assemble").display(),
+        dir = dir.display(),
+    );
+    let out = in_job_container(JobUser::Root, &[dir], &script);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("started"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("GONE"), "{}", stdout(&out));
     // uid 1000 there: no user namespaces, no chroot; proot cannot run it.
     let script = format!(
         "{bin} run --cache-dir {dir}/run-cache-1000 {dir}/oci true",

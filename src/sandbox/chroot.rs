@@ -38,7 +38,7 @@ use std::sync::Mutex;
 use crate::output::Printer;
 use crate::sandbox::capture::{capture, describe_status};
 use crate::sandbox::error::SandboxError;
-use crate::sandbox::supervise::{supervise, Signals, Started};
+use crate::sandbox::supervise::{end_descendants, supervise, Signals, Started};
 use crate::sandbox::{exit_code, find_on_path, Mount, Output, Plan, Runner};
 
 /// The host's resolver configuration, copied in when the plan keeps the
@@ -167,7 +167,7 @@ impl Chroot {
             let status = supervise(child, started, &signals, stop_timeout, printer);
             // What is left of the container goes with its entrypoint, as
             // an engine's stop takes the whole container.
-            started.kill();
+            end_descendants();
             pumps.finish();
             status
         })();
@@ -181,6 +181,13 @@ impl Chroot {
 /// The command for `plan` in `farm`: chrooted, in the plan's directory, as
 /// the plan's user (`session`: leading a session of its own).
 fn command(plan: &Plan, farm: &Path, session: bool) -> Result<Command, SandboxError> {
+    if plan.uid == 0 {
+        // Root in a chroot keeps the job's root: it could leave the chroot
+        // and write to the cached trees through their links.
+        return Err(SandboxError::ChrootAsRoot {
+            what: plan.what.clone(),
+        });
+    }
     let program = inside_program(plan, farm).ok_or_else(|| SandboxError::Failed {
         what: plan.what.clone(),
         status: "no such program".into(),
@@ -210,6 +217,8 @@ fn command(plan: &Plan, farm: &Path, session: bool) -> Result<Command, SandboxEr
                 return Err(std::io::Error::last_os_error());
             }
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // The tree's setuid programs (su, passwd) give nothing.
+            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
             check(libc::chroot(root.as_ptr()))?;
             check(libc::chdir(cwd.as_ptr()))?;
             check(libc::setgroups(0, std::ptr::null()))?;
@@ -262,6 +271,11 @@ fn inside_program(plan: &Plan, farm: &Path) -> Option<String> {
 fn farm_path(farm: &Path, dest: &str) -> std::io::Result<PathBuf> {
     let mut at = farm.to_path_buf();
     let parts: Vec<&str> = dest.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() {
+        return Err(std::io::Error::other(format!(
+            "{dest}: the root itself cannot be a mount here"
+        )));
+    }
     for (i, part) in parts.iter().enumerate() {
         if *part == ".." || *part == "." {
             return Err(std::io::Error::other(format!("{dest}: not a plain path")));
@@ -282,15 +296,16 @@ fn farm_path(farm: &Path, dest: &str) -> std::io::Result<PathBuf> {
     Ok(at)
 }
 
-/// How long a farm without its lock file may be young: the moment between
-/// its directory and its lock.
-const FARM_BIRTH: std::time::Duration = std::time::Duration::from_secs(60);
+/// How old a farm without a lock file must be to be taken for abandoned:
+/// a farm's lock is made and held before its directory, so only a farm
+/// whose removal was cut short has none.
+const LOCKLESS_FARM_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// A private copy of a root, beside it (the same filesystem, for hard
 /// links), its lock file held while it lives; removed when dropped.
 #[derive(Debug)]
 struct Farm {
-    dir: tempfile::TempDir,
+    dir: PathBuf,
     lock: PathBuf,
     _held: std::fs::File,
 }
@@ -302,12 +317,21 @@ impl Farm {
     fn make(tree: &Path, uid: u32) -> std::io::Result<Self> {
         let parent = tree.parent().unwrap_or(Path::new("/"));
         remove_abandoned_farms(parent);
-        let dir = tempfile::Builder::new()
+        // The lock first, held, then the directory named after it: a farm
+        // is never seen without its lock held.
+        let (held, lock) = tempfile::Builder::new()
             .prefix(".chroot-")
-            .tempdir_in(parent)?;
-        let lock = lock_path(dir.path());
-        let held = std::fs::File::create(&lock)?;
+            .suffix(".lock")
+            .tempfile_in(parent)?
+            .keep()
+            .map_err(|e| e.error)?;
         flock(&held, false)?;
+        let name = lock.file_name().unwrap_or_default().to_string_lossy();
+        let dir = parent.join(name.trim_end_matches(".lock"));
+        if let Err(e) = std::fs::create_dir(&dir) {
+            let _ = std::fs::remove_file(&lock);
+            return Err(e);
+        }
         let farm = Farm {
             dir,
             lock,
@@ -325,15 +349,14 @@ impl Farm {
     }
 
     fn path(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 }
 
 impl Drop for Farm {
     fn drop(&mut self) {
-        // The directory goes with the TempDir, after this; the lock file
-        // first would let another run take the farm for abandoned.
-        let _ = remove(self.dir.path());
+        // The directory first, the lock still held.
+        let _ = remove(&self.dir);
         let _ = std::fs::remove_file(&self.lock);
     }
 }
@@ -365,8 +388,9 @@ fn flock(file: &std::fs::File, try_only: bool) -> std::io::Result<bool> {
     Err(e)
 }
 
-/// Removes the farms in `dir` that no live run holds: their lock is free,
-/// or they have none and are older than [`FARM_BIRTH`].
+/// Removes the farms in `dir` that no live run holds: their lock is free
+/// (taken, and held while the farm is removed), or they have none and are
+/// older than [`LOCKLESS_FARM_AGE`].
 fn remove_abandoned_farms(dir: &Path) {
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -375,20 +399,22 @@ fn remove_abandoned_farms(dir: &Path) {
         }
         let farm = entry.path();
         let lock = lock_path(&farm);
-        let abandoned = match std::fs::File::open(&lock) {
-            Ok(file) => flock(&file, true).unwrap_or(false),
+        let held = std::fs::File::open(&lock);
+        let abandoned = match &held {
+            Ok(file) => flock(file, true).unwrap_or(false),
             Err(_) => farm
                 .symlink_metadata()
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > FARM_BIRTH),
+                .is_some_and(|age| age > LOCKLESS_FARM_AGE),
         };
         if abandoned {
             tracing::debug!(farm = %farm.display(), "removing a farm a killed run left");
             let _ = remove(&farm);
             let _ = std::fs::remove_file(&lock);
         }
+        drop(held);
     }
 }
 
@@ -443,6 +469,7 @@ impl Pumps {
     fn start(farm: &Path) -> std::io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
         let dev = farm_path(farm, "/dev")?;
+        unmoved(farm, &dev, true)?;
         let (tx, done) = std::sync::mpsc::channel();
         let mut keep = Vec::new();
         for (name, to) in [
@@ -532,10 +559,40 @@ fn copy_to_fd(mut reader: std::fs::File, fd: libc::c_int) {
     }
 }
 
+/// Checks that `at` (in `farm`) is still reached without a symlink: none
+/// among its parents, and with `real`, `at` itself is none either.
+fn unmoved(farm: &Path, at: &Path, real: bool) -> std::io::Result<()> {
+    let rel = at
+        .strip_prefix(farm)
+        .map_err(|_| std::io::Error::other(format!("{}: not in the farm", at.display())))?;
+    let mut p = farm.to_path_buf();
+    let parts: Vec<_> = rel.components().collect();
+    for (i, part) in parts.iter().enumerate() {
+        p.push(part);
+        let last = i + 1 == parts.len();
+        if last && !real {
+            break;
+        }
+        match p.symlink_metadata() {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(std::io::Error::other(format!(
+                    "the command left a symlink at /{}: not followed",
+                    p.strip_prefix(farm).unwrap_or(&p).display()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// How [`place_tree`] places files.
 #[derive(Clone, Copy)]
 enum Place {
-    /// Hard links (copies of the files `copy_uid` owns).
+    /// Hard links (copies of the files `copy_uid` owns, and of those a group
+    /// or anyone may write).
     Link { copy_uid: Option<u32> },
     /// Copies.
     Copy,
@@ -544,7 +601,10 @@ enum Place {
 /// `src` (a directory or a file) made again at `dst`, keeping modes and
 /// owners; files placed as `how` says.
 fn place_tree(src: &Path, dst: &Path, how: Place) -> std::io::Result<()> {
-    for entry in walkdir::WalkDir::new(src).follow_links(false) {
+    for entry in walkdir::WalkDir::new(src)
+        .follow_links(false)
+        .follow_root_links(false)
+    {
         let entry = entry.map_err(std::io::Error::other)?;
         let rel = entry.path().strip_prefix(src).expect("under src");
         let to = if rel.as_os_str().is_empty() {
@@ -564,8 +624,13 @@ fn place_tree(src: &Path, dst: &Path, how: Place) -> std::io::Result<()> {
             std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &to)?;
             std::os::unix::fs::lchown(&to, Some(meta.uid()), Some(meta.gid()))?;
         } else if kind.is_file() {
+            // A file the command could write through a link (its own, or
+            // writable by a group or anyone) is copied: a link would let it
+            // change the cached tree.
             let link = match how {
-                Place::Link { copy_uid } => copy_uid != Some(meta.uid()),
+                Place::Link { copy_uid } => {
+                    copy_uid != Some(meta.uid()) && meta.permissions().mode() & 0o022 == 0
+                }
                 Place::Copy => false,
             };
             if link {
@@ -582,7 +647,10 @@ fn place_tree(src: &Path, dst: &Path, how: Place) -> std::io::Result<()> {
 
 /// Gives `path` and everything under it to `uid`:`gid`.
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    for entry in walkdir::WalkDir::new(path).follow_links(false) {
+    for entry in walkdir::WalkDir::new(path)
+        .follow_links(false)
+        .follow_root_links(false)
+    {
         let entry = entry.map_err(std::io::Error::other)?;
         std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))?;
     }
@@ -671,6 +739,7 @@ enum Binds {
 
 /// The farm as a plan sees it; [`Staged::leave`] undoes it.
 struct Staged {
+    farm: PathBuf,
     changes: Vec<Change>,
 }
 
@@ -678,6 +747,7 @@ impl Staged {
     /// Moves, links and makes the plan's mounts into `farm`.
     fn enter(plan: &Plan, farm: &Path, binds: Binds) -> std::io::Result<Self> {
         let mut staged = Staged {
+            farm: farm.to_path_buf(),
             changes: Vec::new(),
         };
         let result = staged.stage(plan, farm, binds);
@@ -703,12 +773,17 @@ impl Staged {
             let at = self.clear(farm, m.dest())?;
             match m {
                 Mount::Bind(src, _) if binds == Binds::Copy => {
+                    // Copied back only once whole: a copy cut short is
+                    // removed, the user's files left as they are.
+                    if let Err(e) = place_tree(src, &at, Place::Copy) {
+                        self.changes.push(Change::Made(at.clone()));
+                        return Err(e);
+                    }
                     self.changes.push(Change::Copied {
                         src: src.clone(),
                         at: at.clone(),
                         owner: None,
                     });
-                    place_tree(src, &at, Place::Copy)?;
                 }
                 Mount::ReadOnly(src, _) if binds == Binds::Copy => {
                     self.changes.push(Change::Made(at.clone()));
@@ -724,12 +799,15 @@ impl Staged {
                             owner,
                         }),
                         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                            if let Err(e) = place_tree(src, &at, Place::Copy) {
+                                self.changes.push(Change::Made(at.clone()));
+                                return Err(e);
+                            }
                             self.changes.push(Change::Copied {
                                 src: src.clone(),
                                 at: at.clone(),
                                 owner: Some(owner),
                             });
-                            place_tree(src, &at, Place::Copy)?;
                         }
                         Err(e) => return Err(e),
                     }
@@ -813,10 +891,22 @@ impl Staged {
     }
 
     /// Undoes every change, last first; the first failure is returned
-    /// after all were tried.
+    /// after all were tried. The command may have replaced what was
+    /// staged by symlinks: every path in the farm is checked again (no
+    /// symlink on the way, none at a bind's place) before root touches it.
     fn leave(mut self) -> std::io::Result<()> {
         let mut first = None;
         while let Some(change) = self.changes.pop() {
+            let inside = match &change {
+                Change::Moved { at, .. } | Change::Copied { at, .. } => {
+                    unmoved(&self.farm, at, true)
+                }
+                Change::Made(at) | Change::Hidden { at, .. } => unmoved(&self.farm, at, false),
+            };
+            if let Err(e) = inside {
+                first.get_or_insert(e);
+                continue;
+            }
             let done = match change {
                 Change::Moved { src, at, owner } => {
                     chown_tree(&at, owner.0, owner.1).and_then(|()| std::fs::rename(&at, &src))
@@ -889,7 +979,7 @@ mod tests {
         let left = dir.path().join(".chroot-left");
         std::fs::create_dir_all(left.join("etc")).unwrap();
         std::fs::write(lock_path(&left), b"").unwrap();
-        // One being made right now: no lock file yet, young.
+        // One without a lock file (its removal cut short), young: kept.
         let young = dir.path().join(".chroot-young");
         std::fs::create_dir(&young).unwrap();
         // SAFETY: getuid(2) has no preconditions and cannot fail.
@@ -897,7 +987,7 @@ mod tests {
         let live = Farm::make(&tree, uid + 1).unwrap();
         assert!(live.path().join("etc/os-release").is_file());
         assert!(!left.exists() && !lock_path(&left).exists(), "abandoned");
-        assert!(young.exists(), "may be a farm being made");
+        assert!(young.exists(), "no lock, not old: kept");
         // Another run beside it keeps the live one.
         let other = Farm::make(&tree, uid + 1).unwrap();
         assert!(live.path().exists());
@@ -906,6 +996,91 @@ mod tests {
         drop(other);
         assert!(!live_path.exists() && !lock_path(&live_path).exists());
         assert!(!other_path.exists());
+    }
+
+    #[test]
+    fn leaving_follows_no_symlink_the_command_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let farm = dir.path().join("farm");
+        std::fs::create_dir_all(farm.join("home/blue")).unwrap();
+        let vol = dir.path().join("vol");
+        std::fs::create_dir(&vol).unwrap();
+        std::fs::write(vol.join("v"), b"the user's").unwrap();
+        // SAFETY: getuid/getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let plan = Plan {
+            what: "t".into(),
+            root: farm.clone(),
+            writable_root: false,
+            mounts: vec![
+                Mount::TmpfsMode("/home/blue/config/app".into(), 0o755),
+                Mount::Bind(vol.clone(), "/home/blue/vol".into()),
+            ],
+            env: vec![],
+            uid,
+            gid,
+            cwd: "/".into(),
+            share_net: true,
+            argv: vec!["true".into()],
+        };
+        let staged = Staged::enter(&plan, &farm, Binds::Copy).unwrap();
+        assert_eq!(
+            std::fs::read(farm.join("home/blue/vol/v")).unwrap(),
+            b"the user's"
+        );
+        // The command swaps its home for a symlink to the job's files.
+        let outside = dir.path().join("job");
+        std::fs::create_dir_all(outside.join("config/app")).unwrap();
+        std::fs::create_dir_all(outside.join("vol")).unwrap();
+        std::fs::write(outside.join("config/app/x"), b"job").unwrap();
+        std::fs::write(outside.join("vol/y"), b"job").unwrap();
+        std::fs::rename(farm.join("home/blue"), farm.join("home/moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, farm.join("home/blue")).unwrap();
+        let err = staged.leave().unwrap_err();
+        assert!(err.to_string().contains("symlink at /home/blue"), "{err}");
+        assert_eq!(std::fs::read(outside.join("config/app/x")).unwrap(), b"job");
+        assert_eq!(std::fs::read(outside.join("vol/y")).unwrap(), b"job");
+        assert_eq!(std::fs::read(vol.join("v")).unwrap(), b"the user's");
+        assert!(!vol.join("y").exists(), "nothing copied back from outside");
+    }
+
+    #[test]
+    fn a_volume_is_copied_back_only_when_its_copy_was_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let farm = dir.path().join("farm");
+        std::fs::create_dir_all(&farm).unwrap();
+        let vol = dir.path().join("vol");
+        std::fs::create_dir(&vol).unwrap();
+        std::fs::write(vol.join("a"), b"kept").unwrap();
+        // A directory the copy cannot read stops it half-way.
+        std::fs::create_dir(vol.join("closed")).unwrap();
+        std::fs::write(vol.join("closed/b"), b"kept too").unwrap();
+        // SAFETY: getuid/getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        if uid == 0 {
+            eprintln!("SKIPPED: root reads a directory of mode 000");
+            return;
+        }
+        std::fs::set_permissions(vol.join("closed"), std::fs::Permissions::from_mode(0o000))
+            .unwrap();
+        let plan = Plan {
+            what: "t".into(),
+            root: farm.clone(),
+            writable_root: false,
+            mounts: vec![Mount::Bind(vol.clone(), "/vol".into())],
+            env: vec![],
+            uid,
+            gid,
+            cwd: "/".into(),
+            share_net: false,
+            argv: vec!["true".into()],
+        };
+        assert!(Staged::enter(&plan, &farm, Binds::Copy).is_err());
+        std::fs::set_permissions(vol.join("closed"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        assert_eq!(std::fs::read(vol.join("a")).unwrap(), b"kept");
+        assert_eq!(std::fs::read(vol.join("closed/b")).unwrap(), b"kept too");
+        assert!(!farm.join("vol").exists());
     }
 
     #[test]

@@ -64,6 +64,15 @@ pub enum SandboxError {
         /// The isolation.
         isolation: &'static str,
     },
+    /// A command that would run as root under chroot.
+    #[error(
+        "{what} runs as root, and chroot cannot keep root in: run it where user namespaces \
+         work (bubblewrap), or give the image a user (USER)"
+    )]
+    ChrootAsRoot {
+        /// What was to run.
+        what: String,
+    },
     /// The command could not be started.
     #[error("cannot start the sandbox")]
     Spawn(#[source] io::Error),
@@ -132,6 +141,7 @@ impl SandboxError {
                 | SandboxError::ChrootRefused { .. }
                 | SandboxError::NoIsolation { .. }
                 | SandboxError::Interactive { .. }
+                | SandboxError::ChrootAsRoot { .. }
         )
     }
 }

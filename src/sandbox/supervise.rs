@@ -5,10 +5,10 @@
 //! The signal goes to the entrypoint itself, not to bubblewrap: bwrap does
 //! not forward signals (it dies of them, and its init then kills the
 //! sandbox with SIGKILL), and bwrap's pid 1 inside the sandbox only reaps.
-//! A chrooted entrypoint has no pid namespace: it leads a process group of
-//! its own, and "everything" is that group and every process descending
-//! from the entrypoint (assemble is their subreaper, so a daemon that left
-//! its group is still found).
+//! A chrooted entrypoint has no pid namespace: it leads a session of its
+//! own, and "everything" is every process descending from assemble, which
+//! starts nothing else during a run and is their subreaper (an orphan, a
+//! daemon that forked twice, comes back to it rather than to init).
 
 use std::io;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
@@ -22,7 +22,8 @@ use crate::sandbox::error::SandboxError;
 pub(super) enum Started {
     /// bwrap's pid: its init is pid 1 inside, the entrypoint init's child.
     Bwrap(i32),
-    /// The entrypoint itself, leader of its own process group.
+    /// The entrypoint itself, leading a session of its own, assemble being
+    /// the subreaper of everything it starts.
     Group(i32),
 }
 
@@ -45,19 +46,14 @@ impl Started {
     }
 
     /// Kills everything: bwrap's init inside (whose death takes every
-    /// process of the pid namespace with it) and bwrap; or the entrypoint's
-    /// process group and all its descendants.
-    pub(super) fn kill(self) {
+    /// process of the pid namespace with it) and bwrap; or every process
+    /// descending from assemble (found in /proc: only our own descendants,
+    /// so a pid number used again elsewhere is never hit).
+    fn kill(self) {
         let pids = match self {
             Started::Bwrap(bwrap) => children_of(bwrap).into_iter().chain([bwrap]).collect(),
-            Started::Group(pid) => {
-                // SAFETY: killpg(2) on the group our child leads; it
-                // touches no memory.
-                unsafe {
-                    libc::killpg(pid, libc::SIGKILL);
-                }
-                descendants_of(pid)
-            }
+            // SAFETY: getpid(2) has no preconditions and cannot fail.
+            Started::Group(_) => descendants_of(unsafe { libc::getpid() }),
         };
         for pid in pids {
             // SAFETY: kill(2) on pids of our own sandbox; it touches no memory.
@@ -184,8 +180,37 @@ pub(super) fn supervise(
     }
 }
 
+/// After a chrooted run: kills every process still descending from
+/// assemble (the container's, reparented to it) and reaps them, until
+/// none is left.
+pub(super) fn end_descendants() {
+    // SAFETY: getpid(2) has no preconditions and cannot fail.
+    let me = unsafe { libc::getpid() };
+    for _ in 0..500 {
+        reap();
+        let left = descendants_of(me);
+        if left.is_empty() {
+            return;
+        }
+        for pid in left {
+            // SAFETY: kill(2) on our own descendants; it touches no memory.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Reaps the children that have ended (the entrypoint was reaped before).
+fn reap() {
+    // SAFETY: waitpid(2) with no status pointer and WNOHANG: it only
+    // collects children that have ended.
+    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+}
+
 /// Every process descending from `pid`, from /proc.
-pub(super) fn descendants_of(pid: i32) -> Vec<i32> {
+fn descendants_of(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     let mut next = vec![pid];
     while let Some(p) = next.pop() {
