@@ -180,7 +180,32 @@ fn archive_state(record: Option<&rootfs::DebianRecord>) -> serde_json::Value {
     }
 }
 
-/// Gets the base rootfs from wherever the options say.
+/// The image a given base is, as the image's manifest annotations name it
+/// (`org.opencontainers.image.base.*`, what `crane rebase` and update bots
+/// read).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseImage {
+    /// Its reference, fully qualified (`registry/repository:tag`): a
+    /// registry's image only (a layout's path is no reference).
+    pub name: Option<String>,
+    /// The digest of what was named: the index's when the reference names
+    /// one (the image spec's rule), else the image's manifest.
+    pub digest: Digest,
+}
+
+impl BaseImage {
+    /// The manifest annotations that name it.
+    pub fn annotations(&self) -> Vec<(String, String)> {
+        let mut out = vec![(documents::BASE_DIGEST.to_string(), self.digest.to_string())];
+        if let Some(name) = &self.name {
+            out.push((documents::BASE_NAME.to_string(), name.clone()));
+        }
+        out
+    }
+}
+
+/// Gets the base rootfs from wherever the options say, and the image it
+/// is when it is a given image (not a tarball, not built).
 pub fn base_rootfs(
     cache: &Cache,
     base: &BaseSource,
@@ -188,16 +213,23 @@ pub fn base_rootfs(
     registry: &ClientOptions,
     runner: &dyn Runner,
     printer: &Printer,
-) -> Result<Rootfs, Error> {
+) -> Result<(Rootfs, Option<BaseImage>), Error> {
     Ok(match base {
-        BaseSource::Built => rootfs::built(
-            cache,
-            &Definition::base(&config.dependencies.run),
-            runner,
-            printer,
-        )?,
-        BaseSource::Tarball(p) => rootfs::from_tarball(cache, p, printer)?,
-        BaseSource::Layout(dir, tag) => rootfs::from_layout(cache, dir, tag.as_deref(), printer)?,
+        BaseSource::Built => (
+            rootfs::built(
+                cache,
+                &Definition::base(&config.dependencies.run),
+                runner,
+                printer,
+            )?,
+            None,
+        ),
+        BaseSource::Tarball(p) => (rootfs::from_tarball(cache, p, printer)?, None),
+        BaseSource::Layout(dir, tag) => {
+            let rootfs = rootfs::from_layout(cache, dir, tag.as_deref(), printer)?;
+            let digest = Layout::open(dir)?.image(tag.as_deref())?.digest().clone();
+            (rootfs, Some(BaseImage { name: None, digest }))
+        }
         BaseSource::Registry(reference) => {
             let dir = cache
                 .root()
@@ -205,11 +237,24 @@ pub fn base_rootfs(
                 .join(reference.to_string().replace(['/', ':', '@'], "_"));
             let client = Arc::new(Client::new(registry.clone())?);
             printer.step(&format!("base rootfs: pulling {reference}"));
-            remote::pull(client, reference, &dir, "base", printer)?;
+            let (_, named) = remote::pull(client, reference, &dir, "base", printer)?;
             let image = Layout::open(&dir)?.image(Some("base"))?;
             let blobs: Vec<Digest> = image.blobs().map(|b| b.digest.clone()).collect();
             cache.remember_blobs(reference.api_host(), &reference.repository, &blobs);
-            rootfs::from_layout(cache, &dir, Some("base"), printer)?
+            let rootfs = rootfs::from_layout(cache, &dir, Some("base"), printer)?;
+            // As given, fully qualified; a bare name is its `latest` tag.
+            let name = match (&reference.tag, &reference.digest) {
+                (None, None) => reference.with_tag(Some("latest".into())),
+                _ => reference.clone(),
+            }
+            .to_string();
+            (
+                rootfs,
+                Some(BaseImage {
+                    name: Some(name),
+                    digest: named,
+                }),
+            )
         }
     })
 }
@@ -232,6 +277,8 @@ pub fn compiler_rootfs(
 /// The root filesystems and the wheelhouse a build installs from.
 struct Inputs {
     base: Rootfs,
+    /// The image a given base is.
+    base_image: Option<BaseImage>,
     compiler: Rootfs,
     python: String,
     wheelhouse: python::Wheelhouse,
@@ -297,6 +344,7 @@ fn build_here(
 ) -> Result<BuildResult, Error> {
     let Inputs {
         base,
+        base_image,
         compiler,
         python,
         wheelhouse,
@@ -325,7 +373,13 @@ fn build_here(
     let runtime = runtime_layer(cache, &project, opts.epoch, opts.compression, printer)?;
     let runtime_blob = runtime.0.clone();
     let (layers, result_layers) = image_layers(&base, &venv, runtime, &name, &version);
-    let settings = image_settings(&project, &version, &opts.config, opts.epoch);
+    let settings = image_settings(
+        &project,
+        &version,
+        &opts.config,
+        opts.epoch,
+        base_image.as_ref(),
+    );
     let docs = documents::image_documents(&settings, &layers)?;
     let digest = write_layout(&opts.output, cache, docs, &version)?;
     let pushed = match &opts.push {
@@ -429,6 +483,7 @@ fn offline_inputs(
     )?;
     Ok(Inputs {
         base,
+        base_image: None,
         compiler,
         python,
         wheelhouse,
@@ -454,7 +509,7 @@ fn online_inputs(
     };
     // The two root filesystems at once: each is a download and an unpack
     // (from the build cache) or an mmdebstrap run, mostly on one core.
-    let (base, compiler) = std::thread::scope(|s| {
+    let ((base, base_image), compiler) = std::thread::scope(|s| {
         let compiler = s.spawn(|| match &debian.compiler {
             Some(record) => rootfs::built_locked(
                 cache,
@@ -477,6 +532,7 @@ fn online_inputs(
                 runner,
                 printer,
             )
+            .map(|rootfs| (rootfs, None))
             .map_err(Error::from),
             _ => base_rootfs(
                 cache,
@@ -521,6 +577,7 @@ fn online_inputs(
     )?;
     Ok(Inputs {
         base,
+        base_image,
         compiler,
         python,
         wheelhouse,
@@ -1063,7 +1120,8 @@ fn finish_from_record(
     for l in &mut result_layers {
         l.build = Origin::Remote.as_str();
     }
-    let settings = image_settings(&project, version, &opts.config, opts.epoch);
+    // Only built bases are served from records: no base image to name.
+    let settings = image_settings(&project, version, &opts.config, opts.epoch, None);
     let docs = documents::image_documents(&settings, &layers)?;
     let target = opts
         .push
@@ -1186,6 +1244,7 @@ pub fn vendor(
         compiler,
         python,
         wheelhouse,
+        ..
     } = online_inputs(opts, cache, runner, printer)?;
     let ctx = python_context(cache, runner, printer, &python, opts);
     let uv = python::uv::ensure(
@@ -1289,6 +1348,7 @@ pub fn image_settings(
     version: &str,
     config: &ProjectConfig,
     epoch: u64,
+    base: Option<&BaseImage>,
 ) -> ImageSettings {
     let created = crate::epoch::rfc3339(epoch);
     ImageSettings {
@@ -1302,6 +1362,7 @@ pub fn image_settings(
         labels: contract::labels(project.name, version, &created),
         created,
         architecture: documents::host_architecture().into(),
+        annotations: base.map(BaseImage::annotations).unwrap_or_default(),
     }
 }
 
@@ -1362,7 +1423,13 @@ mod tests {
             installed: &installed,
             services: &services,
         };
-        let settings = image_settings(&project, "0.4.0", &ProjectConfig::default(), 1_700_000_000);
+        let settings = image_settings(
+            &project,
+            "0.4.0",
+            &ProjectConfig::default(),
+            1_700_000_000,
+            None,
+        );
         let blob = |n: &[u8]| LayerBlob {
             digest: Digest::of(n),
             diff_id: Digest::of(&[n, b"-tar"].concat()),

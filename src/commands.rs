@@ -177,7 +177,7 @@ pub fn push(s: PushSettings, printer: &Printer) -> Result<i32, Error> {
 /// `assemble pull`: an image from a registry into a layout.
 pub fn pull(s: PullSettings, printer: &Printer) -> Result<i32, Error> {
     let client = Arc::new(Client::new(s.client)?);
-    let digest = remote::pull(client, &s.source, &s.dir, &s.tag, printer)?;
+    let (digest, _) = remote::pull(client, &s.source, &s.dir, &s.tag, printer)?;
     printer.result(&format!("oci:{}:{} {digest}", s.dir.display(), s.tag));
     Ok(0)
 }
@@ -211,7 +211,7 @@ pub fn login(s: LoginSettings, printer: &Printer) -> Result<i32, Error> {
 
 /// `assemble base`: the base and compiler rootfs, built or cached.
 pub fn base(s: BaseSettings, printer: &Printer) -> Result<i32, Error> {
-    let base = build::base_rootfs(
+    let (base, _) = build::base_rootfs(
         &s.cache,
         &BaseSource::Built,
         &s.config,

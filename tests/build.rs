@@ -444,6 +444,27 @@ fn base_layout_layers_go_into_the_image_byte_for_byte() {
         "every base layer kept as it was"
     );
     assert_eq!(layers.len(), base_layers.len() + 3);
+    // The manifest names the base by its digest (a layout's path is no
+    // reference: no name); a tarball base is named by nothing.
+    let raw = |layout: &std::path::Path| -> serde_json::Value {
+        let out = run(Command::new("skopeo")
+            .arg("inspect")
+            .arg("--raw")
+            .arg(format!("oci:{}:0.4.0", layout.display())));
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let manifest = raw(&tmp.path().join("oci"));
+    let annotations = manifest["annotations"].as_object().unwrap();
+    assert_eq!(
+        annotations["org.opencontainers.image.base.digest"],
+        image_digest()
+    );
+    assert!(!annotations.contains_key("org.opencontainers.image.base.name"));
+    assert!(
+        raw(&first)["annotations"].is_null(),
+        "a built base names nothing"
+    );
 }
 
 #[test]

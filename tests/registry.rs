@@ -156,6 +156,22 @@ fn build_with_push_names_the_image_after_project_and_version() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0.4.0");
 }
 
+/// The base image's name and digest, as image-spec's annotations say
+/// them on the image's manifest (what `crane rebase` and update bots read).
+fn base_annotations(reg: &Registry, repository: &str, tag: &str) -> (String, String) {
+    let manifest = Api::new(reg, repository).manifest(tag);
+    let annotation = |key: &str| {
+        manifest["annotations"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {key} in {manifest}"))
+            .to_string()
+    };
+    (
+        annotation("org.opencontainers.image.base.name"),
+        annotation("org.opencontainers.image.base.digest"),
+    )
+}
+
 #[test]
 fn a_base_pulled_from_the_registry_keeps_its_layer_digests() {
     let reg = Registry::start("", "");
@@ -191,6 +207,68 @@ fn a_base_pulled_from_the_registry_keeps_its_layer_digests() {
         String::from_utf8_lossy(&out.stderr).contains("mounted from team/base"),
         "base layers are mounted from the base's repository"
     );
+    // The image names its base.
+    let base_digest = skopeo_inspect(&format!("{}/team/base:1", reg.host), false)["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        base_annotations(&reg, "team/app", "1"),
+        (format!("{}/team/base:1", reg.host), base_digest.clone())
+    );
+    // A base named by a multi-platform index: the annotations name the
+    // index (image-spec: the name and the digest must point to the same
+    // thing), the layers are still the platform image's.
+    let api = Api::new(&reg, "team/base");
+    let raw = run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/team/base:1", reg.host),
+    ]));
+    assert!(raw.status.success());
+    let size = raw.stdout.len();
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": base_digest,
+            "size": size,
+            "platform": {"architecture": arch, "os": "linux"},
+        }],
+    });
+    let index_digest = api.put_index("multi", &index);
+    let out = run(
+        build_cmd("milborne==0.4.0", &tmp.path().join("oci-multi")).args([
+            "--base",
+            &format!("docker://{}/team/base:multi", reg.host),
+            "--push",
+            "--tag",
+            &format!("{}/team/app:2", reg.host),
+            "--insecure-registry",
+            &reg.host,
+        ]),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        base_annotations(&reg, "team/app", "2"),
+        (format!("{}/team/base:multi", reg.host), index_digest)
+    );
+    let app_layers = skopeo_inspect(&format!("{}/team/app:2", reg.host), false)["Layers"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(app_layers[..base_layers.len()], base_layers[..]);
 }
 
 /// Regression: a plain HTTP registry on loopback failed until

@@ -18,6 +18,11 @@ use crate::digest::Digest;
 use crate::image::error::ImageError;
 use crate::image::layer::LayerBlob;
 
+/// The manifest annotation naming the base image (image-spec annotations).
+pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
+/// The manifest annotation with the base image's digest.
+pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
+
 /// Serialises a value as compact JSON with every object's keys sorted.
 pub fn canonical_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     fn sort(v: serde_json::Value) -> serde_json::Value {
@@ -60,6 +65,8 @@ pub struct ImageSettings {
     pub created: String,
     /// OCI architecture name (`amd64`).
     pub architecture: String,
+    /// The manifest's annotations (the base image's name and digest).
+    pub annotations: Vec<(String, String)>,
 }
 
 /// One layer of an image with the history line that describes it.
@@ -112,13 +119,21 @@ pub fn image_documents(
         &Digest::of(&config),
         config.len() as u64,
     )?;
-    let manifest = ImageManifestBuilder::default()
+    let mut manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
         .config(config_desc)
-        .layers(layer_descs)
-        .build()
-        .map_err(document_err("manifest"))?;
+        .layers(layer_descs);
+    if !settings.annotations.is_empty() {
+        manifest = manifest.annotations(
+            settings
+                .annotations
+                .iter()
+                .cloned()
+                .collect::<HashMap<_, _>>(),
+        );
+    }
+    let manifest = manifest.build().map_err(document_err("manifest"))?;
     Ok(ImageDocuments {
         config,
         manifest: canonical_json(&manifest),

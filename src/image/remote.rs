@@ -361,9 +361,16 @@ impl BlobSource for RemoteBlobs {
 /// resolved to linux and this machine's architecture. Every manifest's
 /// digest is checked against what was asked for.
 pub fn image(repo: &Repository, reference: &Reference) -> Result<Image, TransferError> {
+    resolve(repo, reference).map(|(image, _)| image)
+}
+
+/// [`image`], with the digest of what `reference` names: the index's,
+/// when it names one (what the base annotations name), else the image's.
+pub fn resolve(repo: &Repository, reference: &Reference) -> Result<(Image, Digest), TransferError> {
     let host = repo.host().to_string();
     let (mut bytes, mut media_type) = repo.get_manifest(&reference.manifest_ref())?;
     let mut digest = Digest::of(&bytes);
+    let named = digest.clone();
     if let Some(d) = &reference.digest {
         if &digest != d {
             return Err(TransferError::WrongManifest {
@@ -386,11 +393,13 @@ pub fn image(repo: &Repository, reference: &Reference) -> Result<Image, Transfer
         }
     }
     let source = Arc::new(RemoteBlobs { repo: repo.clone() });
-    Image::from_manifest(bytes, source).map_err(|source| TransferError::BadManifest {
-        source_ref: reference.to_string(),
-        media_type,
-        source,
-    })
+    let image =
+        Image::from_manifest(bytes, source).map_err(|source| TransferError::BadManifest {
+            source_ref: reference.to_string(),
+            media_type,
+            source,
+        })?;
+    Ok((image, named))
 }
 
 /// The digest of this platform's image in an index.
@@ -419,17 +428,18 @@ fn platform_manifest(index: &[u8], reference: &Reference) -> Result<Digest, Tran
 /// `tag`: every blob's digest is checked while it streams in. The manifest
 /// is fetched and checked before anything is written, and the blobs go to
 /// a staged layout beside `dest` that joins it only when complete: a failed
-/// pull leaves `dest` as it was. Returns the manifest digest.
+/// pull leaves `dest` as it was. Returns the manifest digest, and the
+/// digest of what `source` names (an index's, when it names one).
 pub fn pull(
     client: Arc<Client>,
     source: &Reference,
     dest: &Path,
     tag: &str,
     printer: &Printer,
-) -> Result<Digest, TransferError> {
+) -> Result<(Digest, Digest), TransferError> {
     Layout::check_target(dest)?;
     let repo = Repository::for_pull(client, source);
-    let image = image(&repo, source)?;
+    let (image, named) = resolve(&repo, source)?;
     let existing = Layout::open(dest).ok();
     let staged = StagedLayout::new(dest)?;
     for blob in image.blobs() {
@@ -448,5 +458,5 @@ pub fn pull(
     }
     staged.layout().blobs().put_bytes(image.manifest_bytes())?;
     staged.commit(image.digest(), image.manifest_bytes().len() as u64, tag)?;
-    Ok(image.digest().clone())
+    Ok((image.digest().clone(), named))
 }

@@ -525,6 +525,22 @@ impl Api {
             .to_string()
     }
 
+    /// Stores an OCI image index under `tag`; returns its digest.
+    pub fn put_index(&self, tag: &str, index: &serde_json::Value) -> String {
+        let resp = self
+            .http
+            .put(format!("{}/manifests/{tag}", self.base))
+            .header("Content-Type", "application/vnd.oci.image.index.v1+json")
+            .body(serde_json::to_vec(index).unwrap())
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{tag}: {:?}", resp.text());
+        resp.headers()["Docker-Content-Digest"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// The bytes of a blob.
     pub fn blob(&self, digest: &str) -> Vec<u8> {
         let resp = self
