@@ -548,6 +548,9 @@ fn online_inputs(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         Ok::<_, Error>((base?, compiler?))
     })?;
+    if !matches!(opts.base, BaseSource::Built) {
+        rootfs::check_base(&base.tree)?;
+    }
     let python = rootfs::choose_python(
         &base.tree,
         opts.python.as_deref().or(opts.config.python.as_deref()),

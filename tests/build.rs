@@ -769,3 +769,59 @@ fn a_source_date_epoch_past_2107_is_refused_up_front() {
     );
     assert!(!err.contains("compile"), "refused before any step: {err}");
 }
+
+/// A given base that cannot carry the image (musl, or without the runtime
+/// programs) exits 2 before anything is resolved or compiled, saying what
+/// is missing and what to pass instead.
+#[test]
+fn a_base_that_cannot_carry_the_image_exits_2_saying_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[&str], &str); 2] = [
+        (
+            "alpine",
+            &[
+                "lib/ld-musl-x86_64.so.1",
+                "etc/alpine-release",
+                "usr/bin/python3.12",
+            ],
+            "the base is built on musl",
+        ),
+        (
+            "bare",
+            &[
+                "usr/bin/python3.11",
+                "usr/bin/apt-get",
+                "lib64/ld-linux-x86-64.so.2",
+            ],
+            "the base lacks what the image runs: nginx, supervisord",
+        ),
+    ];
+    for (name, files, said) in cases {
+        let root = tmp.path().join(name);
+        for f in files {
+            let p = root.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "").unwrap();
+        }
+        let tarball = tmp.path().join(format!("{name}.tar"));
+        let tar = run(Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tarball)
+            .arg("."));
+        assert!(tar.status.success());
+        let output = tmp.path().join(format!("oci-{name}"));
+        let out = build_cmd("milborne==0.4.0", &output)
+            .arg("--base")
+            .arg(&tarball)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(said), "{name}: {err}");
+        assert!(err.contains("leave --base unset"), "{name}: {err}");
+        assert!(!err.contains("resolve:"), "{name}: nothing resolved: {err}");
+        assert!(!output.join("index.json").exists());
+    }
+}

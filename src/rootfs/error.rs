@@ -116,6 +116,43 @@ pub enum RootfsError {
         /// Why.
         reason: String,
     },
+    /// A given base whose libc is musl (Alpine): the wheels are glibc's.
+    #[error(
+        "the base is built on musl (it has {loader}, no glibc loader): the wheels compiled for \
+         it would be glibc's and Debian's runtime packages do not exist for it; use a Debian- or \
+         Ubuntu-based image, or leave --base unset to build one from layers/base"
+    )]
+    MuslBase {
+        /// The musl loader found.
+        loader: String,
+    },
+    /// A given base without what the image runs.
+    #[error(
+        "the base lacks what the image runs: {}; its Debian packages are {}: add them to the \
+         base{}, or leave --base unset to build one from layers/base",
+        .missing.join(", "),
+        .packages.join(" "),
+        if *.apt { " (apt-get install)" } else { " (it has no apt: is it Debian-based?)" }
+    )]
+    BaseLacks {
+        /// The programs and files missing.
+        missing: Vec<String>,
+        /// The Debian packages that bring them.
+        packages: Vec<String>,
+        /// Whether the base has apt-get.
+        apt: bool,
+    },
+    /// The base's only interpreters are under /usr/local (python.org's
+    /// builds, as in the `python` images).
+    #[error(
+        "the base's Python is under /usr/local ({found}), and Debian's uWSGI plugin and the venv \
+         are made for Debian's /usr/bin/python3: not supported yet; use a base with Debian's \
+         python3, or leave --base unset"
+    )]
+    LocalPython {
+        /// What /usr/local/bin has.
+        found: String,
+    },
     /// The interpreter asked for is not in the base.
     #[error("the base has no python{wanted} (it has: {found}); pick one of those with --python, or use a base that has python{wanted}")]
     NoPython {
@@ -193,6 +230,9 @@ impl RootfsError {
             | RootfsError::LockedPackagesGone { .. }
             | RootfsError::BadBase { .. }
             | RootfsError::NoPython { .. }
+            | RootfsError::MuslBase { .. }
+            | RootfsError::BaseLacks { .. }
+            | RootfsError::LocalPython { .. }
             | RootfsError::CompilerMismatch(_)
             | RootfsError::ReadBase { .. }
             | RootfsError::UnusableBase { .. }

@@ -34,7 +34,7 @@ pub use debian::{
 use error::io_err;
 pub use error::RootfsError;
 pub use given::{from_blobs, from_image, from_layout, from_tarball};
-pub use interpreter::{choose_python, python_versions};
+pub use interpreter::{check_base, choose_python, python_versions};
 
 /// Where the base comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
