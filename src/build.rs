@@ -12,7 +12,7 @@ use crate::image::documents::{self, ImageDocuments, ImageLayer, ImageSettings};
 use crate::image::layer::{self, Compression, LayerBlob};
 use crate::image::layout::Layout;
 use crate::image::remote::{self, PushOptions, PushReport};
-use crate::image::Image;
+use crate::image::{BaseImage, Image};
 use crate::output::Printer;
 use crate::python::{self, PythonContext};
 use crate::registry::{Client, ClientOptions, Reference};
@@ -177,30 +177,6 @@ fn archive_state(record: Option<&rootfs::DebianRecord>) -> serde_json::Value {
     match record {
         Some(r) => serde_json::json!({"epoch": r.epoch, "suites": r.suites}),
         None => serde_json::Value::Null,
-    }
-}
-
-/// The image a given base is, as the image's manifest annotations name it
-/// (`org.opencontainers.image.base.*`, what `crane rebase` and update bots
-/// read).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BaseImage {
-    /// Its reference, fully qualified (`registry/repository:tag`): a
-    /// registry's image only (a layout's path is no reference).
-    pub name: Option<String>,
-    /// The digest of what was named: the index's when the reference names
-    /// one (the image spec's rule), else the image's manifest.
-    pub digest: Digest,
-}
-
-impl BaseImage {
-    /// The manifest annotations that name it.
-    pub fn annotations(&self) -> Vec<(String, String)> {
-        let mut out = vec![(documents::BASE_DIGEST.to_string(), self.digest.to_string())];
-        if let Some(name) = &self.name {
-            out.push((documents::BASE_NAME.to_string(), name.clone()));
-        }
-        out
     }
 }
 
@@ -483,7 +459,7 @@ fn offline_inputs(
     )?;
     Ok(Inputs {
         base,
-        base_image: None,
+        base_image: lock.base_image.clone(),
         compiler,
         python,
         wheelhouse,
@@ -507,50 +483,64 @@ fn online_inputs(
             .unwrap_or_default(),
         None => python::lock::LockedDebian::default(),
     };
-    // The two root filesystems at once: each is a download and an unpack
-    // (from the build cache) or an mmdebstrap run, mostly on one core.
-    let ((base, base_image), compiler) = std::thread::scope(|s| {
-        let compiler = s.spawn(|| match &debian.compiler {
-            Some(record) => rootfs::built_locked(
-                cache,
-                &Definition::compiler(
-                    &opts.config.dependencies.run,
-                    &opts.config.dependencies.build,
-                ),
-                record,
-                runner,
-                printer,
-            )
-            .map_err(Error::from),
-            None => compiler_rootfs(cache, &opts.config, runner, printer),
-        });
-        let base = match (&opts.base, &debian.base) {
-            (BaseSource::Built, Some(record)) => rootfs::built_locked(
-                cache,
-                &Definition::base(&opts.config.dependencies.run),
-                record,
-                runner,
-                printer,
-            )
-            .map(|rootfs| (rootfs, None))
-            .map_err(Error::from),
-            _ => base_rootfs(
-                cache,
-                &opts.base,
-                &opts.config,
-                &opts.registry,
-                runner,
-                printer,
+    let get_compiler = || match &debian.compiler {
+        Some(record) => rootfs::built_locked(
+            cache,
+            &Definition::compiler(
+                &opts.config.dependencies.run,
+                &opts.config.dependencies.build,
             ),
-        };
-        let compiler = compiler
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        Ok::<_, Error>((base?, compiler?))
-    })?;
-    if !matches!(opts.base, BaseSource::Built) {
-        rootfs::check_base(&base.tree)?;
-    }
+            record,
+            runner,
+            printer,
+        )
+        .map_err(Error::from),
+        None => compiler_rootfs(cache, &opts.config, runner, printer),
+    };
+    let ((base, base_image), compiler) = if matches!(opts.base, BaseSource::Built) {
+        // The two root filesystems at once: each is a download and an
+        // unpack (from the build cache) or an mmdebstrap run, mostly on
+        // one core.
+        std::thread::scope(|s| {
+            let compiler = s.spawn(get_compiler);
+            let base = match &debian.base {
+                Some(record) => rootfs::built_locked(
+                    cache,
+                    &Definition::base(&opts.config.dependencies.run),
+                    record,
+                    runner,
+                    printer,
+                )
+                .map(|rootfs| (rootfs, None))
+                .map_err(Error::from),
+                None => base_rootfs(
+                    cache,
+                    &opts.base,
+                    &opts.config,
+                    &opts.registry,
+                    runner,
+                    printer,
+                ),
+            };
+            let compiler = compiler
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            Ok::<_, Error>((base?, compiler?))
+        })?
+    } else {
+        // A given base first, checked before the compiler is fetched or
+        // built: one that cannot carry the image exits 2 at once.
+        let base = base_rootfs(
+            cache,
+            &opts.base,
+            &opts.config,
+            &opts.registry,
+            runner,
+            printer,
+        )?;
+        rootfs::check_base(&base.0.tree)?;
+        (base, get_compiler()?)
+    };
     let python = rootfs::choose_python(
         &base.tree,
         opts.python.as_deref().or(opts.config.python.as_deref()),
@@ -1244,10 +1234,10 @@ pub fn vendor(
     let cache = &cache;
     let Inputs {
         base,
+        base_image,
         compiler,
         python,
         wheelhouse,
-        ..
     } = online_inputs(opts, cache, runner, printer)?;
     let ctx = python_context(cache, runner, printer, &python, opts);
     let uv = python::uv::ensure(
@@ -1267,6 +1257,7 @@ pub fn vendor(
             requirement: requirement_text,
             python: &python,
             base: &base,
+            base_image: base_image.as_ref(),
             compiler: &compiler,
             wheelhouse: &wheelhouse,
             constraints: opts.pip.constraints.as_deref(),

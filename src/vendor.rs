@@ -189,6 +189,10 @@ pub struct Lock {
     pub base: LockedRootfs,
     /// Compiler rootfs.
     pub compiler: LockedRootfs,
+    /// The image a given base was (its manifest annotations name it), so
+    /// that the offline build's image is the online one's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_image: Option<crate::image::BaseImage>,
     /// The project's own wheel.
     pub project: ProjectWheel,
     /// The constraints the wheels were resolved with (kept as a record: the
@@ -208,6 +212,8 @@ pub struct Contents<'a> {
     pub python: &'a str,
     /// Base rootfs.
     pub base: &'a Rootfs,
+    /// The image a given base is.
+    pub base_image: Option<&'a crate::image::BaseImage>,
     /// Compiler rootfs.
     pub compiler: &'a Rootfs,
     /// The compiled wheels.
@@ -283,6 +289,7 @@ impl Store {
             requirement,
             python,
             base,
+            base_image,
             compiler,
             wheelhouse,
             constraints,
@@ -327,6 +334,7 @@ impl Store {
             python: python.to_string(),
             base: locked(base),
             compiler: locked(compiler),
+            base_image: base_image.cloned(),
             project: wheelhouse.project.clone(),
             constraints,
             wheels,

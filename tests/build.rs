@@ -822,6 +822,10 @@ fn a_base_that_cannot_carry_the_image_exits_2_saying_why() {
         assert!(err.contains(said), "{name}: {err}");
         assert!(err.contains("leave --base unset"), "{name}: {err}");
         assert!(!err.contains("resolve:"), "{name}: nothing resolved: {err}");
+        assert!(
+            !err.contains("compiler rootfs"),
+            "{name}: refused before the compiler is fetched: {err}"
+        );
         assert!(!output.join("index.json").exists());
     }
 }

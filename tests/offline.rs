@@ -196,3 +196,55 @@ fn offline_without_a_store_says_how_to_make_one() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("assemble vendor"));
 }
+
+/// A store vendored on a given base keeps the image that base is, so the
+/// offline image names it in its manifest as the online one does: the
+/// same digest.
+#[test]
+fn a_store_on_a_given_base_gives_the_online_image_annotations_included() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = format!("oci:{}:0.4.0", image().display());
+    let online = run(build_cmd("milborne==0.4.0", &tmp.path().join("oci-online"))
+        .arg("--base")
+        .arg(&base));
+    assert!(online.status.success());
+    let store = tmp.path().join("vendor");
+    let mut c = assemble();
+    c.arg("vendor")
+        .arg("milborne==0.4.0")
+        .arg("--index-url")
+        .arg(index())
+        .arg("--cache-dir")
+        .arg(cache())
+        .arg("--vendor")
+        .arg(&store)
+        .arg("--base")
+        .arg(&base);
+    assert!(run(&mut c).status.success(), "assemble vendor failed");
+    let out = offline(&[
+        "--offline".into(),
+        "milborne==0.4.0".into(),
+        "--vendor".into(),
+        s(&store),
+        "--cache-dir".into(),
+        s(&tmp.path().join("empty-cache")),
+        "--output".into(),
+        s(&tmp.path().join("oci")),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(digest_of(&out), digest_of(&online));
+    let manifest = run(Command::new("skopeo")
+        .arg("inspect")
+        .arg("--raw")
+        .arg(format!("oci:{}:0.4.0", tmp.path().join("oci").display())));
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest.stdout).unwrap();
+    assert_eq!(
+        manifest["annotations"]["org.opencontainers.image.base.digest"],
+        image_digest()
+    );
+}

@@ -23,6 +23,30 @@ pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
 /// The manifest annotation with the base image's digest.
 pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 
+/// The image a given base is, as the image's manifest annotations name it
+/// (`org.opencontainers.image.base.*`, what `crane rebase` and update bots
+/// read).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BaseImage {
+    /// Its reference, fully qualified (`registry/repository:tag`): a
+    /// registry's image only (a layout's path is no reference).
+    pub name: Option<String>,
+    /// The digest of what was named: the index's when the reference names
+    /// one (the image spec's rule), else the image's manifest.
+    pub digest: Digest,
+}
+
+impl BaseImage {
+    /// The manifest annotations that name it.
+    pub fn annotations(&self) -> Vec<(String, String)> {
+        let mut out = vec![(BASE_DIGEST.to_string(), self.digest.to_string())];
+        if let Some(name) = &self.name {
+            out.push((BASE_NAME.to_string(), name.clone()));
+        }
+        out
+    }
+}
+
 /// Serialises a value as compact JSON with every object's keys sorted.
 pub fn canonical_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     fn sort(v: serde_json::Value) -> serde_json::Value {

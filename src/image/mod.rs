@@ -31,6 +31,7 @@ use std::sync::{Arc, OnceLock};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
 pub use blobs::{Blob, BlobSource, BlobStore};
+pub use documents::BaseImage;
 pub use error::ImageError;
 
 use crate::digest::Digest;

@@ -127,13 +127,7 @@ pub enum RootfsError {
         loader: String,
     },
     /// A given base without what the image runs.
-    #[error(
-        "the base lacks what the image runs: {}; its Debian packages are {}: add them to the \
-         base{}, or leave --base unset to build one from layers/base",
-        .missing.join(", "),
-        .packages.join(" "),
-        if *.apt { " (apt-get install)" } else { " (it has no apt: is it Debian-based?)" }
-    )]
+    #[error("the base lacks what the image runs: {}", lacks_text(.missing, .packages, *.apt, *.user))]
     BaseLacks {
         /// The programs and files missing.
         missing: Vec<String>,
@@ -141,6 +135,8 @@ pub enum RootfsError {
         packages: Vec<String>,
         /// Whether the base has apt-get.
         apt: bool,
+        /// Whether the image's user (blue, uid 1000) is missing.
+        user: bool,
     },
     /// The base's only interpreters are under /usr/local (python.org's
     /// builds, as in the `python` images).
@@ -249,4 +245,27 @@ pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RootfsError + '_ 
         path: path.to_path_buf(),
         source,
     }
+}
+
+fn lacks_text(missing: &[String], packages: &[String], apt: bool, user: bool) -> String {
+    let mut text = missing.join(", ");
+    if !packages.is_empty() {
+        text.push_str(&format!(
+            "; its Debian packages are {}: add them to the base{}",
+            packages.join(" "),
+            if apt {
+                " (apt-get install)"
+            } else {
+                " (it has no apt: is it Debian-based?)"
+            }
+        ));
+    }
+    if user {
+        text.push_str(
+            "; make the user as layers/base/setup.sh does (useradd --uid 1000 --gid 33 \
+             --create-home --home-dir /home/blue --shell /bin/bash blue)",
+        );
+    }
+    text.push_str("; or leave --base unset to build the base from layers/base");
+    text
 }
