@@ -124,9 +124,13 @@ pub struct ResultLayer {
     pub build: &'static str,
 }
 
-/// The `--result-file` document: what was built and, if asked, pushed. It
-/// names no credential (references never carry one).
-pub fn result_document(result: &BuildResult) -> serde_json::Value {
+/// The `--result-file` document: what was built and, if asked, pushed, and
+/// the isolation its commands ran under. It names no credential
+/// (references never carry one).
+pub fn result_document(
+    result: &BuildResult,
+    isolation: crate::sandbox::Isolation,
+) -> serde_json::Value {
     let push = result.pushed.as_ref().map(|p| {
         serde_json::json!({
             "reference": p.pushed.to_string(),
@@ -164,6 +168,7 @@ pub fn result_document(result: &BuildResult) -> serde_json::Value {
         "python": {"version": result.python, "set": python},
         "layers": result.layers,
         "push": push,
+        "isolation": isolation.as_str(),
         "debian": {
             "base": archive_state(result.debian.base.as_ref()),
             "compiler": archive_state(result.debian.compiler.as_ref()),
@@ -1540,6 +1545,9 @@ mod tests {
                 compiler: None,
             },
         };
-        insta::assert_json_snapshot!("result_file", result_document(&result));
+        insta::assert_json_snapshot!(
+            "result_file",
+            result_document(&result, crate::sandbox::Isolation::Userns)
+        );
     }
 }

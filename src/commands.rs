@@ -76,8 +76,7 @@ pub fn build(s: BuildSettings, printer: &Printer) -> Result<i32, Error> {
         write_archives(&s, &result, printer)?;
     }
     if let Some(path) = &s.result_file {
-        let mut doc = build::result_document(&result);
-        doc["isolation"] = runner.isolation().as_str().into();
+        let doc = build::result_document(&result, runner.isolation());
         let doc = serde_json::to_vec_pretty(&doc).expect("result serialises");
         crate::fsutil::write_atomic(path, &doc)?;
     }

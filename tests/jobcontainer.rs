@@ -557,6 +557,19 @@ fn assemble_run_in_a_job_container_serves_under_chroot_as_root() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("started"), "{}", stdout(&out));
     assert!(stdout(&out).contains("GONE"), "{}", stdout(&out));
+    // An orphan that ends while the container runs is reaped then, not
+    // kept as a zombie of assemble until the end.
+    let script = format!(
+        "{bin} run --cache-dir {dir}/run-cache {dir}/oci sh -c 'n=0.2; (setsid sleep $n &); sleep 4' \
+         2>{dir}/orphan.err & pid=$!; \
+         while ! grep -q 'run: ' {dir}/orphan.err; do sleep 0.1; done; sleep 2.5; \
+         echo zombies=$(ps -o stat= --ppid $pid | grep -c Z); wait $pid",
+        bin = dir.join("assemble").display(),
+        dir = dir.display(),
+    );
+    let out = in_job_container(JobUser::Root, &[dir], &script);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("zombies=0"), "{}", stdout(&out));
     // uid 1000 there: no user namespaces, no chroot; proot cannot run it.
     let script = format!(
         "{bin} run --cache-dir {dir}/run-cache-1000 {dir}/oci true",

@@ -173,11 +173,55 @@ pub(super) fn supervise(
             let _ = waiter.join();
             return status.map_err(SandboxError::Spawn);
         }
-        signals.wait(stop.wait_time());
+        let wait = match started {
+            // Orphans of a chrooted container are reaped as they end: a
+            // long run would keep their zombies otherwise.
+            Started::Group(entrypoint) => {
+                reap_orphans(entrypoint);
+                stop.wait_time().min(ORPHANS_EVERY)
+            }
+            Started::Bwrap(_) => stop.wait_time(),
+        };
+        signals.wait(wait);
         let (count, signal) = signals.received();
         stop.received(count, signal, started, printer);
         stop.act(started, printer);
     }
+}
+
+/// How often a chrooted run's ended orphans are reaped.
+const ORPHANS_EVERY: Duration = Duration::from_secs(1);
+
+/// Reaps the children of assemble that have ended (zombies), but the
+/// entrypoint, whose status its waiter collects.
+fn reap_orphans(entrypoint: i32) {
+    // SAFETY: getpid(2) has no preconditions and cannot fail.
+    let me = unsafe { libc::getpid() };
+    for pid in zombie_children_of(me) {
+        if pid != entrypoint {
+            // SAFETY: waitpid(2) on one of our own children, known to have
+            // ended, with no status pointer: it only collects it.
+            unsafe {
+                libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
+            }
+        }
+    }
+}
+
+/// The children of `pid` that have ended and wait to be reaped.
+fn zombie_children_of(pid: i32) -> Vec<i32> {
+    children_of(pid)
+        .into_iter()
+        .filter(|c| {
+            std::fs::read_to_string(format!("/proc/{c}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st == "Z"))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
 }
 
 /// After a chrooted run: kills every process still descending from
