@@ -208,8 +208,9 @@ pub fn base_rootfs(
         BaseSource::Tarball(p) => (rootfs::from_tarball(cache, p, printer)?, None),
         BaseSource::Layout(dir, tag) => {
             let rootfs = rootfs::from_layout(cache, dir, tag.as_deref(), printer)?;
-            let digest = Layout::open(dir)?.image(tag.as_deref())?.digest().clone();
-            (rootfs, Some(BaseImage { name: None, digest }))
+            let image = Layout::open(dir)?.image(tag.as_deref())?;
+            let digest = image.digest().clone();
+            (rootfs, Some(base_image(&image, None, digest)?))
         }
         BaseSource::Registry(reference) => {
             let dir = cache
@@ -229,14 +230,21 @@ pub fn base_rootfs(
                 _ => reference.clone(),
             }
             .to_string();
-            (
-                rootfs,
-                Some(BaseImage {
-                    name: Some(name),
-                    digest: named,
-                }),
-            )
+            (rootfs, Some(base_image(&image, Some(name), named)?))
         }
+    })
+}
+
+/// The [`BaseImage`] of a given base `image`, named `name` and `digest`:
+/// with its configuration's environment and labels.
+fn base_image(image: &Image, name: Option<String>, digest: Digest) -> Result<BaseImage, Error> {
+    let config = image.config()?;
+    let c = config.config().clone().unwrap_or_default();
+    Ok(BaseImage {
+        name,
+        digest,
+        env: c.env().clone().unwrap_or_default(),
+        labels: c.labels().clone().unwrap_or_default().into_iter().collect(),
     })
 }
 
@@ -1350,15 +1358,21 @@ pub fn image_settings(
     base: Option<&BaseImage>,
 ) -> ImageSettings {
     let created = crate::epoch::rfc3339(epoch);
+    let env = contract::environment(&project.app(), version, &config.env);
+    let labels = contract::labels(project.name, version, &created);
+    let (env, labels) = match base {
+        Some(base) => (base.environment_under(env), base.labels_under(labels)),
+        None => (env, labels),
+    };
     ImageSettings {
         user: contract::USER.into(),
-        env: contract::environment(&project.app(), version, &config.env),
+        env,
         entrypoint: vec![contract::ENTRYPOINT_PATH.into()],
         cmd: vec![],
         working_dir: contract::HOME.into(),
         exposed_ports: contract::exposed_ports(&config.ports),
         volumes: contract::volumes(&config.volumes),
-        labels: contract::labels(project.name, version, &created),
+        labels,
         created,
         architecture: documents::host_architecture().into(),
         annotations: base.map(BaseImage::annotations).unwrap_or_default(),

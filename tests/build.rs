@@ -829,3 +829,51 @@ fn a_base_that_cannot_carry_the_image_exits_2_saying_why() {
         assert!(!output.join("index.json").exists());
     }
 }
+
+/// A given base image's environment and labels are kept under the
+/// image's own: its variables stay, its PATH directories follow the
+/// venv's, its labels stay where ours do not clash.
+#[test]
+fn a_given_base_keeps_its_environment_and_labels_under_the_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let copy = run(Command::new("cp").arg("-a").arg(image()).arg(&base));
+    assert!(copy.status.success());
+    let config = run(Command::new("umoci")
+        .arg("config")
+        .arg("--image")
+        .arg(format!("{}:0.4.0", base.display()))
+        .args(["--tag", "team"])
+        .args(["--config.env", "TEAM_SETTING=kept"])
+        .args(["--config.env", "PATH=/opt/team/bin:/usr/bin:/bin"])
+        .args(["--config.label", "team.owner=blue-team"])
+        .args(["--config.label", "org.opencontainers.image.title=team-base"]));
+    assert!(
+        config.status.success(),
+        "{}",
+        String::from_utf8_lossy(&config.stderr)
+    );
+    let out = run(build_cmd("milborne==0.4.0", &tmp.path().join("oci"))
+        .arg("--base")
+        .arg(format!("oci:{}:team", base.display())));
+    assert!(out.status.success());
+    let info = inspect(&tmp.path().join("oci"), "0.4.0");
+    let env: Vec<&str> = info["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"TEAM_SETTING=kept"), "{env:?}");
+    let path = env.iter().find(|e| e.starts_with("PATH=")).unwrap();
+    assert!(
+        path.starts_with("PATH=/home/blue/app/bin:") && path.ends_with(":/opt/team/bin"),
+        "{path}"
+    );
+    assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
+    assert_eq!(info["Labels"]["team.owner"], "blue-team");
+    assert_eq!(
+        info["Labels"]["org.opencontainers.image.title"], "milborne",
+        "the image's own label wins"
+    );
+}

@@ -23,9 +23,9 @@ pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
 /// The manifest annotation with the base image's digest.
 pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
 
-/// The image a given base is, as the image's manifest annotations name it
+/// The image a given base is: as the image's manifest annotations name it
 /// (`org.opencontainers.image.base.*`, what `crane rebase` and update bots
-/// read).
+/// read), and the configuration the image keeps of it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BaseImage {
     /// Its reference, fully qualified (`registry/repository:tag`): a
@@ -34,9 +34,55 @@ pub struct BaseImage {
     /// The digest of what was named: the index's when the reference names
     /// one (the image spec's rule), else the image's manifest.
     pub digest: Digest,
+    /// Its `Config.Env`, kept under the image's own.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Its `Config.Labels`, kept where the image's own do not clash.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl BaseImage {
+    /// `ours` (`KEY=VALUE`) over its environment: its variables `ours` does
+    /// not set stay, first, in their order; its `PATH` directories that
+    /// ours lacks go after ours.
+    pub fn environment_under(&self, ours: Vec<String>) -> Vec<String> {
+        let key = |e: &str| e.split_once('=').map_or(e, |(k, _)| k).to_string();
+        let mut env: Vec<String> = self
+            .env
+            .iter()
+            .filter(|e| !ours.iter().any(|o| key(o) == key(e)))
+            .cloned()
+            .collect();
+        let base_path = self
+            .env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or("");
+        for e in ours {
+            match e.strip_prefix("PATH=") {
+                Some(path) => {
+                    let mut dirs: Vec<&str> = path.split(':').filter(|d| !d.is_empty()).collect();
+                    for d in base_path.split(':').filter(|d| !d.is_empty()) {
+                        if !dirs.contains(&d) {
+                            dirs.push(d);
+                        }
+                    }
+                    env.push(format!("PATH={}", dirs.join(":")));
+                }
+                None => env.push(e),
+            }
+        }
+        env
+    }
+
+    /// `ours` over its labels: its labels stay where ours do not set them.
+    pub fn labels_under(&self, ours: Vec<(String, String)>) -> Vec<(String, String)> {
+        let mut labels = self.labels.clone();
+        labels.extend(ours);
+        labels.into_iter().collect()
+    }
+
     /// The manifest annotations that name it.
     pub fn annotations(&self) -> Vec<(String, String)> {
         let mut out = vec![(BASE_DIGEST.to_string(), self.digest.to_string())];
@@ -254,6 +300,56 @@ pub fn host_architecture() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_base_images_environment_and_labels_stay_under_ours() {
+        let base = BaseImage {
+            name: None,
+            digest: Digest::of(b"base"),
+            env: vec![
+                "PATH=/opt/tools/bin:/usr/local/bin:/usr/bin".into(),
+                "LANG=en_US.UTF-8".into(),
+                "TEAM_TOKEN_FILE=/run/secrets/t".into(),
+            ],
+            labels: [
+                ("team".to_string(), "blue".to_string()),
+                (
+                    "org.opencontainers.image.title".to_string(),
+                    "base".to_string(),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let env = base.environment_under(vec![
+            "PATH=/home/blue/app/bin:/usr/local/bin:/usr/bin:/bin".into(),
+            "LANG=C.UTF-8".into(),
+            "HOME=/home/blue".into(),
+        ]);
+        assert_eq!(
+            env,
+            [
+                "TEAM_TOKEN_FILE=/run/secrets/t",
+                "PATH=/home/blue/app/bin:/usr/local/bin:/usr/bin:/bin:/opt/tools/bin",
+                "LANG=C.UTF-8",
+                "HOME=/home/blue",
+            ]
+        );
+        let labels = base.labels_under(vec![(
+            "org.opencontainers.image.title".into(),
+            "milborne".into(),
+        )]);
+        assert_eq!(
+            labels,
+            [
+                (
+                    "org.opencontainers.image.title".to_string(),
+                    "milborne".to_string()
+                ),
+                ("team".to_string(), "blue".to_string()),
+            ]
+        );
+    }
 
     #[test]
     fn canonical_json_sorts_keys_at_every_depth() {
