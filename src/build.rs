@@ -199,7 +199,7 @@ pub fn base_rootfs(
         BaseSource::Built => (
             rootfs::built(
                 cache,
-                &Definition::base(&config.dependencies.run),
+                &Definition::base(config.debian.as_deref(), &config.dependencies.run),
                 runner,
                 printer,
             )?,
@@ -257,7 +257,11 @@ pub fn compiler_rootfs(
 ) -> Result<Rootfs, Error> {
     Ok(rootfs::built(
         cache,
-        &Definition::compiler(&config.dependencies.run, &config.dependencies.build),
+        &Definition::compiler(
+            config.debian.as_deref(),
+            &config.dependencies.run,
+            &config.dependencies.build,
+        ),
         runner,
         printer,
     )?)
@@ -496,30 +500,32 @@ fn online_inputs(
             .unwrap_or_default(),
         None => python::lock::LockedDebian::default(),
     };
-    let get_compiler = || match &debian.compiler {
+    // The compiler from `config`'s release.
+    let get_compiler = |config: &ProjectConfig| match &debian.compiler {
         Some(record) => rootfs::built_locked(
             cache,
             &Definition::compiler(
-                &opts.config.dependencies.run,
-                &opts.config.dependencies.build,
+                config.debian.as_deref(),
+                &config.dependencies.run,
+                &config.dependencies.build,
             ),
             record,
             runner,
             printer,
         )
         .map_err(Error::from),
-        None => compiler_rootfs(cache, &opts.config, runner, printer),
+        None => compiler_rootfs(cache, config, runner, printer),
     };
     let ((base, base_image), compiler) = if matches!(opts.base, BaseSource::Built) {
         // The two root filesystems at once: each is a download and an
         // unpack (from the build cache) or an mmdebstrap run, mostly on
         // one core.
         std::thread::scope(|s| {
-            let compiler = s.spawn(get_compiler);
+            let compiler = s.spawn(|| get_compiler(&opts.config));
             let base = match &debian.base {
                 Some(record) => rootfs::built_locked(
                     cache,
-                    &Definition::base(&opts.config.dependencies.run),
+                    &Definition::base(opts.config.debian.as_deref(), &opts.config.dependencies.run),
                     record,
                     runner,
                     printer,
@@ -552,7 +558,19 @@ fn online_inputs(
             printer,
         )?;
         rootfs::check_base(&base.0.tree)?;
-        (base, get_compiler()?)
+        // The compiler from the release that ships the base's Python, when
+        // one does (else the default, refused below if it differs).
+        let wanted = opts.python.as_deref().or(opts.config.python.as_deref());
+        let mut config = opts.config.clone();
+        if let (None, Ok(python)) = (
+            &opts.config.debian,
+            rootfs::choose_python(&base.0.tree, wanted),
+        ) {
+            if let Some(release) = rootfs::releases().into_iter().find(|r| r.python == python) {
+                config.debian = Some(release.name);
+            }
+        }
+        (base, get_compiler(&config)?)
     };
     let python = rootfs::choose_python(
         &base.tree,
@@ -746,12 +764,12 @@ fn strip(url: &str) -> String {
 }
 
 fn base_definition(opts: &BuildOptions) -> Definition {
-    Definition::base(&opts.config.dependencies.run)
+    Definition::base(opts.config.debian.as_deref(), &opts.config.dependencies.run)
 }
 
 fn compiler_definition(opts: &BuildOptions) -> Definition {
     let deps = &opts.config.dependencies;
-    Definition::compiler(&deps.run, &deps.build)
+    Definition::compiler(opts.config.debian.as_deref(), &deps.run, &deps.build)
 }
 
 /// A definition as the key of a record sees it: the mirror without

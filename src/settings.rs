@@ -247,7 +247,14 @@ impl Settings {
                 client: client_options(&registry_args),
             }),
             Command::Base { config } => {
-                let config = load_config(config.as_deref())?;
+                let mut config = load_config(config.as_deref())?;
+                config.debian = Some(
+                    crate::rootfs::choose_release(
+                        config.debian.as_deref(),
+                        config.python.as_deref(),
+                    )?
+                    .name,
+                );
                 Settings::Base(BaseSettings {
                     cache: open_cache(cache_dir)?,
                     config,
@@ -432,6 +439,17 @@ fn build_options(args: &BuildArgs, cache: &Cache) -> Result<BuildOptions, Error>
         args.constraint.as_deref(),
     )?;
     let base = base_source(args.base.as_deref())?;
+    // The Debian release of the built rootfs: named, else the one shipping
+    // the Python asked for, else the default. With a given base it is the
+    // compiler's, when named (else the build picks the one shipping the
+    // base's Python).
+    let mut config = config;
+    let python = args.python.as_deref().or(config.python.as_deref());
+    if matches!(base, BaseSource::Built) {
+        config.debian = Some(crate::rootfs::choose_release(config.debian.as_deref(), python)?.name);
+    } else if let Some(name) = config.debian.as_deref() {
+        crate::rootfs::choose_release(Some(name), None)?;
+    }
     let epoch =
         crate::epoch::source_date_epoch(std::env::var(env::SOURCE_DATE_EPOCH).ok().as_deref())?;
     let push = push_target(args, &config)?;

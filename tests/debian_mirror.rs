@@ -373,7 +373,7 @@ fn a_locked_base_is_the_locked_one_and_names_each_package_the_mirror_no_longer_h
     let dir = mirror_copy(&tmp.path().join("mirror"));
     let mirror = DebianMirror::serve(&dir);
     let printer = assemble::output::Printer::new(assemble::output::Mode::Quiet, false);
-    let mut def = Definition::base(&[]);
+    let mut def = Definition::base(None, &[]);
     def.mirror = mirror.line();
     let cache = |name: &str| assemble::cache::Cache::open(&tmp.path().join(name)).unwrap();
 

@@ -1086,3 +1086,57 @@ fn the_cronwrapper_logs_to_syslog_tagged_project_cron_command() {
     );
     assert!(read(&media.join("cron.log")).contains("ping uid=1000"));
 }
+
+/// `--python 3.13` builds from the Debian release that ships it (trixie,
+/// base and compiler): the fixture's C extension is compiled for cp313,
+/// and the image serves through nginx and uWSGI with that interpreter.
+#[test]
+fn python_3_13_builds_from_trixie_and_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("oci");
+    let result = tmp.path().join("result.json");
+    let out = run(build_cmd("milborne==0.4.0", &layout)
+        .args(["--python", "3.13"])
+        .arg("--result-file")
+        .arg(&result));
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_str(&read(&result)).unwrap();
+    assert_eq!(doc["python"]["version"], "3.13", "{doc}");
+    let wheels: Vec<&str> = doc["python"]["set"]["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["wheel"].as_str())
+        .collect();
+    assert!(
+        wheels
+            .iter()
+            .any(|w| w.starts_with("milborne-0.4.0-cp313-cp313-")),
+        "{wheels:?}"
+    );
+    for role in ["base", "compiler"] {
+        let suites = doc["debian"][role]["suites"].as_array().unwrap();
+        assert!(
+            suites
+                .iter()
+                .all(|s| s["url"].as_str().unwrap().contains("/dists/trixie")),
+            "{role}: {suites:?}"
+        );
+    }
+    let _port = lock("port-8080");
+    let mut cmd = assemble();
+    cmd.arg("run")
+        .arg("--cache-dir")
+        .arg(cache())
+        .arg(&layout)
+        .args(["start", "www"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _run = Running(spawn_with_deathsig(&mut cmd));
+    let body = wait_http(8080, "/", Duration::from_secs(90)).expect("nginx answers on 8080");
+    assert!(body.contains("service=www"), "{body}");
+    assert!(
+        body.contains("checksum=1122270825"),
+        "the C extension answered: {body}"
+    );
+}

@@ -25,7 +25,81 @@ pub const SETUP_HOOK: &str = include_str!("../../layers/base/setup.sh");
 /// Packages added for the compiler (`layers/compiler/packages`).
 pub const COMPILER_PACKAGES: &str = include_str!("../../layers/compiler/packages");
 /// Debian suite the rootfs are built from.
-pub const SUITE: &str = "bookworm";
+pub const RELEASES: &str = include_str!("../../layers/releases");
+
+/// A Debian release (its suite name) and the Python 3 it ships.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Release {
+    /// `bookworm`.
+    pub name: String,
+    /// `3.11`.
+    pub python: String,
+}
+
+/// The releases of layers/releases, the default first.
+pub fn releases() -> Vec<Release> {
+    RELEASES
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            Some(Release {
+                name: words.next()?.to_string(),
+                python: words.next()?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The release the built rootfs come from: the one named (`debian`), else
+/// the one that ships `python`, else the default; exit 2 (listing what
+/// there is) for a release or a Python none of them is.
+pub fn choose_release(debian: Option<&str>, python: Option<&str>) -> Result<Release, RootfsError> {
+    let all = releases();
+    let offer = || {
+        all.iter()
+            .map(|r| format!("{} (Python {})", r.name, r.python))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (debian, python) {
+        (Some(name), python) => {
+            let release =
+                all.iter()
+                    .find(|r| r.name == name)
+                    .ok_or_else(|| RootfsError::UnknownRelease {
+                        asked: name.to_string(),
+                        offer: offer(),
+                    })?;
+            match python {
+                Some(p) if p != release.python => Err(RootfsError::ReleasePython {
+                    release: release.name.clone(),
+                    ships: release.python.clone(),
+                    asked: p.to_string(),
+                }),
+                _ => Ok(release.clone()),
+            }
+        }
+        (None, Some(p)) => {
+            all.iter()
+                .find(|r| r.python == p)
+                .cloned()
+                .ok_or_else(|| RootfsError::NoRelease {
+                    python: p.to_string(),
+                    offer: offer(),
+                })
+        }
+        (None, None) => Ok(all[0].clone()),
+    }
+}
+
+/// The release named `name` (checked by [`choose_release`]), else the
+/// default.
+fn release_named(name: Option<&str>) -> Release {
+    let all = releases();
+    name.and_then(|n| all.iter().find(|r| r.name == n).cloned())
+        .unwrap_or_else(|| all[0].clone())
+}
 /// The apt preferences of a locked build, in the chroot while mmdebstrap runs.
 const PINS: &str = "etc/apt/preferences.d/assemble-locked";
 
@@ -34,6 +108,8 @@ const PINS: &str = "etc/apt/preferences.d/assemble-locked";
 pub struct Definition {
     /// `base` or `compiler`.
     pub role: String,
+    /// The Debian release (its suite).
+    pub release: String,
     /// Packages to include.
     pub packages: Vec<String>,
     /// The Debian mirror (`ASSEMBLE_DEBIAN_MIRROR`; empty: mmdebstrap's choice).
@@ -41,27 +117,30 @@ pub struct Definition {
 }
 
 impl Definition {
-    /// The base definition plus the project's run-time packages.
-    pub fn base(run_deps: &[String]) -> Self {
+    /// The base definition plus the project's run-time packages, from
+    /// `release` (None: the default).
+    pub fn base(release: Option<&str>, run_deps: &[String]) -> Self {
         let mut packages = parse_package_list(BASE_PACKAGES);
         packages.extend(run_deps.iter().cloned());
-        Self::new("base", packages)
+        Self::new("base", release, packages)
     }
 
-    /// The compiler definition: base, compiler packages, run and build packages.
-    pub fn compiler(run_deps: &[String], build_deps: &[String]) -> Self {
+    /// The compiler definition: base, compiler packages, run and build
+    /// packages, from `release` (None: the default).
+    pub fn compiler(release: Option<&str>, run_deps: &[String], build_deps: &[String]) -> Self {
         let mut packages = parse_package_list(BASE_PACKAGES);
         packages.extend(parse_package_list(COMPILER_PACKAGES));
         packages.extend(run_deps.iter().cloned());
         packages.extend(build_deps.iter().cloned());
-        Self::new("compiler", packages)
+        Self::new("compiler", release, packages)
     }
 
-    fn new(role: &str, mut packages: Vec<String>) -> Self {
+    fn new(role: &str, release: Option<&str>, mut packages: Vec<String>) -> Self {
         packages.sort();
         packages.dedup();
         Self {
             role: role.into(),
+            release: release_named(release).name,
             packages,
             mirror: std::env::var(crate::env::ASSEMBLE_DEBIAN_MIRROR).unwrap_or_default(),
         }
@@ -85,7 +164,7 @@ impl Definition {
         // v3: the archive state, SOURCE_DATE_EPOCH from it, the record.
         let mut k = KeyBuilder::new("rootfs-mmdebstrap-v3");
         k.part("role", self.role.as_bytes())
-            .part("suite", SUITE.as_bytes())
+            .part("suite", self.release.as_bytes())
             .part("packages", self.packages.join(",").as_bytes())
             .part("hook", SETUP_HOOK.as_bytes())
             .part("arch", host_architecture().as_bytes())
@@ -140,7 +219,7 @@ impl Definition {
                 lists.display()
             ),
             format!("--customize-hook=sh {} \"$1\"", hook.display()),
-            SUITE.into(),
+            self.release.clone(),
             tar.display().to_string(),
         ]);
         if !self.mirror.is_empty() {
@@ -219,7 +298,7 @@ pub fn built(
     printer: &Printer,
 ) -> Result<Rootfs, RootfsError> {
     let def_key = def.key();
-    let urls = archive::suites(&def.mirror, SUITE, cache, runner)?;
+    let urls = archive::suites(&def.mirror, &def.release, cache, runner)?;
     let last: Option<ArchiveState> = cache.get_json("rootfs", &format!("state-{def_key}"));
     let state = match (archive::revalidate(&urls, last.as_ref()), &last) {
         (Ok(state), _) => state,
@@ -337,7 +416,7 @@ pub fn built_locked(
         ));
         return Ok(r);
     }
-    let urls = archive::suites(&def.mirror, SUITE, cache, runner)?;
+    let urls = archive::suites(&def.mirror, &def.release, cache, runner)?;
     let missing = archive::missing_packages(record, &urls, host_architecture())?;
     if !missing.is_empty() {
         return Err(RootfsError::LockedPackagesGone {
@@ -469,7 +548,8 @@ fn make(m: &Make<'_>, runner: &dyn Runner, printer: &Printer) -> Result<Rootfs, 
     crate::fsutil::make_writable(&lists);
     fs_err::remove_dir_all(&lists).map_err(io_err(&lists))?;
     let created_by = format!(
-        "mmdebstrap --variant=essential {SUITE} ({}: {})",
+        "mmdebstrap --variant=essential {} ({}: {})",
+        def.release,
         def.role,
         def.packages.join(" ")
     );
@@ -513,6 +593,61 @@ fn dev_entry(tar_path: &Path) -> Result<[u8; 512], RootfsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_release_follows_the_python_asked_for_or_the_one_named() {
+        let default = choose_release(None, None).unwrap();
+        assert_eq!(
+            (default.name.as_str(), default.python.as_str()),
+            ("bookworm", "3.11")
+        );
+        assert_eq!(choose_release(None, Some("3.13")).unwrap().name, "trixie");
+        assert_eq!(choose_release(Some("trixie"), None).unwrap().python, "3.13");
+        assert_eq!(
+            choose_release(Some("trixie"), Some("3.13")).unwrap().name,
+            "trixie"
+        );
+        let err = choose_release(None, Some("3.12")).unwrap_err().to_string();
+        assert!(
+            err.contains("ships Python 3.12")
+                && err.contains("bookworm (Python 3.11), trixie (Python 3.13)"),
+            "{err}"
+        );
+        let err = choose_release(Some("sid"), None).unwrap_err().to_string();
+        assert!(
+            err.contains("\"sid\"") && err.contains("trixie (Python 3.13)"),
+            "{err}"
+        );
+        let err = choose_release(Some("bookworm"), Some("3.13"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Debian bookworm ships Python 3.11, not 3.13"),
+            "{err}"
+        );
+        // The release is part of what defines a rootfs.
+        assert_ne!(
+            Definition::base(Some("trixie"), &[]).key(),
+            Definition::base(None, &[]).key()
+        );
+        assert_eq!(
+            Definition::base(Some("bookworm"), &[]).key(),
+            Definition::base(None, &[]).key()
+        );
+        let def = Definition::compiler(Some("trixie"), &[], &[]);
+        let c = def.mmdebstrap(
+            Mmdebstrap {
+                program: "mmdebstrap".into(),
+                mode: Mode::Unshare,
+            },
+            Path::new("/h"),
+            Path::new("/l"),
+            Path::new("/t.tar"),
+            1,
+            None,
+        );
+        assert!(c.args.iter().any(|a| a == "trixie"), "{:?}", c.args);
+    }
 
     #[test]
     fn the_dev_entry_is_an_empty_root_owned_directory_dated_like_the_first_entry() {
@@ -573,7 +708,7 @@ mod tests {
             "Origin: test\nDate: Tue, 14 Nov 2023 22:13:20 UTC\n",
         )
         .unwrap();
-        let mut def = Definition::base(&["libpq5".into()]);
+        let mut def = Definition::base(None, &["libpq5".into()]);
         def.mirror = format!(
             "deb [trusted=yes] file://{} bookworm main",
             archive.display()
@@ -622,7 +757,7 @@ mod tests {
             "the lists are copied out before setup.sh empties them"
         );
         let n = c.args.len();
-        assert_eq!(c.args[n - 3], SUITE);
+        assert_eq!(c.args[n - 3], "bookworm");
         assert!(c.args[n - 2].ends_with("/rootfs.tar"), "{:?}", c.args);
         assert_eq!(c.args[n - 1], def.mirror);
         // The archive's newest Date, never the user's SOURCE_DATE_EPOCH.
@@ -644,7 +779,7 @@ mod tests {
     fn an_unreachable_mirror_with_no_known_state_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path()).unwrap();
-        let mut def = Definition::base(&[]);
+        let mut def = Definition::base(None, &[]);
         def.mirror = "deb http://user:s3cret@127.0.0.1:1/debian bookworm main".into();
         let recorder = crate::sandbox::Recorder::default();
         let printer = Printer::new(crate::output::Mode::Quiet, false);
@@ -667,7 +802,7 @@ mod tests {
 
     #[test]
     fn the_key_changes_with_the_archive_state() {
-        let def = Definition::base(&[]);
+        let def = Definition::base(None, &[]);
         let state = |sha: &str| ArchiveState {
             suites: vec![archive::SuiteState {
                 url: "http://127.0.0.1:1/debian/dists/bookworm/InRelease".into(),
@@ -685,12 +820,12 @@ mod tests {
     #[test]
     fn definition_key_changes_with_packages() {
         assert_ne!(
-            Definition::base(&[]).key(),
-            Definition::base(&["libpq5".into()]).key()
+            Definition::base(None, &[]).key(),
+            Definition::base(None, &["libpq5".into()]).key()
         );
         assert_ne!(
-            Definition::base(&[]).key(),
-            Definition::compiler(&[], &[]).key()
+            Definition::base(None, &[]).key(),
+            Definition::compiler(None, &[], &[]).key()
         );
     }
 }

@@ -149,6 +149,38 @@ pub enum RootfsError {
         /// What /usr/local/bin has.
         found: String,
     },
+    /// A Debian release layers/releases does not know.
+    #[error("assemble.toml names Debian release {asked:?}, which assemble does not build from; on offer: {offer}")]
+    UnknownRelease {
+        /// What was named.
+        asked: String,
+        /// The releases known, with their Python.
+        offer: String,
+    },
+    /// A Python no known release ships.
+    #[error(
+        "no Debian release assemble builds from ships Python {python}; on offer: {offer} (or \
+         give a base that has it with --base)"
+    )]
+    NoRelease {
+        /// The version asked for.
+        python: String,
+        /// The releases known, with their Python.
+        offer: String,
+    },
+    /// A release and a Python that do not go together.
+    #[error(
+        "Debian {release} ships Python {ships}, not {asked}: drop one of assemble.toml's \
+         `debian` and `python` (or --python)"
+    )]
+    ReleasePython {
+        /// The release named.
+        release: String,
+        /// Its Python.
+        ships: String,
+        /// The Python asked for.
+        asked: String,
+    },
     /// The interpreter asked for is not in the base.
     #[error("the base has no python{wanted} (it has: {found}); pick one of those with --python, or use a base that has python{wanted}")]
     NoPython {
@@ -226,6 +258,9 @@ impl RootfsError {
             | RootfsError::LockedPackagesGone { .. }
             | RootfsError::BadBase { .. }
             | RootfsError::NoPython { .. }
+            | RootfsError::UnknownRelease { .. }
+            | RootfsError::NoRelease { .. }
+            | RootfsError::ReleasePython { .. }
             | RootfsError::MuslBase { .. }
             | RootfsError::BaseLacks { .. }
             | RootfsError::LocalPython { .. }

@@ -29,7 +29,8 @@ use crate::output::Printer;
 
 pub use archive::{DebPackage, DebianRecord, SuiteState};
 pub use debian::{
-    built, built_locked, Definition, BASE_PACKAGES, COMPILER_PACKAGES, SETUP_HOOK, SUITE,
+    built, built_locked, choose_release, releases, Definition, Release, BASE_PACKAGES,
+    COMPILER_PACKAGES, SETUP_HOOK,
 };
 use error::io_err;
 pub use error::RootfsError;
@@ -89,7 +90,7 @@ pub fn archive_moved(
     let urls: Vec<String> = if def.mirror.trim().is_empty() {
         recorded.iter().map(|s| s.url.clone()).collect()
     } else {
-        archive::suites(&def.mirror, debian::SUITE, cache, runner).map_err(|e| e.to_string())?
+        archive::suites(&def.mirror, &def.release, cache, runner).map_err(|e| e.to_string())?
     };
     let public: Vec<String> = urls
         .iter()

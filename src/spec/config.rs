@@ -17,6 +17,11 @@ pub struct ProjectConfig {
     pub cache_repo: Option<String>,
     /// Interpreter version in the base (`3.11`).
     pub python: Option<String>,
+    /// The Debian release the base and the compiler are built from
+    /// (`trixie`, one of layers/releases); unset: the one shipping
+    /// `python`, else the default. Once the settings are checked it holds
+    /// the release chosen.
+    pub debian: Option<String>,
     /// Debian packages added to the base and compiler.
     #[serde(default)]
     pub dependencies: Dependencies,
