@@ -327,9 +327,13 @@ fn index_that_does_not_answer_fails_clearly() {
 
 #[test]
 fn python_the_base_lacks_exits_2_naming_what_it_has() {
+    // A given base (with the built one, --python picks a Debian release:
+    // a_python_or_a_release_not_on_offer_exits_2_listing_those_that_are).
     let tmp = tempfile::tempdir().unwrap();
     let out = build_cmd("milborne==0.4.0", &tmp.path().join("oci"))
         .args(["--python", "3.7"])
+        .arg("--base")
+        .arg(format!("oci:{}:0.4.0", image().display()))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -876,4 +880,46 @@ fn a_given_base_keeps_its_environment_and_labels_under_the_images() {
         info["Labels"]["org.opencontainers.image.title"], "milborne",
         "the image's own label wins"
     );
+}
+
+/// A Python no Debian release of layers/releases ships, or a release
+/// assemble does not build from, exits 2 before any work, listing those on
+/// offer.
+#[test]
+fn a_python_or_a_release_not_on_offer_exits_2_listing_those_that_are() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = build_cmd("milborne==0.4.0", &tmp.path().join("oci"))
+        .args(["--python", "3.12"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no Debian release assemble builds from ships Python 3.12")
+            && err.contains("bookworm (Python 3.11), trixie (Python 3.13)"),
+        "{err}"
+    );
+    let config = tmp.path().join("assemble.toml");
+    std::fs::write(&config, "debian = \"sid\"\n").unwrap();
+    let out = build_cmd("milborne==0.4.0", &tmp.path().join("oci"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("names Debian release \"sid\""), "{err}");
+    std::fs::write(&config, "debian = \"bookworm\"\npython = \"3.13\"\n").unwrap();
+    let out = build_cmd("milborne==0.4.0", &tmp.path().join("oci"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("Debian bookworm ships Python 3.11, not 3.13"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("oci").exists());
 }
