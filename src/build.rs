@@ -558,18 +558,15 @@ fn online_inputs(
             printer,
         )?;
         rootfs::check_base(&base.0.tree)?;
-        // The compiler from the release that ships the base's Python, when
-        // one does (else the default, refused below if it differs).
+        // The compiler from the release that ships the base's Python (the
+        // one named must ship it): refused now, before the compiler is
+        // fetched or built, when none does.
         let wanted = opts.python.as_deref().or(opts.config.python.as_deref());
+        let python = rootfs::choose_python(&base.0.tree, wanted)?;
+        let release = rootfs::choose_release(opts.config.debian.as_deref(), Some(&python))
+            .map_err(|e| RootfsError::CompilerMismatch(Box::new(e)))?;
         let mut config = opts.config.clone();
-        if let (None, Ok(python)) = (
-            &opts.config.debian,
-            rootfs::choose_python(&base.0.tree, wanted),
-        ) {
-            if let Some(release) = rootfs::releases().into_iter().find(|r| r.python == python) {
-                config.debian = Some(release.name);
-            }
-        }
+        config.debian = Some(release.name);
         (base, get_compiler(&config)?)
     };
     let python = rootfs::choose_python(

@@ -439,21 +439,12 @@ fn build_options(args: &BuildArgs, cache: &Cache) -> Result<BuildOptions, Error>
         args.constraint.as_deref(),
     )?;
     let base = base_source(args.base.as_deref())?;
-    // The Debian release of the built rootfs: named, else the one shipping
-    // the Python asked for, else the default. With a given base it is the
-    // compiler's, when named (else the build picks the one shipping the
-    // base's Python).
-    let mut config = config;
-    let python = args.python.as_deref().or(config.python.as_deref());
-    if matches!(base, BaseSource::Built) {
-        config.debian = Some(crate::rootfs::choose_release(config.debian.as_deref(), python)?.name);
-    } else if let Some(name) = config.debian.as_deref() {
-        crate::rootfs::choose_release(Some(name), None)?;
-    }
     let epoch =
         crate::epoch::source_date_epoch(std::env::var(env::SOURCE_DATE_EPOCH).ok().as_deref())?;
+    let mut config = config;
     let push = push_target(args, &config)?;
     let offline = offline(args, cache)?;
+    let mut lock_python = None;
     let locked =
         match args.locked.as_ref().or(implied_lock.as_ref()) {
             None => None,
@@ -465,11 +456,33 @@ fn build_options(args: &BuildArgs, cache: &Cache) -> Result<BuildOptions, Error>
                 // Read now so that a bad lock fails before any work; read again
                 // once the build knows its interpreter, which picks the files.
                 let python = args.python.as_deref().or(config.python.as_deref());
-                crate::python::lock::read(path, requirement.name.as_deref(), python)
-                    .map_err(crate::python::PythonError::from)?;
+                lock_python = crate::python::lock::read(path, requirement.name.as_deref(), python)
+                    .map_err(crate::python::PythonError::from)?
+                    .python;
                 Some(path.clone())
             }
         };
+    // The Debian release of the built rootfs: named, else the one shipping
+    // the Python asked for (or the lock's), else the default. With a given
+    // base it is the compiler's, when named (else the build takes the one
+    // shipping the base's Python). An offline build takes the store's.
+    let python = args
+        .python
+        .as_deref()
+        .or(config.python.as_deref())
+        .or(lock_python.as_deref());
+    match (&offline, &base) {
+        (Some(_), _) => {}
+        (None, BaseSource::Built) => {
+            config.debian =
+                Some(crate::rootfs::choose_release(config.debian.as_deref(), python)?.name);
+        }
+        (None, _) => {
+            if let Some(name) = config.debian.as_deref() {
+                crate::rootfs::choose_release(Some(name), None)?;
+            }
+        }
+    }
     if args.lock.is_some() && offline.is_some() {
         return Err(Error::Usage(
             "--lock and --offline: an offline build resolves nothing; its lock is the store's"

@@ -1095,11 +1095,21 @@ fn python_3_13_builds_from_trixie_and_serves() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("oci");
     let result = tmp.path().join("result.json");
+    let lock_file = tmp.path().join("pylock.toml");
     let out = run(build_cmd("milborne==0.4.0", &layout)
         .args(["--python", "3.13"])
         .arg("--result-file")
-        .arg(&result));
+        .arg(&result)
+        .arg("--lock")
+        .arg(&lock_file));
     assert!(out.status.success());
+    // Its lock builds it again without --python: the lock's Python picks
+    // the release.
+    let again = run(build_cmd("milborne==0.4.0", &tmp.path().join("oci-locked"))
+        .arg("--locked")
+        .arg(&lock_file));
+    assert!(again.status.success());
+    assert_eq!(digest_of(&again), digest_of(&out));
     let doc: serde_json::Value = serde_json::from_str(&read(&result)).unwrap();
     assert_eq!(doc["python"]["version"], "3.13", "{doc}");
     let wheels: Vec<&str> = doc["python"]["set"]["packages"]

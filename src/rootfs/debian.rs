@@ -93,6 +93,31 @@ pub fn choose_release(debian: Option<&str>, python: Option<&str>) -> Result<Rele
     }
 }
 
+/// Refuses a mirror (`ASSEMBLE_DEBIAN_MIRROR`) whose suites are not the
+/// release's (`RELEASE`, `RELEASE-updates`...): mmdebstrap would build what
+/// the mirror names under the release's key. mmdebstrap's own sources
+/// follow the release; a flat repository names no suite to check.
+fn check_suites(def: &Definition, urls: &[String]) -> Result<(), RootfsError> {
+    if def.mirror.trim().is_empty() {
+        return Ok(());
+    }
+    let other: Vec<String> = urls
+        .iter()
+        .filter_map(|u| {
+            let suite = u.rsplit_once("/dists/")?.1.trim_end_matches("/InRelease");
+            (suite != def.release && !suite.starts_with(&format!("{}-", def.release)))
+                .then(|| suite.to_string())
+        })
+        .collect();
+    if other.is_empty() {
+        return Ok(());
+    }
+    Err(RootfsError::MirrorSuite {
+        release: def.release.clone(),
+        suites: other.join(", "),
+    })
+}
+
 /// The release named `name` (checked by [`choose_release`]), else the
 /// default.
 fn release_named(name: Option<&str>) -> Release {
@@ -299,6 +324,7 @@ pub fn built(
 ) -> Result<Rootfs, RootfsError> {
     let def_key = def.key();
     let urls = archive::suites(&def.mirror, &def.release, cache, runner)?;
+    check_suites(def, &urls)?;
     let last: Option<ArchiveState> = cache.get_json("rootfs", &format!("state-{def_key}"));
     let state = match (archive::revalidate(&urls, last.as_ref()), &last) {
         (Ok(state), _) => state,
@@ -417,6 +443,7 @@ pub fn built_locked(
         return Ok(r);
     }
     let urls = archive::suites(&def.mirror, &def.release, cache, runner)?;
+    check_suites(def, &urls)?;
     let missing = archive::missing_packages(record, &urls, host_architecture())?;
     if !missing.is_empty() {
         return Err(RootfsError::LockedPackagesGone {
@@ -593,6 +620,56 @@ fn dev_entry(tar_path: &Path) -> Result<[u8; 512], RootfsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layers_releases_is_well_formed() {
+        let all = releases();
+        assert!(!all.is_empty());
+        for line in RELEASES
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+        {
+            assert!(
+                line.is_empty() || line.split_whitespace().count() == 2,
+                "{line:?}: RELEASE PYTHON"
+            );
+        }
+        for (i, r) in all.iter().enumerate() {
+            assert!(crate::spec::check_python(&r.python).is_ok(), "{r:?}");
+            assert!(
+                all[..i]
+                    .iter()
+                    .all(|o| o.name != r.name && o.python != r.python),
+                "{r:?} twice"
+            );
+        }
+    }
+
+    #[test]
+    fn a_mirror_of_another_release_is_refused() {
+        let mut def = Definition::base(Some("trixie"), &[]);
+        let urls = |suites: &[&str]| -> Vec<String> {
+            suites
+                .iter()
+                .map(|s| format!("http://127.0.0.1:1/debian/dists/{s}/InRelease"))
+                .collect()
+        };
+        def.mirror = "deb http://127.0.0.1:1/debian bookworm main".into();
+        let err = check_suites(&def, &urls(&["bookworm"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("names suite bookworm") && err.contains("from Debian trixie"),
+            "{err}"
+        );
+        assert!(check_suites(&def, &urls(&["trixie", "trixie-updates"])).is_ok());
+        assert!(check_suites(&def, &["http://127.0.0.1:1/flat/InRelease".into()]).is_ok());
+        def.mirror.clear();
+        assert!(
+            check_suites(&def, &urls(&["bookworm"])).is_ok(),
+            "mmdebstrap's defaults"
+        );
+    }
 
     #[test]
     fn the_release_follows_the_python_asked_for_or_the_one_named() {

@@ -149,6 +149,18 @@ pub enum RootfsError {
         /// What /usr/local/bin has.
         found: String,
     },
+    /// A mirror of another release than the build's.
+    #[error(
+        "ASSEMBLE_DEBIAN_MIRROR names suite {suites}, but this build is from Debian {release} \
+         (the release of --python, or assemble.toml's debian): give a mirror of {release}, or \
+         the Python of the mirror's release"
+    )]
+    MirrorSuite {
+        /// The build's release.
+        release: String,
+        /// The mirror's other suites.
+        suites: String,
+    },
     /// A Debian release layers/releases does not know.
     #[error("assemble.toml names Debian release {asked:?}, which assemble does not build from; on offer: {offer}")]
     UnknownRelease {
@@ -158,10 +170,7 @@ pub enum RootfsError {
         offer: String,
     },
     /// A Python no known release ships.
-    #[error(
-        "no Debian release assemble builds from ships Python {python}; on offer: {offer} (or \
-         give a base that has it with --base)"
-    )]
+    #[error("no Debian release assemble builds from ships Python {python}; on offer: {offer}")]
     NoRelease {
         /// The version asked for.
         python: String,
@@ -259,6 +268,7 @@ impl RootfsError {
             | RootfsError::BadBase { .. }
             | RootfsError::NoPython { .. }
             | RootfsError::UnknownRelease { .. }
+            | RootfsError::MirrorSuite { .. }
             | RootfsError::NoRelease { .. }
             | RootfsError::ReleasePython { .. }
             | RootfsError::MuslBase { .. }

@@ -19,8 +19,9 @@ pub struct ProjectConfig {
     pub python: Option<String>,
     /// The Debian release the base and the compiler are built from
     /// (`trixie`, one of layers/releases); unset: the one shipping
-    /// `python`, else the default. Once the settings are checked it holds
-    /// the release chosen.
+    /// `python`, else the default. For a build on the built base (and for
+    /// `assemble base`) the settings set it to the release chosen; with a
+    /// given base the build sets the compiler's from the base's Python.
     pub debian: Option<String>,
     /// Debian packages added to the base and compiler.
     #[serde(default)]
