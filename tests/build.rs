@@ -923,3 +923,33 @@ fn a_python_or_a_release_not_on_offer_exits_2_listing_those_that_are() {
     );
     assert!(!tmp.path().join("oci").exists());
 }
+
+/// Root without CAP_MKNOD cannot make a chroot copy's /dev: chroot is
+/// refused when asked for (exit 2, saying why), not tried and failed.
+#[test]
+fn chroot_without_cap_mknod_is_refused_saying_why() {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED chroot_without_cap_mknod_is_refused_saying_why: needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--bounding-set", "-mknod", "--inh-caps", "-all", "--"])
+        .arg(bin())
+        .arg("milborne==0.4.0")
+        .args([
+            "--isolation",
+            "chroot",
+            "--index-url",
+            "http://127.0.0.1:1/simple",
+        ])
+        .arg("--cache-dir")
+        .arg(tmp.path().join("cache"))
+        .arg("--output")
+        .arg(tmp.path().join("oci"));
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot make device nodes"), "{err}");
+}

@@ -65,7 +65,8 @@ impl Clone for Chroot {
 }
 
 impl Chroot {
-    /// Checks that this process may chroot: root with `CAP_SYS_CHROOT`.
+    /// Checks that this process may chroot and make a farm's `/dev`: root
+    /// with `CAP_SYS_CHROOT` and `CAP_MKNOD`.
     pub fn probe() -> Result<Self, SandboxError> {
         // SAFETY: geteuid(2) has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
@@ -88,14 +89,22 @@ impl Chroot {
             });
         }
         match probe.status() {
-            Ok(s) if s.success() => Ok(Self::default()),
-            Ok(s) => Err(SandboxError::ChrootRefused {
-                detail: describe_status(&s),
-            }),
-            Err(e) => Err(SandboxError::ChrootRefused {
-                detail: e.to_string(),
-            }),
+            Ok(s) if s.success() => {}
+            Ok(s) => {
+                return Err(SandboxError::ChrootRefused {
+                    detail: describe_status(&s),
+                })
+            }
+            Err(e) => {
+                return Err(SandboxError::ChrootRefused {
+                    detail: e.to_string(),
+                })
+            }
         }
+        can_mknod().map_err(|e| SandboxError::ChrootRefused {
+            detail: format!("cannot make device nodes, CAP_MKNOD dropped? ({e})"),
+        })?;
+        Ok(Self::default())
     }
 
     fn run_captured(&self, plan: &Plan, echo: Option<&Printer>) -> Result<i32, SandboxError> {
@@ -240,6 +249,18 @@ impl Runner for Chroot {
             } => self.run_interactive(plan, stop_timeout, printer),
         }
     }
+}
+
+/// Whether a device node can be made here (what a farm's `/dev` needs).
+fn can_mknod() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let node = c_path(&dir.path().join("null")).map_err(std::io::Error::other)?;
+    // SAFETY: mknod(2) of /dev/null's node in a directory made here and
+    // removed with it.
+    if unsafe { libc::mknod(node.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn c_path(path: &Path) -> Result<CString, SandboxError> {

@@ -35,7 +35,9 @@ pub enum SandboxError {
         detail: String,
     },
     /// chroot cannot be used here.
-    #[error("chroot cannot be used here ({detail}); it needs root with CAP_SYS_CHROOT")]
+    #[error(
+        "chroot cannot be used here ({detail}); it needs root with CAP_SYS_CHROOT and CAP_MKNOD"
+    )]
     ChrootRefused {
         /// Why.
         detail: String,
