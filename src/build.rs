@@ -34,6 +34,8 @@ pub struct BuildOptions {
     pub pip: PipSettings,
     /// `--base`.
     pub base: BaseSource,
+    /// `--compiler` (`Built`: from `layers/compiler`).
+    pub compiler: BaseSource,
     /// OCI layout directory.
     pub output: PathBuf,
     /// assemble.toml.
@@ -195,8 +197,9 @@ pub fn base_rootfs(
     runner: &dyn Runner,
     printer: &Printer,
 ) -> Result<(Rootfs, Option<BaseImage>), Error> {
-    Ok(match base {
-        BaseSource::Built => (
+    match given_rootfs(cache, base, "base", registry, printer)? {
+        Some(given) => Ok(given),
+        None => Ok((
             rootfs::built(
                 cache,
                 &Definition::base(config.debian.as_deref(), &config.dependencies.run),
@@ -204,26 +207,44 @@ pub fn base_rootfs(
                 printer,
             )?,
             None,
-        ),
-        BaseSource::Tarball(p) => (rootfs::from_tarball(cache, p, printer)?, None),
+        )),
+    }
+}
+
+/// The rootfs `source` gives (`role`, base or compiler, names it in the
+/// progress), with the image it is when it is one; None when it is to be
+/// built.
+fn given_rootfs(
+    cache: &Cache,
+    source: &BaseSource,
+    role: &str,
+    registry: &ClientOptions,
+    printer: &Printer,
+) -> Result<Option<(Rootfs, Option<BaseImage>)>, Error> {
+    Ok(Some(match source {
+        BaseSource::Built => return Ok(None),
+        BaseSource::Tarball(p) => (rootfs::from_tarball(cache, p, role, printer)?, None),
         BaseSource::Layout(dir, tag) => {
-            let rootfs = rootfs::from_layout(cache, dir, tag.as_deref(), printer)?;
+            let rootfs = rootfs::from_layout(cache, dir, tag.as_deref(), role, printer)?;
             let image = Layout::open(dir)?.image(tag.as_deref())?;
             let digest = image.digest().clone();
             (rootfs, Some(base_image(&image, None, digest)?))
         }
         BaseSource::Registry(reference) => {
-            let dir = cache
-                .root()
-                .join("pulled")
-                .join(reference.to_string().replace(['/', ':', '@'], "_"));
+            // The base's directory is named by its reference alone (as it
+            // always was); a compiler's is apart from it.
+            let name = reference.to_string().replace(['/', ':', '@'], "_");
+            let dir = cache.root().join("pulled").join(match role {
+                "base" => name,
+                _ => format!("{role}-{name}"),
+            });
             let client = Arc::new(Client::new(registry.clone())?);
-            printer.step(&format!("base rootfs: pulling {reference}"));
-            let (_, named) = remote::pull(client, reference, &dir, "base", printer)?;
-            let image = Layout::open(&dir)?.image(Some("base"))?;
+            printer.step(&format!("{role} rootfs: pulling {reference}"));
+            let (_, named) = remote::pull(client, reference, &dir, role, printer)?;
+            let image = Layout::open(&dir)?.image(Some(role))?;
             let blobs: Vec<Digest> = image.blobs().map(|b| b.digest.clone()).collect();
             cache.remember_blobs(reference.api_host(), &reference.repository, &blobs);
-            let rootfs = rootfs::from_layout(cache, &dir, Some("base"), printer)?;
+            let rootfs = rootfs::from_layout(cache, &dir, Some(role), role, printer)?;
             // As given, fully qualified; a bare name is its `latest` tag.
             let name = match (&reference.tag, &reference.digest) {
                 (None, None) => reference.with_tag(Some("latest".into())),
@@ -232,7 +253,7 @@ pub fn base_rootfs(
             .to_string();
             (rootfs, Some(base_image(&image, Some(name), named)?))
         }
-    })
+    }))
 }
 
 /// The [`BaseImage`] of a given base `image`, named `name` and `digest`:
@@ -500,21 +521,28 @@ fn online_inputs(
             .unwrap_or_default(),
         None => python::lock::LockedDebian::default(),
     };
-    // The compiler from `config`'s release.
-    let get_compiler = |config: &ProjectConfig| match &debian.compiler {
-        Some(record) => rootfs::built_locked(
-            cache,
-            &Definition::compiler(
-                config.debian.as_deref(),
-                &config.dependencies.run,
-                &config.dependencies.build,
-            ),
-            record,
-            runner,
-            printer,
-        )
-        .map_err(Error::from),
-        None => compiler_rootfs(cache, config, runner, printer),
+    // The compiler given, else the one built from `config`'s release.
+    let get_compiler = |config: &ProjectConfig| -> Result<Rootfs, Error> {
+        if let Some((rootfs, _)) =
+            given_rootfs(cache, &opts.compiler, "compiler", &opts.registry, printer)?
+        {
+            return Ok(rootfs);
+        }
+        match &debian.compiler {
+            Some(record) => rootfs::built_locked(
+                cache,
+                &Definition::compiler(
+                    config.debian.as_deref(),
+                    &config.dependencies.run,
+                    &config.dependencies.build,
+                ),
+                record,
+                runner,
+                printer,
+            )
+            .map_err(Error::from),
+            None => compiler_rootfs(cache, config, runner, printer),
+        }
     };
     let ((base, base_image), compiler) = if matches!(opts.base, BaseSource::Built) {
         // The two root filesystems at once: each is a download and an
@@ -560,21 +588,33 @@ fn online_inputs(
         rootfs::check_base(&base.0.tree)?;
         // The compiler from the release that ships the base's Python (the
         // one named must ship it): refused now, before the compiler is
-        // fetched or built, when none does.
-        let wanted = opts.python.as_deref().or(opts.config.python.as_deref());
-        let python = rootfs::choose_python(&base.0.tree, wanted)?;
-        let release = rootfs::choose_release(opts.config.debian.as_deref(), Some(&python))
-            .map_err(|e| RootfsError::CompilerMismatch(Box::new(e)))?;
+        // fetched or built, when none does. A given compiler is checked
+        // once it is there.
         let mut config = opts.config.clone();
-        config.debian = Some(release.name);
+        if opts.compiler == BaseSource::Built {
+            let wanted = opts.python.as_deref().or(opts.config.python.as_deref());
+            let python = rootfs::choose_python(&base.0.tree, wanted)?;
+            let release = rootfs::choose_release(opts.config.debian.as_deref(), Some(&python))
+                .map_err(|e| RootfsError::CompilerMismatch(Box::new(e)))?;
+            config.debian = Some(release.name);
+        }
         (base, get_compiler(&config)?)
     };
     let python = rootfs::choose_python(
         &base.tree,
         opts.python.as_deref().or(opts.config.python.as_deref()),
     )?;
-    rootfs::choose_python(&compiler.tree, Some(&python))
-        .map_err(|e| RootfsError::CompilerMismatch(Box::new(e)))?;
+    // Before anything is compiled: the compiler has the base's Python and
+    // a C library the base can load what it links against.
+    rootfs::check_compiler(
+        &base.tree,
+        &compiler.tree,
+        &match &opts.compiler {
+            BaseSource::Built => "built from layers/compiler".to_string(),
+            given => given.to_string(),
+        },
+        &python,
+    )?;
     let ctx = python_context(cache, runner, printer, &python, opts);
     let locked = match &opts.locked {
         Some(path) => {

@@ -264,6 +264,10 @@ pub struct BuildArgs {
     /// Base: docker://REF | oci:DIR[:TAG] | FILE.tar[.gz] (default: built from layers/base).
     #[arg(long, value_name = "SOURCE")]
     pub base: Option<String>,
+    /// Compiler: docker://REF | oci:DIR[:TAG] | FILE.tar[.gz], an image with the base's Python
+    /// and C library and the build tools (default: built from layers/compiler).
+    #[arg(long, value_name = "SOURCE")]
+    pub compiler: Option<String>,
     /// pip index URL (beats PIP_INDEX_URL and pip.conf).
     #[arg(long, value_name = "URL")]
     pub index_url: Option<String>,

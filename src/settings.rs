@@ -438,7 +438,8 @@ fn build_options(args: &BuildArgs, cache: &Cache) -> Result<BuildOptions, Error>
         args.pip_conf.as_deref(),
         args.constraint.as_deref(),
     )?;
-    let base = base_source(args.base.as_deref())?;
+    let base = base_source("--base", args.base.as_deref())?;
+    let compiler = base_source("--compiler", args.compiler.as_deref())?;
     let epoch =
         crate::epoch::source_date_epoch(std::env::var(env::SOURCE_DATE_EPOCH).ok().as_deref())?;
     let mut config = config;
@@ -495,6 +496,7 @@ fn build_options(args: &BuildArgs, cache: &Cache) -> Result<BuildOptions, Error>
         && args.lock.is_none()
         && args.archive.is_empty()
         && matches!(base, BaseSource::Built)
+        && matches!(compiler, BaseSource::Built)
         && matches!(requirement.source, spec::Source::Index { .. })
         && requirement.name.is_some();
     Ok(BuildOptions {
@@ -505,6 +507,7 @@ fn build_options(args: &BuildArgs, cache: &Cache) -> Result<BuildOptions, Error>
         python: args.python.clone(),
         pip,
         base,
+        compiler,
         output: args.output.clone(),
         config,
         epoch,
@@ -595,16 +598,16 @@ fn remote_cache_repos(
     Ok(repos)
 }
 
-/// `--base`, whose file or directory must exist.
-fn base_source(base: Option<&str>) -> Result<BaseSource, Error> {
+/// `--base` or `--compiler` (`option`), whose file or directory must exist.
+fn base_source(option: &str, base: Option<&str>) -> Result<BaseSource, Error> {
     let base = match base {
-        Some(b) => BaseSource::parse(b).map_err(Error::Usage)?,
+        Some(b) => BaseSource::parse(option, b).map_err(Error::Usage)?,
         None => BaseSource::Built,
     };
     if let BaseSource::Tarball(p) | BaseSource::Layout(p, _) = &base {
         if !p.exists() {
             return Err(Error::Usage(format!(
-                "--base {}: no such file or directory",
+                "{option} {}: no such file or directory",
                 p.display()
             )));
         }
@@ -645,8 +648,12 @@ fn offline(args: &BuildArgs, cache: &Cache) -> Result<Option<Offline>, Error> {
     if !args.offline && args.from_bundle.is_none() {
         return Ok(None);
     }
-    if args.base.is_some() || args.index_url.is_some() || !args.extra_index_url.is_empty() {
-        return Err(Error::Usage("--offline builds from the store alone: --base and index options belong to `assemble vendor`".into()));
+    if args.base.is_some()
+        || args.compiler.is_some()
+        || args.index_url.is_some()
+        || !args.extra_index_url.is_empty()
+    {
+        return Err(Error::Usage("--offline builds from the store alone: --base, --compiler and index options belong to `assemble vendor`".into()));
     }
     let (store, lock) = match &args.from_bundle {
         Some(bundle) => {
@@ -844,6 +851,24 @@ mod tests {
             Err(Error::Usage(m)) => m,
             other => panic!("not a usage error: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_compiler_is_a_source_like_the_base_and_not_offline() {
+        let m = usage(base_source("--compiler", Some("c.zip")));
+        assert!(
+            m.starts_with("--compiler \"c.zip\" is not docker://REF"),
+            "{m}"
+        );
+        let m = usage(base_source("--compiler", Some("/nowhere/c.tar")));
+        assert_eq!(m, "--compiler /nowhere/c.tar: no such file or directory");
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let m = usage(offline(
+            &build_args(&["a==1", "--offline", "--compiler", "docker://h/c:1"]),
+            &cache,
+        ));
+        assert!(m.contains("--compiler"), "{m}");
     }
 
     #[test]

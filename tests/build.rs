@@ -953,3 +953,115 @@ fn chroot_without_cap_mknod_is_refused_saying_why() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("cannot make device nodes"), "{err}");
 }
+
+/// `--compiler`: a given compiler that builds for the base compiles the
+/// project's C extension, and a second build reuses it and its wheels;
+/// one without the base's Python, on a newer glibc or on musl exits 2
+/// before anything is resolved or compiled, naming what differs.
+#[test]
+fn a_given_compiler_compiles_and_one_that_cannot_build_for_the_base_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The compiler built from layers/, as a tarball a team would give.
+    let out = run(assemble().arg("base").arg("--cache-dir").arg(cache()));
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let tree = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("compiler "))
+        .unwrap();
+    let compiler = tmp.path().join("compiler.tar");
+    let tar = run(Command::new("tar")
+        .arg("-C")
+        .arg(tree)
+        .arg("-cf")
+        .arg(&compiler)
+        .arg("."));
+    assert!(tar.status.success());
+    for round in ["first", "second"] {
+        let output = tmp.path().join(format!("oci-{round}"));
+        let out = run(build_cmd("milborne==0.4.0", &output)
+            .arg("--compiler")
+            .arg(&compiler));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{round}: {err}");
+        assert!(output.join("index.json").exists());
+        // The given compiler, not the built one (its tarball named, unpacked
+        // once); the project's C extension compiled there, then cached.
+        let line = err
+            .lines()
+            .find(|l| l.contains("compiler rootfs:"))
+            .unwrap_or_default();
+        assert!(line.contains("compiler.tar"), "{round}: {err}");
+        if round == "first" {
+            assert!(err.contains("compiling 1 (milborne 0.4.0)"), "{err}");
+        } else {
+            assert!(
+                line.contains("cached") && err.contains("compile: all"),
+                "{err}"
+            );
+        }
+    }
+
+    // Compilers that cannot build for the bookworm base (Python 3.11, glibc 2.36).
+    let banner =
+        |v: &str| format!("GNU C Library (Debian GLIBC {v}-1) stable release version {v}.");
+    let cases: [(&str, Vec<(&str, String)>, &str); 3] = [
+        (
+            "python",
+            vec![
+                ("usr/bin/python3.13", String::new()),
+                ("lib64/ld-linux-x86-64.so.2", String::new()),
+                ("usr/lib/x86_64-linux-gnu/libc.so.6", banner("2.36")),
+            ],
+            "has no python3.11, the base's interpreter (it has: python3.13)",
+        ),
+        (
+            "glibc",
+            vec![
+                ("usr/bin/python3.11", String::new()),
+                ("lib64/ld-linux-x86-64.so.2", String::new()),
+                ("usr/lib/x86_64-linux-gnu/libc.so.6", banner("2.99")),
+            ],
+            "is built on glibc 2.99, the base on glibc 2.36",
+        ),
+        (
+            "musl",
+            vec![
+                ("usr/bin/python3.11", String::new()),
+                ("lib/ld-musl-x86_64.so.1", String::new()),
+            ],
+            "is built on musl (/lib/ld-musl-x86_64.so.1), the base on glibc 2.36",
+        ),
+    ];
+    for (name, files, said) in cases {
+        let root = tmp.path().join(name);
+        for (f, content) in files {
+            let p = root.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+        let tarball = tmp.path().join(format!("{name}.tar"));
+        let tar = run(Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tarball)
+            .arg("."));
+        assert!(tar.status.success());
+        let output = tmp.path().join(format!("oci-{name}"));
+        let out = build_cmd("milborne==0.4.0", &output)
+            .arg("--compiler")
+            .arg(&tarball)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(said), "{name}: {err}");
+        assert!(
+            err.contains(&tarball.display().to_string()),
+            "{name}: {err}"
+        );
+        assert!(!err.contains("resolve:"), "{name}: nothing resolved: {err}");
+        assert!(!output.join("index.json").exists());
+    }
+}

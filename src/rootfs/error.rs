@@ -201,6 +201,34 @@ pub enum RootfsError {
     /// The compiler rootfs lacks the base's interpreter.
     #[error("the compiler rootfs cannot build for the base")]
     CompilerMismatch(#[source] Box<RootfsError>),
+    /// A compiler without the base's interpreter.
+    #[error(
+        "the compiler {compiler} has no python{python}, the base's interpreter (it has: {found}): \
+         wheels compiled there would not install in the base; give a compiler with Python \
+         {python} (--compiler), or leave --compiler unset"
+    )]
+    CompilerPython {
+        /// The compiler as named.
+        compiler: String,
+        /// The base's Python.
+        python: String,
+        /// What the compiler has.
+        found: String,
+    },
+    /// A compiler on another C library than the base's, or a newer glibc.
+    #[error(
+        "the compiler {compiler} is built on {theirs}, the base on {ours}: what it compiles could \
+         fail to load in the base; give a compiler of the base's distribution and release \
+         (--compiler), or leave --compiler unset"
+    )]
+    CompilerLibc {
+        /// The compiler as named.
+        compiler: String,
+        /// The compiler's C library.
+        theirs: String,
+        /// The base's.
+        ours: String,
+    },
     /// Unpacking a layer failed.
     #[error("cannot unpack a layer of {source_name}")]
     Unpack {
@@ -275,6 +303,8 @@ impl RootfsError {
             | RootfsError::BaseLacks { .. }
             | RootfsError::LocalPython { .. }
             | RootfsError::CompilerMismatch(_)
+            | RootfsError::CompilerPython { .. }
+            | RootfsError::CompilerLibc { .. }
             | RootfsError::ReadBase { .. }
             | RootfsError::UnusableBase { .. }
             | RootfsError::Layer { .. } => true,

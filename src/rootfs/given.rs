@@ -1,6 +1,7 @@
-//! A base given by the user or found in a store: a tarball, an OCI layout,
-//! an image (from a registry), or layer blobs of an offline store. Their
-//! layer blobs are used as they are (never recompressed); only unpacked.
+//! A base or compiler given by the user or found in a store: a tarball, an
+//! OCI layout, an image (from a registry), or layer blobs of an offline
+//! store. Their layer blobs are used as they are (never recompressed); only
+//! unpacked. `role` (base or compiler) only names it in the progress.
 
 use std::io::{self, Read};
 use std::path::Path;
@@ -17,8 +18,13 @@ use crate::output::Printer;
 use crate::rootfs::error::{io_err, RootfsError};
 use crate::rootfs::{commit, load_cached, DebianRecord, Rootfs};
 
-/// Gets the base rootfs from a tarball: its bytes become the layer as they are.
-pub fn from_tarball(cache: &Cache, path: &Path, printer: &Printer) -> Result<Rootfs, RootfsError> {
+/// Gets a rootfs from a tarball: its bytes become the layer as they are.
+pub fn from_tarball(
+    cache: &Cache,
+    path: &Path,
+    role: &str,
+    printer: &Printer,
+) -> Result<Rootfs, RootfsError> {
     let name = path.display().to_string();
     let (digest, size) =
         crate::digest::digest_file(path).map_err(|source| RootfsError::ReadBase {
@@ -29,10 +35,10 @@ pub fn from_tarball(cache: &Cache, path: &Path, printer: &Printer) -> Result<Roo
         .part("digest", digest.to_string().as_bytes())
         .finish();
     if let Some(r) = load_cached(cache, &key) {
-        printer.step(&format!("base rootfs: cached ({name})"));
+        printer.step(&format!("{role} rootfs: cached ({name})"));
         return Ok(r);
     }
-    printer.step(&format!("base rootfs: unpacking {name}"));
+    printer.step(&format!("{role} rootfs: unpacking {name}"));
     let mut magic = [0u8; 2];
     let gzip = fs_err::File::open(path)
         .and_then(|mut f| f.read_exact(&mut magic))
@@ -86,11 +92,12 @@ fn unpack_hashing(reader: impl Read, tree: &Path, name: &str) -> Result<Digest, 
     Ok(hashing.finish().0)
 }
 
-/// Gets the base rootfs from an OCI layout: its layer blobs are used as they are.
+/// Gets a rootfs from an OCI layout: its layer blobs are used as they are.
 pub fn from_layout(
     cache: &Cache,
     dir: &Path,
     tag: Option<&str>,
+    role: &str,
     printer: &Printer,
 ) -> Result<Rootfs, RootfsError> {
     let name = format!(
@@ -104,15 +111,16 @@ pub fn from_layout(
             source_name: name.clone(),
             source,
         })?;
-    from_image(cache, &image, &name, printer)
+    from_image(cache, &image, &name, role, printer)
 }
 
-/// Gets the base rootfs from an image (named `name` in messages and
-/// history): its layer blobs are used as they are.
+/// Gets a rootfs from an image (named `name` in messages and history):
+/// its layer blobs are used as they are.
 pub fn from_image(
     cache: &Cache,
     image: &Image,
     name: &str,
+    role: &str,
     printer: &Printer,
 ) -> Result<Rootfs, RootfsError> {
     let bad = |reason: String| RootfsError::BadBase {
@@ -123,7 +131,7 @@ pub fn from_image(
         .part("manifest", image.digest().to_string().as_bytes())
         .finish();
     if let Some(r) = load_cached(cache, &key) {
-        printer.step(&format!("base rootfs: cached ({name})"));
+        printer.step(&format!("{role} rootfs: cached ({name})"));
         return Ok(r);
     }
     let config = image.config().map_err(|source| RootfsError::UnusableBase {
@@ -139,7 +147,7 @@ pub fn from_image(
         )));
     }
     printer.step(&format!(
-        "base rootfs: unpacking {} layers of {name}",
+        "{role} rootfs: unpacking {} layers of {name}",
         image.layers().len()
     ));
     let work = cache.work_dir("rootfs-layout")?;

@@ -42,32 +42,9 @@ const RUNTIME: [(&str, &str, &str); 4] = [
 /// (nginx, supervisord, uWSGI and its python3 plugin). Each refusal names
 /// what is missing and what to do instead.
 pub fn check_base(tree: &Path) -> Result<(), RootfsError> {
-    let names = |dir: &str, prefix: &str| -> Vec<String> {
-        let mut found: Vec<String> = inside(tree, dir, true)
-            .and_then(|d| std::fs::read_dir(d).ok())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(prefix))
-            .collect();
-        found.sort();
-        found
-    };
-    let loaders = |dir: &str, prefix: &str| -> Vec<String> {
-        names(dir, prefix)
-            .into_iter()
-            .map(|n| format!("/{dir}/{n}"))
-            .collect()
-    };
-    let musl = loaders("lib", "ld-musl-");
-    let glibc = ["lib", "lib64", "usr/lib", "usr/lib64"]
-        .iter()
-        .any(|d| !names(d, "ld-linux").is_empty() || !names(d, "ld64.so").is_empty());
-    if let (Some(loader), false) = (musl.first(), glibc) {
-        return Err(RootfsError::MuslBase {
-            loader: loader.clone(),
-        });
+    let names = |dir: &str, prefix: &str| names_in(tree, dir, prefix);
+    if let Libc::Musl(loader) = libc_of(tree) {
+        return Err(RootfsError::MuslBase { loader });
     }
     if python_versions(tree).is_empty() {
         let local = names("usr/local/bin", "python3");
@@ -96,6 +73,141 @@ pub fn check_base(tree: &Path) -> Result<(), RootfsError> {
             packages: missing.iter().map(|(_, _, pkg)| pkg.to_string()).collect(),
             apt: exists("usr/bin/apt-get"),
             user,
+        });
+    }
+    Ok(())
+}
+
+/// The names in the tree's directory `dir` that start with `prefix`,
+/// sorted; none when it is missing.
+fn names_in(tree: &Path, dir: &str, prefix: &str) -> Vec<String> {
+    let mut found: Vec<String> = inside(tree, dir, true)
+        .and_then(|d| std::fs::read_dir(d).ok())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    found.sort();
+    found
+}
+
+/// The C library a tree is built on: what its compiled code links to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Libc {
+    /// glibc, with its (major, minor) version when its libc.so.6 says it.
+    Glibc(Option<(u32, u32)>),
+    /// musl, with its loader (`/lib/ld-musl-x86_64.so.1`).
+    Musl(String),
+    /// No loader of either found.
+    Unknown,
+}
+
+impl std::fmt::Display for Libc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Libc::Glibc(Some((a, b))) => write!(f, "glibc {a}.{b}"),
+            Libc::Glibc(None) => write!(f, "glibc (of a version its libc.so.6 does not say)"),
+            Libc::Musl(loader) => write!(f, "musl ({loader})"),
+            Libc::Unknown => write!(f, "no C library assemble knows (no glibc or musl loader)"),
+        }
+    }
+}
+
+/// Which C library the tree has: glibc when a glibc loader is there
+/// (its version read from libc.so.6's banner, "release version 2.36"),
+/// else musl when its loader is.
+pub fn libc_of(tree: &Path) -> Libc {
+    let glibc = ["lib", "lib64", "usr/lib", "usr/lib64"].iter().any(|d| {
+        !names_in(tree, d, "ld-linux").is_empty() || !names_in(tree, d, "ld64.so").is_empty()
+    });
+    if glibc {
+        return Libc::Glibc(glibc_version(tree));
+    }
+    match names_in(tree, "lib", "ld-musl-").first() {
+        Some(loader) => Libc::Musl(format!("/lib/{loader}")),
+        None => Libc::Unknown,
+    }
+}
+
+/// The version glibc's libc.so.6 prints ("... release version 2.36."),
+/// from the multiarch directories (`lib/x86_64-linux-gnu`) or lib64.
+fn glibc_version(tree: &Path) -> Option<(u32, u32)> {
+    let mut dirs: Vec<String> = Vec::new();
+    for top in ["lib", "usr/lib"] {
+        for n in names_in(tree, top, "") {
+            if n.contains("-linux-gnu") {
+                dirs.push(format!("{top}/{n}"));
+            }
+        }
+    }
+    dirs.extend(["lib64", "usr/lib64", "lib", "usr/lib"].map(String::from));
+    dirs.iter().find_map(|d| {
+        let file = inside(tree, &format!("{d}/libc.so.6"), true)?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(std::fs::File::open(file).ok()?, 64 << 20),
+            &mut bytes,
+        )
+        .ok()?;
+        banner_version(&bytes)
+    })
+}
+
+/// "release version 2.36" in glibc's banner, as (2, 36).
+fn banner_version(bytes: &[u8]) -> Option<(u32, u32)> {
+    const NEEDLE: &[u8] = b"release version ";
+    let at = bytes.windows(NEEDLE.len()).position(|w| w == NEEDLE)? + NEEDLE.len();
+    let text: String = bytes[at..]
+        .iter()
+        .take(16)
+        .take_while(|b| b.is_ascii_digit() || **b == b'.')
+        .map(|b| *b as char)
+        .collect();
+    let mut parts = text.split('.').filter(|p| !p.is_empty());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// Checks, before anything is compiled, that the compiler (`name` in the
+/// message) builds for the base: it has the base's interpreter `python`,
+/// and its C library is the base's kind and no newer (code linked against a
+/// newer glibc may not load in an older one). Each refusal names both.
+pub fn check_compiler(
+    base: &Path,
+    compiler: &Path,
+    name: &str,
+    python: &str,
+) -> Result<(), RootfsError> {
+    if !python_versions(compiler).iter().any(|v| v == python) {
+        let found = python_versions(compiler);
+        return Err(RootfsError::CompilerPython {
+            compiler: name.to_string(),
+            python: python.to_string(),
+            found: if found.is_empty() {
+                "no python in /usr/bin".into()
+            } else {
+                found
+                    .iter()
+                    .map(|v| format!("python{v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        });
+    }
+    let (theirs, ours) = (libc_of(compiler), libc_of(base));
+    let fits = match (&theirs, &ours) {
+        (Libc::Glibc(Some(c)), Libc::Glibc(Some(b))) => c <= b,
+        (Libc::Glibc(_), Libc::Glibc(_)) => true,
+        (Libc::Musl(_), Libc::Musl(_)) => true,
+        (_, Libc::Unknown) => true,
+        _ => false,
+    };
+    if !fits {
+        return Err(RootfsError::CompilerLibc {
+            compiler: name.to_string(),
+            theirs: theirs.to_string(),
+            ours: ours.to_string(),
         });
     }
     Ok(())
@@ -306,6 +418,89 @@ mod tests {
         let no_apt = tree_with(&["usr/bin/python3.11"]);
         let err = check_base(no_apt.path()).unwrap_err().to_string();
         assert!(err.contains("it has no apt"), "{err}");
+    }
+
+    /// A glibc tree: its loader, python3.11 and a libc.so.6 whose banner
+    /// says `version` (as Debian's does).
+    fn glibc_tree(version: &str, python: &str) -> tempfile::TempDir {
+        let t = tree_with(&[
+            "lib64/ld-linux-x86-64.so.2",
+            &format!("usr/bin/python{python}"),
+        ]);
+        let dir = t.path().join("usr/lib/x86_64-linux-gnu");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut libc = vec![0u8; 4096];
+        libc.extend(
+            format!("GNU C Library (Debian GLIBC {version}-9) stable release version {version}.\n")
+                .bytes(),
+        );
+        std::fs::write(dir.join("libc.so.6"), libc).unwrap();
+        // Merged /usr, as Debian has it: lib -> usr/lib.
+        std::os::unix::fs::symlink("usr/lib", t.path().join("lib")).unwrap();
+        t
+    }
+
+    #[test]
+    fn the_c_library_is_read_from_the_loaders_and_glibcs_banner() {
+        assert_eq!(
+            libc_of(glibc_tree("2.36", "3.11").path()),
+            Libc::Glibc(Some((2, 36)))
+        );
+        let unsaid = tree_with(&["lib64/ld-linux-x86-64.so.2"]);
+        assert_eq!(libc_of(unsaid.path()), Libc::Glibc(None));
+        let musl = tree_with(&["lib/ld-musl-x86_64.so.1"]);
+        assert_eq!(
+            libc_of(musl.path()),
+            Libc::Musl("/lib/ld-musl-x86_64.so.1".into())
+        );
+        assert_eq!(libc_of(tree_with(&[]).path()), Libc::Unknown);
+        assert_eq!(banner_version(b"release version 2.9."), Some((2, 9)));
+        assert_eq!(banner_version(b"release version 2"), None);
+        assert_eq!(banner_version(b"no banner"), None);
+    }
+
+    #[test]
+    fn a_compiler_that_cannot_build_for_the_base_is_refused_naming_both() {
+        let base = glibc_tree("2.36", "3.11");
+        // The same release, or an older glibc: fine.
+        assert!(
+            check_compiler(base.path(), glibc_tree("2.36", "3.11").path(), "c", "3.11").is_ok()
+        );
+        assert!(
+            check_compiler(base.path(), glibc_tree("2.31", "3.11").path(), "c", "3.11").is_ok()
+        );
+        let err = check_compiler(
+            base.path(),
+            glibc_tree("2.36", "3.13").path(),
+            "c.tar",
+            "3.11",
+        )
+        .unwrap_err();
+        assert!(matches!(err, RootfsError::CompilerPython { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("compiler c.tar has no python3.11")
+                && text.contains("it has: python3.13"),
+            "{text}"
+        );
+        let err = check_compiler(
+            base.path(),
+            glibc_tree("2.41", "3.11").path(),
+            "c.tar",
+            "3.11",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("built on glibc 2.41, the base on glibc 2.36"),
+            "{err}"
+        );
+        let musl = tree_with(&["lib/ld-musl-x86_64.so.1", "usr/bin/python3.11"]);
+        let err = check_compiler(base.path(), musl.path(), "c.tar", "3.11")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("built on musl"), "{err}");
+        assert!(err.is_ascii());
     }
 
     #[test]

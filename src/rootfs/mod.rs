@@ -35,12 +35,12 @@ pub use debian::{
 use error::io_err;
 pub use error::RootfsError;
 pub use given::{from_blobs, from_image, from_layout, from_tarball};
-pub use interpreter::{check_base, choose_python, python_versions};
+pub use interpreter::{check_base, check_compiler, choose_python, libc_of, python_versions, Libc};
 
-/// Where the base comes from.
+/// Where the base (or a given compiler) comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BaseSource {
-    /// Built from `layers/base` with mmdebstrap.
+    /// Built from `layers/` with mmdebstrap.
     Built,
     /// A tar or tar.gz file.
     Tarball(PathBuf),
@@ -51,8 +51,9 @@ pub enum BaseSource {
 }
 
 impl BaseSource {
-    /// Parses `--base`: `docker://REF`, `oci:DIR[:tag]` or `FILE.tar[.gz]`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    /// Parses `--base` or `--compiler` (`option`, for the message):
+    /// `docker://REF`, `oci:DIR[:tag]` or `FILE.tar[.gz]`.
+    pub fn parse(option: &str, s: &str) -> Result<Self, String> {
         if let Some(rest) = s.strip_prefix("oci:") {
             let (dir, tag) = split_layout_ref(rest);
             return Ok(BaseSource::Layout(dir, tag));
@@ -70,8 +71,21 @@ impl BaseSource {
             return Ok(BaseSource::Tarball(PathBuf::from(s)));
         }
         Err(format!(
-            "--base {s:?} is not docker://REF, oci:DIR[:TAG] or a FILE.tar / FILE.tar.gz"
+            "{option} {s:?} is not docker://REF, oci:DIR[:TAG] or a FILE.tar / FILE.tar.gz"
         ))
+    }
+}
+
+impl std::fmt::Display for BaseSource {
+    /// As the user wrote it (a built one: where it is built from).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BaseSource::Built => write!(f, "built from layers/"),
+            BaseSource::Tarball(p) => write!(f, "{}", p.display()),
+            BaseSource::Layout(dir, None) => write!(f, "oci:{}", dir.display()),
+            BaseSource::Layout(dir, Some(tag)) => write!(f, "oci:{}:{tag}", dir.display()),
+            BaseSource::Registry(r) => write!(f, "docker://{r}"),
+        }
     }
 }
 
@@ -343,21 +357,21 @@ mod tests {
     #[test]
     fn base_source_forms() {
         assert_eq!(
-            BaseSource::parse("oci:/x/y:1.0").unwrap(),
+            BaseSource::parse("--base", "oci:/x/y:1.0").unwrap(),
             BaseSource::Layout("/x/y".into(), Some("1.0".into()))
         );
         assert_eq!(
-            BaseSource::parse("oci:./a").unwrap(),
+            BaseSource::parse("--base", "oci:./a").unwrap(),
             BaseSource::Layout("./a".into(), None)
         );
         assert_eq!(
-            BaseSource::parse("b.tar.gz").unwrap(),
+            BaseSource::parse("--base", "b.tar.gz").unwrap(),
             BaseSource::Tarball("b.tar.gz".into())
         );
-        assert!(BaseSource::parse("b.zip").is_err());
+        assert!(BaseSource::parse("--base", "b.zip").is_err());
         assert!(
-            matches!(BaseSource::parse("docker://127.0.0.1:5000/x/y:1").unwrap(), BaseSource::Registry(r) if r.repository == "x/y")
+            matches!(BaseSource::parse("--base", "docker://127.0.0.1:5000/x/y:1").unwrap(), BaseSource::Registry(r) if r.repository == "x/y")
         );
-        assert!(BaseSource::parse("docker://127.0.0.1:5000/X").is_err());
+        assert!(BaseSource::parse("--base", "docker://127.0.0.1:5000/X").is_err());
     }
 }
