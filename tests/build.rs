@@ -1005,7 +1005,9 @@ fn a_given_compiler_compiles_and_one_that_cannot_build_for_the_base_exits_2() {
     // Compilers that cannot build for the bookworm base (Python 3.11, glibc 2.36).
     let banner =
         |v: &str| format!("GNU C Library (Debian GLIBC {v}-1) stable release version {v}.");
-    let cases: [(&str, Vec<(&str, String)>, &str); 3] = [
+    // (name, its files and their contents, what the refusal says)
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, &'a str);
+    let cases: [Case; 3] = [
         (
             "python",
             vec![
