@@ -611,7 +611,7 @@ fn online_inputs(
         &compiler.tree,
         &match &opts.compiler {
             BaseSource::Built => "built from layers/compiler".to_string(),
-            given => given.to_string(),
+            given => format!("{given} (or leave --compiler unset)"),
         },
         &python,
     )?;

@@ -205,7 +205,7 @@ pub enum RootfsError {
     #[error(
         "the compiler {compiler} has no python{python}, the base's interpreter (it has: {found}): \
          wheels compiled there would not install in the base; give a compiler with Python \
-         {python} (--compiler), or leave --compiler unset"
+         {python} (--compiler)"
     )]
     CompilerPython {
         /// The compiler as named.
@@ -219,7 +219,7 @@ pub enum RootfsError {
     #[error(
         "the compiler {compiler} is built on {theirs}, the base on {ours}: what it compiles could \
          fail to load in the base; give a compiler of the base's distribution and release \
-         (--compiler), or leave --compiler unset"
+         (--compiler)"
     )]
     CompilerLibc {
         /// The compiler as named.

@@ -122,12 +122,15 @@ pub fn libc_of(tree: &Path) -> Libc {
     let glibc = ["lib", "lib64", "usr/lib", "usr/lib64"].iter().any(|d| {
         !names_in(tree, d, "ld-linux").is_empty() || !names_in(tree, d, "ld64.so").is_empty()
     });
-    if glibc {
-        return Libc::Glibc(glibc_version(tree));
-    }
-    match names_in(tree, "lib", "ld-musl-").first() {
-        Some(loader) => Libc::Musl(format!("/lib/{loader}")),
-        None => Libc::Unknown,
+    let musl = names_in(tree, "lib", "ld-musl-").first().cloned();
+    match (glibc, glibc_version(tree), musl) {
+        (true, Some(version), _) => Libc::Glibc(Some(version)),
+        // Alpine's gcompat ships a glibc-named loader over musl: no glibc
+        // says its version there.
+        (_, None, Some(loader)) => Libc::Musl(format!("/lib/{loader}")),
+        (true, None, None) => Libc::Glibc(None),
+        (false, _, None) => Libc::Unknown,
+        (false, Some(_), Some(loader)) => Libc::Musl(format!("/lib/{loader}")),
     }
 }
 
@@ -369,6 +372,11 @@ mod tests {
         // absolute lib64 -> /usr/lib64 finds the tree's loader, an absolute
         // usr/local/bin -> /usr/local/bin the tree's (missing) directory.
         let linked = tree_with(&["usr/lib64/ld-linux-x86-64.so.2", "lib/ld-musl-x86_64.so.1"]);
+        std::fs::write(
+            linked.path().join("usr/lib64/libc.so.6"),
+            "GNU C Library stable release version 2.36.",
+        )
+        .unwrap();
         std::os::unix::fs::symlink("/usr/lib64", linked.path().join("lib64")).unwrap();
         assert!(
             !matches!(check_base(linked.path()), Err(RootfsError::MuslBase { .. })),
@@ -454,6 +462,12 @@ mod tests {
             Libc::Musl("/lib/ld-musl-x86_64.so.1".into())
         );
         assert_eq!(libc_of(tree_with(&[]).path()), Libc::Unknown);
+        // gcompat: a glibc-named loader over musl, no glibc banner.
+        let gcompat = tree_with(&["lib/ld-musl-x86_64.so.1", "lib/ld-linux-x86-64.so.2"]);
+        assert_eq!(
+            libc_of(gcompat.path()),
+            Libc::Musl("/lib/ld-musl-x86_64.so.1".into())
+        );
         assert_eq!(banner_version(b"release version 2.9."), Some((2, 9)));
         assert_eq!(banner_version(b"release version 2"), None);
         assert_eq!(banner_version(b"no banner"), None);
