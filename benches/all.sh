@@ -31,7 +31,7 @@ fi
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 status=0
-for script in "benches/build.sh" "benches/resolve.sh" "benches/remote_cache.sh" "benches/isolation.sh" "benches/push.sh $layout" "benches/pack.sh"; do
+for script in "benches/build.sh" "benches/resolve.sh" "benches/remote_cache.sh" "benches/isolation.sh" "benches/derive.sh" "benches/push.sh $layout" "benches/pack.sh"; do
     sync # the previous script's writes are not this one's cost
     # shellcheck disable=SC2086
     bash $script 2>&1 | tee -a "$out"

@@ -590,15 +590,26 @@ fn online_inputs(
         // one named must ship it): refused now, before the compiler is
         // fetched or built, when none does. A given compiler is checked
         // once it is there.
+        // A base with apt and its sources makes its own compiler (its C
+        // library and Python exactly), unless one is given.
         let mut config = opts.config.clone();
-        if opts.compiler == BaseSource::Built {
+        if opts.compiler == BaseSource::Built && rootfs::derivable(&base.0.tree) {
             let wanted = opts.python.as_deref().or(opts.config.python.as_deref());
-            let python = rootfs::choose_python(&base.0.tree, wanted)?;
-            let release = rootfs::choose_release(opts.config.debian.as_deref(), Some(&python))
-                .map_err(|e| RootfsError::CompilerMismatch(Box::new(e)))?;
-            config.debian = Some(release.name);
+            rootfs::choose_python(&base.0.tree, wanted)?;
+            let deps = &opts.config.dependencies;
+            let packages = Definition::compiler_additions(&deps.run, &deps.build);
+            let compiler = rootfs::derived(cache, &base.0, &packages, runner, printer)?;
+            (base, compiler)
+        } else {
+            if opts.compiler == BaseSource::Built {
+                let wanted = opts.python.as_deref().or(opts.config.python.as_deref());
+                let python = rootfs::choose_python(&base.0.tree, wanted)?;
+                let release = rootfs::choose_release(opts.config.debian.as_deref(), Some(&python))
+                    .map_err(|e| RootfsError::CompilerMismatch(Box::new(e)))?;
+                config.debian = Some(release.name);
+            }
+            (base, get_compiler(&config)?)
         }
-        (base, get_compiler(&config)?)
     };
     let python = rootfs::choose_python(
         &base.tree,
@@ -610,6 +621,7 @@ fn online_inputs(
         &base.tree,
         &compiler.tree,
         &match &opts.compiler {
+            BaseSource::Built if compiler.debian.is_none() => "made from the base".to_string(),
             BaseSource::Built => "built from layers/compiler".to_string(),
             given => format!("{given} (or leave --compiler unset)"),
         },

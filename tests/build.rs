@@ -1067,3 +1067,75 @@ fn a_given_compiler_compiles_and_one_that_cannot_build_for_the_base_exits_2() {
         assert!(!output.join("index.json").exists());
     }
 }
+
+/// A base with apt and its sources (a team's Debian image with the runtime
+/// packages and user blue, made here by mmdebstrap's apt variant, the way
+/// `debian:bookworm` is) makes its own compiler: the base plus the build
+/// packages, installed by its apt rootless; the project's C extension is
+/// compiled there and imports in the image; a second build reuses the
+/// compiler and the wheels (the key's dependence on the base's digest and
+/// the packages is rootfs::derived's unit test).
+#[test]
+fn a_base_with_apt_makes_its_own_compiler_once() {
+    need("mmdebstrap");
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("team-base.tar");
+    let mut mmdebstrap = Command::new("mmdebstrap");
+    mmdebstrap
+        .args(["--quiet", "--variant=apt"])
+        .arg(
+            "--include=python3,python3-venv,nginx-light,supervisor,uwsgi-core,\
+             uwsgi-plugin-python3,ca-certificates,passwd,procps",
+        )
+        .arg(
+            "--customize-hook=chroot \"$1\" useradd --uid 1000 --gid 33 --create-home \
+             --home-dir /home/blue --shell /bin/bash blue",
+        )
+        .arg("bookworm")
+        .arg(&base);
+    if let Ok(mirror) = std::env::var("ASSEMBLE_DEBIAN_MIRROR") {
+        mmdebstrap.arg(mirror);
+    }
+    let made = run(&mut mmdebstrap);
+    assert!(made.status.success(), "mmdebstrap made no base");
+    for round in ["first", "second"] {
+        let output = tmp.path().join(format!("oci-{round}"));
+        let out = run(build_cmd("milborne==0.4.0", &output)
+            .arg("--base")
+            .arg(&base));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{round}: {err}");
+        let line = err
+            .lines()
+            .find(|l| l.contains("compiler rootfs:"))
+            .unwrap_or_default();
+        if round == "first" {
+            assert!(
+                line.contains("made from the base with its apt")
+                    && line.contains("build-essential python3-dev python3-pip"),
+                "{err}"
+            );
+            assert!(err.contains("compiling 1 (milborne 0.4.0)"), "{err}");
+            assert!(
+                !err.contains("mmdebstrap"),
+                "no compiler built from layers/: {err}"
+            );
+        } else {
+            assert!(
+                line.contains("cached") && line.contains("made from the base"),
+                "{err}"
+            );
+            assert!(err.contains("compile: all"), "{err}");
+        }
+    }
+    let out = run(assemble()
+        .args(["-q", "run", "--cache-dir"])
+        .arg(cache())
+        .arg(tmp.path().join("oci-second"))
+        .args([
+            "python",
+            "-c",
+            "import milborne._speedups as s; print(s.checksum(b'milborne'))",
+        ]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1122270825");
+}

@@ -160,6 +160,18 @@ impl Definition {
         Self::new("compiler", release, packages)
     }
 
+    /// What a compiler made from a given base adds to it
+    /// (`rootfs::derived`): the compiler packages, run and build packages,
+    /// sorted.
+    pub fn compiler_additions(run_deps: &[String], build_deps: &[String]) -> Vec<String> {
+        let mut packages = parse_package_list(COMPILER_PACKAGES);
+        packages.extend(run_deps.iter().cloned());
+        packages.extend(build_deps.iter().cloned());
+        packages.sort();
+        packages.dedup();
+        packages
+    }
+
     fn new(role: &str, release: Option<&str>, mut packages: Vec<String>) -> Self {
         packages.sort();
         packages.dedup();

@@ -201,6 +201,19 @@ pub enum RootfsError {
     /// The compiler rootfs lacks the base's interpreter.
     #[error("the compiler rootfs cannot build for the base")]
     CompilerMismatch(#[source] Box<RootfsError>),
+    /// apt in the base, making the compiler, failed.
+    #[error(
+        "cannot make the compiler from the base: apt-get in it failed ({status}); as a normal \
+         user this needs entries for you in /etc/subuid and /etc/subgid (usermod \
+         --add-subuids 100000-165535 --add-subgids 100000-165535 $USER), and the base's apt \
+         sources must be reachable; or give one with --compiler. Its last lines:\n    {tail}"
+    )]
+    Derive {
+        /// Exit status.
+        status: String,
+        /// Last lines of its output.
+        tail: String,
+    },
     /// A compiler without the base's interpreter.
     #[error(
         "the compiler {compiler} has no python{python}, the base's interpreter (it has: {found}): \

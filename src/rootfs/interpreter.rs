@@ -54,7 +54,7 @@ pub fn check_base(tree: &Path) -> Result<(), RootfsError> {
             });
         }
     }
-    let exists = |rel: &str| inside(tree, rel, false).is_some_and(|p| p.symlink_metadata().is_ok());
+    let exists = |rel: &str| exists_inside(tree, rel);
     let missing: Vec<_> = RUNTIME
         .iter()
         .filter(|(path, _, _)| !exists(path))
@@ -80,7 +80,7 @@ pub fn check_base(tree: &Path) -> Result<(), RootfsError> {
 
 /// The names in the tree's directory `dir` that start with `prefix`,
 /// sorted; none when it is missing.
-fn names_in(tree: &Path, dir: &str, prefix: &str) -> Vec<String> {
+pub(super) fn names_in(tree: &Path, dir: &str, prefix: &str) -> Vec<String> {
     let mut found: Vec<String> = inside(tree, dir, true)
         .and_then(|d| std::fs::read_dir(d).ok())
         .into_iter()
@@ -91,6 +91,16 @@ fn names_in(tree: &Path, dir: &str, prefix: &str) -> Vec<String> {
         .collect();
     found.sort();
     found
+}
+
+/// Whether `rel` exists in the tree (a symlink at its end not followed).
+pub(super) fn exists_inside(tree: &Path, rel: &str) -> bool {
+    inside(tree, rel, false).is_some_and(|p| p.symlink_metadata().is_ok())
+}
+
+/// The text of the tree's file `rel`, its symlinks resolved in the tree.
+pub(super) fn read_inside(tree: &Path, rel: &str) -> Option<String> {
+    std::fs::read_to_string(inside(tree, rel, true)?).ok()
 }
 
 /// The C library a tree is built on: what its compiled code links to.
@@ -218,9 +228,7 @@ pub fn check_compiler(
 
 /// Whether the tree's /etc/passwd has the image's user: blue, uid 1000.
 fn has_blue(tree: &Path) -> bool {
-    let passwd = inside(tree, "etc/passwd", true)
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .unwrap_or_default();
+    let passwd = read_inside(tree, "etc/passwd").unwrap_or_default();
     passwd.lines().any(|l| {
         let f: Vec<&str> = l.split(':').collect();
         f.len() >= 4 && f[0] == crate::contract::USER && f[2] == "1000"

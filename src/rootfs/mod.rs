@@ -16,6 +16,7 @@
 
 mod archive;
 mod debian;
+mod derived;
 mod error;
 mod given;
 mod interpreter;
@@ -32,6 +33,7 @@ pub use debian::{
     built, built_locked, choose_release, releases, Definition, Release, BASE_PACKAGES,
     COMPILER_PACKAGES, SETUP_HOOK,
 };
+pub use derived::{derivable, derived};
 use error::io_err;
 pub use error::RootfsError;
 pub use given::{from_blobs, from_image, from_layout, from_tarball};

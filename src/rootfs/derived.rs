@@ -1,0 +1,253 @@
+//! A compiler made from a given base: the base's own tree plus the build
+//! packages, installed by the base's own apt from the base's own sources,
+//! so that the wheels are compiled against exactly the base's C library and
+//! Python (any Debian or Ubuntu release, whatever Python it ships).
+//!
+//! apt runs as root of a user namespace mapped over the user's subordinate
+//! ids (`mmdebstrap --unshare-helper`, the way mmdebstrap's unshare mode
+//! installs), chrooted into a copy of the base's tree with `/dev`'s nodes
+//! and `/proc` mounted; where user namespaces are refused and we are root
+//! (a CI job container), the same script runs as root, with device nodes
+//! made where nothing can be mounted. The result leaves the namespace as a
+//! tar (numeric owners), which is the rootfs's one layer, unpacked rootless
+//! like any other; the copy is removed inside the namespace (its files
+//! belong to subordinate ids). Cached by the base's key and the packages.
+
+use std::io;
+use std::path::Path;
+
+use crate::cache::{Cache, KeyBuilder};
+use crate::image::layer;
+use crate::image::unpack;
+use crate::output::Printer;
+use crate::rootfs::debian::Mode;
+use crate::rootfs::error::{io_err, RootfsError};
+use crate::rootfs::{commit, interpreter, load_cached, Rootfs};
+use crate::sandbox::{HostCommand, Runner};
+
+/// What runs as root (of the namespace): $1 the base's tree, $2 the copy to
+/// make, $3 the tar to write, $4 `mount` (in the helper's own mount
+/// namespace: `/dev`'s nodes bound, `/proc` mounted, all unmounted before
+/// the tar) or `nodes` (root in the host's: nothing mounted, device nodes
+/// made), then the packages.
+const SCRIPT: &str = r#"set -eu
+base=$1 farm=$2 out=$3 how=$4
+shift 4
+unmount() {
+    if [ "$how" = mount ]; then
+        for m in proc dev/null dev/zero dev/full dev/random dev/urandom dev/tty; do
+            umount "$farm/$m" 2>/dev/null || true
+        done
+    fi
+}
+cleanup() {
+    unmount
+    rm -rf "$farm"
+}
+trap cleanup EXIT
+cp -a "$base" "$farm"
+for d in null zero full random urandom tty; do
+    rm -f "$farm/dev/$d"
+    if [ "$how" = mount ] && : > "$farm/dev/$d" \
+        && mount --bind "/dev/$d" "$farm/dev/$d" 2>/dev/null; then
+        continue
+    fi
+    rm -f "$farm/dev/$d"
+    # Where nothing is mounted (root in a job container): the node.
+    case $d in
+        null) mknod -m 666 "$farm/dev/null" c 1 3 ;;
+        zero) mknod -m 666 "$farm/dev/zero" c 1 5 ;;
+        full) mknod -m 666 "$farm/dev/full" c 1 7 ;;
+        random) mknod -m 666 "$farm/dev/random" c 1 8 ;;
+        urandom) mknod -m 666 "$farm/dev/urandom" c 1 9 ;;
+        tty) ;;
+    esac
+done
+mkdir -p "$farm/proc"
+if [ "$how" = mount ]; then
+    mount -t proc proc "$farm/proc" 2>/dev/null || true
+fi
+rm -f "$farm/etc/resolv.conf"
+cat /etc/resolv.conf > "$farm/etc/resolv.conf" 2>/dev/null || : > "$farm/etc/resolv.conf"
+apt() {
+    chroot "$farm" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+        DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 \
+        ${http_proxy:+http_proxy="$http_proxy"} ${https_proxy:+https_proxy="$https_proxy"} \
+        ${no_proxy:+no_proxy="$no_proxy"} \
+        apt-get -q -o APT::Sandbox::User=root -o Dpkg::Use-Pty=0 "$@"
+}
+apt update
+apt install -y --no-install-recommends "$@"
+apt clean
+unmount
+rm -rf "$farm"/var/lib/apt/lists/* "$farm"/dev/* "$farm"/proc/*
+tar --numeric-owner -C "$farm" -cf "$out" .
+"#;
+
+/// Whether a compiler can be made from the base: it has apt and sources
+/// for it (a `deb` line in sources.list, or a file in sources.list.d).
+pub fn derivable(tree: &Path) -> bool {
+    let apt = interpreter::exists_inside(tree, "usr/bin/apt-get");
+    let list = interpreter::read_inside(tree, "etc/apt/sources.list")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.trim_start().starts_with("deb "));
+    let dir = interpreter::names_in(tree, "etc/apt/sources.list.d", "")
+        .iter()
+        .any(|n| n.ends_with(".list") || n.ends_with(".sources"));
+    apt && (list || dir)
+}
+
+/// The cache key of the compiler made from `base` with `packages`.
+fn key(base: &Rootfs, packages: &[String]) -> String {
+    KeyBuilder::new("rootfs-derived-v1")
+        .part("base", base.key.as_bytes())
+        .part("packages", packages.join(" ").as_bytes())
+        .finish()
+}
+
+/// The compiler made from `base` with `packages` (sorted, deduplicated),
+/// cached by the base's key and the packages.
+pub fn derived(
+    cache: &Cache,
+    base: &Rootfs,
+    packages: &[String],
+    runner: &dyn Runner,
+    printer: &Printer,
+) -> Result<Rootfs, RootfsError> {
+    let key = key(base, packages);
+    if let Some(r) = load_cached(cache, &key) {
+        printer.step(&format!(
+            "compiler rootfs: cached ({}, made from the base)",
+            &key[..12]
+        ));
+        return Ok(r);
+    }
+    let mode = Mode::here("compiler", runner)?;
+    let mmdebstrap =
+        runner
+            .find_program("mmdebstrap")
+            .ok_or_else(|| RootfsError::NoMmdebstrap {
+                role: "compiler".into(),
+            })?;
+    printer.step(&format!(
+        "compiler rootfs: made from the base with its apt ({} packages: {}){}",
+        packages.len(),
+        packages.join(" "),
+        match mode {
+            Mode::Unshare => "",
+            Mode::Root => " as root (no user namespaces here)",
+        }
+    ));
+    let work = cache.work_dir("rootfs-derived")?;
+    let farm = work.path().join("farm");
+    let tar_path = work.path().join("rootfs.tar");
+    let mut args: Vec<String> = Vec::new();
+    let program = match mode {
+        Mode::Unshare => {
+            args.extend(["--unshare-helper".into(), "/bin/sh".into()]);
+            mmdebstrap
+        }
+        Mode::Root => "/bin/sh".into(),
+    };
+    args.extend(["-c".into(), SCRIPT.into(), "derive".into()]);
+    for p in [&base.tree, &farm, &tar_path] {
+        args.push(p.display().to_string());
+    }
+    args.push(
+        match mode {
+            Mode::Unshare => "mount",
+            Mode::Root => "nodes",
+        }
+        .into(),
+    );
+    args.extend(packages.iter().cloned());
+    let out = runner.run_host(&HostCommand {
+        what: "apt-get in the base, for the compiler".into(),
+        program,
+        args,
+        env: Vec::new(),
+        stdin: None,
+    })?;
+    if !out.success {
+        let text = super::archive::mask_credentials(&String::from_utf8_lossy(&out.stderr));
+        let lines: Vec<&str> = text.lines().collect();
+        return Err(RootfsError::Derive {
+            status: out.status,
+            tail: lines[lines.len().saturating_sub(15)..].join("\n    "),
+        });
+    }
+    let blob = layer::compress_tar_blob(
+        fs_err::File::open(&tar_path).map_err(io_err(&tar_path))?,
+        cache.blobs().dir(),
+    )?;
+    let tree = work.path().join("tree");
+    fs_err::create_dir(&tree).map_err(io_err(&tree))?;
+    let file = fs_err::File::open(&tar_path).map_err(io_err(&tar_path))?;
+    unpack::unpack(io::BufReader::new(file), &tree).map_err(|source| RootfsError::Unpack {
+        source_name: "the compiler made from the base".into(),
+        source,
+    })?;
+    fs_err::remove_file(&tar_path).map_err(io_err(&tar_path))?;
+    commit(
+        cache,
+        work,
+        &key,
+        vec![blob],
+        vec![format!(
+            "apt-get install in the base ({})",
+            packages.join(" ")
+        )],
+        None,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rootfs(key: &str) -> Rootfs {
+        Rootfs {
+            key: key.into(),
+            tree: "/nowhere".into(),
+            layers: Vec::new(),
+            created_by: Vec::new(),
+            origin: crate::cache::Origin::Built,
+            debian: None,
+        }
+    }
+
+    #[test]
+    fn the_key_changes_with_the_base_and_the_packages() {
+        let p = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let k = key(&rootfs("a"), &p(&["gcc"]));
+        assert_eq!(k, key(&rootfs("a"), &p(&["gcc"])));
+        assert_ne!(k, key(&rootfs("b"), &p(&["gcc"])));
+        assert_ne!(k, key(&rootfs("a"), &p(&["gcc", "libpq-dev"])));
+    }
+
+    #[test]
+    fn a_base_with_apt_and_sources_can_make_its_compiler() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+        std::fs::create_dir_all(root.join("etc/apt/sources.list.d")).unwrap();
+        std::fs::write(root.join("etc/apt/sources.list"), "").unwrap();
+        assert!(!derivable(root), "no apt");
+        std::fs::write(root.join("usr/bin/apt-get"), "").unwrap();
+        assert!(!derivable(root), "no sources (our built base's empty list)");
+        std::fs::write(
+            root.join("etc/apt/sources.list.d/debian.sources"),
+            "Types: deb\n",
+        )
+        .unwrap();
+        assert!(derivable(root));
+        std::fs::remove_file(root.join("etc/apt/sources.list.d/debian.sources")).unwrap();
+        std::fs::write(
+            root.join("etc/apt/sources.list"),
+            "# comment\ndeb http://mirror/debian bookworm main\n",
+        )
+        .unwrap();
+        assert!(derivable(root));
+    }
+}
