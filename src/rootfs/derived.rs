@@ -46,8 +46,18 @@ cleanup() {
 }
 trap cleanup EXIT
 cp -a "$base" "$farm"
+# What is touched from outside the chroot must be the copy's own
+# directories: a symlink the base ships (/dev -> /host/dev) is never
+# followed. /dev and /proc are made anew; /etc must be a directory.
+for d in dev proc; do
+    rm -rf "$farm/$d"
+    mkdir -m 755 "$farm/$d"
+done
+if [ -L "$farm/etc" ] || [ ! -d "$farm/etc" ]; then
+    echo "the base's /etc is not a directory" >&2
+    exit 1
+fi
 for d in null zero full random urandom tty; do
-    rm -f "$farm/dev/$d"
     if [ "$how" = mount ] && : > "$farm/dev/$d" \
         && mount --bind "/dev/$d" "$farm/dev/$d" 2>/dev/null; then
         continue
@@ -63,7 +73,6 @@ for d in null zero full random urandom tty; do
         tty) ;;
     esac
 done
-mkdir -p "$farm/proc"
 if [ "$how" = mount ]; then
     mount -t proc proc "$farm/proc" 2>/dev/null || true
 fi
@@ -79,8 +88,11 @@ apt() {
 apt update
 apt install -y --no-install-recommends "$@"
 apt clean
+chroot "$farm" /bin/sh -c 'rm -rf /var/lib/apt/lists/*'
 unmount
-rm -rf "$farm"/var/lib/apt/lists/* "$farm"/dev/* "$farm"/proc/*
+rm -rf "$farm/dev" "$farm/proc"
+mkdir -m 755 "$farm/dev" "$farm/proc"
+: > "$farm/etc/resolv.conf"
 tar --numeric-owner -C "$farm" -cf "$out" .
 "#;
 
