@@ -586,30 +586,57 @@ fn online_inputs(
             printer,
         )?;
         rootfs::check_base(&base.0.tree)?;
-        // The compiler from the release that ships the base's Python (the
-        // one named must ship it): refused now, before the compiler is
-        // fetched or built, when none does. A given compiler is checked
-        // once it is there.
         // A base with apt and its sources makes its own compiler (its C
-        // library and Python exactly), unless one is given.
-        let mut config = opts.config.clone();
-        if opts.compiler == BaseSource::Built && rootfs::derivable(&base.0.tree) {
-            let wanted = opts.python.as_deref().or(opts.config.python.as_deref());
-            rootfs::choose_python(&base.0.tree, wanted)?;
+        // library and Python exactly), unless a compiler is given, a lock
+        // records the built one, assemble.toml names a release, or a
+        // mirror is set (the base's own sources may be out of reach).
+        let wanted = opts.python.as_deref().or(opts.config.python.as_deref());
+        let python = rootfs::choose_python(&base.0.tree, wanted)?;
+        let release = rootfs::choose_release(opts.config.debian.as_deref(), Some(&python));
+        let derive = opts.compiler == BaseSource::Built
+            && debian.compiler.is_none()
+            && opts.config.debian.is_none()
+            && std::env::var(crate::env::ASSEMBLE_DEBIAN_MIRROR).map_or(true, |m| m.is_empty())
+            && rootfs::derivable(&base.0.tree);
+        let derived = if derive {
             let deps = &opts.config.dependencies;
-            let packages = Definition::compiler_additions(&deps.run, &deps.build);
-            let compiler = rootfs::derived(cache, &base.0, &packages, runner, printer)?;
-            (base, compiler)
-        } else {
-            if opts.compiler == BaseSource::Built {
-                let wanted = opts.python.as_deref().or(opts.config.python.as_deref());
-                let python = rootfs::choose_python(&base.0.tree, wanted)?;
-                let release = rootfs::choose_release(opts.config.debian.as_deref(), Some(&python))
-                    .map_err(|e| RootfsError::CompilerMismatch(Box::new(e)))?;
-                config.debian = Some(release.name);
+            let mut packages = Definition::compiler_additions(&deps.run, &deps.build);
+            // python3-dev is the default Python's; the headers of this one.
+            packages.push(format!("python{python}-dev"));
+            packages.sort();
+            packages.dedup();
+            match rootfs::derived(cache, &base.0, &packages, runner, printer) {
+                Ok(compiler) => Some(compiler),
+                // Where it cannot be made here, the compiler of the
+                // release that ships the base's Python, as before.
+                Err(e) if release.is_ok() => {
+                    printer.warn(&format!(
+                        "{e}\nusing the compiler built from layers/ for Python {python} instead"
+                    ));
+                    None
+                }
+                Err(e) => return Err(e.into()),
             }
-            (base, get_compiler(&config)?)
-        }
+        } else {
+            None
+        };
+        let compiler = match derived {
+            Some(compiler) => compiler,
+            None => {
+                // The compiler from the release that ships the base's
+                // Python (the one named must ship it): refused now, before
+                // the compiler is fetched or built, when none does. A given
+                // compiler is checked once it is there.
+                let mut config = opts.config.clone();
+                if opts.compiler == BaseSource::Built {
+                    let release =
+                        release.map_err(|e| RootfsError::CompilerMismatch(Box::new(e)))?;
+                    config.debian = Some(release.name);
+                }
+                get_compiler(&config)?
+            }
+        };
+        (base, compiler)
     };
     let python = rootfs::choose_python(
         &base.tree,

@@ -124,4 +124,32 @@ fn whole_build_runs_as_an_unprivileged_user() {
     assert!(inspect.status.success());
     let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(v["Digest"].as_str().unwrap(), digest_of(&out));
+
+    // A base with apt makes its own compiler as that user too: apt as root
+    // of a user namespace over the user's subordinate ids, the tree passed
+    // in and out as tar streams (the namespace reads none of the user's
+    // files).
+    let base = dir.join("team-base.tar");
+    std::fs::copy(team_base(), &base).unwrap();
+    let out = run(as_user(dir.join("assemble").to_str().unwrap())
+        .arg(dir.join("milborne"))
+        .arg("--base")
+        .arg(&base)
+        .arg("--index-url")
+        .arg(&index)
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .arg("--output")
+        .arg(dir.join("oci-derived")));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "rootless build on a base with apt failed"
+    );
+    assert!(
+        err.contains("compiler rootfs: made from the base with its apt")
+            && !err.contains("warning"),
+        "{err}"
+    );
+    assert!(err.contains("building the project's wheel"), "{err}");
 }

@@ -4,14 +4,16 @@
 //! Python (any Debian or Ubuntu release, whatever Python it ships).
 //!
 //! apt runs as root of a user namespace mapped over the user's subordinate
-//! ids (`mmdebstrap --unshare-helper`, the way mmdebstrap's unshare mode
-//! installs), chrooted into a copy of the base's tree with `/dev`'s nodes
-//! and `/proc` mounted; where user namespaces are refused and we are root
-//! (a CI job container), the same script runs as root, with device nodes
-//! made where nothing can be mounted. The result leaves the namespace as a
-//! tar (numeric owners), which is the rootfs's one layer, unpacked rootless
-//! like any other; the copy is removed inside the namespace (its files
-//! belong to subordinate ids). Cached by the base's key and the packages.
+//! ids (`unshare --map-auto`: root's own too, so the base's programs never
+//! run as the host's root), in a private mount namespace, chrooted into a
+//! copy of the base's tree with `/dev`'s nodes bound and `/proc` mounted.
+//! The tree goes in and the result comes out as tar streams (owners
+//! numeric), so the namespace never reads or writes the user's files; the
+//! copy lives in the namespace's `$TMPDIR` and is removed there. Where user
+//! namespaces are refused and we are root (a CI job container), the same
+//! script runs as that root, nothing mounted (device nodes made). The
+//! result is the rootfs's one layer, unpacked rootless like any other.
+//! Cached by the base's key and the packages.
 
 use std::io;
 use std::path::Path;
@@ -25,14 +27,35 @@ use crate::rootfs::error::{io_err, RootfsError};
 use crate::rootfs::{commit, interpreter, load_cached, Rootfs};
 use crate::sandbox::{HostCommand, Runner};
 
-/// What runs as root (of the namespace): $1 the base's tree, $2 the copy to
-/// make, $3 the tar to write, $4 `mount` (in the helper's own mount
-/// namespace: `/dev`'s nodes bound, `/proc` mounted, all unmounted before
-/// the tar) or `nodes` (root in the host's: nothing mounted, device nodes
-/// made), then the packages.
-const SCRIPT: &str = r#"set -eu
-base=$1 farm=$2 out=$3 how=$4
+/// Run as the user: $1 the base's tree, $2 the tar to write, $3 `userns`
+/// or `root`, $4 the script run inside ([`INSIDE`]), then the packages. The
+/// tree is streamed in with every owner root (the user's own files).
+const OUTSIDE: &str = r#"set -eu
+tree=$1 out=$2 how=$3 inside=$4
 shift 4
+if [ "$how" = userns ]; then
+    tar -C "$tree" --numeric-owner --owner=0 --group=0 -cf - . |
+        unshare --map-auto --setuid 0 --setgid 0 --mount --pid --fork --kill-child \
+            --propagation private /bin/sh -c "$inside" inside mount "${TMPDIR:-/tmp}" "$@" > "$out"
+else
+    # Beside the output: a job's /tmp may be mounted nodev.
+    tar -C "$tree" --numeric-owner --owner=0 --group=0 -cf - . |
+        /bin/sh -c "$inside" inside nodes "$(dirname "$out")" "$@" > "$out"
+fi
+"#;
+
+/// Run as root (of the namespace): $1 `mount` (in its own private mount
+/// namespace: `/dev`'s nodes bound, `/proc` mounted, all unmounted before
+/// the tar) or `nodes` (the host's root in a job container: nothing
+/// mounted, device nodes made), $2 where to make the copy, then the
+/// packages. The base's tree on
+/// standard input, the result on standard output; everything else goes to
+/// standard error.
+const INSIDE: &str = r#"set -eu
+how=$1 parent=$2
+shift 2
+exec 3>&1 1>&2
+farm=$(mktemp -d "$parent/assemble-compiler.XXXXXX")
 unmount() {
     if [ "$how" = mount ]; then
         for m in proc dev/null dev/zero dev/full dev/random dev/urandom dev/tty; do
@@ -45,7 +68,8 @@ cleanup() {
     rm -rf "$farm"
 }
 trap cleanup EXIT
-cp -a "$base" "$farm"
+trap 'exit 1' HUP INT TERM
+tar -x -C "$farm" --numeric-owner -f -
 # What is touched from outside the chroot must be the copy's own
 # directories: a symlink the base ships (/dev -> /host/dev) is never
 # followed. /dev and /proc are made anew; /etc must be a directory.
@@ -59,11 +83,10 @@ if [ -L "$farm/etc" ] || [ ! -d "$farm/etc" ]; then
 fi
 for d in null zero full random urandom tty; do
     if [ "$how" = mount ] && : > "$farm/dev/$d" \
-        && mount --bind "/dev/$d" "$farm/dev/$d" 2>/dev/null; then
+        && mount --bind "/dev/$d" "$farm/dev/$d"; then
         continue
     fi
     rm -f "$farm/dev/$d"
-    # Where nothing is mounted (root in a job container): the node.
     case $d in
         null) mknod -m 666 "$farm/dev/null" c 1 3 ;;
         zero) mknod -m 666 "$farm/dev/zero" c 1 5 ;;
@@ -74,7 +97,7 @@ for d in null zero full random urandom tty; do
     esac
 done
 if [ "$how" = mount ]; then
-    mount -t proc proc "$farm/proc" 2>/dev/null || true
+    mount -t proc proc "$farm/proc"
 fi
 rm -f "$farm/etc/resolv.conf"
 cat /etc/resolv.conf > "$farm/etc/resolv.conf" 2>/dev/null || : > "$farm/etc/resolv.conf"
@@ -93,21 +116,37 @@ unmount
 rm -rf "$farm/dev" "$farm/proc"
 mkdir -m 755 "$farm/dev" "$farm/proc"
 : > "$farm/etc/resolv.conf"
-tar --numeric-owner -C "$farm" -cf "$out" .
+tar --numeric-owner -C "$farm" -cf - . >&3
 "#;
 
 /// Whether a compiler can be made from the base: it has apt and sources
-/// for it (a `deb` line in sources.list, or a file in sources.list.d).
+/// of binary packages for it (a `deb` line in a `.list` file, or a
+/// deb822 stanza of `Types: deb` not disabled in a `.sources` file).
 pub fn derivable(tree: &Path) -> bool {
-    let apt = interpreter::exists_inside(tree, "usr/bin/apt-get");
-    let list = interpreter::read_inside(tree, "etc/apt/sources.list")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.trim_start().starts_with("deb "));
-    let dir = interpreter::names_in(tree, "etc/apt/sources.list.d", "")
-        .iter()
-        .any(|n| n.ends_with(".list") || n.ends_with(".sources"));
-    apt && (list || dir)
+    let list = |text: &str| text.lines().any(|l| l.trim_start().starts_with("deb "));
+    let deb822 = |text: &str| {
+        text.split("\n\n").any(|stanza| {
+            let field = |name: &str| {
+                stanza.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.trim()
+                        .eq_ignore_ascii_case(name)
+                        .then(|| v.trim().to_string())
+                })
+            };
+            field("Types").is_some_and(|t| t.split_whitespace().any(|t| t == "deb"))
+                && field("Enabled").is_none_or(|e| !e.eq_ignore_ascii_case("no"))
+        })
+    };
+    let read = |rel: &str| interpreter::read_inside(tree, rel).unwrap_or_default();
+    let sources = list(&read("etc/apt/sources.list"))
+        || interpreter::names_in(tree, "etc/apt/sources.list.d", "")
+            .iter()
+            .any(|n| {
+                let text = read(&format!("etc/apt/sources.list.d/{n}"));
+                (n.ends_with(".list") && list(&text)) || (n.ends_with(".sources") && deb822(&text))
+            });
+    interpreter::exists_inside(tree, "usr/bin/apt-get") && sources
 }
 
 /// The cache key of the compiler made from `base` with `packages`.
@@ -136,12 +175,6 @@ pub fn derived(
         return Ok(r);
     }
     let mode = Mode::here("compiler", runner)?;
-    let mmdebstrap =
-        runner
-            .find_program("mmdebstrap")
-            .ok_or_else(|| RootfsError::NoMmdebstrap {
-                role: "compiler".into(),
-            })?;
     printer.step(&format!(
         "compiler rootfs: made from the base with its apt ({} packages: {}){}",
         packages.len(),
@@ -152,31 +185,22 @@ pub fn derived(
         }
     ));
     let work = cache.work_dir("rootfs-derived")?;
-    let farm = work.path().join("farm");
     let tar_path = work.path().join("rootfs.tar");
-    let mut args: Vec<String> = Vec::new();
-    let program = match mode {
-        Mode::Unshare => {
-            args.extend(["--unshare-helper".into(), "/bin/sh".into()]);
-            mmdebstrap
-        }
-        Mode::Root => "/bin/sh".into(),
-    };
-    args.extend(["-c".into(), SCRIPT.into(), "derive".into()]);
-    for p in [&base.tree, &farm, &tar_path] {
-        args.push(p.display().to_string());
-    }
+    let mut args: Vec<String> = vec!["-c".into(), OUTSIDE.into(), "derive".into()];
+    args.push(base.tree.display().to_string());
+    args.push(tar_path.display().to_string());
     args.push(
         match mode {
-            Mode::Unshare => "mount",
-            Mode::Root => "nodes",
+            Mode::Unshare => "userns",
+            Mode::Root => "root",
         }
         .into(),
     );
+    args.push(INSIDE.into());
     args.extend(packages.iter().cloned());
     let out = runner.run_host(&HostCommand {
         what: "apt-get in the base, for the compiler".into(),
-        program,
+        program: "/bin/sh".into(),
         args,
         env: Vec::new(),
         stdin: None,
@@ -248,9 +272,14 @@ mod tests {
         assert!(!derivable(root), "no apt");
         std::fs::write(root.join("usr/bin/apt-get"), "").unwrap();
         assert!(!derivable(root), "no sources (our built base's empty list)");
+        let sources = root.join("etc/apt/sources.list.d/debian.sources");
+        std::fs::write(&sources, "Types: deb-src\nURIs: http://mirror/debian\n").unwrap();
+        assert!(!derivable(root), "sources of sources only");
+        std::fs::write(&sources, "Types: deb\nURIs: http://m/debian\nEnabled: no\n").unwrap();
+        assert!(!derivable(root), "disabled");
         std::fs::write(
-            root.join("etc/apt/sources.list.d/debian.sources"),
-            "Types: deb\n",
+            &sources,
+            "Types: deb-src\nURIs: http://m/debian\n\nTypes: deb deb-src\nURIs: http://m/debian\nSuites: noble\n",
         )
         .unwrap();
         assert!(derivable(root));

@@ -203,10 +203,11 @@ pub enum RootfsError {
     CompilerMismatch(#[source] Box<RootfsError>),
     /// apt in the base, making the compiler, failed.
     #[error(
-        "cannot make the compiler from the base: apt-get in it failed ({status}); as a normal \
-         user this needs entries for you in /etc/subuid and /etc/subgid (usermod \
-         --add-subuids 100000-165535 --add-subgids 100000-165535 $USER), and the base's apt \
-         sources must be reachable; or give one with --compiler. Its last lines:\n    {tail}"
+        "cannot make the compiler from the base: apt-get in it failed ({status}); it runs as root \
+         of a user namespace over your subordinate ids, which needs an entry for you (root \
+         too) in /etc/subuid and /etc/subgid (usermod --add-subuids 100000-165535 \
+         --add-subgids 100000-165535 $USER) and the base's apt sources within reach; or give \
+         a compiler with --compiler. Its last lines:\n    {tail}"
     )]
     Derive {
         /// Exit status.

@@ -232,6 +232,45 @@ pub fn digest_of(out: &Output) -> String {
         .to_string()
 }
 
+/// A team's base as `debian:bookworm` plus the runtime packages would be:
+/// mmdebstrap's apt variant (apt and its sources kept) with the runtime
+/// packages and user blue, made once per run (from ASSEMBLE_DEBIAN_MIRROR
+/// when set, else mmdebstrap's default mirrors): its tarball, readable by
+/// every user.
+pub fn team_base() -> PathBuf {
+    static DONE: OnceLock<PathBuf> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let _l = lock("team-base");
+        let tarball = shared().join("team-base.tar");
+        if !tarball.exists() {
+            need("mmdebstrap");
+            let partial = shared().join("team-base.tar.part");
+            let mut cmd = Command::new("mmdebstrap");
+            cmd.args(["--quiet", "--variant=apt"])
+                .arg(
+                    "--include=python3,python3-venv,nginx-light,supervisor,uwsgi-core,\
+                     uwsgi-plugin-python3,ca-certificates,passwd,procps",
+                )
+                .arg(
+                    "--customize-hook=chroot \"$1\" useradd --uid 1000 --gid 33 --create-home \
+                     --home-dir /home/blue --shell /bin/bash blue",
+                )
+                .args(["--format=tar", "bookworm"])
+                .arg(&partial);
+            if let Ok(mirror) = std::env::var("ASSEMBLE_DEBIAN_MIRROR") {
+                cmd.arg(mirror);
+            }
+            let out = run(&mut cmd);
+            assert!(out.status.success(), "mmdebstrap made no team base");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o644)).unwrap();
+            std::fs::rename(&partial, &tarball).unwrap();
+        }
+        tarball
+    })
+    .clone()
+}
+
 /// An image built once per run from the index (`milborne==0.4.0`): its layout dir.
 pub fn image() -> PathBuf {
     static DONE: OnceLock<PathBuf> = OnceLock::new();
