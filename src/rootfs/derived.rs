@@ -54,6 +54,8 @@ fi
 const INSIDE: &str = r#"set -eu
 how=$1 parent=$2
 shift 2
+# chroot is in sbin, which a normal user's PATH may lack.
+PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 exec 3>&1 1>&2
 farm=$(mktemp -d "$parent/assemble-compiler.XXXXXX")
 unmount() {
