@@ -113,11 +113,13 @@ apt() {
 apt update
 apt install -y --no-install-recommends "$@"
 apt clean
-chroot "$farm" /bin/sh -c 'rm -rf /var/lib/apt/lists/*'
+# After apt, the base's maintainer scripts may have made any path a
+# symlink: what remains is done inside the chroot, or on the copy's own
+# top-level entries (rm removes a symlink, not its target).
+chroot "$farm" /bin/sh -c 'rm -rf /var/lib/apt/lists/*; rm -f /etc/resolv.conf; : > /etc/resolv.conf'
 unmount
 rm -rf "$farm/dev" "$farm/proc"
 mkdir -m 755 "$farm/dev" "$farm/proc"
-: > "$farm/etc/resolv.conf"
 tar --numeric-owner -C "$farm" -cf - . >&3
 "#;
 
