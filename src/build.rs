@@ -588,8 +588,9 @@ fn online_inputs(
         rootfs::check_base(&base.0.tree)?;
         // A base with apt and its sources makes its own compiler (its C
         // library and Python exactly), unless a compiler is given, a lock
-        // records the built one, assemble.toml names a release, or a
-        // mirror is set (the base's own sources may be out of reach).
+        // records the built one, assemble.toml names a release, a mirror
+        // is set (the base's own sources may be out of reach), or user
+        // namespaces are refused (its apt would run as the host's root).
         let wanted = opts.python.as_deref().or(opts.config.python.as_deref());
         let python = rootfs::choose_python(&base.0.tree, wanted)?;
         let release = rootfs::choose_release(opts.config.debian.as_deref(), Some(&python));
@@ -597,6 +598,7 @@ fn online_inputs(
             && debian.compiler.is_none()
             && opts.config.debian.is_none()
             && std::env::var(crate::env::ASSEMBLE_DEBIAN_MIRROR).map_or(true, |m| m.is_empty())
+            && runner.user_namespaces()
             && rootfs::derivable(&base.0.tree);
         let derived = if derive {
             let deps = &opts.config.dependencies;
@@ -608,8 +610,14 @@ fn online_inputs(
             match rootfs::derived(cache, &base.0, &packages, runner, printer) {
                 Ok(compiler) => Some(compiler),
                 // Where it cannot be made here, the compiler of the
-                // release that ships the base's Python, as before.
-                Err(e) if release.is_ok() => {
+                // release that ships the base's Python, as before; not for
+                // a locked build (its wheels would change silently), nor
+                // when what apt made cannot be unpacked safely.
+                Err(e)
+                    if release.is_ok()
+                        && opts.locked.is_none()
+                        && !matches!(e, RootfsError::Unpack { .. }) =>
+                {
                     printer.warn(&format!(
                         "{e}\nusing the compiler built from layers/ for Python {python} instead"
                     ));

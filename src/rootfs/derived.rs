@@ -5,15 +5,16 @@
 //!
 //! apt runs as root of a user namespace mapped over the user's subordinate
 //! ids (`unshare --map-auto`: root's own too, so the base's programs never
-//! run as the host's root), in a private mount namespace, chrooted into a
-//! copy of the base's tree with `/dev`'s nodes bound and `/proc` mounted.
-//! The tree goes in and the result comes out as tar streams (owners
-//! numeric), so the namespace never reads or writes the user's files; the
-//! copy lives in the namespace's `$TMPDIR` and is removed there. Where user
-//! namespaces are refused and we are root (a CI job container), the same
-//! script runs as that root, nothing mounted (device nodes made). The
-//! result is the rootfs's one layer, unpacked rootless like any other.
-//! Cached by the base's key and the packages.
+//! run as the host's root), in a private mount and pid namespace, in a new
+//! session (no terminal to push input into), with an environment of
+//! nothing but `PATH` and the proxy variables, chrooted into a copy of the
+//! base's tree with `/dev`'s nodes bound and `/proc` mounted. The tree goes
+//! in and the result comes out as tar streams (owners numeric), so the
+//! namespace never reads or writes the user's files; the copy lives in
+//! `/var/tmp` (world-writable, on disk) and is removed there. Only where
+//! user namespaces work: the caller falls back otherwise. The result is
+//! the rootfs's one layer, unpacked rootless like any other. Cached by the
+//! base's key and the packages.
 
 use std::io;
 use std::path::Path;
@@ -22,50 +23,44 @@ use crate::cache::{Cache, KeyBuilder};
 use crate::image::layer;
 use crate::image::unpack;
 use crate::output::Printer;
-use crate::rootfs::debian::Mode;
 use crate::rootfs::error::{io_err, RootfsError};
 use crate::rootfs::{commit, interpreter, load_cached, Rootfs};
 use crate::sandbox::{HostCommand, Runner};
 
-/// Run as the user: $1 the base's tree, $2 the tar to write, $3 `userns`
-/// or `root`, $4 the script run inside ([`INSIDE`]), then the packages. The
-/// tree is streamed in with every owner root (the user's own files).
+/// Run as the user: $1 the base's tree, $2 the tar to write, $3 the script
+/// run inside ([`INSIDE`]), then the packages. The tree is streamed in with
+/// every owner root (the user's own files); a failure of that side is
+/// noted beside the output (sh has no pipefail).
 const OUTSIDE: &str = r#"set -eu
-tree=$1 out=$2 how=$3 inside=$4
-shift 4
-if [ "$how" = userns ]; then
-    tar -C "$tree" --numeric-owner --owner=0 --group=0 -cf - . |
-        unshare --map-auto --setuid 0 --setgid 0 --mount --pid --fork --kill-child \
-            --propagation private /bin/sh -c "$inside" inside mount "${TMPDIR:-/tmp}" "$@" > "$out"
-else
-    # Beside the output: a job's /tmp may be mounted nodev.
-    tar -C "$tree" --numeric-owner --owner=0 --group=0 -cf - . |
-        /bin/sh -c "$inside" inside nodes "$(dirname "$out")" "$@" > "$out"
+tree=$1 out=$2 inside=$3
+shift 3
+rm -f "$out.failed"
+{ tar -C "$tree" --numeric-owner --owner=0 --group=0 -cf - . || : > "$out.failed"; } |
+    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+        ${http_proxy:+http_proxy="$http_proxy"} ${https_proxy:+https_proxy="$https_proxy"} \
+        ${no_proxy:+no_proxy="$no_proxy"} \
+        setsid -w unshare --map-auto --setuid 0 --setgid 0 --mount --pid --fork --kill-child \
+        --propagation private /bin/sh -c "$inside" inside "$@" > "$out"
+if [ -e "$out.failed" ]; then
+    rm -f "$out.failed"
+    echo "cannot read the base's tree" >&2
+    exit 1
 fi
 "#;
 
-/// Run as root (of the namespace): $1 `mount` (in its own private mount
-/// namespace: `/dev`'s nodes bound, `/proc` mounted, all unmounted before
-/// the tar) or `nodes` (the host's root in a job container: nothing
-/// mounted, device nodes made), $2 where to make the copy, then the
-/// packages. The base's tree on
-/// standard input, the result on standard output; everything else goes to
-/// standard error.
+/// Run as root of the namespace (its own private mount namespace), the
+/// packages as arguments: the base's tree on standard input, the result on
+/// standard output; everything else goes to standard error.
 const INSIDE: &str = r#"set -eu
-how=$1 parent=$2
-shift 2
-# chroot is in sbin, which a normal user's PATH may lack.
-PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 exec 3>&1 1>&2
-farm=$(mktemp -d "$parent/assemble-compiler.XXXXXX")
+farm=$(mktemp -d /var/tmp/assemble-compiler.XXXXXX)
 unmount() {
-    if [ "$how" = mount ]; then
-        for m in proc dev/null dev/zero dev/full dev/random dev/urandom dev/tty; do
-            umount "$farm/$m" 2>/dev/null || true
-        done
-    fi
+    for m in proc dev/null dev/zero dev/full dev/random dev/urandom; do
+        umount -l "$farm/$m" 2>/dev/null || true
+    done
 }
 cleanup() {
+    set +e
     unmount
     rm -rf "$farm"
 }
@@ -83,30 +78,19 @@ if [ -L "$farm/etc" ] || [ ! -d "$farm/etc" ]; then
     echo "the base's /etc is not a directory" >&2
     exit 1
 fi
-for d in null zero full random urandom tty; do
-    if [ "$how" = mount ] && : > "$farm/dev/$d" \
-        && mount --bind "/dev/$d" "$farm/dev/$d"; then
-        continue
-    fi
-    rm -f "$farm/dev/$d"
-    case $d in
-        null) mknod -m 666 "$farm/dev/null" c 1 3 ;;
-        zero) mknod -m 666 "$farm/dev/zero" c 1 5 ;;
-        full) mknod -m 666 "$farm/dev/full" c 1 7 ;;
-        random) mknod -m 666 "$farm/dev/random" c 1 8 ;;
-        urandom) mknod -m 666 "$farm/dev/urandom" c 1 9 ;;
-        tty) ;;
-    esac
+for d in null zero full random urandom; do
+    : > "$farm/dev/$d"
+    mount --bind "/dev/$d" "$farm/dev/$d"
 done
-if [ "$how" = mount ]; then
-    mount -t proc proc "$farm/proc"
-fi
+mount -t proc proc "$farm/proc"
 rm -f "$farm/etc/resolv.conf"
 cat /etc/resolv.conf > "$farm/etc/resolv.conf" 2>/dev/null || : > "$farm/etc/resolv.conf"
+proxy_http=${http_proxy:-${HTTP_PROXY:-}}
+proxy_https=${https_proxy:-${HTTPS_PROXY:-}}
 apt() {
     chroot "$farm" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
         DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 \
-        ${http_proxy:+http_proxy="$http_proxy"} ${https_proxy:+https_proxy="$https_proxy"} \
+        ${proxy_http:+http_proxy="$proxy_http"} ${proxy_https:+https_proxy="$proxy_https"} \
         ${no_proxy:+no_proxy="$no_proxy"} \
         apt-get -q -o APT::Sandbox::User=root -o Dpkg::Use-Pty=0 "$@"
 }
@@ -116,7 +100,7 @@ apt clean
 # After apt, the base's maintainer scripts may have made any path a
 # symlink: what remains is done inside the chroot, or on the copy's own
 # top-level entries (rm removes a symlink, not its target).
-chroot "$farm" /bin/sh -c 'rm -rf /var/lib/apt/lists/*; rm -f /etc/resolv.conf; : > /etc/resolv.conf'
+chroot "$farm" /bin/sh -c 'rm -rf /var/lib/apt/lists/* /etc/resolv.conf && : > /etc/resolv.conf'
 unmount
 rm -rf "$farm/dev" "$farm/proc"
 mkdir -m 755 "$farm/dev" "$farm/proc"
@@ -178,28 +162,16 @@ pub fn derived(
         ));
         return Ok(r);
     }
-    let mode = Mode::here("compiler", runner)?;
     printer.step(&format!(
-        "compiler rootfs: made from the base with its apt ({} packages: {}){}",
+        "compiler rootfs: made from the base with its apt ({} packages: {})",
         packages.len(),
         packages.join(" "),
-        match mode {
-            Mode::Unshare => "",
-            Mode::Root => " as root (no user namespaces here)",
-        }
     ));
     let work = cache.work_dir("rootfs-derived")?;
     let tar_path = work.path().join("rootfs.tar");
     let mut args: Vec<String> = vec!["-c".into(), OUTSIDE.into(), "derive".into()];
     args.push(base.tree.display().to_string());
     args.push(tar_path.display().to_string());
-    args.push(
-        match mode {
-            Mode::Unshare => "userns",
-            Mode::Root => "root",
-        }
-        .into(),
-    );
     args.push(INSIDE.into());
     args.extend(packages.iter().cloned());
     let out = runner.run_host(&HostCommand {
