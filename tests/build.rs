@@ -160,6 +160,30 @@ fn umoci_unpacks_the_image_with_the_contract_layout() {
     );
 }
 
+/// `dir` written as the tarball `tarball`.
+fn tar_dir(dir: &std::path::Path, tarball: &std::path::Path) {
+    let tar = run(Command::new("tar")
+        .arg("-C")
+        .arg(dir)
+        .arg("-cf")
+        .arg(tarball)
+        .arg("."));
+    assert!(tar.status.success());
+}
+
+/// A tree `dir/name` of `files` (path, content), as `dir/name.tar`.
+fn tarball_of(dir: &std::path::Path, name: &str, files: &[(&str, String)]) -> std::path::PathBuf {
+    let root = dir.join(name);
+    for (f, content) in files {
+        let p = root.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+    let tarball = dir.join(format!("{name}.tar"));
+    tar_dir(&root, &tarball);
+    tarball
+}
+
 /// Path of the n-th layer blob (negative from the end) of the layout's only image.
 fn blob_of_layer(layout: &std::path::Path, n: isize) -> std::path::PathBuf {
     let index: serde_json::Value = serde_json::from_str(&read(&layout.join("index.json"))).unwrap();
@@ -801,20 +825,8 @@ fn a_base_that_cannot_carry_the_image_exits_2_saying_why() {
         ),
     ];
     for (name, files, said) in cases {
-        let root = tmp.path().join(name);
-        for f in files {
-            let p = root.join(f);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, "").unwrap();
-        }
-        let tarball = tmp.path().join(format!("{name}.tar"));
-        let tar = run(Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tarball)
-            .arg("."));
-        assert!(tar.status.success());
+        let files: Vec<(&str, String)> = files.iter().map(|f| (*f, String::new())).collect();
+        let tarball = tarball_of(tmp.path(), name, &files);
         let output = tmp.path().join(format!("oci-{name}"));
         let out = build_cmd("milborne==0.4.0", &output)
             .arg("--base")
@@ -970,13 +982,7 @@ fn a_given_compiler_compiles_and_one_that_cannot_build_for_the_base_exits_2() {
         .find_map(|l| l.strip_prefix("compiler "))
         .unwrap();
     let compiler = tmp.path().join("compiler.tar");
-    let tar = run(Command::new("tar")
-        .arg("-C")
-        .arg(tree)
-        .arg("-cf")
-        .arg(&compiler)
-        .arg("."));
-    assert!(tar.status.success());
+    tar_dir(std::path::Path::new(tree), &compiler);
     for round in ["first", "second"] {
         let output = tmp.path().join(format!("oci-{round}"));
         let out = run(build_cmd("milborne==0.4.0", &output)
@@ -1036,20 +1042,7 @@ fn a_given_compiler_compiles_and_one_that_cannot_build_for_the_base_exits_2() {
         ),
     ];
     for (name, files, said) in cases {
-        let root = tmp.path().join(name);
-        for (f, content) in files {
-            let p = root.join(f);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, content).unwrap();
-        }
-        let tarball = tmp.path().join(format!("{name}.tar"));
-        let tar = run(Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tarball)
-            .arg("."));
-        assert!(tar.status.success());
+        let tarball = tarball_of(tmp.path(), name, &files);
         let output = tmp.path().join(format!("oci-{name}"));
         let out = build_cmd("milborne==0.4.0", &output)
             .arg("--compiler")

@@ -586,6 +586,14 @@ fn client() -> Result<reqwest::blocking::Client, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The last 15 lines of a failed command's standard error, credentials
+/// masked, indented under the message that names the command.
+pub fn failure_tail(stderr: &[u8]) -> String {
+    let text = mask_credentials(&String::from_utf8_lossy(stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n    ")
+}
+
 /// Every user information of a URL in `text` masked (mmdebstrap's and
 /// apt's messages name the mirror).
 pub fn mask_credentials(text: &str) -> String {

@@ -556,12 +556,10 @@ fn make(m: &Make<'_>, runner: &dyn Runner, printer: &Printer) -> Result<Rootfs, 
         pins.as_deref(),
     ))?;
     if !out.success {
-        let text = archive::mask_credentials(&String::from_utf8_lossy(&out.stderr));
-        let lines: Vec<&str> = text.lines().collect();
         return Err(RootfsError::Mmdebstrap {
             role: def.role.clone(),
             status: out.status,
-            tail: lines[lines.len().saturating_sub(15)..].join("\n    "),
+            tail: archive::failure_tail(&out.stderr),
         });
     }
     // `--skip=output/dev` leaves out mmdebstrap's /dev entries, the directory

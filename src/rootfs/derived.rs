@@ -182,11 +182,9 @@ pub fn derived(
         stdin: None,
     })?;
     if !out.success {
-        let text = super::archive::mask_credentials(&String::from_utf8_lossy(&out.stderr));
-        let lines: Vec<&str> = text.lines().collect();
         return Err(RootfsError::Derive {
             status: out.status,
-            tail: lines[lines.len().saturating_sub(15)..].join("\n    "),
+            tail: super::archive::failure_tail(&out.stderr),
         });
     }
     let blob = layer::compress_tar_blob(

@@ -192,20 +192,12 @@ pub fn check_compiler(
     name: &str,
     python: &str,
 ) -> Result<(), RootfsError> {
-    if !python_versions(compiler).iter().any(|v| v == python) {
-        let found = python_versions(compiler);
+    let found = python_versions(compiler);
+    if !found.iter().any(|v| v == python) {
         return Err(RootfsError::CompilerPython {
             compiler: name.to_string(),
             python: python.to_string(),
-            found: if found.is_empty() {
-                "no python in /usr/bin".into()
-            } else {
-                found
-                    .iter()
-                    .map(|v| format!("python{v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            },
+            found: python_list(&found, "no python in /usr/bin"),
         });
     }
     let (theirs, ours) = (libc_of(compiler), libc_of(base));
@@ -287,20 +279,22 @@ fn inside(tree: &Path, rel: &str, follow_last: bool) -> Option<std::path::PathBu
     Some(at.iter().fold(tree.to_path_buf(), |p, c| p.join(c)))
 }
 
+/// `found` as messages name it (`python3.11, python3.12`), else `none`.
+fn python_list(found: &[String], none: &str) -> String {
+    if found.is_empty() {
+        return none.to_string();
+    }
+    found
+        .iter()
+        .map(|v| format!("python{v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Picks the interpreter: the one asked for, else what `python3` points at.
 pub fn choose_python(tree: &Path, wanted: Option<&str>) -> Result<String, RootfsError> {
     let found = python_versions(tree);
-    let list = || {
-        if found.is_empty() {
-            "no python at all".to_string()
-        } else {
-            found
-                .iter()
-                .map(|v| format!("python{v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    };
+    let list = || python_list(&found, "no python at all");
     if let Some(w) = wanted {
         return if found.iter().any(|f| f == w) {
             Ok(w.to_string())
