@@ -294,7 +294,8 @@ struct Inputs {
     /// The image a given base is.
     base_image: Option<BaseImage>,
     compiler: Rootfs,
-    python: String,
+    /// The interpreter the venv is made with.
+    python: rootfs::Interpreter,
     wheelhouse: python::Wheelhouse,
 }
 
@@ -409,7 +410,7 @@ fn build_here(
             assemble: env!("CARGO_PKG_VERSION").into(),
             name: name.clone(),
             version: version.clone(),
-            python: python.clone(),
+            python: python.version.clone(),
             base: RecordedRootfs {
                 key: base.key.clone(),
                 layers: base.layers.clone(),
@@ -432,7 +433,7 @@ fn build_here(
         version,
         pushed,
         layers: result_layers,
-        python,
+        python: python.version,
         resolved: wheelhouse.resolved.clone(),
         debian: DebianRecords {
             base: base.debian.clone(),
@@ -486,7 +487,11 @@ fn offline_inputs(
         "compiler rootfs",
         printer,
     )?;
-    let python = lock.python.clone();
+    let python = rootfs::choose_python(
+        &base.tree,
+        Some(&lock.python),
+        &base_path(lock.base_image.as_ref()),
+    )?;
     let ctx = python_context(cache, runner, printer, &python, opts);
     let wheelhouse = python::wheelhouse_from_store(
         &ctx,
@@ -585,15 +590,16 @@ fn online_inputs(
             runner,
             printer,
         )?;
-        rootfs::check_base(&base.0.tree)?;
+        let wanted = opts.python.as_deref().or(opts.config.python.as_deref());
+        let path = base_path(base.1.as_ref());
+        let python = rootfs::choose_python(&base.0.tree, wanted, &path)?;
+        rootfs::check_base(&base.0.tree, &python, &path)?;
         // A base with apt and its sources makes its own compiler (its C
         // library and Python exactly), unless a compiler is given, a lock
         // records the built one, assemble.toml names a release, a mirror
         // is set (the base's own sources may be out of reach), or user
         // namespaces are refused (its apt would run as the host's root).
-        let wanted = opts.python.as_deref().or(opts.config.python.as_deref());
-        let python = rootfs::choose_python(&base.0.tree, wanted)?;
-        let release = rootfs::choose_release(opts.config.debian.as_deref(), Some(&python));
+        let release = rootfs::choose_release(opts.config.debian.as_deref(), Some(&python.version));
         let derive = opts.compiler == BaseSource::Built
             && debian.compiler.is_none()
             && opts.config.debian.is_none()
@@ -603,8 +609,14 @@ fn online_inputs(
         let derived = if derive {
             let deps = &opts.config.dependencies;
             let mut packages = Definition::compiler_additions(&deps.run, &deps.build);
-            // python3-dev is the default Python's; the headers of this one.
-            packages.push(format!("python{python}-dev"));
+            if python.debian() {
+                // python3-dev is the default Python's; the headers of this one.
+                packages.push(format!("python{}-dev", python.version));
+            } else {
+                // Debian's Python is not the one compiled for: its headers
+                // and pip would only add an interpreter of Debian's.
+                packages.retain(|p| p != "python3-dev" && p != "python3-pip");
+            }
             packages.sort();
             packages.dedup();
             match rootfs::derived(cache, &base.0, &packages, runner, printer) {
@@ -615,11 +627,13 @@ fn online_inputs(
                 // when what apt made cannot be unpacked safely.
                 Err(e)
                     if release.is_ok()
+                        && python.debian()
                         && opts.locked.is_none()
                         && !matches!(e, RootfsError::Unpack { .. }) =>
                 {
                     printer.warn(&format!(
-                        "{e}\nusing the compiler built from layers/ for Python {python} instead"
+                        "{e}\nusing the compiler built from layers/ for Python {} instead",
+                        python.version
                     ));
                     None
                 }
@@ -649,6 +663,7 @@ fn online_inputs(
     let python = rootfs::choose_python(
         &base.tree,
         opts.python.as_deref().or(opts.config.python.as_deref()),
+        &base_path(base_image.as_ref()),
     )?;
     // Before anything is compiled: the compiler has the base's Python and
     // a C library the base can load what it links against.
@@ -665,8 +680,12 @@ fn online_inputs(
     let ctx = python_context(cache, runner, printer, &python, opts);
     let locked = match &opts.locked {
         Some(path) => {
-            let l = python::lock::read(path, opts.requirement.name.as_deref(), Some(&python))
-                .map_err(python::PythonError::from)?;
+            let l = python::lock::read(
+                path,
+                opts.requirement.name.as_deref(),
+                Some(&python.version),
+            )
+            .map_err(python::PythonError::from)?;
             printer.step(&format!(
                 "resolve: {} distributions from {} (no resolution)",
                 l.resolution.packages.len(),
@@ -1211,10 +1230,12 @@ fn finish_from_record(
         dependencies_cached: true,
         dependencies_origin: Origin::Remote,
     };
-    let (name, version, python) = (&record.name, &record.version, &record.python);
+    let (name, version) = (&record.name, &record.version);
+    // Only built bases are recorded: Debian's interpreter in /usr/bin.
+    let python = rootfs::Interpreter::in_usr_bin(&record.python);
     let project = Project {
         name,
-        python,
+        python: &python,
         installed: &venv.installed,
         services: &opts.config.services,
     };
@@ -1259,7 +1280,7 @@ fn finish_from_record(
             version: version.clone(),
             pushed: Some(report),
             layers: result_layers,
-            python: python.clone(),
+            python: python.version.clone(),
             resolved: None,
             debian,
         });
@@ -1285,7 +1306,7 @@ fn finish_from_record(
         version: version.clone(),
         pushed,
         layers: result_layers,
-        python: python.clone(),
+        python: python.version.clone(),
         resolved: None,
         debian,
     })
@@ -1307,18 +1328,33 @@ fn push_reference(
     })
 }
 
+/// The `PATH` a given base's programs are found on: its configuration's,
+/// else the default one.
+fn base_path(image: Option<&BaseImage>) -> String {
+    image
+        .and_then(|i| i.env.iter().find_map(|e| e.strip_prefix("PATH=")))
+        .unwrap_or(rootfs::DEFAULT_PATH)
+        .to_string()
+}
+
 fn python_context<'a>(
     cache: &'a Cache,
     runner: &'a dyn Runner,
     printer: &'a Printer,
-    python: &str,
+    python: &rootfs::Interpreter,
     opts: &BuildOptions,
 ) -> PythonContext<'a> {
     PythonContext {
         cache,
         runner,
         printer,
-        python: python.to_string(),
+        python: python.version.clone(),
+        interpreter: python.path.clone(),
+        runtime_requirements: if python.debian() {
+            Vec::new()
+        } else {
+            vec![crate::contract::UWSGI_DISTRIBUTION.to_string()]
+        },
         epoch: opts.epoch,
         rebuild: opts.rebuild,
         compression: opts.compression,
@@ -1370,7 +1406,7 @@ pub fn vendor(
         cache.blobs(),
         &crate::vendor::Contents {
             requirement: requirement_text,
-            python: &python,
+            python: &python.version,
             base: &base,
             base_image: base_image.as_ref(),
             compiler: &compiler,
@@ -1534,7 +1570,7 @@ mod tests {
         let services = BTreeMap::new();
         let project = Project {
             name: "milborne",
-            python: "3.11",
+            python: &crate::rootfs::Interpreter::in_usr_bin("3.11"),
             installed: &installed,
             services: &services,
         };

@@ -36,6 +36,13 @@ pub const VOLUMES: [&str; 3] = ["/media", "/scripts", "/config"];
 /// The ports every image exposes: the application (nginx in front of
 /// uwsgi) and nginx's status page.
 pub const PORTS: [u16; 2] = [8080, 8081];
+/// The distribution the venv gets from the index when the base's
+/// interpreter is not Debian's: uWSGI, compiled for that interpreter (its
+/// `bin/uwsgi` serves instead of Debian's `/usr/bin/uwsgi` and plugin).
+pub const UWSGI_DISTRIBUTION: &str = "uwsgi";
+/// Debian's uWSGI, with its python3 plugin, for Debian's interpreter.
+pub const DEBIAN_UWSGI: &str = "/usr/bin/uwsgi";
+
 /// Directories of the image's own files (the venv, the entrypoint, its
 /// templates and settings), which no volume may be or lie under.
 pub const IMAGE_DIRS: [&str; 5] = [

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use crate::contract::{self, App, ENTRYPOINT_PATH, OWNER as BLUE, VENV, VOLUMES};
 use crate::image::layer::{Entry, Layer, Owner};
 use crate::python::Installed;
+use crate::rootfs::Interpreter;
 
 /// `layers/runner/entrypoint`.
 pub const ENTRYPOINT: &str = include_str!("../layers/runner/entrypoint");
@@ -32,8 +33,8 @@ pub const SETTINGS: &str = include_str!("../templates/settings.ini");
 pub struct Project<'a> {
     /// Project name (`milborne`).
     pub name: &'a str,
-    /// `X.Y`.
-    pub python: &'a str,
+    /// The interpreter the venv is made with.
+    pub python: &'a Interpreter,
     /// What the install found.
     pub installed: &'a Installed,
     /// Service name to WSGI callable, from assemble.toml.
@@ -45,9 +46,19 @@ impl Project<'_> {
     pub fn app(&self) -> App<'_> {
         App {
             name: self.name,
-            python: self.python,
+            python: &self.python.version,
             module: &self.installed.module,
             django: self.installed.django,
+        }
+    }
+
+    /// The uWSGI the image serves with: Debian's (and its python3 plugin)
+    /// for Debian's interpreter, else the venv's own.
+    fn uwsgi(&self) -> serde_json::Value {
+        if self.python.debian() {
+            serde_json::json!({"program": contract::DEBIAN_UWSGI, "plugin": "python3"})
+        } else {
+            serde_json::json!({"program": format!("{VENV}/bin/uwsgi"), "plugin": null})
         }
     }
 
@@ -55,7 +66,7 @@ impl Project<'_> {
         self.installed.crontab.then(|| {
             format!(
                 "{VENV}/lib/python{}/site-packages/{}/crontab",
-                self.python, self.installed.module
+                self.python.version, self.installed.module
             )
         })
     }
@@ -83,17 +94,22 @@ pub fn layer(project: &Project) -> Layer {
     ] {
         l.add(Entry::dir(d, 0o755, BLUE), BLUE);
     }
+    // The Python scripts run with the base's interpreter.
+    let script = |text: &str| match text.split_once('\n') {
+        Some((_, rest)) => format!("{}\n{rest}", project.python.shebang()),
+        None => text.to_string(),
+    };
     file(
         &mut l,
         ENTRYPOINT_PATH.trim_start_matches('/'),
-        ENTRYPOINT,
+        &script(ENTRYPOINT),
         0o755,
     );
     file(&mut l, "home/blue/bin/cronwrapper.sh", CRONWRAPPER, 0o755);
     file(
         &mut l,
         "home/blue/bin/supervisor-listener",
-        SUPERVISOR_LISTENER,
+        &script(SUPERVISOR_LISTENER),
         0o755,
     );
     for (name, text) in TEMPLATES {
@@ -109,7 +125,8 @@ pub fn layer(project: &Project) -> Layer {
     let info = serde_json::json!({
         "project": project.name,
         "module": project.installed.module,
-        "python": project.python,
+        "python": project.python.version,
+        "uwsgi": project.uwsgi(),
         "django": project.installed.django,
         "services": project.services,
         "crontab": project.crontab_path(),
@@ -151,7 +168,7 @@ mod tests {
         let s = BTreeMap::new();
         let p = Project {
             name: "my-app",
-            python: "3.11",
+            python: &Interpreter::in_usr_bin("3.11"),
             installed: &i,
             services: &s,
         };

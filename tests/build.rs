@@ -1021,7 +1021,7 @@ fn a_given_compiler_compiles_and_one_that_cannot_build_for_the_base_exits_2() {
                 ("lib64/ld-linux-x86-64.so.2", String::new()),
                 ("usr/lib/x86_64-linux-gnu/libc.so.6", banner("2.36")),
             ],
-            "has no python3.11, the base's interpreter (it has: python3.13)",
+            "has no /usr/bin/python3.11, the base's interpreter (it has: /usr/bin/python3.13)",
         ),
         (
             "glibc",
@@ -1115,4 +1115,80 @@ fn a_base_with_apt_makes_its_own_compiler_once() {
             "import milborne._speedups as s; print(s.checksum(b'milborne'))",
         ]));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1122270825");
+}
+
+/// A base whose only interpreter is under /usr/local (as the `python`
+/// images have it), with its own PATH and a variable: the interpreter is
+/// found on that PATH and the venv made with it, the compiler is made from
+/// the base without Debian's Python packages, uWSGI is compiled from the
+/// index into the venv, and the image serves with it, keeping both
+/// variables.
+#[test]
+fn a_base_whose_python_is_under_usr_local_builds_and_serves_with_the_venvs_uwsgi() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = local_python_base();
+    let output = tmp.path().join("oci");
+    let out = run(build_cmd("milborne==0.4.0", &output)
+        .arg("--base")
+        .arg(format!("oci:{}:base", base.display())));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("compiler rootfs:"))
+        .unwrap_or_default();
+    assert!(line.contains("made from the base"), "{err}");
+    assert!(
+        !line.contains("python3-dev") && !line.contains("python3.11-dev"),
+        "no Debian Python headers for python.org's interpreter: {line}"
+    );
+    let info = inspect(&output, "0.4.0");
+    let env: Vec<&str> = info["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"TEAM_SETTING=kept"), "{env:?}");
+    let path = env.iter().find(|e| e.starts_with("PATH=")).unwrap();
+    assert!(
+        path.starts_with("PATH=/home/blue/app/bin:") && path.contains(":/opt/team/bin"),
+        "{path}"
+    );
+    let out = run(assemble()
+        .args(["-q", "run", "--cache-dir"])
+        .arg(cache())
+        .arg(&output)
+        .args([
+            "sh",
+            "-c",
+            "cat /home/blue/app/pyvenv.cfg; head -1 /home/blue/bin/entrypoint; \
+             ls /home/blue/app/bin/uwsgi /usr/bin/uwsgi 2>&1; \
+             ls /home/blue/app/lib/python3.11/site-packages | grep -i uwsgi",
+        ]));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("home = /usr/local/bin"), "{said}");
+    assert!(said.contains("#!/usr/local/bin/python3.11"), "{said}");
+    assert!(said.contains("/home/blue/app/bin/uwsgi\n"), "{said}");
+    assert!(said.contains("'/usr/bin/uwsgi': No such file"), "{said}");
+    assert!(said.contains("uWSGI-2.0.31.dist-info"), "{said}");
+    let _port = lock("port-8080");
+    let _run = Running(spawn_with_deathsig(
+        assemble()
+            .arg("run")
+            .arg("--cache-dir")
+            .arg(cache())
+            .arg(&output)
+            .args(["start", "www"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    ));
+    let body =
+        wait_http(8080, "/", std::time::Duration::from_secs(120)).expect("nginx answers on 8080");
+    assert!(body.contains("service=www"), "{body}");
+    assert!(body.contains("checksum=1122270825"), "{body}");
+    let (status, page) = http_get(8081, "/").expect("supervisord answers on 8081");
+    assert_eq!(status, 200);
+    assert!(page.contains("uwsgi"), "{page}");
 }

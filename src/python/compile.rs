@@ -90,6 +90,15 @@ pub fn compile(
 ) -> Result<Wheelhouse, PythonError> {
     let local = project_wheel(ctx, req, pip, compiler)?;
     let mut target = resolve_target(req, local.as_deref())?;
+    // What the image's runtime needs from the index (uWSGI, for a Python
+    // that is not Debian's) is resolved with the project. A hashed
+    // requirements file lists it itself: every line there is hashed.
+    if target.hashes_from.is_none() {
+        for r in &ctx.runtime_requirements {
+            target.pip_args.push(r.clone());
+            target.key_text.push_str(&format!(" runtime {r}"));
+        }
+    }
     // The project: named, or the local wheel's.
     target.project = req
         .name
@@ -157,6 +166,20 @@ pub fn compile(
         (None, Some(f)) => f.clone(),
         (None, None) => "the resolved set".to_string(),
     };
+    for r in &ctx.runtime_requirements {
+        if !resolution
+            .packages
+            .iter()
+            .any(|p| p.name == normalise_name(r))
+        {
+            return Err(PythonError::Requirements(format!(
+                "the base's interpreter {} is not Debian's, so the image serves with uWSGI from \
+                 the venv, and {hashes_from} has no {r}: add it there (a lock: lock again for \
+                 this base)",
+                ctx.interpreter
+            )));
+        }
+    }
     let wheels = wheels_of(
         ctx,
         &resolution,
@@ -606,7 +629,7 @@ fn fetch_and_compile(
     let mut run = run;
     run.env.extend(super::uv::env(Some(pip)));
     let mut script = String::from("set -e\n");
-    let py = format!("python{}", ctx.python);
+    let py = &ctx.interpreter;
     let constraints = if pip.constraints.is_some() {
         " --build-constraints /assemble/tools/constraints.txt"
     } else {
@@ -904,7 +927,7 @@ impl<'a> PipRun<'a> {
             project_dir,
             tools_mount,
             env,
-            py: format!("python{}", ctx.python),
+            py: ctx.interpreter.clone(),
             output: Output::Capture {
                 echo: ctx.printer.verbose().then_some(ctx.printer),
             },
@@ -1072,7 +1095,7 @@ fn store_plan(
         cwd: "/tmp".into(),
         share_net: false,
         argv: [
-            &format!("python{}", ctx.python)[..],
+            &ctx.interpreter[..],
             "-m",
             "pip",
             "wheel",
@@ -1154,6 +1177,8 @@ mod tests {
             runner: &recorder,
             printer: &printer,
             python: "3.11".into(),
+            interpreter: "/usr/bin/python3.11".into(),
+            runtime_requirements: Vec::new(),
             epoch: 0,
             rebuild: false,
             compression: layer::Compression::Gzip,

@@ -62,6 +62,7 @@ pub fn install(
         .part("base", base.key.as_bytes())
         .part("wheelhouse", wheelhouse.key.as_bytes())
         .part("python", ctx.python.as_bytes())
+        .part("interpreter", ctx.interpreter.as_bytes())
         .part("extras", req.extras.join(",").as_bytes())
         .part("epoch", ctx.epoch.to_string().as_bytes())
         .part("compression", ctx.compression.name().as_bytes())
@@ -173,6 +174,7 @@ fn dependencies_key(
     let mut key = KeyBuilder::new("venv-dependencies-v2");
     key.part("base", base.key.as_bytes())
         .part("python", ctx.python.as_bytes())
+        .part("interpreter", ctx.interpreter.as_bytes())
         .part("epoch", ctx.epoch.to_string().as_bytes())
         .part("compression", ctx.compression.name().as_bytes());
     for file in super::compile::wheels_in(&wheelhouse.dir)? {
@@ -226,15 +228,15 @@ fn uv_install(
     );
     let script = format!(
         "set -eu\numask 022\n\
-         python{py} -m venv --without-pip {VENV}\n\
+         {py} -m venv --without-pip {VENV}\n\
          {uv} pip install --quiet --python {VENV}/bin/python --no-index --find-links /assemble/wheelhouse \
-           --no-cache --link-mode copy {no_deps}\"$1\"\n\
+           --no-cache --link-mode copy {no_deps}\"$@\"\n\
          for f in {VENV}/lib/python*/site-packages/*.dist-info/uv_cache.json; do\n\
            [ -e \"$f\" ] || continue; rm \"$f\"; sed -i '/\\.dist-info\\/uv_cache\\.json,/d' \"${{f%/uv_cache.json}}/RECORD\"\n\
          done\n\
          rm -f {VENV}/.lock\n\
          {VENV}/bin/python -m compileall -q -j 1 --invalidation-mode unchecked-hash {VENV}/lib\n",
-        py = ctx.python,
+        py = ctx.interpreter,
         uv = super::uv::BIN,
         no_deps = if only_app { "--no-deps " } else { "" },
     );
@@ -243,6 +245,12 @@ fn uv_install(
     ));
     let mut env = base_env(ctx);
     env.extend(super::uv::env(None));
+    // The project, and what the image's runtime needs beside it (in the
+    // dependencies layer, which the application-only install leaves be).
+    let mut argv: Vec<String> = vec!["/bin/sh".into(), "-c".into(), script, "sh".into(), target];
+    if !only_app {
+        argv.extend(ctx.runtime_requirements.iter().cloned());
+    }
     let plan = Plan {
         what: "venv install".into(),
         root: base.tree.clone(),
@@ -257,7 +265,7 @@ fn uv_install(
         gid: BLUE.gid as u32,
         cwd: "/tmp".into(),
         share_net: false,
-        argv: vec!["/bin/sh".into(), "-c".into(), script, "sh".into(), target],
+        argv,
     };
     ctx.runner.run(
         &plan,

@@ -253,6 +253,13 @@ pub struct PythonContext<'a> {
     pub printer: &'a Printer,
     /// `X.Y`.
     pub python: String,
+    /// The interpreter's path in the base and the compiler
+    /// (`/usr/bin/python3.11`): what every command runs.
+    pub interpreter: String,
+    /// What the image's runtime adds to the project's requirements: uWSGI
+    /// when the interpreter is not Debian's (whose uWSGI plugin serves
+    /// Debian's only).
+    pub runtime_requirements: Vec<String>,
     /// SOURCE_DATE_EPOCH.
     pub epoch: u64,
     /// Ignore cached wheelhouses and layers.

@@ -283,7 +283,7 @@ fn uv_resolve(
         "--output-file".into(),
         "/assemble/out/pylock.toml".into(),
         "--python".into(),
-        format!("python{}", ctx.python),
+        ctx.interpreter.clone(),
     ];
     if let Some(c) = &pip.constraints {
         let path = tools.join("constraints.txt");
@@ -326,10 +326,10 @@ fn uv_resolve(
     // would build an sdist's metadata whatever its hash).
     let hash_check = match (&target.hashes_from, target.src_files.first()) {
         (Some(_), Some((rel, _))) => format!(
-            "{bin} pip install --dry-run --require-hashes --quiet --python python{py} \
+            "{bin} pip install --dry-run --require-hashes --quiet --python {py} \
                --target /tmp/hash-check -r /assemble/src/{rel} || exit $?\n",
             bin = super::uv::BIN,
-            py = ctx.python,
+            py = ctx.interpreter,
             rel = super::shell_word(rel),
         ),
         _ => String::new(),

@@ -138,17 +138,6 @@ pub enum RootfsError {
         /// Whether the image's user (blue, uid 1000) is missing.
         user: bool,
     },
-    /// The base's only interpreters are under /usr/local (python.org's
-    /// builds, as in the `python` images).
-    #[error(
-        "the base's Python is under /usr/local ({found}), and Debian's uWSGI plugin and the venv \
-         are made for Debian's /usr/bin/python3: not supported yet; use a base with Debian's \
-         python3, or leave --base unset"
-    )]
-    LocalPython {
-        /// What /usr/local/bin has.
-        found: String,
-    },
     /// A mirror of another release than the build's.
     #[error(
         "ASSEMBLE_DEBIAN_MIRROR names suite {suites}, but this build is from Debian {release} \
@@ -217,14 +206,14 @@ pub enum RootfsError {
     },
     /// A compiler without the base's interpreter.
     #[error(
-        "the compiler {compiler} has no python{python}, the base's interpreter (it has: {found}): \
-         wheels compiled there would not install in the base; give a compiler with Python \
-         {python} (--compiler)"
+        "the compiler {compiler} has no {python}, the base's interpreter (it has: {found}): \
+         wheels compiled there would not install in the base; give a compiler with that \
+         interpreter at that path (--compiler)"
     )]
     CompilerPython {
         /// The compiler as named.
         compiler: String,
-        /// The base's Python.
+        /// The base's interpreter (its path).
         python: String,
         /// What the compiler has.
         found: String,
@@ -315,7 +304,6 @@ impl RootfsError {
             | RootfsError::ReleasePython { .. }
             | RootfsError::MuslBase { .. }
             | RootfsError::BaseLacks { .. }
-            | RootfsError::LocalPython { .. }
             | RootfsError::CompilerMismatch(_)
             | RootfsError::CompilerPython { .. }
             | RootfsError::CompilerLibc { .. }

@@ -4,73 +4,140 @@ use std::path::Path;
 
 use crate::rootfs::error::RootfsError;
 
-/// Interpreter versions (`3.11`) the tree has in /usr/bin.
-pub fn python_versions(tree: &Path) -> Vec<String> {
-    let mut found: Vec<String> = std::fs::read_dir(tree.join("usr/bin"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let v = name.strip_prefix("python")?;
-            let (a, b) = v.split_once('.')?;
-            (a.chars().all(|c| c.is_ascii_digit())
-                && !b.is_empty()
-                && b.chars().all(|c| c.is_ascii_digit()))
-            .then(|| v.to_string())
-        })
-        .collect();
-    found.sort();
+/// The directories a process looks for programs in when the image's
+/// configuration sets no `PATH` (Debian's and Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// One interpreter of a tree: its version (`3.11`) and where it is
+/// (`/usr/local/bin/python3.11`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interpreter {
+    /// `X.Y`.
+    pub version: String,
+    /// Its absolute path in the tree.
+    pub path: String,
+}
+
+impl Interpreter {
+    /// Debian's own interpreter, in /usr/bin: the one Debian's uWSGI plugin
+    /// is built for. Any other (python.org's under /usr/local, as in the
+    /// `python` images) runs uWSGI from the venv.
+    pub fn debian(&self) -> bool {
+        self.path == format!("/usr/bin/python{}", self.version)
+    }
+
+    /// The interpreter at /usr/bin (a built base's, and what offline
+    /// stores and records of builds before interpreters had a path meant).
+    pub fn in_usr_bin(version: &str) -> Self {
+        Interpreter {
+            version: version.to_string(),
+            path: format!("/usr/bin/python{version}"),
+        }
+    }
+
+    /// What the program running the image's scripts (the entrypoint, the
+    /// supervisord listener) is called on their first line: Debian's
+    /// `python3`, or this interpreter.
+    pub fn shebang(&self) -> String {
+        if self.debian() {
+            "#!/usr/bin/python3".into()
+        } else {
+            format!("#!{}", self.path)
+        }
+    }
+}
+
+/// The interpreters (`pythonX.Y`) on `path` (a `PATH`: directories in the
+/// tree, searched in order), one per version: the first found.
+pub fn interpreters(tree: &Path, path: &str) -> Vec<Interpreter> {
+    let mut found: Vec<Interpreter> = Vec::new();
+    for dir in path_dirs(path) {
+        let mut here: Vec<String> = names_in(tree, dir, "python")
+            .into_iter()
+            .filter_map(|n| Some(n.strip_prefix("python")?.to_string()))
+            .filter(|v| version_like(v))
+            .collect();
+        here.sort_by_key(|v| version_key(v));
+        for v in here {
+            if !found.iter().any(|i| i.version == v) {
+                found.push(Interpreter {
+                    path: format!("{}/python{v}", dir.trim_end_matches('/')),
+                    version: v,
+                });
+            }
+        }
+    }
     found
 }
 
+/// The absolute directories of a `PATH`, in order.
+fn path_dirs(path: &str) -> impl Iterator<Item = &str> {
+    path.split(':').filter(|d| d.starts_with('/'))
+}
+
+/// `3.11`: digits, a dot, digits.
+fn version_like(v: &str) -> bool {
+    v.split_once('.').is_some_and(|(a, b)| {
+        !a.is_empty()
+            && !b.is_empty()
+            && a.chars().all(|c| c.is_ascii_digit())
+            && b.chars().all(|c| c.is_ascii_digit())
+    })
+}
+
+/// `3.9` before `3.10`.
+fn version_key(v: &str) -> (u32, u32) {
+    let (a, b) = v.split_once('.').unwrap_or((v, ""));
+    (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
+}
+
 /// What the image runs from its base besides Python: (path in the tree,
-/// what to call it, the Debian package that brings it).
-const RUNTIME: [(&str, &str, &str); 4] = [
-    ("usr/sbin/nginx", "nginx", "nginx-light"),
-    ("usr/bin/supervisord", "supervisord", "supervisor"),
-    ("usr/bin/uwsgi", "uwsgi", "uwsgi-core"),
+/// what to call it, the Debian package that brings it, whether only
+/// Debian's interpreter needs it).
+const RUNTIME: [(&str, &str, &str, bool); 3] = [
+    ("usr/sbin/nginx", "nginx", "nginx-light", false),
+    ("usr/bin/uwsgi", "uwsgi", "uwsgi-core", true),
     (
         "usr/lib/uwsgi/plugins/python3_plugin.so",
         "uWSGI's python3 plugin",
         "uwsgi-plugin-python3",
+        true,
     ),
 ];
 
-/// Checks, before any work on it, that a given base can carry the image:
-/// glibc (not musl), Debian's Python in /usr/bin, and the runtime programs
-/// (nginx, supervisord, uWSGI and its python3 plugin). Each refusal names
-/// what is missing and what to do instead.
-pub fn check_base(tree: &Path) -> Result<(), RootfsError> {
-    let names = |dir: &str, prefix: &str| names_in(tree, dir, prefix);
+/// Checks, before any work on it, that a given base can carry the image
+/// with `python` (its interpreter, found on the image's `path`): glibc (not
+/// musl), nginx, supervisord on `path`, the user blue, and for Debian's
+/// interpreter uWSGI and its python3 plugin (any other runs uWSGI from the
+/// venv, compiled like any wheel). Each refusal names what is missing and
+/// what to do instead.
+pub fn check_base(tree: &Path, python: &Interpreter, path: &str) -> Result<(), RootfsError> {
     if let Libc::Musl(loader) = libc_of(tree) {
         return Err(RootfsError::MuslBase { loader });
     }
-    if python_versions(tree).is_empty() {
-        let local = names("usr/local/bin", "python3");
-        if !local.is_empty() {
-            return Err(RootfsError::LocalPython {
-                found: local.join(", "),
-            });
-        }
-    }
     let exists = |rel: &str| exists_inside(tree, rel);
-    let missing: Vec<_> = RUNTIME
+    let mut missing: Vec<(&str, &str)> = RUNTIME
         .iter()
-        .filter(|(path, _, _)| !exists(path))
+        .filter(|(path, _, _, debian_only)| (python.debian() || !debian_only) && !exists(path))
+        .map(|(_, what, pkg, _)| (*what, *pkg))
         .collect();
+    if !path_dirs(path).any(|d| exists(&format!("{d}/supervisord"))) {
+        // Listed after nginx, as the image starts them.
+        let at = missing
+            .iter()
+            .take_while(|(what, _)| *what == "nginx")
+            .count();
+        missing.insert(at, ("supervisord", "supervisor"));
+    }
     let user = !has_blue(tree);
     if !missing.is_empty() || user {
-        let mut what: Vec<String> = missing
-            .iter()
-            .map(|(_, what, _)| what.to_string())
-            .collect();
+        let mut what: Vec<String> = missing.iter().map(|(what, _)| what.to_string()).collect();
         if user {
             what.push("user blue (uid 1000, group www-data)".into());
         }
         return Err(RootfsError::BaseLacks {
             missing: what,
-            packages: missing.iter().map(|(_, _, pkg)| pkg.to_string()).collect(),
+            packages: missing.iter().map(|(_, pkg)| pkg.to_string()).collect(),
             apt: exists("usr/bin/apt-get"),
             user,
         });
@@ -190,14 +257,21 @@ pub fn check_compiler(
     base: &Path,
     compiler: &Path,
     name: &str,
-    python: &str,
+    python: &Interpreter,
 ) -> Result<(), RootfsError> {
-    let found = python_versions(compiler);
-    if !found.iter().any(|v| v == python) {
+    if !exists_inside(compiler, &python.path) {
+        let found: Vec<String> = interpreters(compiler, DEFAULT_PATH)
+            .into_iter()
+            .map(|i| i.path)
+            .collect();
         return Err(RootfsError::CompilerPython {
             compiler: name.to_string(),
-            python: python.to_string(),
-            found: python_list(&found, "no python in /usr/bin"),
+            python: python.path.clone(),
+            found: if found.is_empty() {
+                "no python on /usr/local/bin or /usr/bin".into()
+            } else {
+                found.join(", ")
+            },
         });
     }
     let (theirs, ours) = (libc_of(compiler), libc_of(base));
@@ -291,26 +365,37 @@ fn python_list(found: &[String], none: &str) -> String {
         .join(", ")
 }
 
-/// Picks the interpreter: the one asked for, else what `python3` points at.
-pub fn choose_python(tree: &Path, wanted: Option<&str>) -> Result<String, RootfsError> {
-    let found = python_versions(tree);
-    let list = || python_list(&found, "no python at all");
+/// Picks the interpreter on the image's `path`: the version asked for,
+/// else what the first `python3` on `path` points at, else the only
+/// version there is.
+pub fn choose_python(
+    tree: &Path,
+    wanted: Option<&str>,
+    path: &str,
+) -> Result<Interpreter, RootfsError> {
+    let found = interpreters(tree, path);
+    let list = || {
+        let versions: Vec<String> = found.iter().map(|i| i.version.clone()).collect();
+        python_list(&versions, "no python at all")
+    };
     if let Some(w) = wanted {
-        return if found.iter().any(|f| f == w) {
-            Ok(w.to_string())
-        } else {
-            Err(RootfsError::NoPython {
+        return found
+            .iter()
+            .find(|i| i.version == w)
+            .cloned()
+            .ok_or_else(|| RootfsError::NoPython {
                 wanted: w.to_string(),
                 found: list(),
-            })
-        };
+            });
     }
-    if let Ok(target) = std::fs::read_link(tree.join("usr/bin/python3")) {
-        if let Some(v) = target.to_string_lossy().strip_prefix("python") {
-            if found.iter().any(|f| f == v) {
-                return Ok(v.to_string());
-            }
-        }
+    let python3 = path_dirs(path).find_map(|d| {
+        let link = inside(tree, &format!("{d}/python3"), false)?;
+        let target = std::fs::read_link(link).ok()?;
+        let name = target.file_name()?.to_string_lossy().into_owned();
+        Some(name.strip_prefix("python")?.to_string())
+    });
+    if let Some(i) = python3.and_then(|v| found.iter().find(|i| i.version == v)) {
+        return Ok(i.clone());
     }
     match found.as_slice() {
         [one] => Ok(one.clone()),
@@ -335,33 +420,34 @@ mod tests {
         t
     }
 
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\nblue:x:1000:33::/home/blue:/bin/bash\n";
+
     #[test]
     fn a_base_that_cannot_carry_the_image_is_refused_saying_why() {
+        let debian = Interpreter::in_usr_bin("3.11");
         let runtime = [
             "usr/sbin/nginx",
             "usr/bin/supervisord",
             "usr/bin/uwsgi",
             "usr/lib/uwsgi/plugins/python3_plugin.so",
         ];
-        let debian = [
+        let files = [
             &["usr/bin/python3.11", "lib64/ld-linux-x86-64.so.2"][..],
             &runtime,
         ]
         .concat();
-        let good = tree_with(&[&debian[..], &["etc/passwd"]].concat());
-        std::fs::write(
-            good.path().join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/bash\nblue:x:1000:33::/home/blue:/bin/bash\n",
-        )
-        .unwrap();
-        assert!(check_base(good.path()).is_ok());
+        let good = tree_with(&[&files[..], &["etc/passwd"]].concat());
+        std::fs::write(good.path().join("etc/passwd"), PASSWD).unwrap();
+        assert!(check_base(good.path(), &debian, DEFAULT_PATH).is_ok());
         // Without the user: said, with how to make it.
         std::fs::write(
             good.path().join("etc/passwd"),
             "root:x:0:0::/root:/bin/sh\n",
         )
         .unwrap();
-        let err = check_base(good.path()).unwrap_err().to_string();
+        let err = check_base(good.path(), &debian, DEFAULT_PATH)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("user blue (uid 1000") && err.contains("useradd --uid 1000"),
             "{err}"
@@ -371,8 +457,7 @@ mod tests {
             "no package is missing: {err}"
         );
         // Symlinks are resolved inside the tree, never on the host: an
-        // absolute lib64 -> /usr/lib64 finds the tree's loader, an absolute
-        // usr/local/bin -> /usr/local/bin the tree's (missing) directory.
+        // absolute lib64 -> /usr/lib64 finds the tree's loader.
         let linked = tree_with(&["usr/lib64/ld-linux-x86-64.so.2", "lib/ld-musl-x86_64.so.1"]);
         std::fs::write(
             linked.path().join("usr/lib64/libc.so.6"),
@@ -381,43 +466,35 @@ mod tests {
         .unwrap();
         std::os::unix::fs::symlink("/usr/lib64", linked.path().join("lib64")).unwrap();
         assert!(
-            !matches!(check_base(linked.path()), Err(RootfsError::MuslBase { .. })),
+            !matches!(
+                check_base(linked.path(), &debian, DEFAULT_PATH),
+                Err(RootfsError::MuslBase { .. })
+            ),
             "the glibc loader behind the absolute link is the tree's"
         );
         let escape = tree_with(&["lib64/ld-linux-x86-64.so.2"]);
         std::fs::create_dir_all(escape.path().join("usr/local")).unwrap();
-        std::os::unix::fs::symlink("/usr/local/bin", escape.path().join("usr/local/bin")).unwrap();
         std::os::unix::fs::symlink("../../..", escape.path().join("usr/local/up")).unwrap();
         assert_eq!(
             inside(escape.path(), "usr/local/up/etc", false),
             Some(escape.path().join("etc"))
         );
-        assert!(
-            !matches!(
-                check_base(escape.path()),
-                Err(RootfsError::LocalPython { .. })
-            ),
-            "not the host's /usr/local/bin"
-        );
         let alpine = tree_with(&["lib/ld-musl-x86_64.so.1", "usr/bin/python3.12"]);
-        let err = check_base(alpine.path()).unwrap_err();
+        let err = check_base(
+            alpine.path(),
+            &Interpreter::in_usr_bin("3.12"),
+            DEFAULT_PATH,
+        )
+        .unwrap_err();
         assert!(matches!(err, RootfsError::MuslBase { .. }), "{err}");
         assert!(
             err.to_string().contains("/lib/ld-musl-x86_64.so.1"),
             "{err}"
         );
-        let slim = tree_with(&[
-            "usr/local/bin/python3.12",
-            "lib64/ld-linux-x86-64.so.2",
-            "usr/bin/apt-get",
-        ]);
-        let err = check_base(slim.path()).unwrap_err();
-        assert!(
-            err.to_string().contains("under /usr/local (python3.12)"),
-            "{err}"
-        );
         let bare = tree_with(&["usr/bin/python3.11", "usr/bin/apt-get", "usr/sbin/nginx"]);
-        let err = check_base(bare.path()).unwrap_err().to_string();
+        let err = check_base(bare.path(), &debian, DEFAULT_PATH)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("supervisord, uwsgi, uWSGI's python3 plugin")
                 && err.contains("supervisor uwsgi-core uwsgi-plugin-python3")
@@ -426,8 +503,66 @@ mod tests {
             "{err}"
         );
         let no_apt = tree_with(&["usr/bin/python3.11"]);
-        let err = check_base(no_apt.path()).unwrap_err().to_string();
+        let err = check_base(no_apt.path(), &debian, DEFAULT_PATH)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("it has no apt"), "{err}");
+    }
+
+    #[test]
+    fn an_interpreter_under_usr_local_is_found_on_the_images_path_and_needs_no_debian_uwsgi() {
+        // As the `python` images have it: python.org's build in
+        // /usr/local/bin, supervisord installed there by pip, no uWSGI.
+        let slim = tree_with(&[
+            "usr/local/bin/python3.12",
+            "usr/local/bin/supervisord",
+            "usr/sbin/nginx",
+            "lib64/ld-linux-x86-64.so.2",
+            "etc/passwd",
+        ]);
+        std::fs::write(slim.path().join("etc/passwd"), PASSWD).unwrap();
+        std::os::unix::fs::symlink("python3.12", slim.path().join("usr/local/bin/python3"))
+            .unwrap();
+        let python = choose_python(slim.path(), None, DEFAULT_PATH).unwrap();
+        assert_eq!(python.path, "/usr/local/bin/python3.12");
+        assert!(!python.debian());
+        assert_eq!(python.shebang(), "#!/usr/local/bin/python3.12");
+        assert!(check_base(slim.path(), &python, DEFAULT_PATH).is_ok());
+        // supervisord is looked for on the image's PATH only.
+        let err = check_base(slim.path(), &python, "/usr/bin:/bin")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("supervisord") && !err.contains("uwsgi"),
+            "{err}"
+        );
+        // Debian's interpreter beside it (supervisor's apt package brings
+        // one): the PATH's order decides, as in the image.
+        std::fs::create_dir_all(slim.path().join("usr/bin")).unwrap();
+        for f in ["usr/bin/python3.11", "usr/bin/python3.12"] {
+            std::fs::write(slim.path().join(f), "").unwrap();
+        }
+        std::os::unix::fs::symlink("python3.11", slim.path().join("usr/bin/python3")).unwrap();
+        let found = interpreters(slim.path(), DEFAULT_PATH);
+        assert_eq!(
+            found.iter().map(|i| i.path.as_str()).collect::<Vec<_>>(),
+            ["/usr/local/bin/python3.12", "/usr/bin/python3.11"]
+        );
+        assert_eq!(
+            choose_python(slim.path(), None, DEFAULT_PATH).unwrap().path,
+            "/usr/local/bin/python3.12"
+        );
+        let debian = choose_python(slim.path(), None, "/usr/bin:/usr/local/bin").unwrap();
+        assert!(debian.debian(), "{debian:?}");
+        assert_eq!(debian.shebang(), "#!/usr/bin/python3");
+        assert_eq!(
+            choose_python(slim.path(), Some("3.11"), DEFAULT_PATH)
+                .unwrap()
+                .path,
+            "/usr/bin/python3.11"
+        );
+        // A relative or empty PATH entry is not looked in.
+        assert!(interpreters(slim.path(), "usr/local/bin::").is_empty());
     }
 
     /// A glibc tree: its loader, python3.11 and a libc.so.6 whose banner
@@ -478,41 +613,28 @@ mod tests {
     #[test]
     fn a_compiler_that_cannot_build_for_the_base_is_refused_naming_both() {
         let base = glibc_tree("2.36", "3.11");
+        let py = Interpreter::in_usr_bin("3.11");
         // The same release, or an older glibc: fine.
-        assert!(
-            check_compiler(base.path(), glibc_tree("2.36", "3.11").path(), "c", "3.11").is_ok()
-        );
-        assert!(
-            check_compiler(base.path(), glibc_tree("2.31", "3.11").path(), "c", "3.11").is_ok()
-        );
-        let err = check_compiler(
-            base.path(),
-            glibc_tree("2.36", "3.13").path(),
-            "c.tar",
-            "3.11",
-        )
-        .unwrap_err();
+        assert!(check_compiler(base.path(), glibc_tree("2.36", "3.11").path(), "c", &py).is_ok());
+        assert!(check_compiler(base.path(), glibc_tree("2.31", "3.11").path(), "c", &py).is_ok());
+        let err = check_compiler(base.path(), glibc_tree("2.36", "3.13").path(), "c.tar", &py)
+            .unwrap_err();
         assert!(matches!(err, RootfsError::CompilerPython { .. }), "{err}");
         let text = err.to_string();
         assert!(
-            text.contains("compiler c.tar has no python3.11")
-                && text.contains("it has: python3.13"),
+            text.contains("compiler c.tar has no /usr/bin/python3.11")
+                && text.contains("it has: /usr/bin/python3.13"),
             "{text}"
         );
-        let err = check_compiler(
-            base.path(),
-            glibc_tree("2.41", "3.11").path(),
-            "c.tar",
-            "3.11",
-        )
-        .unwrap_err()
-        .to_string();
+        let err = check_compiler(base.path(), glibc_tree("2.41", "3.11").path(), "c.tar", &py)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("built on glibc 2.41, the base on glibc 2.36"),
             "{err}"
         );
         let musl = tree_with(&["lib/ld-musl-x86_64.so.1", "usr/bin/python3.11"]);
-        let err = check_compiler(base.path(), musl.path(), "c.tar", "3.11")
+        let err = check_compiler(base.path(), musl.path(), "c.tar", &py)
             .unwrap_err()
             .to_string();
         assert!(err.contains("built on musl"), "{err}");
@@ -527,11 +649,10 @@ mod tests {
         std::fs::write(bin.join("python3.11"), "").unwrap();
         std::fs::write(bin.join("python3.12"), "").unwrap();
         std::os::unix::fs::symlink("python3.12", bin.join("python3")).unwrap();
-        assert_eq!(choose_python(t.path(), None).unwrap(), "3.12");
-        assert_eq!(choose_python(t.path(), Some("3.11")).unwrap(), "3.11");
-        let e = choose_python(t.path(), Some("2.7"))
-            .unwrap_err()
-            .to_string();
+        let choose = |wanted| choose_python(t.path(), wanted, DEFAULT_PATH).map(|i| i.version);
+        assert_eq!(choose(None).unwrap(), "3.12");
+        assert_eq!(choose(Some("3.11")).unwrap(), "3.11");
+        let e = choose(Some("2.7")).unwrap_err().to_string();
         assert!(e.contains("python3.11, python3.12"), "{e}");
     }
 }

@@ -37,7 +37,10 @@ pub use derived::{derivable, derived};
 use error::io_err;
 pub use error::RootfsError;
 pub use given::{from_blobs, from_image, from_layout, from_tarball};
-pub use interpreter::{check_base, check_compiler, choose_python, libc_of, python_versions, Libc};
+pub use interpreter::{
+    check_base, check_compiler, choose_python, interpreters, libc_of, Interpreter, Libc,
+    DEFAULT_PATH,
+};
 
 /// Where the base (or a given compiler) comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -234,7 +234,8 @@ pub fn digest_of(out: &Output) -> String {
 
 /// A team's base as `debian:bookworm` plus the runtime packages would be:
 /// mmdebstrap's apt variant (apt and its sources kept) with the runtime
-/// packages and user blue, made once per run (from ASSEMBLE_DEBIAN_MIRROR
+/// packages, pip and Python's headers (as the `python` images have them),
+/// and user blue, made once per run (from ASSEMBLE_DEBIAN_MIRROR
 /// when set, else mmdebstrap's default mirrors): its tarball, readable by
 /// every user.
 pub fn team_base() -> PathBuf {
@@ -249,7 +250,7 @@ pub fn team_base() -> PathBuf {
             cmd.args(["--quiet", "--variant=apt"])
                 .arg(
                     "--include=python3,python3-venv,nginx-light,supervisor,uwsgi-core,\
-                     uwsgi-plugin-python3,ca-certificates,passwd,procps",
+                     uwsgi-plugin-python3,ca-certificates,passwd,procps,python3-pip,python3-dev",
                 )
                 .arg(
                     "--customize-hook=chroot \"$1\" useradd --uid 1000 --gid 33 --create-home \
@@ -269,6 +270,153 @@ pub fn team_base() -> PathBuf {
         tarball
     })
     .clone()
+}
+
+/// A base whose only interpreter is under /usr/local, as the `python`
+/// images have theirs: the team base with Debian's python3.11 moved there
+/// (its program, standard library, site packages and headers, its
+/// sysconfig data and the scripts of /usr/bin naming it there, as pip
+/// would have installed supervisor), Debian's uWSGI removed. An OCI layout
+/// (tag `base`) whose configuration sets its own PATH and TEAM_SETTING,
+/// made once per run.
+pub fn local_python_base() -> PathBuf {
+    static DONE: OnceLock<PathBuf> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let _l = lock("local-python-base");
+        let dir = shared().join("local-python-base");
+        let layout = dir.join("oci");
+        if !dir.join("done").exists() {
+            need("umoci");
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let tarball = dir.join("rootfs.tar");
+            python_moved_to_usr_local(&team_base(), &tarball);
+            let image = format!("{}:base", layout.display());
+            for args in [
+                vec![
+                    "init".to_string(),
+                    "--layout".into(),
+                    layout.display().to_string(),
+                ],
+                vec!["new".into(), "--image".into(), image.clone()],
+                vec![
+                    "raw".into(),
+                    "add-layer".into(),
+                    "--image".into(),
+                    image.clone(),
+                    tarball.display().to_string(),
+                ],
+                vec![
+                    "config".into(),
+                    "--image".into(),
+                    image.clone(),
+                    "--config.env".into(),
+                    "PATH=/opt/team/bin:/usr/local/bin:/usr/bin:/bin".into(),
+                    "--config.env".into(),
+                    "TEAM_SETTING=kept".into(),
+                ],
+            ] {
+                let out = run(Command::new("umoci").args(&args));
+                assert!(out.status.success(), "umoci {args:?}");
+            }
+            std::fs::remove_file(&tarball).unwrap();
+            std::fs::write(dir.join("done"), "").unwrap();
+        }
+        layout
+    })
+    .clone()
+}
+
+/// Rewrites the rootfs tarball `from` into `to` with Debian's python3.11
+/// under /usr/local and no uWSGI (see [`local_python_base`]).
+fn python_moved_to_usr_local(from: &Path, to: &Path) {
+    const MOVED: [(&str, &str); 4] = [
+        ("usr/bin/python3.11", "usr/local/bin/python3.11"),
+        ("usr/lib/python3.11", "usr/local/lib/python3.11"),
+        ("usr/lib/python3", "usr/local/lib/python3"),
+        ("usr/include/python3.11", "usr/local/include/python3.11"),
+    ];
+    const DROPPED: [&str; 8] = [
+        "usr/bin/python3",
+        "usr/bin/python3-config",
+        "usr/bin/python3.11-config",
+        "usr/bin/uwsgi",
+        "usr/bin/uwsgi-core",
+        "usr/bin/uwsgi_python3",
+        "usr/bin/uwsgi_python311",
+        "usr/lib/uwsgi",
+    ];
+    let under = |p: &str, dir: &str| p == dir || p.starts_with(&format!("{dir}/"));
+    let moved = |p: &str| -> String {
+        for (a, b) in MOVED {
+            if under(p, a) {
+                return format!("{b}{}", &p[a.len()..]);
+            }
+        }
+        p.to_string()
+    };
+    let mut input = tar::Archive::new(File::open(from).unwrap());
+    let mut out = tar::Builder::new(File::create(to).unwrap());
+    for entry in input.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let rel = path
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        if rel.is_empty() || DROPPED.iter().any(|d| under(&rel, d)) {
+            continue;
+        }
+        let mut header = entry.header().clone();
+        let link = entry
+            .link_name()
+            .unwrap()
+            .map(|l| l.to_string_lossy().into_owned());
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        let kind = header.entry_type();
+        if kind.is_file() {
+            let text_of = |d: &[u8]| String::from_utf8(d.to_vec()).ok();
+            let name = rel.rsplit('/').next().unwrap();
+            if rel.starts_with("usr/lib/python3.11/")
+                && name.starts_with("_sysconfigdata_")
+                && name.ends_with(".py")
+            {
+                let text = text_of(&data)
+                    .unwrap()
+                    .replace("/usr/include/python3.11", "/usr/local/include/python3.11")
+                    .replace("/usr/lib/python3.11", "/usr/local/lib/python3.11");
+                data = text.into_bytes();
+            } else if rel.starts_with("usr/bin/") && data.starts_with(b"#!/usr/bin/python3") {
+                data = [
+                    b"#!/usr/local/bin/python3",
+                    &data[b"#!/usr/bin/python3".len()..],
+                ]
+                .concat();
+            }
+            header.set_size(data.len() as u64);
+        }
+        if let Some(target) = link.filter(|_| kind.is_hard_link() || kind.is_symlink()) {
+            // A hard link names a member (moved with it); a symlink's
+            // target is kept as it is.
+            let target = if kind.is_hard_link() {
+                moved(target.trim_start_matches("./"))
+            } else {
+                target
+            };
+            out.append_link(&mut header, moved(&rel), target).unwrap();
+            continue;
+        }
+        out.append_data(&mut header, moved(&rel), data.as_slice())
+            .unwrap();
+    }
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_mode(0o777);
+    link.set_size(0);
+    out.append_link(&mut link, "usr/local/bin/python3", "python3.11")
+        .unwrap();
+    out.finish().unwrap();
 }
 
 /// An image built once per run from the index (`milborne==0.4.0`): its layout dir.
