@@ -493,6 +493,24 @@ fn offline_inputs(
         &base_path(lock.base_image.as_ref()),
     )?;
     let ctx = python_context(cache, runner, printer, &python, opts);
+    // The venv's uWSGI, for an interpreter that is not Debian's, comes
+    // from the store like every wheel.
+    for r in &ctx.runtime_requirements {
+        let prefix = format!("{r}-");
+        if !lock
+            .wheels
+            .keys()
+            .any(|w| w.to_ascii_lowercase().starts_with(&prefix))
+        {
+            return Err(python::PythonError::Requirements(format!(
+                "the base's interpreter {} is not Debian's, so the image serves with uWSGI from \
+                 the venv, and the offline store has no {r} wheel: fill it again with `assemble \
+                 vendor` from a connected machine",
+                python.path
+            ))
+            .into());
+        }
+    }
     let wheelhouse = python::wheelhouse_from_store(
         &ctx,
         &off.store.wheels(),
@@ -592,20 +610,68 @@ fn online_inputs(
         )?;
         let wanted = opts.python.as_deref().or(opts.config.python.as_deref());
         let path = base_path(base.1.as_ref());
+        // A musl base is refused as such, whatever Python it has.
+        rootfs::check_libc(&base.0.tree)?;
         let python = rootfs::choose_python(&base.0.tree, wanted, &path)?;
-        rootfs::check_base(&base.0.tree, &python, &path)?;
+        // The base's own apt may run here: rootless, over subordinate ids,
+        // only where user namespaces work (else it would run as the host's
+        // root), and not with a mirror set (its sources may be out of reach).
+        let no_apt =
+            if std::env::var(crate::env::ASSEMBLE_DEBIAN_MIRROR).is_ok_and(|m| !m.is_empty()) {
+                Some("ASSEMBLE_DEBIAN_MIRROR is set")
+            } else if !runner.user_namespaces() {
+                Some("user namespaces are refused here")
+            } else if !rootfs::derivable(&base.0.tree) {
+                Some("the base has no apt-get or no apt sources")
+            } else {
+                None
+            };
+        let apt_here = no_apt.is_none();
+        let base = match rootfs::check_base(&base.0.tree, &python, &path) {
+            // A base that lacks what the image runs gets it from its own
+            // apt, as one layer over its own.
+            Err(RootfsError::BaseLacks {
+                mut packages, user, ..
+            }) if apt_here => {
+                if user && !rootfs::exists_inside(&base.0.tree, "usr/sbin/useradd") {
+                    packages.push("passwd".into());
+                }
+                let completed = rootfs::completed(
+                    cache, &base.0, &packages, user, opts.epoch, runner, printer,
+                )?;
+                rootfs::check_base(&completed.tree, &python, &path)?;
+                (completed, base.1)
+            }
+            other => {
+                other?;
+                base
+            }
+        };
         // A base with apt and its sources makes its own compiler (its C
         // library and Python exactly), unless a compiler is given, a lock
         // records the built one, assemble.toml names a release, a mirror
         // is set (the base's own sources may be out of reach), or user
         // namespaces are refused (its apt would run as the host's root).
         let release = rootfs::choose_release(opts.config.debian.as_deref(), Some(&python.version));
-        let derive = opts.compiler == BaseSource::Built
-            && debian.compiler.is_none()
-            && opts.config.debian.is_none()
-            && std::env::var(crate::env::ASSEMBLE_DEBIAN_MIRROR).map_or(true, |m| m.is_empty())
-            && runner.user_namespaces()
-            && rootfs::derivable(&base.0.tree);
+        let no_derive = if opts.compiler != BaseSource::Built {
+            None
+        } else if debian.compiler.is_some() {
+            Some("the lock records the compiler built from layers/")
+        } else if opts.config.debian.is_some() {
+            Some("assemble.toml names a debian release")
+        } else {
+            no_apt
+        };
+        let derive = opts.compiler == BaseSource::Built && no_derive.is_none();
+        // No compiler built from layers/ has an interpreter that is not
+        // Debian's: refused now, before any compiler is fetched or built.
+        if let (false, Some(why)) = (python.debian(), no_derive) {
+            return Err(RootfsError::NoCompilerFor {
+                python: python.path.clone(),
+                why: why.to_string(),
+            }
+            .into());
+        }
         let derived = if derive {
             let deps = &opts.config.dependencies;
             let mut packages = Definition::compiler_additions(&deps.run, &deps.build);
@@ -614,8 +680,11 @@ fn online_inputs(
                 packages.push(format!("python{}-dev", python.version));
             } else {
                 // Debian's Python is not the one compiled for: its headers
-                // and pip would only add an interpreter of Debian's.
-                packages.retain(|p| p != "python3-dev" && p != "python3-pip");
+                // and pip would only add an interpreter of Debian's (unless
+                // the project's own build dependencies name them).
+                packages.retain(|p| {
+                    !["python3-dev", "python3-pip"].contains(&p.as_str()) || deps.build.contains(p)
+                });
             }
             packages.sort();
             packages.dedup();

@@ -1068,10 +1068,15 @@ fn a_given_compiler_compiles_and_one_that_cannot_build_for_the_base_exits_2() {
 /// compiled there and imports in the image; a second build reuses the
 /// compiler and the wheels (the key's dependence on the base's digest and
 /// the packages is rootfs::derived's unit test).
+/// A base with apt and its sources (here `debian:bookworm` plus Python
+/// and uWSGI, without nginx, supervisor, the user blue or Python's
+/// headers) gets what the image runs from its own apt, as one layer over
+/// its own, and makes its own compiler with it: both once per base; the
+/// C extension compiled there imports in the image, which serves.
 #[test]
-fn a_base_with_apt_makes_its_own_compiler_once() {
+fn a_base_with_apt_completes_itself_and_makes_its_own_compiler_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let base = team_base();
+    let base = plain_base();
     for round in ["first", "second"] {
         let output = tmp.path().join(format!("oci-{round}"));
         let out = run(build_cmd("milborne==0.4.0", &output)
@@ -1079,11 +1084,22 @@ fn a_base_with_apt_makes_its_own_compiler_once() {
             .arg(&base));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{round}: {err}");
+        assert!(!err.contains("warning"), "{err}");
+        let completed = err
+            .lines()
+            .find(|l| l.contains("base rootfs:") && l.contains("blue"))
+            .unwrap_or_default();
+        assert!(
+            completed.contains("nginx-light supervisor and user blue"),
+            "{round}: {err}"
+        );
+        // The base's one layer, the completion's, then the image's own.
+        let layers = manifest_layers(&output, "0.4.0");
+        assert_eq!(layers.len(), 5, "{layers:?}");
         let line = err
             .lines()
             .find(|l| l.contains("compiler rootfs:"))
             .unwrap_or_default();
-        assert!(!err.contains("warning"), "{err}");
         assert!(line.contains("made from the base"), "{err}");
         if round == "first" {
             // Made now (or by an earlier run of this test on this cache).
@@ -1098,6 +1114,7 @@ fn a_base_with_apt_makes_its_own_compiler_once() {
                 "no compiler built from layers/: {err}"
             );
         } else {
+            assert!(completed.contains("cached"), "{err}");
             assert!(
                 line.contains("cached") && line.contains("made from the base"),
                 "{err}"
@@ -1105,16 +1122,45 @@ fn a_base_with_apt_makes_its_own_compiler_once() {
             assert!(err.contains("compile: all"), "{err}");
         }
     }
+    let output = tmp.path().join("oci-second");
     let out = run(assemble()
         .args(["-q", "run", "--cache-dir"])
         .arg(cache())
-        .arg(tmp.path().join("oci-second"))
+        .arg(&output)
         .args([
             "python",
             "-c",
             "import milborne._speedups as s; print(s.checksum(b'milborne'))",
         ]));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1122270825");
+    // The user as useradd makes it (its home from /etc/skel).
+    let out = run(assemble()
+        .args(["-q", "run", "--cache-dir"])
+        .arg(cache())
+        .arg(&output)
+        .args(["sh", "-c", "id; ls -a /home/blue"]));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("uid=1000(blue) gid=33(www-data)") && said.contains(".bashrc"),
+        "{said}"
+    );
+    let _port = lock("port-8080");
+    let _run = Running(spawn_with_deathsig(
+        assemble()
+            .arg("run")
+            .arg("--cache-dir")
+            .arg(cache())
+            .arg(&output)
+            .args(["start", "www"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    ));
+    let body =
+        wait_http(8080, "/", std::time::Duration::from_secs(120)).expect("nginx answers on 8080");
+    assert!(
+        body.contains("service=www") && body.contains("uid=1000"),
+        "{body}"
+    );
 }
 
 /// A base whose only interpreter is under /usr/local (as the `python`
@@ -1128,6 +1174,21 @@ fn a_base_whose_python_is_under_usr_local_builds_and_serves_with_the_venvs_uwsgi
     let tmp = tempfile::tempdir().unwrap();
     let base = local_python_base();
     let output = tmp.path().join("oci");
+    // Where no compiler can be made from the base, none built from
+    // layers/ has its interpreter: exit 2 before any is fetched or built.
+    let out = run(build_cmd("milborne==0.4.0", &output)
+        .env("ASSEMBLE_DEBIAN_MIRROR", "http://127.0.0.1:9/debian")
+        .arg("--base")
+        .arg(format!("oci:{}:base", base.display())));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("/usr/local/bin/python3.11 is not Debian's")
+            && err.contains("ASSEMBLE_DEBIAN_MIRROR is set")
+            && err.contains("--compiler"),
+        "{err}"
+    );
+    assert!(!err.contains("compiler rootfs"), "{err}");
     let out = run(build_cmd("milborne==0.4.0", &output)
         .arg("--base")
         .arg(format!("oci:{}:base", base.display())));

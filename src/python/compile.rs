@@ -267,6 +267,9 @@ fn project_wheel(
             key.part("compiler", compiler.key.as_bytes())
                 .part("python", ctx.python.as_bytes())
                 .part("epoch", ctx.epoch.to_string().as_bytes());
+            if let Some(i) = ctx.interpreter_key() {
+                key.part("interpreter", i.as_bytes());
+            }
             hash_project_dir(dir, &mut key)?;
             let key = key.finish();
             let entry = ctx.cache.entry("wheels", &key);
@@ -463,13 +466,16 @@ fn wheel_key(ctx: &PythonContext, p: &Resolved, pip: &PipSettings, compiler: &Ro
             .part("sha256", p.sha256.as_bytes())
             .finish()
     } else {
-        KeyBuilder::new("wheel-built-v2")
-            .part("name", p.name.as_bytes())
+        let mut key = KeyBuilder::new("wheel-built-v2");
+        key.part("name", p.name.as_bytes())
             .part("version", p.version.as_bytes())
             .part("sha256", p.sha256.as_bytes())
             .part("compiler", compiler.key.as_bytes())
-            .part("python", ctx.python.as_bytes())
-            .part("builder", super::uv::VERSION.as_bytes())
+            .part("python", ctx.python.as_bytes());
+        if let Some(i) = ctx.interpreter_key() {
+            key.part("interpreter", i.as_bytes());
+        }
+        key.part("builder", super::uv::VERSION.as_bytes())
             .part("epoch", ctx.epoch.to_string().as_bytes())
             // What the build requirements (setuptools...) are taken from.
             .part("index", pip.index_url.as_deref().unwrap_or("").as_bytes())
@@ -629,7 +635,7 @@ fn fetch_and_compile(
     let mut run = run;
     run.env.extend(super::uv::env(Some(pip)));
     let mut script = String::from("set -e\n");
-    let py = &ctx.interpreter;
+    let py = super::shell_word(&ctx.interpreter);
     let constraints = if pip.constraints.is_some() {
         " --build-constraints /assemble/tools/constraints.txt"
     } else {

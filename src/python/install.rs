@@ -58,11 +58,14 @@ pub fn install(
     base: &Rootfs,
     uv_from: super::uv::Source,
 ) -> Result<VenvLayers, PythonError> {
-    let key = KeyBuilder::new("venv-layers-v2")
-        .part("base", base.key.as_bytes())
+    let mut key = KeyBuilder::new("venv-layers-v2");
+    key.part("base", base.key.as_bytes())
         .part("wheelhouse", wheelhouse.key.as_bytes())
-        .part("python", ctx.python.as_bytes())
-        .part("interpreter", ctx.interpreter.as_bytes())
+        .part("python", ctx.python.as_bytes());
+    if let Some(i) = ctx.interpreter_key() {
+        key.part("interpreter", i.as_bytes());
+    }
+    let key = key
         .part("extras", req.extras.join(",").as_bytes())
         .part("epoch", ctx.epoch.to_string().as_bytes())
         .part("compression", ctx.compression.name().as_bytes())
@@ -173,9 +176,11 @@ fn dependencies_key(
 ) -> Result<String, PythonError> {
     let mut key = KeyBuilder::new("venv-dependencies-v2");
     key.part("base", base.key.as_bytes())
-        .part("python", ctx.python.as_bytes())
-        .part("interpreter", ctx.interpreter.as_bytes())
-        .part("epoch", ctx.epoch.to_string().as_bytes())
+        .part("python", ctx.python.as_bytes());
+    if let Some(i) = ctx.interpreter_key() {
+        key.part("interpreter", i.as_bytes());
+    }
+    key.part("epoch", ctx.epoch.to_string().as_bytes())
         .part("compression", ctx.compression.name().as_bytes());
     for file in super::compile::wheels_in(&wheelhouse.dir)? {
         if file == wheelhouse.project.file {
@@ -236,7 +241,7 @@ fn uv_install(
          done\n\
          rm -f {VENV}/.lock\n\
          {VENV}/bin/python -m compileall -q -j 1 --invalidation-mode unchecked-hash {VENV}/lib\n",
-        py = ctx.interpreter,
+        py = super::shell_word(&ctx.interpreter),
         uv = super::uv::BIN,
         no_deps = if only_app { "--no-deps " } else { "" },
     );

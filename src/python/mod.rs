@@ -268,6 +268,16 @@ pub struct PythonContext<'a> {
     pub compression: layer::Compression,
 }
 
+impl PythonContext<'_> {
+    /// The interpreter, for the cache keys of what it makes, when it is
+    /// not Debian's `/usr/bin/pythonX.Y` (whose keys name the version
+    /// only, as before interpreters had a path).
+    pub fn interpreter_key(&self) -> Option<&str> {
+        (self.interpreter != format!("/usr/bin/python{}", self.python))
+            .then_some(self.interpreter.as_str())
+    }
+}
+
 fn base_env(ctx: &PythonContext) -> Vec<(String, String)> {
     [
         ("PATH", "/usr/local/bin:/usr/bin:/bin"),
@@ -286,6 +296,17 @@ fn base_env(ctx: &PythonContext) -> Vec<(String, String)> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
+    .map(|(k, v)| match k.as_str() {
+        // An interpreter found elsewhere: its directory first, so that a
+        // build backend running `python3` or `pythonX.Y-config` by name
+        // gets it.
+        "PATH" => {
+            let dir = ctx.interpreter.rsplit_once('/').map_or("", |(d, _)| d);
+            let known = dir.is_empty() || v.split(':').any(|d| d == dir);
+            (k, if known { v } else { format!("{dir}:{v}") })
+        }
+        _ => (k, v),
+    })
     .chain([("SOURCE_DATE_EPOCH".to_string(), ctx.epoch.to_string())])
     .collect()
 }

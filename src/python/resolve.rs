@@ -329,7 +329,7 @@ fn uv_resolve(
             "{bin} pip install --dry-run --require-hashes --quiet --python {py} \
                --target /tmp/hash-check -r /assemble/src/{rel} || exit $?\n",
             bin = super::uv::BIN,
-            py = ctx.interpreter,
+            py = super::shell_word(&ctx.interpreter),
             rel = super::shell_word(rel),
         ),
         _ => String::new(),

@@ -28,14 +28,16 @@ use crate::rootfs::{commit, interpreter, load_cached, Rootfs};
 use crate::sandbox::{HostCommand, Runner};
 
 /// Run as the user: $1 the base's tree, $2 the tar to write, $3 the script
-/// run inside ([`INSIDE`]), then the packages. The tree is streamed in with
-/// every owner root (the user's own files); a failure of that side is
-/// noted beside the output (sh has no pipefail).
+/// run inside ([`INSIDE`]), then its arguments. The tree is streamed in with
+/// every owner root (the user's own files), without the mount points
+/// assemble made in it (`prepare_tree`); a failure of that side is noted
+/// beside the output (sh has no pipefail).
 const OUTSIDE: &str = r#"set -eu
 tree=$1 out=$2 inside=$3
 shift 3
 rm -f "$out.failed"
-{ tar -C "$tree" --numeric-owner --owner=0 --group=0 -cf - . || : > "$out.failed"; } |
+{ tar -C "$tree" --numeric-owner --owner=0 --group=0 --anchored --exclude=./assemble \
+    --exclude=./home/blue/app -cf - . || : > "$out.failed"; } |
     env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
         ${http_proxy:+http_proxy="$http_proxy"} ${https_proxy:+https_proxy="$https_proxy"} \
         ${no_proxy:+no_proxy="$no_proxy"} \
@@ -48,12 +50,19 @@ if [ -e "$out.failed" ]; then
 fi
 "#;
 
-/// Run as root of the namespace (its own private mount namespace), the
-/// packages as arguments: the base's tree on standard input, the result on
-/// standard output; everything else goes to standard error.
+/// Run as root of the namespace (its own private mount namespace): $1
+/// what to write (`tree`: the whole result, a compiler; `diff`: what apt
+/// and useradd changed, as an image layer with whiteouts, a completed
+/// base), $2 `user` to make the image's user, $3 SOURCE_DATE_EPOCH, then
+/// the packages. The base's tree on standard input, the result on standard
+/// output; everything else goes to standard error.
 const INSIDE: &str = r#"set -eu
+mode=$1 user=$2 epoch=$3
+shift 3
 exec 3>&1 1>&2
-farm=$(mktemp -d /var/tmp/assemble-compiler.XXXXXX)
+work=$(mktemp -d /var/tmp/assemble-rootfs.XXXXXX)
+farm=$work/root
+mkdir "$farm"
 unmount() {
     for m in proc dev/null dev/zero dev/full dev/random dev/urandom; do
         umount -l "$farm/$m" 2>/dev/null || true
@@ -62,11 +71,19 @@ unmount() {
 cleanup() {
     set +e
     unmount
-    rm -rf "$farm"
+    rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 1' HUP INT TERM
 tar -x -C "$farm" --numeric-owner -f -
+# Every path of the copy but /dev and /proc, sorted.
+paths() {
+    (cd "$farm" && find . \( -path ./dev -o -path ./proc \) -prune -o ! -path . -print) | LC_ALL=C sort
+}
+if [ "$mode" = diff ]; then
+    paths > "$work/before"
+    : > "$work/stamp"
+fi
 # What is touched from outside the chroot must be the copy's own
 # directories: a symlink the base ships (/dev -> /host/dev) is never
 # followed. /dev and /proc are made anew; /etc must be a directory.
@@ -87,24 +104,66 @@ rm -f "$farm/etc/resolv.conf"
 cat /etc/resolv.conf > "$farm/etc/resolv.conf" 2>/dev/null || : > "$farm/etc/resolv.conf"
 proxy_http=${http_proxy:-${HTTP_PROXY:-}}
 proxy_https=${https_proxy:-${HTTPS_PROXY:-}}
-apt() {
+inchroot() {
     chroot "$farm" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
         DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 \
         ${proxy_http:+http_proxy="$proxy_http"} ${proxy_https:+https_proxy="$proxy_https"} \
-        ${no_proxy:+no_proxy="$no_proxy"} \
-        apt-get -q -o APT::Sandbox::User=root -o Dpkg::Use-Pty=0 "$@"
+        ${no_proxy:+no_proxy="$no_proxy"} "$@"
 }
-apt update
-apt install -y --no-install-recommends "$@"
-apt clean
+apt() {
+    inchroot apt-get -q -o APT::Sandbox::User=root -o Dpkg::Use-Pty=0 "$@"
+}
+if [ $# -gt 0 ]; then
+    apt update
+    apt install -y --no-install-recommends "$@"
+    apt clean
+fi
+if [ "$user" = user ]; then
+    # The image's user, as layers/base/setup.sh makes it; its home made by
+    # useradd (the empty one assemble made for the venv's mount point
+    # goes first).
+    inchroot /bin/sh -c 'rmdir /home/blue 2>/dev/null || :'
+    inchroot useradd --uid 1000 --gid 33 --create-home --home-dir /home/blue --shell /bin/bash blue
+    inchroot chmod 0755 /home/blue
+fi
 # After apt, the base's maintainer scripts may have made any path a
 # symlink: what remains is done inside the chroot, or on the copy's own
-# top-level entries (rm removes a symlink, not its target).
-chroot "$farm" /bin/sh -c 'rm -rf /var/lib/apt/lists/* /etc/resolv.conf && : > /etc/resolv.conf'
+# top-level entries (rm removes a symlink, not its target). apt's lists
+# and logs are not part of a rootfs.
+inchroot /bin/sh -c 'rm -rf /var/lib/apt/lists/* /etc/resolv.conf /var/log/apt/* /var/log/dpkg.log \
+    /var/log/alternatives.log && : > /etc/resolv.conf'
 unmount
 rm -rf "$farm/dev" "$farm/proc"
 mkdir -m 755 "$farm/dev" "$farm/proc"
-tar --numeric-owner -C "$farm" -cf - . >&3
+if [ "$mode" = tree ]; then
+    tar --numeric-owner -C "$farm" -cf - . >&3
+    exit 0
+fi
+# The layer: what changed since the copy was made (its status change time
+# is newer), and a whiteout for each path gone (the topmost one only).
+if (cd "$farm" && find . -name '*
+*' | grep -q .); then
+    echo "a path of the result has a newline in its name" >&2
+    exit 1
+fi
+paths > "$work/after"
+(cd "$farm" && find . \( -path ./dev -o -path ./proc \) -prune -o ! -path . -cnewer "$work/stamp" -print) \
+    > "$work/changed"
+LC_ALL=C comm -23 "$work/before" "$work/after" | awk '
+    { p = $0; top = 1
+      while ((i = match(p, /\/[^\/]*$/)) > 1) { p = substr(p, 1, i - 1); if (p in gone) { top = 0; break } }
+      gone[$0] = 1
+      if (top) print }' > "$work/gone"
+mkdir "$work/wh"
+: > "$work/whiteouts"
+while IFS= read -r p; do
+    d=$(dirname "$p") b=$(basename "$p")
+    mkdir -p "$work/wh/$d"
+    : > "$work/wh/$d/.wh.$b"
+    printf '%s\n' "$d/.wh.$b" >> "$work/whiteouts"
+done < "$work/gone"
+tar --numeric-owner --no-recursion --mtime="@$epoch" --clamp-mtime -cf - \
+    -C "$farm" -T "$work/changed" -C "$work/wh" -T "$work/whiteouts" >&3
 "#;
 
 /// Whether a compiler can be made from the base: it has apt and sources
@@ -135,6 +194,122 @@ pub fn derivable(tree: &Path) -> bool {
                 (n.ends_with(".list") && list(&text)) || (n.ends_with(".sources") && deb822(&text))
             });
     interpreter::exists_inside(tree, "usr/bin/apt-get") && sources
+}
+
+/// What the namespace writes.
+enum Mode {
+    /// The whole tree (a compiler).
+    Tree,
+    /// What changed, as a layer over the base: the image's user made when
+    /// `user`, mtimes clamped to `epoch`.
+    Diff { user: bool, epoch: u64 },
+}
+
+/// Runs the base's apt (and useradd) in a copy of its tree in the user
+/// namespace, writing the result as a tar to `tar_path`.
+fn run_apt(
+    base: &Rootfs,
+    tar_path: &Path,
+    mode: Mode,
+    packages: &[String],
+    runner: &dyn Runner,
+    doing: &'static str,
+    instead: String,
+) -> Result<(), RootfsError> {
+    let mut args: Vec<String> = vec!["-c".into(), OUTSIDE.into(), "derive".into()];
+    args.push(base.tree.display().to_string());
+    args.push(tar_path.display().to_string());
+    args.push(INSIDE.into());
+    let (what, mode, user, epoch) = match mode {
+        Mode::Tree => ("apt-get in the base, for the compiler", "tree", false, 0),
+        Mode::Diff { user, epoch } => ("apt-get in the base, for the image", "diff", user, epoch),
+    };
+    args.push(mode.into());
+    args.push(if user { "user" } else { "no-user" }.into());
+    args.push(epoch.to_string());
+    args.extend(packages.iter().cloned());
+    let out = runner.run_host(&HostCommand {
+        what: what.into(),
+        program: "/bin/sh".into(),
+        args,
+        env: Vec::new(),
+        stdin: None,
+    })?;
+    if !out.success {
+        return Err(RootfsError::Derive {
+            what: doing,
+            instead,
+            status: out.status,
+            tail: super::archive::failure_tail(&out.stderr),
+        });
+    }
+    Ok(())
+}
+
+/// The base completed with what the image runs: `packages` installed by
+/// its own apt from its own sources, and the image's user made when
+/// `user`, in the same namespace as [`derived`]; the change is one layer
+/// over the base's (whiteouts for what apt removed), its mtimes clamped to
+/// `epoch`. Cached by the base's key, the packages and the user.
+pub fn completed(
+    cache: &Cache,
+    base: &Rootfs,
+    packages: &[String],
+    user: bool,
+    epoch: u64,
+    runner: &dyn Runner,
+    printer: &Printer,
+) -> Result<Rootfs, RootfsError> {
+    let key = KeyBuilder::new("rootfs-completed-v1")
+        .part("base", base.key.as_bytes())
+        .part("packages", packages.join(" ").as_bytes())
+        .part("user", &[user as u8])
+        .part("epoch", epoch.to_string().as_bytes())
+        .finish();
+    let what = match (packages.is_empty(), user) {
+        (false, true) => format!("{} and user blue", packages.join(" ")),
+        (false, false) => packages.join(" "),
+        (true, _) => "user blue".into(),
+    };
+    if let Some(r) = load_cached(cache, &key) {
+        printer.step(&format!(
+            "base rootfs: cached ({}, completed with {what})",
+            &key[..12]
+        ));
+        return Ok(r);
+    }
+    printer.step(&format!(
+        "base rootfs: completing it with its apt: {what} (what the image runs)"
+    ));
+    let work = cache.work_dir("rootfs-completed")?;
+    let tar_path = work.path().join("layer.tar");
+    run_apt(
+        base,
+        &tar_path,
+        Mode::Diff { user, epoch },
+        packages,
+        runner,
+        "add what the image runs to the base",
+        format!("or make a base that has it ({what})"),
+    )?;
+    let blob = layer::compress_tar_blob(
+        fs_err::File::open(&tar_path).map_err(io_err(&tar_path))?,
+        cache.blobs().dir(),
+    )?;
+    drop(work);
+    let mut layers = base.layers.clone();
+    layers.push(blob);
+    let mut created_by = base.created_by.clone();
+    created_by.push(format!("apt-get install in the base ({what})"));
+    super::given::unpack_known(
+        cache,
+        &key,
+        &layers,
+        &created_by,
+        None,
+        cache.blobs(),
+        "the base completed with its apt",
+    )
 }
 
 /// The cache key of the compiler made from `base` with `packages`.
@@ -169,24 +344,15 @@ pub fn derived(
     ));
     let work = cache.work_dir("rootfs-derived")?;
     let tar_path = work.path().join("rootfs.tar");
-    let mut args: Vec<String> = vec!["-c".into(), OUTSIDE.into(), "derive".into()];
-    args.push(base.tree.display().to_string());
-    args.push(tar_path.display().to_string());
-    args.push(INSIDE.into());
-    args.extend(packages.iter().cloned());
-    let out = runner.run_host(&HostCommand {
-        what: "apt-get in the base, for the compiler".into(),
-        program: "/bin/sh".into(),
-        args,
-        env: Vec::new(),
-        stdin: None,
-    })?;
-    if !out.success {
-        return Err(RootfsError::Derive {
-            status: out.status,
-            tail: super::archive::failure_tail(&out.stderr),
-        });
-    }
+    run_apt(
+        base,
+        &tar_path,
+        Mode::Tree,
+        packages,
+        runner,
+        "make the compiler from the base",
+        "or give a compiler with --compiler".into(),
+    )?;
     let blob = layer::compress_tar_blob(
         fs_err::File::open(&tar_path).map_err(io_err(&tar_path))?,
         cache.blobs().dir(),

@@ -192,13 +192,16 @@ pub enum RootfsError {
     CompilerMismatch(#[source] Box<RootfsError>),
     /// apt in the base, making the compiler, failed.
     #[error(
-        "cannot make the compiler from the base: apt-get in it failed ({status}); it runs as root \
-         of a user namespace over your subordinate ids, which needs an entry for you (root \
-         too) in /etc/subuid and /etc/subgid (usermod --add-subuids 100000-165535 \
-         --add-subgids 100000-165535 $USER) and the base's apt sources within reach; or give \
-         a compiler with --compiler. Its last lines:\n    {tail}"
+        "cannot {what}: apt-get in it failed ({status}); it runs as root of a user namespace \
+         over your subordinate ids, which needs an entry for you (root too) in /etc/subuid and \
+         /etc/subgid (usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER) \
+         and the base's apt sources within reach; {instead}. Its last lines:\n    {tail}"
     )]
     Derive {
+        /// What was being made.
+        what: &'static str,
+        /// What to do instead.
+        instead: String,
         /// Exit status.
         status: String,
         /// Last lines of its output.
@@ -217,6 +220,20 @@ pub enum RootfsError {
         python: String,
         /// What the compiler has.
         found: String,
+    },
+    /// An interpreter that is not Debian's, and no compiler made from the
+    /// base nor given.
+    #[error(
+        "the base's interpreter {python} is not Debian's, so only a compiler made from the base \
+         (or given) has it, and none can be made here: {why}; give one with --compiler (an \
+         image with the same interpreter at the same path, e.g. the full `python` image of a \
+         `-slim` base)"
+    )]
+    NoCompilerFor {
+        /// The interpreter's path.
+        python: String,
+        /// Why no compiler is made from the base.
+        why: String,
     },
     /// A compiler on another C library than the base's, or a newer glibc.
     #[error(
@@ -306,6 +323,7 @@ impl RootfsError {
             | RootfsError::BaseLacks { .. }
             | RootfsError::CompilerMismatch(_)
             | RootfsError::CompilerPython { .. }
+            | RootfsError::NoCompilerFor { .. }
             | RootfsError::CompilerLibc { .. }
             | RootfsError::ReadBase { .. }
             | RootfsError::UnusableBase { .. }

@@ -48,31 +48,68 @@ impl Interpreter {
 }
 
 /// The interpreters (`pythonX.Y`) on `path` (a `PATH`: directories in the
-/// tree, searched in order), one per version: the first found.
+/// tree, searched in order), one per version: the first found that is a
+/// program (a regular file once its symlinks are resolved in the tree).
+/// One that is, or links to, `/usr/bin/pythonX.Y` (a venv's, usr-merged
+/// `/bin`'s) is Debian's, and named so.
 pub fn interpreters(tree: &Path, path: &str) -> Vec<Interpreter> {
     let mut found: Vec<Interpreter> = Vec::new();
     for dir in path_dirs(path) {
-        let mut here: Vec<String> = names_in(tree, dir, "python")
+        let mut here: Vec<String> = names_in(tree, &dir, "python")
             .into_iter()
             .filter_map(|n| Some(n.strip_prefix("python")?.to_string()))
             .filter(|v| version_like(v))
             .collect();
         here.sort_by_key(|v| version_key(v));
         for v in here {
-            if !found.iter().any(|i| i.version == v) {
-                found.push(Interpreter {
-                    path: format!("{}/python{v}", dir.trim_end_matches('/')),
-                    version: v,
-                });
+            if found.iter().any(|i| i.version == v) {
+                continue;
             }
+            let candidate = format!("{}/python{v}", dir.trim_end_matches('/'));
+            let Some(program) = inside(tree, &candidate, true).filter(|p| p.is_file()) else {
+                continue;
+            };
+            let debian = inside(tree, &format!("usr/bin/python{v}"), false)
+                .is_some_and(|own| own == program);
+            found.push(if debian {
+                Interpreter::in_usr_bin(&v)
+            } else {
+                Interpreter {
+                    path: candidate,
+                    version: v,
+                }
+            });
         }
     }
     found
 }
 
-/// The absolute directories of a `PATH`, in order.
-fn path_dirs(path: &str) -> impl Iterator<Item = &str> {
-    path.split(':').filter(|d| d.starts_with('/'))
+/// The directories of a `PATH` looked in, in order: absolute ones,
+/// normalised (`.`, `..` and repeated slashes resolved as text), of plain
+/// characters only and not too long (a path found there goes into scripts
+/// and a shebang line).
+fn path_dirs(path: &str) -> Vec<String> {
+    path.split(':')
+        .filter(|d| d.starts_with('/'))
+        .map(|d| {
+            let mut parts: Vec<&str> = Vec::new();
+            for p in d.split('/') {
+                match p {
+                    "" | "." => {}
+                    ".." => {
+                        parts.pop();
+                    }
+                    p => parts.push(p),
+                }
+            }
+            format!("/{}", parts.join("/"))
+        })
+        .filter(|d| {
+            d.len() <= 200
+                && d.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._+@/-".contains(c))
+        })
+        .collect()
 }
 
 /// `3.11`: digits, a dot, digits.
@@ -105,6 +142,15 @@ const RUNTIME: [(&str, &str, &str, bool); 3] = [
     ),
 ];
 
+/// Refuses a base built on musl: the wheels and Debian's packages are
+/// glibc's.
+pub fn check_libc(tree: &Path) -> Result<(), RootfsError> {
+    match libc_of(tree) {
+        Libc::Musl(loader) => Err(RootfsError::MuslBase { loader }),
+        _ => Ok(()),
+    }
+}
+
 /// Checks, before any work on it, that a given base can carry the image
 /// with `python` (its interpreter, found on the image's `path`): glibc (not
 /// musl), nginx, supervisord on `path`, the user blue, and for Debian's
@@ -112,16 +158,17 @@ const RUNTIME: [(&str, &str, &str, bool); 3] = [
 /// venv, compiled like any wheel). Each refusal names what is missing and
 /// what to do instead.
 pub fn check_base(tree: &Path, python: &Interpreter, path: &str) -> Result<(), RootfsError> {
-    if let Libc::Musl(loader) = libc_of(tree) {
-        return Err(RootfsError::MuslBase { loader });
-    }
+    check_libc(tree)?;
     let exists = |rel: &str| exists_inside(tree, rel);
     let mut missing: Vec<(&str, &str)> = RUNTIME
         .iter()
         .filter(|(path, _, _, debian_only)| (python.debian() || !debian_only) && !exists(path))
         .map(|(_, what, pkg, _)| (*what, *pkg))
         .collect();
-    if !path_dirs(path).any(|d| exists(&format!("{d}/supervisord"))) {
+    if !path_dirs(path)
+        .iter()
+        .any(|d| exists(&format!("{d}/supervisord")))
+    {
         // Listed after nginx, as the image starts them.
         let at = missing
             .iter()
@@ -161,7 +208,7 @@ pub(super) fn names_in(tree: &Path, dir: &str, prefix: &str) -> Vec<String> {
 }
 
 /// Whether `rel` exists in the tree (a symlink at its end not followed).
-pub(super) fn exists_inside(tree: &Path, rel: &str) -> bool {
+pub fn exists_inside(tree: &Path, rel: &str) -> bool {
     inside(tree, rel, false).is_some_and(|p| p.symlink_metadata().is_ok())
 }
 
@@ -268,7 +315,7 @@ pub fn check_compiler(
             compiler: name.to_string(),
             python: python.path.clone(),
             found: if found.is_empty() {
-                "no python on /usr/local/bin or /usr/bin".into()
+                "no python on the default PATH".into()
             } else {
                 found.join(", ")
             },
@@ -388,7 +435,7 @@ pub fn choose_python(
                 found: list(),
             });
     }
-    let python3 = path_dirs(path).find_map(|d| {
+    let python3 = path_dirs(path).into_iter().find_map(|d| {
         let link = inside(tree, &format!("{d}/python3"), false)?;
         let target = std::fs::read_link(link).ok()?;
         let name = target.file_name()?.to_string_lossy().into_owned();
@@ -561,8 +608,26 @@ mod tests {
                 .path,
             "/usr/bin/python3.11"
         );
-        // A relative or empty PATH entry is not looked in.
+        // A relative or empty PATH entry is not looked in, nor one with
+        // characters a script or a shebang line would split or run.
         assert!(interpreters(slim.path(), "usr/local/bin::").is_empty());
+        std::fs::create_dir_all(slim.path().join("opt/a b")).unwrap();
+        std::fs::write(slim.path().join("opt/a b/python3.9"), "").unwrap();
+        assert!(interpreters(slim.path(), "/opt/a b").is_empty());
+        // Written oddly, the same directory.
+        assert_eq!(
+            interpreters(slim.path(), "//usr/local/./bin/../bin")[0].path,
+            "/usr/local/bin/python3.12"
+        );
+        // A venv on PATH, or a link to /usr/bin's program: Debian's, named
+        // so; a dangling link is no interpreter.
+        let venv = slim.path().join("opt/venv/bin");
+        std::fs::create_dir_all(&venv).unwrap();
+        std::os::unix::fs::symlink("/usr/bin/python3.11", venv.join("python3.11")).unwrap();
+        std::os::unix::fs::symlink("/usr/bin/python3.10", venv.join("python3.10")).unwrap();
+        let found = interpreters(slim.path(), "/opt/venv/bin");
+        assert_eq!(found, [Interpreter::in_usr_bin("3.11")]);
+        assert!(found[0].debian());
     }
 
     /// A glibc tree: its loader, python3.11 and a libc.so.6 whose banner

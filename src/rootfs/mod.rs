@@ -33,13 +33,13 @@ pub use debian::{
     built, built_locked, choose_release, releases, Definition, Release, BASE_PACKAGES,
     COMPILER_PACKAGES, SETUP_HOOK,
 };
-pub use derived::{derivable, derived};
+pub use derived::{completed, derivable, derived};
 use error::io_err;
 pub use error::RootfsError;
 pub use given::{from_blobs, from_image, from_layout, from_tarball};
 pub use interpreter::{
-    check_base, check_compiler, choose_python, interpreters, libc_of, Interpreter, Libc,
-    DEFAULT_PATH,
+    check_base, check_compiler, check_libc, choose_python, exists_inside, interpreters, libc_of,
+    Interpreter, Libc, DEFAULT_PATH,
 };
 
 /// Where the base (or a given compiler) comes from.

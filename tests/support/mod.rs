@@ -241,35 +241,61 @@ pub fn digest_of(out: &Output) -> String {
 pub fn team_base() -> PathBuf {
     static DONE: OnceLock<PathBuf> = OnceLock::new();
     DONE.get_or_init(|| {
-        let _l = lock("team-base");
-        let tarball = shared().join("team-base.tar");
-        if !tarball.exists() {
-            need("mmdebstrap");
-            let partial = shared().join("team-base.tar.part");
-            let mut cmd = Command::new("mmdebstrap");
-            cmd.args(["--quiet", "--variant=apt"])
-                .arg(
-                    "--include=python3,python3-venv,nginx-light,supervisor,uwsgi-core,\
-                     uwsgi-plugin-python3,ca-certificates,passwd,procps,python3-pip,python3-dev",
-                )
-                .arg(
-                    "--customize-hook=chroot \"$1\" useradd --uid 1000 --gid 33 --create-home \
-                     --home-dir /home/blue --shell /bin/bash blue",
-                )
-                .args(["--format=tar", "bookworm"])
-                .arg(&partial);
-            if let Ok(mirror) = std::env::var("ASSEMBLE_DEBIAN_MIRROR") {
-                cmd.arg(mirror);
-            }
-            let out = run(&mut cmd);
-            assert!(out.status.success(), "mmdebstrap made no team base");
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o644)).unwrap();
-            std::fs::rename(&partial, &tarball).unwrap();
-        }
-        tarball
+        mmdebstrap_base(
+            "team-base",
+            "python3,python3-venv,nginx-light,supervisor,uwsgi-core,uwsgi-plugin-python3,\
+             ca-certificates,passwd,procps,python3-pip,python3-dev",
+            true,
+        )
     })
     .clone()
+}
+
+/// A base as `debian:bookworm` plus Debian's Python and uWSGI would be:
+/// mmdebstrap's apt variant with python3 and uWSGI's plugin only, no nginx,
+/// no supervisor, no user blue. Made once per run.
+pub fn plain_base() -> PathBuf {
+    static DONE: OnceLock<PathBuf> = OnceLock::new();
+    DONE.get_or_init(|| {
+        mmdebstrap_base(
+            "plain-base",
+            "python3,python3-venv,uwsgi-core,uwsgi-plugin-python3",
+            false,
+        )
+    })
+    .clone()
+}
+
+/// `NAME.tar` in the shared directory: mmdebstrap's apt variant of
+/// bookworm with `include`, and user blue when `blue` (from
+/// ASSEMBLE_DEBIAN_MIRROR when set, else mmdebstrap's default mirrors),
+/// readable by every user.
+fn mmdebstrap_base(name: &str, include: &str, blue: bool) -> PathBuf {
+    let _l = lock(name);
+    let tarball = shared().join(format!("{name}.tar"));
+    if !tarball.exists() {
+        need("mmdebstrap");
+        let partial = shared().join(format!("{name}.tar.part"));
+        let mut cmd = Command::new("mmdebstrap");
+        cmd.args(["--quiet", "--variant=apt"])
+            .arg(format!("--include={include}"));
+        if blue {
+            cmd.arg(
+                "--customize-hook=chroot \"$1\" useradd --uid 1000 --gid 33 --create-home \
+                 --home-dir /home/blue --shell /bin/bash blue",
+            );
+        }
+        cmd.args(["--format=tar", "bookworm"]).arg(&partial);
+        if let Ok(mirror) = std::env::var("ASSEMBLE_DEBIAN_MIRROR") {
+            cmd.arg(mirror);
+        }
+        let out = run(&mut cmd);
+        assert!(out.status.success(), "mmdebstrap made no {name}");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::rename(&partial, &tarball).unwrap();
+    }
+    tarball
 }
 
 /// A base whose only interpreter is under /usr/local, as the `python`
