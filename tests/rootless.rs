@@ -125,12 +125,12 @@ fn whole_build_runs_as_an_unprivileged_user() {
     let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(v["Digest"].as_str().unwrap(), digest_of(&out));
 
-    // A base with apt makes its own compiler as that user too: apt as root
-    // of a user namespace over the user's subordinate ids, the tree passed
-    // in and out as tar streams (the namespace reads none of the user's
-    // files).
-    let base = dir.join("team-base.tar");
-    std::fs::copy(team_base(), &base).unwrap();
+    // A base with apt gets what the image runs from it, and makes its own
+    // compiler, as that user too: apt as root of a user namespace over the
+    // user's subordinate ids, the tree passed in and out as tar streams
+    // (the namespace reads none of the user's files).
+    let base = dir.join("plain-base.tar");
+    std::fs::copy(plain_base(), &base).unwrap();
     let out = run(as_user(dir.join("assemble").to_str().unwrap())
         .arg(dir.join("milborne"))
         .arg("--base")
@@ -147,7 +147,9 @@ fn whole_build_runs_as_an_unprivileged_user() {
         "rootless build on a base with apt failed"
     );
     assert!(
-        err.contains("compiler rootfs: made from the base with its apt")
+        err.contains(
+            "base rootfs: completing it with its apt: nginx-light supervisor and user blue"
+        ) && err.contains("compiler rootfs: made from the base with its apt")
             && !err.contains("warning"),
         "{err}"
     );

@@ -7,8 +7,11 @@
 //! ids (`unshare --map-auto`: root's own too, so the base's programs never
 //! run as the host's root), in a private mount and pid namespace, in a new
 //! session (no terminal to push input into), with an environment of
-//! nothing but `PATH` and the proxy variables, chrooted into a copy of the
-//! base's tree with `/dev`'s nodes bound and `/proc` mounted. The tree goes
+//! nothing but `PATH` and the proxy variables, under bubblewrap with a
+//! copy of the base's tree as its root (`pivot_root`, not a chroot, which
+//! does not hold a namespace's root), its own `/dev`, pid namespace and
+//! `/proc`. The same namespace completes a given base that lacks what the
+//! image runs ([`completed`]): the change is one layer over the base's. The tree goes
 //! in and the result comes out as tar streams (owners numeric), so the
 //! namespace never reads or writes the user's files; the copy lives in
 //! `/var/tmp` (world-writable, on disk) and is removed there. Only where
@@ -56,37 +59,46 @@ fi
 /// base), $2 `user` to make the image's user, $3 SOURCE_DATE_EPOCH, then
 /// the packages. The base's tree on standard input, the result on standard
 /// output; everything else goes to standard error.
-const INSIDE: &str = r#"set -eu
+///
+/// The base's programs run only under bubblewrap (`inbase`): the copy as
+/// its root by `pivot_root` (a chroot does not hold a namespace's root:
+/// `/proc/1/root`, or a second chroot, leads out), its own pid namespace
+/// and `/proc` (whatever a maintainer script starts dies with each step),
+/// no descriptor but the standard ones. Everything this script does on the
+/// copy itself is done when none of them runs, on paths `find` listed
+/// (symlinks never followed), names taken verbatim.
+const INSIDE: &str = r##"set -eu
 mode=$1 user=$2 epoch=$3
 shift 3
 exec 3>&1 1>&2
+# This pid namespace's own /proc (bubblewrap reads its child's there).
+mount -t proc proc /proc
 work=$(mktemp -d /var/tmp/assemble-rootfs.XXXXXX)
 farm=$work/root
 mkdir "$farm"
-unmount() {
-    for m in proc dev/null dev/zero dev/full dev/random dev/urandom; do
-        umount -l "$farm/$m" 2>/dev/null || true
-    done
-}
 cleanup() {
     set +e
-    unmount
     rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 1' HUP INT TERM
 tar -x -C "$farm" --numeric-owner -f -
-# Every path of the copy but /dev and /proc, sorted.
+# The empty home assemble made for the venv's mount point is not the base's.
+[ -L "$farm/home" ] || rmdir "$farm/home/blue" 2>/dev/null || :
+newline='
+'
+# Every path of the copy but /dev and /proc, sorted; none may hold a
+# newline (the lists are one path a line).
 paths() {
+    if (cd "$farm" && find . -name "*$newline*" | grep -q .); then
+        echo "a path of the base has a newline in its name" >&2
+        exit 1
+    fi
     (cd "$farm" && find . \( -path ./dev -o -path ./proc \) -prune -o ! -path . -print) | LC_ALL=C sort
 }
-if [ "$mode" = diff ]; then
-    paths > "$work/before"
-    : > "$work/stamp"
-fi
-# What is touched from outside the chroot must be the copy's own
-# directories: a symlink the base ships (/dev -> /host/dev) is never
-# followed. /dev and /proc are made anew; /etc must be a directory.
+paths > "$work/before"
+: > "$work/stamp"
+# /dev and /proc are made anew (mount points); /etc must be a directory.
 for d in dev proc; do
     rm -rf "$farm/$d"
     mkdir -m 755 "$farm/$d"
@@ -95,76 +107,85 @@ if [ -L "$farm/etc" ] || [ ! -d "$farm/etc" ]; then
     echo "the base's /etc is not a directory" >&2
     exit 1
 fi
-for d in null zero full random urandom; do
-    : > "$farm/dev/$d"
-    mount --bind "/dev/$d" "$farm/dev/$d"
-done
-mount -t proc proc "$farm/proc"
 rm -f "$farm/etc/resolv.conf"
 cat /etc/resolv.conf > "$farm/etc/resolv.conf" 2>/dev/null || : > "$farm/etc/resolv.conf"
 proxy_http=${http_proxy:-${HTTP_PROXY:-}}
 proxy_https=${https_proxy:-${HTTPS_PROXY:-}}
-inchroot() {
-    chroot "$farm" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-        DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 \
-        ${proxy_http:+http_proxy="$proxy_http"} ${proxy_https:+https_proxy="$proxy_https"} \
-        ${no_proxy:+no_proxy="$no_proxy"} "$@"
+inbase() {
+    bwrap --bind "$farm" / --dev /dev --proc /proc --unshare-pid --unshare-ipc --unshare-uts \
+        --die-with-parent --cap-add ALL --clearenv \
+        --setenv PATH /usr/sbin:/usr/bin:/sbin:/bin --setenv DEBIAN_FRONTEND noninteractive \
+        --setenv LC_ALL C.UTF-8 \
+        ${proxy_http:+--setenv http_proxy "$proxy_http"} \
+        ${proxy_https:+--setenv https_proxy "$proxy_https"} \
+        ${no_proxy:+--setenv no_proxy "$no_proxy"} \
+        "$@" 3>&- </dev/null
 }
 apt() {
-    inchroot apt-get -q -o APT::Sandbox::User=root -o Dpkg::Use-Pty=0 "$@"
+    inbase apt-get -q -o APT::Sandbox::User=root -o Dpkg::Use-Pty=0 "$@"
 }
 if [ $# -gt 0 ]; then
+    # No service is started by a maintainer script (the base's own policy
+    # stays when it has one).
+    inbase /bin/sh -c '[ -e /usr/sbin/policy-rc.d ] && exit 0
+        printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d.assemble
+        chmod 755 /usr/sbin/policy-rc.d.assemble
+        mv /usr/sbin/policy-rc.d.assemble /usr/sbin/policy-rc.d
+        : > /usr/sbin/.policy-rc.d.assemble'
     apt update
     apt install -y --no-install-recommends "$@"
     apt clean
+    inbase /bin/sh -c '[ -e /usr/sbin/.policy-rc.d.assemble ] || exit 0
+        rm -f /usr/sbin/policy-rc.d /usr/sbin/.policy-rc.d.assemble'
 fi
 if [ "$user" = user ]; then
     # The image's user, as layers/base/setup.sh makes it; its home made by
     # useradd (the empty one assemble made for the venv's mount point
     # goes first).
-    inchroot /bin/sh -c 'rmdir /home/blue 2>/dev/null || :'
-    inchroot useradd --uid 1000 --gid 33 --create-home --home-dir /home/blue --shell /bin/bash blue
-    inchroot chmod 0755 /home/blue
+    inbase /bin/sh -c 'rmdir /home/blue 2>/dev/null || :'
+    inbase useradd --uid 1000 --gid 33 --create-home --home-dir /home/blue --shell /bin/bash blue
+    inbase chmod 0755 /home/blue
 fi
-# After apt, the base's maintainer scripts may have made any path a
-# symlink: what remains is done inside the chroot, or on the copy's own
-# top-level entries (rm removes a symlink, not its target). apt's lists
-# and logs are not part of a rootfs.
-inchroot /bin/sh -c 'rm -rf /var/lib/apt/lists/* /etc/resolv.conf /var/log/apt/* /var/log/dpkg.log \
+# apt's lists and logs are not part of a rootfs.
+inbase /bin/sh -c 'rm -rf /var/lib/apt/lists/* /etc/resolv.conf /var/log/apt/* /var/log/dpkg.log \
     /var/log/alternatives.log && : > /etc/resolv.conf'
-unmount
 rm -rf "$farm/dev" "$farm/proc"
 mkdir -m 755 "$farm/dev" "$farm/proc"
 if [ "$mode" = tree ]; then
     tar --numeric-owner -C "$farm" -cf - . >&3
     exit 0
 fi
-# The layer: what changed since the copy was made (its status change time
-# is newer), and a whiteout for each path gone (the topmost one only).
-if (cd "$farm" && find . -name '*
-*' | grep -q .); then
-    echo "a path of the result has a newline in its name" >&2
-    exit 1
-fi
+# The layer: what apt and useradd made or rewrote (a status change newer
+# than the stamp) but the directories the base had (their owners and modes
+# are not the base's in the copy: /tmp's sticky bit, a group), and a
+# whiteout for each path gone (the topmost one only, not under what is no
+# longer a directory). resolv.conf is the runtime's.
 paths > "$work/after"
-(cd "$farm" && find . \( -path ./dev -o -path ./proc \) -prune -o ! -path . -cnewer "$work/stamp" -print) \
-    > "$work/changed"
-LC_ALL=C comm -23 "$work/before" "$work/after" | awk '
+(cd "$farm" && find . \( -path ./dev -o -path ./proc -o -path ./etc/resolv.conf \) -prune \
+    -o ! -path . -cnewer "$work/stamp" -print) | LC_ALL=C sort > "$work/newer"
+LC_ALL=C comm -12 "$work/newer" "$work/before" | while IFS= read -r p; do
+    if [ -L "$farm/$p" ] || [ ! -d "$farm/$p" ]; then printf '%s\n' "$p"; fi
+done > "$work/changed"
+LC_ALL=C comm -23 "$work/newer" "$work/before" >> "$work/changed"
+LC_ALL=C sort -o "$work/changed" "$work/changed"
+LC_ALL=C comm -23 "$work/before" "$work/after" | grep -vxF ./etc/resolv.conf | awk '
     { p = $0; top = 1
       while ((i = match(p, /\/[^\/]*$/)) > 1) { p = substr(p, 1, i - 1); if (p in gone) { top = 0; break } }
       gone[$0] = 1
-      if (top) print }' > "$work/gone"
+      if (top) print }' > "$work/gone" || :
 mkdir "$work/wh"
 : > "$work/whiteouts"
 while IFS= read -r p; do
     d=$(dirname "$p") b=$(basename "$p")
+    if [ -L "$farm/$d" ] || [ ! -d "$farm/$d" ]; then continue; fi
     mkdir -p "$work/wh/$d"
     : > "$work/wh/$d/.wh.$b"
     printf '%s\n' "$d/.wh.$b" >> "$work/whiteouts"
 done < "$work/gone"
 tar --numeric-owner --no-recursion --mtime="@$epoch" --clamp-mtime -cf - \
+    --verbatim-files-from --no-unquote \
     -C "$farm" -T "$work/changed" -C "$work/wh" -T "$work/whiteouts" >&3
-"#;
+"##;
 
 /// Whether a compiler can be made from the base: it has apt and sources
 /// of binary packages for it (a `deb` line in a `.list` file, or a
