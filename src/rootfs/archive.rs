@@ -589,7 +589,18 @@ fn client() -> Result<reqwest::blocking::Client, String> {
 /// The last 15 lines of a failed command's standard error, credentials
 /// masked, indented under the message that names the command.
 pub fn failure_tail(stderr: &[u8]) -> String {
-    let text = mask_credentials(&String::from_utf8_lossy(stderr));
+    // No escape sequence of a program's reaches the user's terminal.
+    let text: String = String::from_utf8_lossy(stderr)
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect();
+    let text = mask_credentials(&text);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n    ")
 }
@@ -838,6 +849,20 @@ mod tests {
         );
         assert!(masked.contains("http://***@127.0.0.1:8/debian"), "{masked}");
         assert!(masked.contains("http://h/x@y"), "{masked}");
+        // A failure's tail: credentials masked, no escape sequence, the
+        // last 15 lines.
+        let stderr: String = (1..=20).map(|n| format!("line {n}\n")).collect::<String>()
+            + "\x1b]0;title\x07\x1b[2Jhttp://u:s3cret@h/x\tend";
+        let tail = failure_tail(stderr.as_bytes());
+        assert!(!tail.contains('\x1b') && !tail.contains('\x07'), "{tail:?}");
+        assert!(
+            tail.contains("?]0;title??[2Jhttp://***@h/x\tend"),
+            "{tail:?}"
+        );
+        assert!(
+            !tail.contains("line 6\n") && tail.contains("line 7\n"),
+            "{tail:?}"
+        );
         // A read failure names the URL without them.
         let err = revalidate(&["gopher://user:s3cret@127.0.0.1:1/x".into()], None).unwrap_err();
         assert!(

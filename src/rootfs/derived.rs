@@ -94,9 +94,11 @@ paths() {
         echo "a path of the base has a newline in its name" >&2
         exit 1
     fi
-    (cd "$farm" && find . \( -path ./dev -o -path ./proc \) -prune -o ! -path . -print) | LC_ALL=C sort
+    (cd "$farm" && find . \( -path ./dev -o -path ./proc \) -prune -o ! -path . "$@" -print) \
+        | LC_ALL=C sort
 }
 paths > "$work/before"
+paths -type d > "$work/before-dirs"
 : > "$work/stamp"
 # /dev and /proc are made anew (mount points); /etc must be a directory.
 for d in dev proc; do
@@ -112,14 +114,19 @@ cat /etc/resolv.conf > "$farm/etc/resolv.conf" 2>/dev/null || : > "$farm/etc/res
 proxy_http=${http_proxy:-${HTTP_PROXY:-}}
 proxy_https=${https_proxy:-${HTTPS_PROXY:-}}
 inbase() {
-    bwrap --bind "$farm" / --dev /dev --proc /proc --unshare-pid --unshare-ipc --unshare-uts \
-        --die-with-parent --cap-add ALL --clearenv \
+    status=
+    bwrap --bind "$farm" / --dev /dev --proc /proc --unshare-pid --as-pid-1 --unshare-ipc \
+        --unshare-uts --die-with-parent --cap-add ALL --clearenv \
         --setenv PATH /usr/sbin:/usr/bin:/sbin:/bin --setenv DEBIAN_FRONTEND noninteractive \
         --setenv LC_ALL C.UTF-8 \
         ${proxy_http:+--setenv http_proxy "$proxy_http"} \
         ${proxy_https:+--setenv https_proxy "$proxy_https"} \
         ${no_proxy:+--setenv no_proxy "$no_proxy"} \
-        "$@" 3>&- </dev/null
+        "$@" 3>&- </dev/null || status=$?
+    # The command was its pid namespace's init: when it ended, the kernel
+    # ended the rest. Whatever else of ours is left ends now too.
+    kill -KILL -1 2>/dev/null || :
+    return "${status:-0}"
 }
 apt() {
     inbase apt-get -q -o APT::Sandbox::User=root -o Dpkg::Use-Pty=0 "$@"
@@ -156,17 +163,17 @@ if [ "$mode" = tree ]; then
     exit 0
 fi
 # The layer: what apt and useradd made or rewrote (a status change newer
-# than the stamp) but the directories the base had (their owners and modes
+# than the stamp) but the directories the base had and still has (their owners and modes
 # are not the base's in the copy: /tmp's sticky bit, a group), and a
 # whiteout for each path gone (the topmost one only, not under what is no
 # longer a directory). resolv.conf is the runtime's.
 paths > "$work/after"
 (cd "$farm" && find . \( -path ./dev -o -path ./proc -o -path ./etc/resolv.conf \) -prune \
     -o ! -path . -cnewer "$work/stamp" -print) | LC_ALL=C sort > "$work/newer"
-LC_ALL=C comm -12 "$work/newer" "$work/before" | while IFS= read -r p; do
+LC_ALL=C comm -12 "$work/newer" "$work/before-dirs" | while IFS= read -r p; do
     if [ -L "$farm/$p" ] || [ ! -d "$farm/$p" ]; then printf '%s\n' "$p"; fi
 done > "$work/changed"
-LC_ALL=C comm -23 "$work/newer" "$work/before" >> "$work/changed"
+LC_ALL=C comm -23 "$work/newer" "$work/before-dirs" >> "$work/changed"
 LC_ALL=C sort -o "$work/changed" "$work/changed"
 LC_ALL=C comm -23 "$work/before" "$work/after" | grep -vxF ./etc/resolv.conf | awk '
     { p = $0; top = 1
