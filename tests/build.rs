@@ -422,6 +422,29 @@ fn base_tarball_with_parent_entries_is_refused_and_nothing_escapes() {
     assert!(!tmp.path().join("oci/index.json").exists());
 }
 
+/// `assemble run -q LAYOUT ARGS...` with the shared cache: its output.
+fn run_in(layout: &std::path::Path, args: &[&str]) -> std::process::Output {
+    run(assemble()
+        .args(["-q", "run", "--cache-dir"])
+        .arg(cache())
+        .arg(layout)
+        .args(args))
+}
+
+/// `assemble run LAYOUT start www` in the background, until dropped.
+fn serve_www(layout: &std::path::Path) -> Running {
+    Running(spawn_with_deathsig(
+        assemble()
+            .arg("run")
+            .arg("--cache-dir")
+            .arg(cache())
+            .arg(layout)
+            .args(["start", "www"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    ))
+}
+
 fn manifest_layers(layout: &std::path::Path, tag: &str) -> Vec<String> {
     let info = inspect(layout, tag);
     info["Layers"]
@@ -708,15 +731,14 @@ fn zstd_layers_are_deterministic_read_by_skopeo_and_run() {
         .arg(format!("oci:{}:0.4.0", layout.display()))
         .arg(format!("oci:{}:x", tmp.path().join("copy").display())));
     assert!(copy.status.success());
-    let out = run(assemble()
-        .args(["-q", "run", "--cache-dir"])
-        .arg(cache())
-        .arg(&layout)
-        .args([
+    let out = run_in(
+        &layout,
+        &[
             "python",
             "-c",
             "import milborne._speedups as s; print(s.checksum(b'milborne'))",
-        ]));
+        ],
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1122270825");
 }
 
@@ -1123,38 +1145,24 @@ fn a_base_with_apt_completes_itself_and_makes_its_own_compiler_once() {
         }
     }
     let output = tmp.path().join("oci-second");
-    let out = run(assemble()
-        .args(["-q", "run", "--cache-dir"])
-        .arg(cache())
-        .arg(&output)
-        .args([
+    let out = run_in(
+        &output,
+        &[
             "python",
             "-c",
             "import milborne._speedups as s; print(s.checksum(b'milborne'))",
-        ]));
+        ],
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1122270825");
     // The user as useradd makes it (its home from /etc/skel).
-    let out = run(assemble()
-        .args(["-q", "run", "--cache-dir"])
-        .arg(cache())
-        .arg(&output)
-        .args(["sh", "-c", "id; ls -a /home/blue"]));
+    let out = run_in(&output, &["sh", "-c", "id; ls -a /home/blue"]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         said.contains("uid=1000(blue) gid=33(www-data)") && said.contains(".bashrc"),
         "{said}"
     );
     let _port = lock("port-8080");
-    let _run = Running(spawn_with_deathsig(
-        assemble()
-            .arg("run")
-            .arg("--cache-dir")
-            .arg(cache())
-            .arg(&output)
-            .args(["start", "www"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
-    ));
+    let _run = serve_www(&output);
     let body =
         wait_http(8080, "/", std::time::Duration::from_secs(120)).expect("nginx answers on 8080");
     assert!(
@@ -1217,17 +1225,16 @@ fn a_base_whose_python_is_under_usr_local_builds_and_serves_with_the_venvs_uwsgi
         path.starts_with("PATH=/home/blue/app/bin:") && path.contains(":/opt/team/bin"),
         "{path}"
     );
-    let out = run(assemble()
-        .args(["-q", "run", "--cache-dir"])
-        .arg(cache())
-        .arg(&output)
-        .args([
+    let out = run_in(
+        &output,
+        &[
             "sh",
             "-c",
             "cat /home/blue/app/pyvenv.cfg; head -1 /home/blue/bin/entrypoint; \
              ls /home/blue/app/bin/uwsgi /usr/bin/uwsgi 2>&1; \
              ls /home/blue/app/lib/python3.11/site-packages | grep -i uwsgi",
-        ]));
+        ],
+    );
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("home = /usr/local/bin"), "{said}");
     assert!(said.contains("#!/usr/local/bin/python3.11"), "{said}");
@@ -1235,16 +1242,7 @@ fn a_base_whose_python_is_under_usr_local_builds_and_serves_with_the_venvs_uwsgi
     assert!(said.contains("'/usr/bin/uwsgi': No such file"), "{said}");
     assert!(said.contains("uWSGI-2.0.31.dist-info"), "{said}");
     let _port = lock("port-8080");
-    let _run = Running(spawn_with_deathsig(
-        assemble()
-            .arg("run")
-            .arg("--cache-dir")
-            .arg(cache())
-            .arg(&output)
-            .args(["start", "www"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
-    ));
+    let _run = serve_www(&output);
     let body =
         wait_http(8080, "/", std::time::Duration::from_secs(120)).expect("nginx answers on 8080");
     assert!(body.contains("service=www"), "{body}");
