@@ -3,14 +3,18 @@
 # The fixture (milborne==0.4.0 from a loopback pypiserver over the test
 # index) built under each isolation that works on this machine, side by
 # side in the same run: `userns` (bubblewrap), `chroot` (as root: a
-# private hard-link copy of the root, uid 1000) and `proot` (ptrace).
+# private hard-link copy of the root, uid 1000), `proot` (ptrace) and
+# `none` (no isolation: this machine is the compiler; when it has Debian's
+# python3.11, its headers and a C compiler, as the bookworm machines that
+# run this do).
 #   cold: the base and compiler rootfs cached, nothing else (resolve,
 #         compile the sdist, install, pack);
 #   warm: the same build again in the same cache (nothing changed).
 # The Debian mirror is the tests' partial mirror, served on loopback.
 # Prints each median of RUNS runs, the ratio to userns, and a `summary:`
-# line for benches/all.sh (figures only: issue 15 sets no limit for proot;
-# chroot should cost nothing measurable).
+# line for benches/all.sh (figures only: issue 15 sets no limit for proot
+# or none; chroot should cost nothing measurable). Every isolation must make
+# the same image: the run fails otherwise.
 #
 #   benches/isolation.sh [RUNS]     (default 3)
 # BENCH_KEEP=1 keeps the temporary directory, logs included.
@@ -52,6 +56,11 @@ if command -v proot >/dev/null && proot true 2>/dev/null; then
     modes+=(proot)
 else
     echo "isolation: proot does not work here (Debian: apt-get install proot): measured under userns only" >&2
+fi
+if [ -x /usr/bin/python3.11 ] && [ -e /usr/include/python3.11/Python.h ] && command -v cc >/dev/null; then
+    modes+=(none)
+else
+    echo "isolation: this machine cannot be the compiler (Debian's python3.11, python3.11-dev, gcc): measured without none" >&2
 fi
 
 # ab DIR MODE: the fixture built under MODE with DIR/cache.

@@ -544,8 +544,12 @@ fn online_inputs(
             .unwrap_or_default(),
         None => python::lock::LockedDebian::default(),
     };
-    // The compiler given, else the one built from `config`'s release.
+    // The compiler given, else the one built from `config`'s release;
+    // without isolation, this machine.
     let get_compiler = |config: &ProjectConfig| -> Result<Rootfs, Error> {
+        if runner.runs_on_host() {
+            return Ok(host_compiler(printer));
+        }
         if let Some((rootfs, _)) =
             given_rootfs(cache, &opts.compiler, "compiler", &opts.registry, printer)?
         {
@@ -653,7 +657,7 @@ fn online_inputs(
         // is set (the base's own sources may be out of reach), or user
         // namespaces are refused (its apt would run as the host's root).
         let release = rootfs::choose_release(opts.config.debian.as_deref(), Some(&python.version));
-        let no_derive = if opts.compiler != BaseSource::Built {
+        let no_derive = if opts.compiler != BaseSource::Built || runner.runs_on_host() {
             None
         } else if debian.compiler.is_some() {
             Some("the lock records the compiler built from layers/")
@@ -662,7 +666,8 @@ fn online_inputs(
         } else {
             no_apt
         };
-        let derive = opts.compiler == BaseSource::Built && no_derive.is_none();
+        let derive =
+            opts.compiler == BaseSource::Built && !runner.runs_on_host() && no_derive.is_none();
         // No compiler built from layers/ has an interpreter that is not
         // Debian's: refused now, before any compiler is fetched or built.
         if let (false, Some(why)) = (python.debian(), no_derive) {
@@ -719,7 +724,7 @@ fn online_inputs(
                 // the compiler is fetched or built, when none does. A given
                 // compiler is checked once it is there.
                 let mut config = opts.config.clone();
-                if opts.compiler == BaseSource::Built {
+                if opts.compiler == BaseSource::Built && !runner.runs_on_host() {
                     let release =
                         release.map_err(|e| RootfsError::CompilerMismatch(Box::new(e)))?;
                     config.debian = Some(release.name);
@@ -740,6 +745,9 @@ fn online_inputs(
         &base.tree,
         &compiler.tree,
         &match &opts.compiler {
+            BaseSource::Built if runner.runs_on_host() => {
+                "this machine (--isolation none: the job's image is the compiler)".to_string()
+            }
             BaseSource::Built if compiler.debian.is_none() => "made from the base".to_string(),
             BaseSource::Built => "built from layers/compiler".to_string(),
             given => format!("{given} (or leave --compiler unset)"),
@@ -778,6 +786,39 @@ fn online_inputs(
         python,
         wheelhouse,
     })
+}
+
+/// This machine as the compiler (`--isolation none`): its root, no layer,
+/// and a key of what its compiled wheels depend on (its release, its C
+/// library, its interpreters and C compiler, by content), so that they are
+/// not mistaken for a compiler rootfs's.
+fn host_compiler(printer: &Printer) -> Rootfs {
+    printer.step("compiler: this machine's own filesystem (--isolation none)");
+    let root = Path::new("/");
+    let mut key = crate::cache::KeyBuilder::new("host-compiler-v1");
+    key.part(
+        "os-release",
+        &std::fs::read("/etc/os-release").unwrap_or_default(),
+    )
+    .part("libc", rootfs::libc_of(root).to_string().as_bytes());
+    let programs = rootfs::interpreters(root, rootfs::DEFAULT_PATH)
+        .into_iter()
+        .map(|i| i.path)
+        .chain(["/usr/bin/cc".to_string(), "/usr/bin/gcc".to_string()]);
+    for program in programs {
+        // By content: a job image's pull sets no stable times.
+        if let Ok(bytes) = std::fs::read(&program) {
+            key.part(&program, crate::digest::Digest::of(&bytes).hex().as_bytes());
+        }
+    }
+    Rootfs {
+        key: key.finish(),
+        tree: root.to_path_buf(),
+        layers: Vec::new(),
+        created_by: Vec::new(),
+        origin: Origin::Built,
+        debian: None,
+    }
 }
 
 /// The image's layers, bottom first (base, venv dependencies, runtime,
@@ -1448,6 +1489,14 @@ pub fn vendor(
     runner: &dyn Runner,
     printer: &Printer,
 ) -> Result<crate::vendor::Lock, Error> {
+    if runner.runs_on_host() {
+        return Err(Error::Usage(
+            "assemble vendor cannot run without isolation (--isolation none): the offline store \
+             holds the compiler's root filesystem, and this machine's own is none to store; run \
+             it where user namespaces, chroot or proot work"
+                .into(),
+        ));
+    }
     // The build cache serves what it has (root filesystems, wheels built
     // from sdists) and takes what was made here.
     let (tier, cache) = with_build_cache(opts, cache)?;

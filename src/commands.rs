@@ -13,7 +13,7 @@ use crate::image::remote;
 use crate::output::Printer;
 use crate::registry::{Client, RegistryError, Repository};
 use crate::rootfs::BaseSource;
-use crate::sandbox::{HostOnly, Isolation, Sandbox};
+use crate::sandbox::{HostOnly, Isolation, Runner, Sandbox};
 use crate::settings::{
     BaseSettings, BuildSettings, CachePruneSettings, CleanSettings, LoginSettings, PullSettings,
     PurgeSettings, PushSettings, PushSource, RunSettings, TagsSettings, VendorSettings,
@@ -24,24 +24,43 @@ use crate::{housekeeping, spec, Error};
 /// works here, said), masking the index credentials in what it captures.
 fn sandbox_for(opts: &build::BuildOptions, printer: &Printer) -> Result<Sandbox, Error> {
     let mut runner = Sandbox::choose(opts.isolation)?;
+    if runner.runs_on_host() && opts.compiler != BaseSource::Built {
+        return Err(Error::Usage(format!(
+            "--compiler {} cannot run without isolation: with --isolation none this machine is \
+             the compiler (run the job in that image instead, or leave --isolation unset)",
+            opts.compiler
+        )));
+    }
     runner.mask(opts.pip.secrets());
     if runner.isolation() != Isolation::Userns {
         printer.step(&format!(
-            "sandbox: {} ({}: the build's commands share the network and the host's processes)",
+            "sandbox: {} ({}: {})",
             runner.isolation().as_str(),
             if opts.isolation.is_some() {
                 "asked"
             } else {
                 "no user namespaces here"
+            },
+            if runner.runs_on_host() {
+                "the build's commands run in this machine's own filesystem, as this user, \
+                 this machine standing for the compiler"
+            } else {
+                "the build's commands share the network and the host's processes"
             }
         ));
+        let unconfined = matches!(runner.isolation(), Isolation::Proot | Isolation::None);
         // SAFETY: geteuid(2) has no preconditions and cannot fail.
-        if runner.isolation() == Isolation::Proot && unsafe { libc::geteuid() } == 0 {
+        if unconfined && unsafe { libc::geteuid() } == 0 {
             printer.warn(&format!(
-                "{} runs the build's commands as root, only showing them uid 1000: an sdist's \
+                "{} runs the build's commands as root{}: an sdist's \
                  build code can read what root can here (this job's files and its processes' \
                  environment, secrets included); run the job as a plain user where that matters",
-                runner.isolation().as_str()
+                runner.isolation().as_str(),
+                if runner.runs_on_host() {
+                    ""
+                } else {
+                    ", only showing them uid 1000"
+                }
             ));
         }
     }

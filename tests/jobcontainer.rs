@@ -455,6 +455,92 @@ fn a_build_in_a_job_container_runs_under_chroot_or_proot_and_makes_the_same_imag
     }
 }
 
+/// Without isolation, asked for, as uid 1000 in a job container where no
+/// sandbox but proot works (no user namespaces, not root): the
+/// job's own filesystem (this host's: Debian's Python 3.11, its headers,
+/// gcc) is the compiler, the venv is made in a staging directory and
+/// moved, and the image is the one the user-namespace sandbox makes from
+/// the same inputs. What cannot run without one is refused, exit 2.
+#[test]
+fn a_build_without_isolation_uses_the_jobs_own_filesystem_and_makes_the_same_image() {
+    if !job_container_available("a_build_without_isolation_uses_the_jobs_own_filesystem") {
+        return;
+    }
+    let tmp = job_dir();
+    let dir = tmp.path();
+    let host_cache = rootfs_only_cache(dir, "host-cache", None);
+    let out = build_fixture(Command::new("nice"), &[], dir, &host_cache, "userns");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let userns = result(dir, "userns");
+    let vars = ["ASSEMBLE_ISOLATION=none".to_string()];
+    let cache = rootfs_only_cache(dir, "cache-none", Some(1000));
+    let out = build_fixture(
+        job_container(JobUser::Uid1000, &[dir]),
+        &vars,
+        dir,
+        &cache,
+        "none",
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    for said in [
+        "sandbox: none (asked: the build's commands run in this machine's own filesystem",
+        "compiler: this machine's own filesystem (--isolation none)",
+        "compiling 1 (milborne 0.4.0)",
+    ] {
+        assert!(err.contains(said), "{said}:\n{err}");
+    }
+    let doc = result(dir, "none");
+    assert_eq!(doc["isolation"], "none", "{doc}");
+    assert_eq!(
+        doc["digest"], userns["digest"],
+        "the same image:\n{doc}\n{userns}"
+    );
+    // A given compiler, `assemble run` and `vendor`: refused, exit 2.
+    let refused = |args: &[&str], said: &str| {
+        let out = assemble_in(job_container(JobUser::Uid1000, &[dir]), &vars, dir)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(said), "{args:?}: {said}:\n{err}");
+    };
+    let (layout, cache, store) = (dir.join("oci-none"), cache.display(), dir.join("store"));
+    let (cache_dir, given) = (cache.to_string(), format!("oci:{}", layout.display()));
+    refused(
+        &[
+            "milborne==0.4.0",
+            "--compiler",
+            &given,
+            "--cache-dir",
+            &cache_dir,
+        ],
+        "cannot run without isolation: with --isolation none this machine is the compiler",
+    );
+    refused(
+        &[
+            "vendor",
+            "milborne==0.4.0",
+            "--cache-dir",
+            &cache_dir,
+            "--vendor",
+            store.to_str().unwrap(),
+        ],
+        "assemble vendor cannot run without isolation",
+    );
+    refused(
+        &[
+            "run",
+            "--isolation",
+            "none",
+            layout.to_str().unwrap(),
+            "true",
+        ],
+        "none runs build steps only",
+    );
+}
+
 /// `assemble run` as root in a job container: chrooted (said), `start www`
 /// serves through nginx and uwsgi with the `/config` volume read, a
 /// SIGTERM stops supervisord's services in order, and a read-write

@@ -109,10 +109,26 @@ pub fn install(
         None => (None, Origin::Built),
     };
     let work = ctx.cache.work_dir("venv")?;
-    let venv = work.path().join("app");
-    fs_err::create_dir(&venv).map_err(io_err(&venv))?;
+    // Without isolation the venv is made where it is staged, at a path as
+    // long as its own, and moved to its own afterwards.
+    let staged = if ctx.runner.runs_on_host() {
+        Some(staging_dir()?)
+    } else {
+        None
+    };
+    let venv = match &staged {
+        Some((_, venv)) => venv.clone(),
+        None => {
+            let venv = work.path().join("app");
+            fs_err::create_dir(&venv).map_err(io_err(&venv))?;
+            venv
+        }
+    };
     let only_app = deps.is_some();
     uv_install(ctx, req, wheelhouse, base, &uv, &venv, only_app)?;
+    if staged.is_some() {
+        relocate(&venv, VENV)?;
+    }
     let below = deps
         .as_ref()
         .map(|d| d.distributions.clone())
@@ -281,6 +297,162 @@ fn uv_install(
     Ok(())
 }
 
+/// A fresh directory of this user's whose path is exactly as long as the
+/// venv's and ends with the same name (the activation scripts' prompt):
+/// `/tmp/` and random letters, holding `app`, mode 0755 as the venv's is.
+fn staging_dir() -> Result<(tempfile::TempDir, PathBuf), PythonError> {
+    let name = VENV.rsplit('/').next().expect("a path");
+    let random = VENV.len() - "/tmp/".len() - 1 - name.len();
+    let dir = tempfile::Builder::new()
+        .prefix("")
+        .rand_bytes(random)
+        .tempdir_in("/tmp")
+        .map_err(io_err(Path::new("/tmp")))?;
+    let venv = dir.path().join(name);
+    if venv.as_os_str().len() != VENV.len() {
+        return Err(PythonError::Tool(format!(
+            "cannot stage the venv at a path as long as {VENV} ({} was made)",
+            venv.display()
+        )));
+    }
+    fs_err::create_dir(&venv).map_err(io_err(&venv))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    fs_err::set_permissions(&venv, std::fs::Permissions::from_mode(0o755))
+        .map_err(io_err(&venv))?;
+    Ok((dir, venv))
+}
+
+/// Moves the venv made at `venv` to `to`, a path as long: that path
+/// replaces `venv`'s in every file and link target (scripts' first lines,
+/// `pyvenv.cfg`, the activation scripts, the byte-code's file names, whose
+/// lengths do not change), and the RECORD lines of the files that changed
+/// get their new hash and size.
+fn relocate(venv: &Path, to: &str) -> Result<(), PythonError> {
+    let from = venv
+        .to_str()
+        .filter(|f| f.len() == to.len())
+        .ok_or_else(|| PythonError::Tool(format!("{} is not as long as {to}", venv.display())))?;
+    let mut changed = BTreeSet::new();
+    for entry in walkdir::WalkDir::new(venv) {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(venv).to_path_buf();
+            io_err(&path)(e.into())
+        })?;
+        let path = entry.path();
+        if entry.path_is_symlink() {
+            let target = fs_err::read_link(path).map_err(io_err(path))?;
+            let text = target.to_string_lossy();
+            if text.contains(from) {
+                fs_err::remove_file(path).map_err(io_err(path))?;
+                std::os::unix::fs::symlink(text.replace(from, to), path).map_err(io_err(path))?;
+            }
+        } else if entry.file_type().is_file() {
+            let bytes = fs_err::read(path).map_err(io_err(path))?;
+            let moved = replace_bytes(&bytes, from.as_bytes(), to.as_bytes());
+            if moved != bytes {
+                // Written in place: the mode stays.
+                fs_err::write(path, &moved).map_err(io_err(path))?;
+                changed.insert(path.to_path_buf());
+            }
+        }
+    }
+    if let Some(record) = changed
+        .iter()
+        .find(|p| p.file_name().is_some_and(|n| n == "RECORD"))
+    {
+        return Err(PythonError::Tool(format!(
+            "{} names the staging directory: a venv whose RECORD holds its own path cannot be \
+             moved",
+            record.display()
+        )));
+    }
+    let records: Vec<PathBuf> = walkdir::WalkDir::new(venv)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_type().is_file()
+                && e.file_name() == "RECORD"
+                && e.path()
+                    .parent()
+                    .and_then(Path::file_name)
+                    .is_some_and(|d| d.to_string_lossy().ends_with(".dist-info"))
+        })
+        .map(|e| e.into_path())
+        .collect();
+    for record in records {
+        refresh_record(&record, &changed)?;
+    }
+    Ok(())
+}
+
+/// `bytes` with every `from` replaced by `to`.
+fn replace_bytes(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The lines of a RECORD (paths relative to the site-packages holding its
+/// dist-info) naming one of `changed`, with the hash and size of the file
+/// as it is now.
+fn refresh_record(record: &Path, changed: &BTreeSet<PathBuf>) -> Result<(), PythonError> {
+    use base64::Engine as _;
+    let site = record
+        .parent()
+        .and_then(Path::parent)
+        .expect("a RECORD in a dist-info");
+    let text = fs_err::read_to_string(record).map_err(io_err(record))?;
+    let mut out = String::with_capacity(text.len());
+    let mut any = false;
+    for line in text.lines() {
+        let file = wheel::record_path(line).map(|rel| normalize(&site.join(rel)));
+        match file.filter(|f| changed.contains(f)) {
+            Some(file) => {
+                let bytes = fs_err::read(&file).map_err(io_err(&file))?;
+                let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+                // The path field as it was: what precedes the last two.
+                let mut fields = line.rsplitn(3, ',');
+                let (_, _, path) = (fields.next(), fields.next(), fields.next().unwrap_or(line));
+                out.push_str(&format!("{path},sha256={hash},{}\n", bytes.len()));
+                any = true;
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    if any {
+        fs_err::write(record, out).map_err(io_err(record))?;
+    }
+    Ok(())
+}
+
+/// `path` with its `..` and `.` resolved as text.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// Packs the split venv into its two layers, each under the home skeleton,
 /// the dependencies on a second thread.
 fn pack_layers(ctx: &PythonContext, venv: &Path, split: Split) -> Result<VenvLayers, PythonError> {
@@ -359,6 +531,49 @@ pub(super) fn check_wheel(name: &str, data: &[u8]) -> Result<(), PythonError> {
 mod tests {
     use super::*;
     use crate::python::wheel::tests::zip_with;
+
+    #[test]
+    fn a_staged_venv_is_moved_with_its_records_refreshed() {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let venv = dir.path().join("app");
+        let from = venv.to_str().unwrap().to_string();
+        let to = format!("/{}", "v".repeat(from.len() - 1));
+        let site = venv.join("lib/python3.11/site-packages");
+        let info = site.join("tool-1.dist-info");
+        std::fs::create_dir_all(&info).unwrap();
+        std::fs::create_dir_all(venv.join("bin")).unwrap();
+        let script = format!("#!{from}/bin/python\nimport tool\n");
+        std::fs::write(venv.join("bin/tool"), &script).unwrap();
+        std::fs::write(site.join("tool.py"), "x = 1\n").unwrap();
+        std::fs::write(
+            info.join("RECORD"),
+            format!(
+                "../../../bin/tool,sha256=old,{}\ntool.py,sha256=keep,6\n\"odd,name\",,\n",
+                script.len()
+            ),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/usr/bin/python3.11", venv.join("bin/python")).unwrap();
+        std::os::unix::fs::symlink(format!("{from}/lib"), venv.join("lib64")).unwrap();
+        relocate(&venv, &to).unwrap();
+        let moved = std::fs::read_to_string(venv.join("bin/tool")).unwrap();
+        assert_eq!(moved, format!("#!{to}/bin/python\nimport tool\n"));
+        let hash = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(<sha2::Sha256 as sha2::Digest>::digest(moved.as_bytes()));
+        assert_eq!(
+            std::fs::read_to_string(info.join("RECORD")).unwrap(),
+            format!(
+                "../../../bin/tool,sha256={hash},{}\ntool.py,sha256=keep,6\n\"odd,name\",,\n",
+                moved.len()
+            )
+        );
+        let link = |n: &str| std::fs::read_link(venv.join(n)).unwrap();
+        assert_eq!(link("bin/python"), Path::new("/usr/bin/python3.11"));
+        assert_eq!(link("lib64"), Path::new(&format!("{to}/lib")));
+        // Only to a path as long.
+        assert!(relocate(&venv, "/home/blue/app/longer-than-that-surely-is").is_err());
+    }
 
     #[test]
     fn wheels_with_members_outside_the_venv_are_refused() {

@@ -49,7 +49,9 @@ pub enum SandboxError {
          lets unshare(CLONE_NEWUSER) through, e.g. Kubernetes' `Unconfined` or a profile that \
          allows it, or a host with user namespaces enabled), run the job as root (chroot, with \
          Docker's default capabilities), or install proot in the job image (Debian: apt-get \
-         install proot) and keep ptrace allowed",
+         install proot) and keep ptrace allowed; or, trusting the packages' build code \
+         completely and running the job in an image that is the compiler (the base's Python at \
+         the same path, its headers, a C compiler), ask for --isolation none",
         tried_text(.tried)
     )]
     NoIsolation {
@@ -74,6 +76,14 @@ pub enum SandboxError {
     ChrootAsRoot {
         /// What was to run.
         what: String,
+    },
+    /// A plan that cannot run without a sandbox (`--isolation none`).
+    #[error("{what} cannot run without isolation (--isolation none): {why}")]
+    Unconfined {
+        /// What was to run.
+        what: String,
+        /// Why.
+        why: String,
     },
     /// The command could not be started.
     #[error("cannot start the sandbox")]
@@ -144,6 +154,7 @@ impl SandboxError {
                 | SandboxError::NoIsolation { .. }
                 | SandboxError::Interactive { .. }
                 | SandboxError::ChrootAsRoot { .. }
+                | SandboxError::Unconfined { .. }
         )
     }
 }

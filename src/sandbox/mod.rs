@@ -20,6 +20,7 @@ mod error;
 mod host;
 mod proot;
 mod supervise;
+mod unconfined;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -30,6 +31,7 @@ pub use chroot::Chroot;
 pub use error::SandboxError;
 pub use host::{HostCommand, HostOutput};
 pub use proot::Proot;
+pub use unconfined::Unconfined;
 
 use crate::output::Printer;
 
@@ -139,6 +141,13 @@ pub trait Runner: std::fmt::Debug + Send + Sync {
     fn user_namespaces(&self) -> bool {
         user_namespaces_work()
     }
+
+    /// Whether plans run on the host itself (`--isolation none`): the
+    /// job's own filesystem stands for every root, and a plan's paths
+    /// inside are where its binds stand on the host.
+    fn runs_on_host(&self) -> bool {
+        false
+    }
 }
 
 /// A runner borrowed (tests keep their [`Recorder`] to look at it).
@@ -158,6 +167,10 @@ impl<T: Runner + ?Sized> Runner for &T {
     fn user_namespaces(&self) -> bool {
         (**self).user_namespaces()
     }
+
+    fn runs_on_host(&self) -> bool {
+        (**self).runs_on_host()
+    }
 }
 
 /// How the build's commands are kept from the host.
@@ -174,6 +187,11 @@ pub enum Isolation {
     /// apart (the network, the host's processes); where user namespaces
     /// are refused.
     Proot,
+    /// None, only when asked: the commands run on the host, in the job's
+    /// own filesystem (which must be the compiler: the base's interpreter
+    /// at the same path, its headers, a C compiler), as the user running
+    /// assemble; the package's build code is trusted completely.
+    None,
 }
 
 impl Isolation {
@@ -183,6 +201,7 @@ impl Isolation {
             Isolation::Userns => "userns",
             Isolation::Chroot => "chroot",
             Isolation::Proot => "proot",
+            Isolation::None => "none",
         }
     }
 }
@@ -196,6 +215,8 @@ pub enum Sandbox {
     Chroot(Chroot),
     /// [`Isolation::Proot`].
     Proot(Proot),
+    /// [`Isolation::None`].
+    None(Unconfined),
 }
 
 impl Sandbox {
@@ -212,8 +233,10 @@ impl Sandbox {
     /// [`Sandbox::choose`] for `assemble run`, which proot cannot
     /// supervise: user namespaces, else chroot.
     pub fn choose_for_run(asked: Option<Isolation>) -> Result<Self, SandboxError> {
-        if asked == Some(Isolation::Proot) {
-            return Err(SandboxError::Interactive { isolation: "proot" });
+        if let Some(i @ (Isolation::Proot | Isolation::None)) = asked {
+            return Err(SandboxError::Interactive {
+                isolation: i.as_str(),
+            });
         }
         Self::choose_among(asked, &[Isolation::Userns, Isolation::Chroot])
     }
@@ -223,6 +246,7 @@ impl Sandbox {
             Isolation::Userns => Bubblewrap::probe().map(Sandbox::Userns),
             Isolation::Chroot => Chroot::probe().map(Sandbox::Chroot),
             Isolation::Proot => Proot::probe().map(Sandbox::Proot),
+            Isolation::None => Ok(Sandbox::None(Unconfined::default())),
         };
         if let Some(asked) = asked {
             return probe(asked);
@@ -243,6 +267,7 @@ impl Sandbox {
             Sandbox::Userns(_) => Isolation::Userns,
             Sandbox::Chroot(_) => Isolation::Chroot,
             Sandbox::Proot(_) => Isolation::Proot,
+            Sandbox::None(_) => Isolation::None,
         }
     }
 
@@ -252,6 +277,7 @@ impl Sandbox {
             Sandbox::Userns(b) => b.secrets = secrets,
             Sandbox::Chroot(c) => c.secrets = secrets,
             Sandbox::Proot(p) => p.secrets = secrets,
+            Sandbox::None(u) => u.secrets = secrets,
         }
     }
 }
@@ -262,7 +288,12 @@ impl Runner for Sandbox {
             Sandbox::Userns(b) => b.run(plan, output),
             Sandbox::Chroot(c) => c.run(plan, output),
             Sandbox::Proot(p) => p.run(plan, output),
+            Sandbox::None(u) => u.run(plan, output),
         }
+    }
+
+    fn runs_on_host(&self) -> bool {
+        matches!(self, Sandbox::None(_))
     }
 }
 
