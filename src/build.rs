@@ -492,6 +492,10 @@ fn offline_inputs(
         Some(&lock.python),
         &base_path(lock.base_image.as_ref()),
     )?;
+    if runner.runs_on_host() {
+        // The venv is made by this machine's interpreter.
+        rootfs::check_compiler(&base.tree, Path::new("/"), HOST_COMPILER, &python)?;
+    }
     let ctx = python_context(cache, runner, printer, &python, opts);
     // The venv's uWSGI, for an interpreter that is not Debian's, comes
     // from the store like every wheel.
@@ -745,9 +749,7 @@ fn online_inputs(
         &base.tree,
         &compiler.tree,
         &match &opts.compiler {
-            BaseSource::Built if runner.runs_on_host() => {
-                "this machine (--isolation none: the job's image is the compiler)".to_string()
-            }
+            BaseSource::Built if runner.runs_on_host() => HOST_COMPILER.to_string(),
             BaseSource::Built if compiler.debian.is_none() => "made from the base".to_string(),
             BaseSource::Built => "built from layers/compiler".to_string(),
             given => format!("{given} (or leave --compiler unset)"),
@@ -788,12 +790,33 @@ fn online_inputs(
     })
 }
 
+/// This machine, as messages about the compiler name it.
+const HOST_COMPILER: &str = "this machine (--isolation none: the job's image is the compiler)";
+
 /// This machine as the compiler (`--isolation none`): its root, no layer,
-/// and a key of what its compiled wheels depend on (its release, its C
-/// library, its interpreters and C compiler, by content), so that they are
-/// not mistaken for a compiler rootfs's.
+/// and a key of what its compiled wheels depend on ([`host_key`]), so that
+/// they are not mistaken for a compiler rootfs's.
 fn host_compiler(printer: &Printer) -> Rootfs {
     printer.step("compiler: this machine's own filesystem (--isolation none)");
+    Rootfs {
+        key: host_key(),
+        tree: PathBuf::from("/"),
+        layers: Vec::new(),
+        created_by: Vec::new(),
+        origin: Origin::Built,
+        debian: None,
+    }
+}
+
+/// The key of this machine as a compiler: its release and packages (the
+/// dpkg or apk database: the headers, libraries and toolchain installed),
+/// its C library, its interpreters' and `cc`'s bytes.
+fn host_key() -> String {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(host_key_now).clone()
+}
+
+fn host_key_now() -> String {
     let root = Path::new("/");
     let mut key = crate::cache::KeyBuilder::new("host-compiler-v1");
     key.part(
@@ -801,6 +824,11 @@ fn host_compiler(printer: &Printer) -> Rootfs {
         &std::fs::read("/etc/os-release").unwrap_or_default(),
     )
     .part("libc", rootfs::libc_of(root).to_string().as_bytes());
+    for db in ["/var/lib/dpkg/status", "/lib/apk/db/installed"] {
+        if let Ok(bytes) = std::fs::read(db) {
+            key.part(db, crate::digest::Digest::of(&bytes).hex().as_bytes());
+        }
+    }
     let programs = rootfs::interpreters(root, rootfs::DEFAULT_PATH)
         .into_iter()
         .map(|i| i.path)
@@ -811,14 +839,7 @@ fn host_compiler(printer: &Printer) -> Rootfs {
             key.part(&program, crate::digest::Digest::of(&bytes).hex().as_bytes());
         }
     }
-    Rootfs {
-        key: key.finish(),
-        tree: root.to_path_buf(),
-        layers: Vec::new(),
-        created_by: Vec::new(),
-        origin: Origin::Built,
-        debian: None,
-    }
+    key.finish()
 }
 
 /// The image's layers, bottom first (base, venv dependencies, runtime,
@@ -1468,6 +1489,7 @@ fn python_context<'a>(
         epoch: opts.epoch,
         rebuild: opts.rebuild,
         compression: opts.compression,
+        unconfined: runner.runs_on_host().then(host_key),
     }
 }
 

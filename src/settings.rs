@@ -491,7 +491,10 @@ fn build_options(args: &BuildArgs, cache: &Cache) -> Result<BuildOptions, Error>
         ));
     }
     let remote_cache = remote_cache_repos(args, &config, push.as_ref(), &requirement)?;
+    // Without isolation, what is made is this machine's: no record of it
+    // under the keys a sandboxed build reads.
     let recordable = offline.is_none()
+        && args.isolation != Some(crate::sandbox::Isolation::None)
         && locked.is_none()
         && args.lock.is_none()
         && args.archive.is_empty()

@@ -496,6 +496,27 @@ fn a_build_without_isolation_uses_the_jobs_own_filesystem_and_makes_the_same_ima
         doc["digest"], userns["digest"],
         "the same image:\n{doc}\n{userns}"
     );
+    // The paths a requirements file names inside (the project directory's
+    // wheel, `-r FILE`) are the host's too.
+    let requirements = dir.join("requirements.txt");
+    std::fs::write(&requirements, "milborne==0.4.0\n").unwrap();
+    let fixture = repo().join("tests/fixtures/milborne");
+    for (name, args) in [
+        ("project", vec![fixture.to_str().unwrap()]),
+        ("file", vec!["-r", requirements.to_str().unwrap()]),
+    ] {
+        let out = assemble_in(job_container(JobUser::Uid1000, &[dir]), &vars, dir)
+            .args(&args)
+            .arg("--index-url")
+            .arg(index())
+            .arg("--cache-dir")
+            .arg(&cache)
+            .arg("--output")
+            .arg(dir.join(format!("oci-{name}")))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+    }
     // A given compiler, `assemble run` and `vendor`: refused, exit 2.
     let refused = |args: &[&str], said: &str| {
         let out = assemble_in(job_container(JobUser::Uid1000, &[dir]), &vars, dir)

@@ -1188,6 +1188,7 @@ mod tests {
             epoch: 0,
             rebuild: false,
             compression: layer::Compression::Gzip,
+            unconfined: None,
         };
         let compiler = Rootfs {
             key: "k".into(),

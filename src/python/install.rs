@@ -65,6 +65,9 @@ pub fn install(
     if let Some(i) = ctx.interpreter_key() {
         key.part("interpreter", i.as_bytes());
     }
+    if let Some(h) = &ctx.unconfined {
+        key.part("unconfined", h.as_bytes());
+    }
     let key = key
         .part("extras", req.extras.join(",").as_bytes())
         .part("epoch", ctx.epoch.to_string().as_bytes())
@@ -195,6 +198,9 @@ fn dependencies_key(
         .part("python", ctx.python.as_bytes());
     if let Some(i) = ctx.interpreter_key() {
         key.part("interpreter", i.as_bytes());
+    }
+    if let Some(h) = &ctx.unconfined {
+        key.part("unconfined", h.as_bytes());
     }
     key.part("epoch", ctx.epoch.to_string().as_bytes())
         .part("compression", ctx.compression.name().as_bytes());
@@ -350,8 +356,17 @@ fn relocate(venv: &Path, to: &str) -> Result<(), PythonError> {
             let bytes = fs_err::read(path).map_err(io_err(path))?;
             let moved = replace_bytes(&bytes, from.as_bytes(), to.as_bytes());
             if moved != bytes {
-                // Written in place: the mode stays.
+                // Written in place, the mode kept (a read-only file made
+                // writable for the while).
+                use std::os::unix::fs::PermissionsExt as _;
+                let mode = entry.metadata().map_err(|e| io_err(path)(e.into()))?;
+                let mode = mode.permissions().mode();
+                let writable = |m| std::fs::Permissions::from_mode(m);
+                if mode & 0o200 == 0 {
+                    fs_err::set_permissions(path, writable(mode | 0o200)).map_err(io_err(path))?;
+                }
                 fs_err::write(path, &moved).map_err(io_err(path))?;
+                fs_err::set_permissions(path, writable(mode)).map_err(io_err(path))?;
                 changed.insert(path.to_path_buf());
             }
         }

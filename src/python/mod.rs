@@ -266,6 +266,10 @@ pub struct PythonContext<'a> {
     pub rebuild: bool,
     /// Compression of the layers built.
     pub compression: layer::Compression,
+    /// Without isolation, the key of the machine whose interpreter makes
+    /// the venv in the base's stead (its patch version, its files): the
+    /// venv's layers are keyed apart from a sandbox's.
+    pub unconfined: Option<String>,
 }
 
 impl PythonContext<'_> {

@@ -272,7 +272,6 @@ fn uv_resolve(
         }
     }
     let input = tools.join("requirements.in");
-    fs_err::write(&input, lines.join("\n") + "\n").map_err(io_err(&input))?;
     let mut uv_args: Vec<String> = vec![
         "pip".into(),
         "compile".into(),
@@ -321,6 +320,9 @@ fn uv_resolve(
         }
         mounts.push(Mount::ReadOnly(src, "/assemble/src".into()));
     }
+    // Its paths (`/assemble/project/...`, `-r /assemble/src/...`) as uv sees them.
+    let text = ctx.runner.seen_as(&mounts, &(lines.join("\n") + "\n"));
+    fs_err::write(&input, text).map_err(io_err(&input))?;
     // With hashes, pip's hash-checking mode first: every requirement hashed
     // and every file checked before any sdist's code runs (uv's resolution
     // would build an sdist's metadata whatever its hash).

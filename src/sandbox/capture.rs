@@ -16,10 +16,23 @@ const TAIL: usize = 40;
 /// last lines, `secrets` masked; each line goes through `echo` as it comes
 /// (labelled `what`) when given.
 pub(super) fn capture(
+    cmd: Command,
+    what: &str,
+    secrets: &[String],
+    echo: Option<&Printer>,
+) -> Result<(ExitStatus, Vec<String>), SandboxError> {
+    capture_then(cmd, what, secrets, echo, |_| ())
+}
+
+/// [`capture`], calling `ended` with the command's pid once it has exited
+/// (and been reaped), before the rest of its output is awaited: what it
+/// left running may hold its pipes open until `ended` ends it.
+pub(super) fn capture_then(
     mut cmd: Command,
     what: &str,
     secrets: &[String],
     echo: Option<&Printer>,
+    ended: impl FnOnce(u32),
 ) -> Result<(ExitStatus, Vec<String>), SandboxError> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -28,7 +41,8 @@ pub(super) fn capture(
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     let tail = Mutex::new(VecDeque::with_capacity(TAIL));
-    std::thread::scope(|s| {
+    let pid = child.id();
+    let status = std::thread::scope(|s| {
         for stream in [
             Box::new(stdout) as Box<dyn io::Read + Send>,
             Box::new(stderr),
@@ -48,8 +62,11 @@ pub(super) fn capture(
                 }
             });
         }
-    });
-    let status = child.wait().map_err(SandboxError::Spawn)?;
+        let status = child.wait();
+        ended(pid);
+        status
+    })
+    .map_err(SandboxError::Spawn)?;
     Ok((status, tail.into_inner().expect("tail lock").into()))
 }
 

@@ -148,6 +148,13 @@ pub trait Runner: std::fmt::Debug + Send + Sync {
     fn runs_on_host(&self) -> bool {
         false
     }
+
+    /// `text`, a file a plan's command reads that names paths inside (a
+    /// requirements file), as that command sees it with these mounts:
+    /// itself, but for [`Unconfined`], where the paths are the host's.
+    fn seen_as(&self, _mounts: &[Mount], text: &str) -> String {
+        text.to_string()
+    }
 }
 
 /// A runner borrowed (tests keep their [`Recorder`] to look at it).
@@ -170,6 +177,10 @@ impl<T: Runner + ?Sized> Runner for &T {
 
     fn runs_on_host(&self) -> bool {
         (**self).runs_on_host()
+    }
+
+    fn seen_as(&self, mounts: &[Mount], text: &str) -> String {
+        (**self).seen_as(mounts, text)
     }
 }
 
@@ -294,6 +305,13 @@ impl Runner for Sandbox {
 
     fn runs_on_host(&self) -> bool {
         matches!(self, Sandbox::None(_))
+    }
+
+    fn seen_as(&self, mounts: &[Mount], text: &str) -> String {
+        match self {
+            Sandbox::None(u) => u.seen_as(mounts, text),
+            _ => text.to_string(),
+        }
     }
 }
 

@@ -8,20 +8,26 @@
 //! host. The plan's paths inside (`/assemble/...`, the venv's, `/tmp`) are
 //! put, in its arguments, environment and working directory, where they
 //! stand on the host: each bind's host path, and for `/tmp` a private
-//! directory of the run. Only where a path starts (after a space, a quote,
-//! `=`, `<` or `>`, or at the start) and ends (a `/`, a space, a quote,
-//! `;`, `)` or the end): a URL's path is left alone. Host paths are used
-//! only when made of plain characters (they go into shell scripts).
+//! directory of the run (also its `TMPDIR`). In arguments, only where a
+//! path starts (after a space, a quote, `=`, `<` or `>`, or at the start)
+//! and ends (a `/`, a space, a quote, `;`, `)` or the end): a URL's path
+//! is left alone; in variables, only a value, or a `:`-separated part of
+//! it, that is such a path; in files a plan's command reads, where the
+//! step that writes them asks ([`Runner::seen_as`]). Host paths are used
+//! only when made of plain characters (they go into shell scripts). What
+//! the command leaves running in its process group is killed when it
+//! ends.
 //!
 //! What it does not isolate: everything. The command sees and may change
 //! what the user running assemble may (its files, the cache, the
 //! read-only binds, which are not read-only here), has the network, and
 //! runs as that user whatever uid the plan names.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::sandbox::capture::{capture, describe_status};
+use crate::sandbox::capture::{capture_then, describe_status};
 use crate::sandbox::error::SandboxError;
 use crate::sandbox::{Mount, Output, Plan, Runner};
 
@@ -41,6 +47,7 @@ impl Unconfined {
     fn command(&self, plan: &Plan) -> Result<(Command, tempfile::TempDir), SandboxError> {
         let scratch = tempfile::Builder::new()
             .prefix("assemble-none-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()
             .map_err(SandboxError::Spawn)?;
         let tmp = scratch.path().join("tmp");
@@ -53,17 +60,27 @@ impl Unconfined {
                 why: "it names no command".into(),
             });
         };
+        let mut env: Vec<(String, String)> = plan
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), translate_value(v, &places)))
+            .collect();
+        // Temporary files in the private /tmp too, not the host's.
+        if !env.iter().any(|(k, _)| k == "TMPDIR") {
+            env.push(("TMPDIR".into(), translate("/tmp", &places)));
+        }
         let mut cmd = Command::new(program);
         cmd.args(args)
             .env_clear()
-            .envs(plan.env.iter().map(|(k, v)| (k, translate(v, &places))))
+            .envs(env)
             .current_dir(translate(&plan.cwd, &places));
         tracing::debug!(what = %plan.what, ?argv, "no sandbox");
         // SAFETY: the closure runs in the child between fork and exec and
-        // calls only prctl, async-signal-safe, on plain integers.
+        // calls only setpgid and prctl, async-signal-safe, on plain integers.
         unsafe {
             use std::os::unix::process::CommandExt;
             cmd.pre_exec(|| {
+                libc::setpgid(0, 0);
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
             });
@@ -76,8 +93,19 @@ impl Unconfined {
 /// first: its binds, and `/tmp` at `tmp`. Any other mount (a tmpfs, a file
 /// made for it) cannot be made without a sandbox.
 fn places(plan: &Plan, tmp: &Path) -> Result<Vec<Place>, SandboxError> {
+    if plan.writable_root {
+        return Err(SandboxError::Unconfined {
+            what: plan.what.clone(),
+            why: "it writes to its root filesystem".into(),
+        });
+    }
+    mount_places(&plan.what, &plan.mounts, tmp)
+}
+
+/// [`places`] of these mounts.
+fn mount_places(what: &str, mounts: &[Mount], tmp: &Path) -> Result<Vec<Place>, SandboxError> {
     let refuse = |why: String| SandboxError::Unconfined {
-        what: plan.what.clone(),
+        what: what.to_string(),
         why,
     };
     let plain = |p: &Path| -> Result<String, SandboxError> {
@@ -95,7 +123,7 @@ fn places(plan: &Plan, tmp: &Path) -> Result<Vec<Place>, SandboxError> {
         })
     };
     let mut places = vec![("/tmp".to_string(), plain(tmp)?)];
-    for m in &plan.mounts {
+    for m in mounts {
         match m {
             Mount::Bind(host, inside) | Mount::ReadOnly(host, inside) => {
                 places.push((inside.trim_end_matches('/').to_string(), plain(host)?));
@@ -113,9 +141,6 @@ fn places(plan: &Plan, tmp: &Path) -> Result<Vec<Place>, SandboxError> {
                 )))
             }
         }
-    }
-    if plan.writable_root {
-        return Err(refuse("it writes to its root filesystem".into()));
     }
     places.sort_by_key(|(inside, _)| std::cmp::Reverse(inside.len()));
     Ok(places)
@@ -151,13 +176,41 @@ fn translate(text: &str, places: &[Place]) -> String {
     out
 }
 
+/// A variable's value with each of its `:`-separated parts that is a
+/// path inside (one of `places`, or below one) put where it stands on the
+/// host; anything else (a URL, a list of URLs, a word) as it was.
+fn translate_value(value: &str, places: &[Place]) -> String {
+    value
+        .split(':')
+        .map(|part| {
+            let inside = places.iter().find(|(inside, _)| {
+                part == inside
+                    || part
+                        .strip_prefix(inside.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            });
+            match inside {
+                Some((inside, host)) => format!("{host}{}", &part[inside.len()..]),
+                None => part.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 impl Runner for Unconfined {
     fn run(&self, plan: &Plan, output: Output<'_>) -> Result<i32, SandboxError> {
         let Output::Capture { echo } = output else {
             return Err(SandboxError::Interactive { isolation: "none" });
         };
         let (cmd, _scratch) = self.command(plan)?;
-        let (status, tail) = capture(cmd, &plan.what, &self.secrets, echo)?;
+        // What the command left running in its process group is ended
+        // with it (one that left the group is not: nothing is isolated).
+        let (status, tail) = capture_then(cmd, &plan.what, &self.secrets, echo, |pid| {
+            // SAFETY: kill(2) on the process group the child made and led;
+            // its leader is reaped, so the id names that group or nothing.
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        })?;
         if status.success() {
             return Ok(0);
         }
@@ -170,6 +223,13 @@ impl Runner for Unconfined {
 
     fn runs_on_host(&self) -> bool {
         true
+    }
+
+    fn seen_as(&self, mounts: &[Mount], text: &str) -> String {
+        match mount_places("", mounts, Path::new("/tmp")) {
+            Ok(places) => translate(text, &places),
+            Err(_) => text.to_string(),
+        }
     }
 }
 
@@ -230,6 +290,58 @@ mod tests {
     }
 
     #[test]
+    fn variables_are_translated_only_where_a_value_is_a_path() {
+        let p = plan(
+            vec![Mount::ReadOnly("/c/tools".into(), "/assemble/tools".into())],
+            &[],
+        );
+        let places = places(&p, Path::new("/s/tmp")).unwrap();
+        let v = |s: &str| translate_value(s, &places);
+        assert_eq!(v("/assemble/tools/cert.pem"), "/c/tools/cert.pem");
+        assert_eq!(v("/tmp"), "/s/tmp");
+        assert_eq!(v("/usr/bin:/assemble/tools/bin"), "/usr/bin:/c/tools/bin");
+        for same in [
+            "https://h/simple?next=/tmp/x",
+            "http://h:8080/tmp/simple http://g/assemble/tools",
+            "/tmpfile",
+            "C.UTF-8",
+        ] {
+            assert_eq!(v(same), same);
+        }
+    }
+
+    #[test]
+    fn what_the_command_leaves_running_is_killed_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = plan(
+            vec![Mount::Bind(dir.path().into(), "/assemble/out".into())],
+            &[
+                "/bin/sh",
+                "-c",
+                "sleep 1000 >/dev/null 2>&1 & echo $! > /assemble/out/pid",
+            ],
+        );
+        Unconfined::default()
+            .run(&p, Output::Capture { echo: None })
+            .unwrap();
+        let pid = std::fs::read_to_string(dir.path().join("pid")).unwrap();
+        let stat = format!("/proc/{}/stat", pid.trim());
+        // Killed: gone, or a zombie until its new parent reaps it.
+        let alive = (0..50).all(|_| {
+            let state = std::fs::read_to_string(&stat).unwrap_or_default();
+            let running = state
+                .rsplit(") ")
+                .next()
+                .is_some_and(|s| !s.is_empty() && !s.starts_with('Z'));
+            if running {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            running
+        });
+        assert!(!alive, "{stat} still runs");
+    }
+
+    #[test]
     fn what_needs_a_sandbox_or_an_odd_path_is_refused() {
         let tmpfs = plan(vec![Mount::Tmpfs("/run".into())], &["true"]);
         let e = places(&tmpfs, Path::new("/s/tmp")).unwrap_err().to_string();
@@ -272,6 +384,6 @@ mod tests {
             .run(&failing, Output::Capture { echo: None })
             .unwrap_err()
             .to_string();
-        assert!(e.contains("exit status: 3") && e.contains("broken"), "{e}");
+        assert!(e.contains("exit code 3") && e.contains("broken"), "{e}");
     }
 }
