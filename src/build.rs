@@ -552,7 +552,7 @@ fn online_inputs(
     // without isolation, this machine.
     let get_compiler = |config: &ProjectConfig| -> Result<Rootfs, Error> {
         if runner.runs_on_host() {
-            return Ok(host_compiler(printer));
+            return Ok(host_compiler(runner, printer));
         }
         if let Some((rootfs, _)) =
             given_rootfs(cache, &opts.compiler, "compiler", &opts.registry, printer)?
@@ -796,10 +796,10 @@ const HOST_COMPILER: &str = "this machine (--isolation none: the job's image is 
 /// This machine as the compiler (`--isolation none`): its root, no layer,
 /// and a key of what its compiled wheels depend on ([`host_key`]), so that
 /// they are not mistaken for a compiler rootfs's.
-fn host_compiler(printer: &Printer) -> Rootfs {
+fn host_compiler(runner: &dyn Runner, printer: &Printer) -> Rootfs {
     printer.step("compiler: this machine's own filesystem (--isolation none)");
     Rootfs {
-        key: host_key(),
+        key: host_key(runner),
         tree: PathBuf::from("/"),
         layers: Vec::new(),
         created_by: Vec::new(),
@@ -811,12 +811,12 @@ fn host_compiler(printer: &Printer) -> Rootfs {
 /// The key of this machine as a compiler: its release and packages (the
 /// dpkg or apk database: the headers, libraries and toolchain installed),
 /// its C library, its interpreters' and `cc`'s bytes.
-fn host_key() -> String {
+fn host_key(runner: &dyn Runner) -> String {
     static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    KEY.get_or_init(host_key_now).clone()
+    KEY.get_or_init(|| host_key_now(runner)).clone()
 }
 
-fn host_key_now() -> String {
+fn host_key_now(runner: &dyn Runner) -> String {
     let root = Path::new("/");
     let mut key = crate::cache::KeyBuilder::new("host-compiler-v1");
     key.part(
@@ -829,9 +829,26 @@ fn host_key_now() -> String {
             key.part(db, crate::digest::Digest::of(&bytes).hex().as_bytes());
         }
     }
-    let programs = rootfs::interpreters(root, rootfs::DEFAULT_PATH)
+    let interpreters: Vec<String> = rootfs::interpreters(root, rootfs::DEFAULT_PATH)
         .into_iter()
         .map(|i| i.path)
+        .collect();
+    // Each interpreter's own version, to the patch: python.org's program
+    // is a small stub over its libpython, and no package database has it.
+    for python in &interpreters {
+        let out = runner.run_host(&crate::sandbox::HostCommand {
+            what: format!("{python} --version"),
+            program: python.into(),
+            args: vec!["-c".into(), "import sys; print(sys.version)".into()],
+            env: Vec::new(),
+            stdin: None,
+        });
+        if let Some(out) = out.ok().filter(|o| o.success) {
+            key.part(&format!("{python} version"), &out.stdout);
+        }
+    }
+    let programs = interpreters
+        .into_iter()
         .chain(["/usr/bin/cc".to_string(), "/usr/bin/gcc".to_string()]);
     for program in programs {
         // By content: a job image's pull sets no stable times.
@@ -1489,7 +1506,7 @@ fn python_context<'a>(
         epoch: opts.epoch,
         rebuild: opts.rebuild,
         compression: opts.compression,
-        unconfined: runner.runs_on_host().then(host_key),
+        unconfined: runner.runs_on_host().then(|| host_key(runner)),
     }
 }
 

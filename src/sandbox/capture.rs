@@ -25,8 +25,9 @@ pub(super) fn capture(
 }
 
 /// [`capture`], calling `ended` with the command's pid once it has exited
-/// (and been reaped), before the rest of its output is awaited: what it
-/// left running may hold its pipes open until `ended` ends it.
+/// and before it is reaped (its pid still its own), before the rest of its
+/// output is awaited: what it left running may hold its pipes open until
+/// `ended` ends it.
 pub(super) fn capture_then(
     mut cmd: Command,
     what: &str,
@@ -62,9 +63,13 @@ pub(super) fn capture_then(
                 }
             });
         }
-        let status = child.wait();
+        // Ended but not reaped yet: while it is a zombie its pid (and the
+        // process group it leads) names nothing else.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid(2) on our own child, writing into `info`.
+        unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
         ended(pid);
-        status
+        child.wait()
     })
     .map_err(SandboxError::Spawn)?;
     Ok((status, tail.into_inner().expect("tail lock").into()))

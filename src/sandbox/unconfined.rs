@@ -38,6 +38,11 @@ pub struct Unconfined {
     pub secrets: Vec<String>,
 }
 
+/// The shell a command runs under: it waits for the command, and on
+/// SIGTERM (its death signal when assemble dies), SIGINT or SIGHUP kills
+/// its whole process group, the command's descendants included.
+const REAPER: &str = "trap 'kill -KILL 0' HUP INT TERM; \"$@\" & wait $!";
+
 /// A path inside a plan and where it stands on the host.
 type Place = (String, String);
 
@@ -69,19 +74,23 @@ impl Unconfined {
         if !env.iter().any(|(k, _)| k == "TMPDIR") {
             env.push(("TMPDIR".into(), translate("/tmp", &places)));
         }
-        let mut cmd = Command::new(program);
-        cmd.args(args)
+        // The command leads a session of its own (no terminal: a prompt
+        // fails rather than stops), under a shell that kills the session's
+        // process group when assemble dies (its death signal, SIGTERM).
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", REAPER, "sh", program])
+            .args(args)
             .env_clear()
             .envs(env)
             .current_dir(translate(&plan.cwd, &places));
         tracing::debug!(what = %plan.what, ?argv, "no sandbox");
         // SAFETY: the closure runs in the child between fork and exec and
-        // calls only setpgid and prctl, async-signal-safe, on plain integers.
+        // calls only setsid and prctl, async-signal-safe, on plain integers.
         unsafe {
             use std::os::unix::process::CommandExt;
             cmd.pre_exec(|| {
-                libc::setpgid(0, 0);
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                libc::setsid();
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
                 Ok(())
             });
         }
@@ -207,8 +216,8 @@ impl Runner for Unconfined {
         // What the command left running in its process group is ended
         // with it (one that left the group is not: nothing is isolated).
         let (status, tail) = capture_then(cmd, &plan.what, &self.secrets, echo, |pid| {
-            // SAFETY: kill(2) on the process group the child made and led;
-            // its leader is reaped, so the id names that group or nothing.
+            // SAFETY: kill(2) on the process group the child made and
+            // leads; it is not reaped yet, so the id names that group.
             unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
         })?;
         if status.success() {
@@ -315,14 +324,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = plan(
             vec![Mount::Bind(dir.path().into(), "/assemble/out".into())],
-            &[
-                "/bin/sh",
-                "-c",
-                "sleep 1000 >/dev/null 2>&1 & echo $! > /assemble/out/pid",
-            ],
+            &["/bin/sh", "-c", "sleep 1000 & echo $! > /assemble/out/pid"],
         );
-        Unconfined::default()
-            .run(&p, Output::Capture { echo: None })
+        // It holds the output pipes: were it not killed, the run would not
+        // end (the watchdog is far beyond what the run takes).
+        let (done, ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = Unconfined::default().run(&p, Output::Capture { echo: None });
+            done.send(r.map_err(|e| e.to_string())).unwrap();
+        });
+        ended
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the run ends")
             .unwrap();
         let pid = std::fs::read_to_string(dir.path().join("pid")).unwrap();
         let stat = format!("/proc/{}/stat", pid.trim());
