@@ -500,7 +500,14 @@ fn a_build_without_isolation_uses_the_jobs_own_filesystem_and_makes_the_same_ima
     // wheel, `-r FILE`) are the host's too.
     let requirements = dir.join("requirements.txt");
     std::fs::write(&requirements, "milborne==0.4.0\n").unwrap();
-    let fixture = repo().join("tests/fixtures/milborne");
+    // A copy in the test's directory: the job container's /tmp is its own,
+    // and the checkout may be under the host's.
+    let fixture = dir.join("milborne");
+    let out = run(Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("tests/fixtures/milborne"))
+        .arg(&fixture));
+    assert!(out.status.success(), "{}", stderr(&out));
     for (name, args) in [
         ("project", vec![fixture.to_str().unwrap()]),
         ("file", vec!["-r", requirements.to_str().unwrap()]),
