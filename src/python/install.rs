@@ -305,13 +305,17 @@ fn uv_install(
 
 /// A fresh directory of this user's whose path is exactly as long as the
 /// venv's and ends with the same name (the activation scripts' prompt):
-/// `/tmp/` and random letters, holding `app`, mode 0755 as the venv's is.
+/// `/tmp/` and random letters (mode 0700), holding `app`, mode 0755 as the
+/// venv's is.
 fn staging_dir() -> Result<(tempfile::TempDir, PathBuf), PythonError> {
     let name = VENV.rsplit('/').next().expect("a path");
     let random = VENV.len() - "/tmp/".len() - 1 - name.len();
+    use std::os::unix::fs::PermissionsExt as _;
+    // Private: the venv holds the application's code.
     let dir = tempfile::Builder::new()
         .prefix("")
         .rand_bytes(random)
+        .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in("/tmp")
         .map_err(io_err(Path::new("/tmp")))?;
     let venv = dir.path().join(name);
@@ -322,7 +326,6 @@ fn staging_dir() -> Result<(tempfile::TempDir, PathBuf), PythonError> {
         )));
     }
     fs_err::create_dir(&venv).map_err(io_err(&venv))?;
-    use std::os::unix::fs::PermissionsExt as _;
     fs_err::set_permissions(&venv, std::fs::Permissions::from_mode(0o755))
         .map_err(io_err(&venv))?;
     Ok((dir, venv))
